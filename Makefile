@@ -1,0 +1,47 @@
+# Two commands: `make run` serves the app, `make test` runs the whole suite. Both set everything up first.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+HOST ?= 127.0.0.1
+PORT ?= 8000
+DEPTH_MODEL ?= Intel/dpt-hybrid-midas
+WORKERS ?= 1
+THREADS ?= 4
+
+SYSTEM_LIBS := libusb-1.0-0 libgl1 libgomp1
+TEST_SYSTEM_LIBS := chromium chromium-driver
+
+.PHONY: setup setup-test system-libs run test download-model bench clean
+
+setup: system-libs $(VENV)/.installed
+
+setup-test: setup $(VENV)/.installed-test
+	@sh scripts/system-deps.sh $(TEST_SYSTEM_LIBS)
+
+system-libs:
+	@sh scripts/system-deps.sh $(SYSTEM_LIBS)
+
+$(VENV)/.installed: requirements.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	@touch $@
+
+$(VENV)/.installed-test: requirements-test.txt $(VENV)/.installed
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-test.txt
+	@touch $@
+
+run: setup
+	DEPTH_MODEL="$(DEPTH_MODEL)" $(VENV)/bin/gunicorn --bind "$(HOST):$(PORT)" --workers $(WORKERS) \
+		--threads $(THREADS) --timeout 300 --access-logfile - "app:create_app()"
+
+test: setup-test
+	$(PY) -m pytest
+
+download-model: setup
+	$(PY) -m converter.download "$(DEPTH_MODEL)"
+
+bench: setup
+	$(PY) bench/bench.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

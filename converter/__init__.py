@@ -1,0 +1,38 @@
+"""Image-to-3D: a single image → depth → coloured 3D point cloud.
+
+    from converter import Converter
+    result = Converter(model="Intel/dpt-hybrid-midas", device="auto").convert("photo.jpg")
+    result.save("photo.ply")
+
+Nothing here imports torch until a model is loaded, so the web layer and the CLI start fast.
+"""
+
+from .depth.models import DEFAULT_MODEL, KNOWN_MODELS
+from .errors import (
+    ConversionError,
+    DamagedImageError,
+    DepthFileError,
+    ImageTooLargeError,
+    InputError,
+    ModelUnavailableError,
+    OptionError,
+    OutputError,
+    UnsupportedImageError,
+)
+from .options import DEFAULT_MAX_POINTS, ConversionOptions
+from .pipeline import ConversionResult, Converter
+
+
+def convert(image, output=None, *, model: str | None = None, device: str = "auto", **options) -> ConversionResult:
+    """One-call conversion with a process-wide model; writes ``output`` when given."""
+    result = Converter(model=model, device=device).convert(image, **options)
+    if output is not None:
+        result.save(output)
+    return result
+
+
+__all__ = [
+    "DEFAULT_MAX_POINTS", "DEFAULT_MODEL", "KNOWN_MODELS", "ConversionError", "ConversionOptions", "ConversionResult",
+    "Converter", "DamagedImageError", "DepthFileError", "ImageTooLargeError", "InputError", "ModelUnavailableError",
+    "OptionError", "OutputError", "UnsupportedImageError", "convert",
+]

@@ -1,0 +1,32 @@
+"""Depth sources: transformers models (loaded once per process) and user-supplied depth files."""
+
+from __future__ import annotations
+
+import threading
+
+from .depthmap import INVERSE_RELATIVE, KINDS, METRIC, DepthMap
+from .device import DEVICE_CHOICES, resolve_device
+from .files import DEPTH_KINDS, fit_depth_to_image, load_depth_file
+from .models import DEFAULT_MODEL, KNOWN_MODELS, resolve_model_name
+
+_loaded: dict[tuple[str, str, str], object] = {}
+_loading = threading.Lock()
+
+
+def get_depth_model(model: str | None = None, device: str = "auto", precision: str = "fp32"):
+    """The process-wide instance of ``model`` on ``device``: loaded on first use, then reused."""
+    from .huggingface import HuggingFaceDepthModel
+
+    model_id = resolve_model_name(model)
+    device = resolve_device(device)
+    key = (model_id, device, precision)
+    with _loading:
+        if key not in _loaded:
+            _loaded[key] = HuggingFaceDepthModel(model_id, device=device, precision=precision)
+        return _loaded[key]
+
+
+__all__ = [
+    "DEFAULT_MODEL", "DEPTH_KINDS", "DEVICE_CHOICES", "INVERSE_RELATIVE", "KINDS", "KNOWN_MODELS", "METRIC",
+    "DepthMap", "fit_depth_to_image", "get_depth_model", "load_depth_file", "resolve_device", "resolve_model_name",
+]

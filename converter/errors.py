@@ -1,0 +1,64 @@
+"""Errors a person can act on.
+
+Every failure the converter can foresee is one of these. ``str(error)`` is a sentence for people: it never holds a
+traceback, a server path or a library's internal message, so the CLI and the web app can show it as it is.
+``code`` is a stable machine-readable name for scripts and the JSON API.
+"""
+
+
+class ConversionError(Exception):
+    """Base class: a conversion that cannot be done, with a message for people."""
+
+    code = "conversion_failed"
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+class InputError(ConversionError):
+    """The input (image, depth map or option) is at fault; the caller can fix it."""
+
+    code = "bad_input"
+
+
+class UnsupportedImageError(InputError):
+    code = "unsupported_format"
+
+
+class DamagedImageError(InputError):
+    code = "damaged_image"
+
+
+class ImageTooLargeError(InputError):
+    code = "image_too_large"
+
+
+class DepthFileError(InputError):
+    code = "bad_depth_file"
+
+
+class OptionError(InputError):
+    code = "bad_option"
+
+
+class ModelUnavailableError(ConversionError):
+    """The depth model could not be loaded: not downloaded, wrong name, or broken files."""
+
+    code = "model_unavailable"
+
+    def __init__(self, model: str, reason: str):
+        self.model = model
+        self.reason = reason
+        super().__init__(
+            f"The depth model '{model}' is unavailable: {reason} "
+            "To fix it, run once with internet access so the model is downloaded into the Hugging Face cache "
+            "(`make download-model` fetches the default one), or set DEPTH_MODEL (CLI: --model) to a folder "
+            "holding a downloaded model."
+        )
+
+
+class OutputError(ConversionError):
+    """The result could not be written (disk full, folder not writable)."""
+
+    code = "output_failed"

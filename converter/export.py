@@ -1,0 +1,138 @@
+"""Writers for results. Every writer is atomic: it writes a temporary file beside the target and renames it, so a
+failure (disk full, unwritable folder) leaves no partial file behind."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .errors import OutputError
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike):
+    """Yield a temporary path next to ``path``; on success it becomes ``path``, on failure it is removed."""
+    path = Path(path)
+    try:
+        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+        os.close(handle)
+    except OSError as error:
+        raise OutputError(_describe(error, path)) from None
+    try:
+        yield Path(temporary)
+        os.replace(temporary, path)
+    except OSError as error:
+        _remove(temporary)
+        raise OutputError(_describe(error, path)) from None
+    except BaseException:
+        _remove(temporary)
+        raise
+
+
+def _remove(path) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+
+
+def _describe(error: OSError, path: Path) -> str:
+    import errno
+
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"There is not enough disk space to write '{path.name}'."
+    if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"The output folder is not writable, so '{path.name}' could not be saved."
+    if error.errno == errno.ENOENT:
+        return f"The output folder for '{path.name}' does not exist."
+    return f"'{path.name}' could not be written."
+
+
+def write_point_cloud_ply(
+    path: str | os.PathLike,
+    points: np.ndarray,
+    colors: np.ndarray,
+    normals: np.ndarray | None = None,
+    comments: list[str] | tuple[str, ...] = (),
+) -> None:
+    """Binary little-endian PLY: float x, y, z [, float nx, ny, nz], uchar red, green, blue (one vertex per point).
+
+    points [N, 3] float32, colors [N, 3] uint8, normals [N, 3] float32 or None. One structured array, one write:
+    no per-point Python.
+    """
+    points = np.asarray(points, dtype="<f4")
+    colors = np.asarray(colors, dtype=np.uint8)
+    count = len(points)
+    if points.shape != (count, 3) or colors.shape != (count, 3):
+        raise ValueError("points and colors must both be [N, 3]")
+    fields = [("x", "<f4"), ("y", "<f4"), ("z", "<f4")]
+    if normals is not None:
+        fields += [("nx", "<f4"), ("ny", "<f4"), ("nz", "<f4")]
+    fields += [("red", "u1"), ("green", "u1"), ("blue", "u1")]
+    vertices = np.empty(count, dtype=fields)
+    vertices["x"], vertices["y"], vertices["z"] = points[:, 0], points[:, 1], points[:, 2]
+    if normals is not None:
+        normals = np.asarray(normals, dtype="<f4")
+        vertices["nx"], vertices["ny"], vertices["nz"] = normals[:, 0], normals[:, 1], normals[:, 2]
+    vertices["red"], vertices["green"], vertices["blue"] = colors[:, 0], colors[:, 1], colors[:, 2]
+    header = ["ply", "format binary_little_endian 1.0"]
+    header += [f"comment {_one_line(comment)}" for comment in comments]
+    header.append(f"element vertex {count}")
+    ply_types = {"<f4": "float", "u1": "uchar"}
+    header += [f"property {ply_types[kind]} {name}" for name, kind in fields]
+    header.append("end_header")
+    with atomic_output(path) as temporary, open(temporary, "wb") as handle:
+        handle.write(("\n".join(header) + "\n").encode("ascii"))
+        vertices.tofile(handle)
+
+
+def _one_line(text: str) -> str:
+    """PLY comments are single ASCII lines."""
+    return " ".join(str(text).split()).encode("ascii", "replace").decode("ascii")
+
+
+# A perceptually ordered colour ramp (dark violet → orange → pale yellow), as control points for np.interp.
+_RAMP = np.array(
+    [[0, 0, 4], [40, 11, 84], [101, 21, 110], [159, 42, 99], [212, 72, 66], [245, 125, 21], [250, 193, 39],
+     [252, 255, 164]],
+    dtype=np.float32,
+)
+
+
+def colorize_depth(depth: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+    """Depth [H, W] → [H, W, 3] uint8 picture: near is bright, far is dark, invalid is black."""
+    depth = np.asarray(depth, dtype=np.float32)
+    if valid is None:
+        valid = np.isfinite(depth) & (depth > 0)
+    picture = np.zeros(depth.shape + (3,), dtype=np.uint8)
+    if not valid.any():
+        return picture
+    near, far = np.percentile(depth[valid], [1, 99])
+    t = np.clip((far - depth) / max(far - near, 1e-12), 0.0, 1.0)
+    stops = np.linspace(0.0, 1.0, len(_RAMP))
+    for channel in range(3):
+        picture[..., channel] = np.interp(t, stops, _RAMP[:, channel]).astype(np.uint8)
+    picture[~valid] = 0
+    return picture
+
+
+def write_depth_preview_png(path: str | os.PathLike, depth: np.ndarray, valid: np.ndarray | None = None) -> None:
+    with atomic_output(path) as temporary:
+        Image.fromarray(colorize_depth(depth, valid), "RGB").save(temporary, format="PNG")
+
+
+def write_depth_png16(path: str | os.PathLike, depth: np.ndarray, scale: float = 1000.0) -> None:
+    """16-bit PNG of depth × ``scale`` (millimetres for metres); 0 = no depth; values beyond 65.535 m clip."""
+    depth = np.asarray(depth, dtype=np.float32)
+    stored = np.where(np.isfinite(depth) & (depth > 0), np.rint(depth * scale), 0)
+    stored = np.clip(stored, 0, 65535).astype(np.uint16)
+    with atomic_output(path) as temporary:
+        Image.fromarray(stored).save(temporary, format="PNG")
+
+
+def write_depth_npy(path: str | os.PathLike, depth: np.ndarray) -> None:
+    with atomic_output(path) as temporary, open(temporary, "wb") as handle:
+        np.save(handle, np.asarray(depth, dtype=np.float32))

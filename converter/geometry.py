@@ -1,0 +1,220 @@
+"""Camera model and back-projection: depth map → 3D points.
+
+Camera model: pinhole, no distortion. Pixel (u, v) is the integer index of a pixel's centre, u to the right,
+v down; the principal point defaults to the image centre ((W - 1) / 2, (H - 1) / 2). Depth z is the distance along
+the optical axis (not along the ray).
+
+Output frame: right-handed, **y up, camera at the origin looking down −z** (OpenGL / glTF). From the OpenCV camera
+frame (x right, y down, z forward) that is a flip of y and z:  x = (u − cx)·z / fx,  y = −(v − cy)·z / fy,  z = −z.
+
+All arrays are float32; shapes are given as [H, W] (image) or [N, 3] (points).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+DEFAULT_FOV_DEG = 60.0
+DEFAULT_EDGE_RTOL = 0.04
+DEFAULT_RELIEF = 1.0
+
+
+@dataclass(frozen=True)
+class Intrinsics:
+    """Pinhole intrinsics of an image of ``width`` × ``height`` pixels; ``source`` records where fx came from."""
+
+    width: int
+    height: int
+    fx: float
+    fy: float
+    cx: float
+    cy: float
+    source: str = "default"
+
+    @property
+    def fov_x_deg(self) -> float:
+        return math.degrees(2.0 * math.atan(self.width / (2.0 * self.fx)))
+
+    @property
+    def fov_y_deg(self) -> float:
+        return math.degrees(2.0 * math.atan(self.height / (2.0 * self.fy)))
+
+    def as_matrix(self) -> np.ndarray:
+        """[3, 3] K in the OpenCV convention, as Open3D's PinholeCameraIntrinsic takes it."""
+        return np.array([[self.fx, 0, self.cx], [0, self.fy, self.cy], [0, 0, 1]], dtype=np.float64)
+
+    def to_dict(self) -> dict:
+        return {
+            "width": self.width, "height": self.height, "fx": self.fx, "fy": self.fy, "cx": self.cx,
+            "cy": self.cy, "fov_x_deg": self.fov_x_deg, "source": self.source,
+        }
+
+
+def make_intrinsics(
+    width: int,
+    height: int,
+    *,
+    fov_deg: float | None = None,
+    focal_px: float | None = None,
+    principal_point: tuple[float, float] | None = None,
+    exif_focal_px: float | None = None,
+    exif_source: str | None = None,
+) -> Intrinsics:
+    """Intrinsics by precedence: user focal length, user field of view, EXIF, then a 60° horizontal FoV.
+
+    fov_deg is the horizontal field of view; pixels are square (fy = fx).
+    """
+    if focal_px is not None:
+        fx, source = float(focal_px), "user:focal_px"
+    elif fov_deg is not None:
+        fx, source = focal_from_fov(width, fov_deg), "user:fov"
+    elif exif_focal_px:
+        fx, source = float(exif_focal_px), exif_source or "exif"
+    else:
+        fx, source = focal_from_fov(width, DEFAULT_FOV_DEG), "default:fov60"
+    if principal_point is None:
+        cx, cy = (width - 1) / 2.0, (height - 1) / 2.0
+    else:
+        cx, cy = float(principal_point[0]), float(principal_point[1])
+    return Intrinsics(width=width, height=height, fx=fx, fy=fx, cx=cx, cy=cy, source=source)
+
+
+def focal_from_fov(width: int, fov_deg: float) -> float:
+    """Focal length in pixels that gives a horizontal field of view of ``fov_deg`` over ``width`` pixels."""
+    return width / (2.0 * math.tan(math.radians(fov_deg) / 2.0))
+
+
+def disparity_bounds(
+    disparity: np.ndarray, mask: np.ndarray | None = None, percentiles: tuple[float, float] = (2.0, 98.0)
+) -> tuple[float, float]:
+    """Robust (far, near) disparity levels: the given percentiles over finite values inside ``mask``."""
+    disparity = np.asarray(disparity, dtype=np.float32)
+    selected = np.isfinite(disparity)
+    if mask is not None and (selected & mask).any():
+        selected &= mask
+    if not selected.any():
+        return 0.0, 0.0
+    low, high = np.percentile(disparity[selected], percentiles)
+    return float(low), float(high)
+
+
+def disparity_to_depth(
+    disparity: np.ndarray, bounds: tuple[float, float], relief: float = DEFAULT_RELIEF, near: float = 1.0
+) -> np.ndarray:
+    """Relative inverse depth [H, W] → depth [H, W] in relative units, from ``near`` to ``near · (1 + relief)``.
+
+    Relative models (MiDaS, DPT, Depth Anything) predict disparity up to an unknown scale and shift, so no mapping
+    is exact. This one is robust: the disparity ``bounds`` (see :func:`disparity_bounds`, 2nd and 98th
+    percentiles) become the far and near planes, values beyond them are clamped, and the normalised disparity
+    t ∈ [0, 1] is mapped *linearly in inverse depth*, 1/z = t/near + (1 − t)/far, which keeps planes planar under
+    the model's own affine-invariant assumption. Non-finite input gives 0 (invalid).
+    """
+    if relief <= 0:
+        raise ValueError("relief must be positive")
+    disparity = np.asarray(disparity, dtype=np.float32)
+    low, high = bounds
+    span = high - low
+    far = near * (1.0 + relief)
+    if span <= 1e-12 * max(abs(high), 1.0):
+        depth = np.full(disparity.shape, near, dtype=np.float32)  # a constant prediction carries no shape
+    else:
+        t = np.clip((disparity - np.float32(low)) * np.float32(1.0 / span), 0.0, 1.0)
+        t *= np.float32(1.0 / near - 1.0 / far)
+        t += np.float32(1.0 / far)
+        depth = np.reciprocal(t, out=t)
+    depth[~np.isfinite(disparity)] = 0.0
+    return depth
+
+
+def valid_depth(depth: np.ndarray) -> np.ndarray:
+    """[H, W] bool: finite and strictly positive depth."""
+    return np.isfinite(depth) & (depth > 0)
+
+
+def depth_edges(depth: np.ndarray, rtol: float = DEFAULT_EDGE_RTOL) -> np.ndarray:
+    """[H, W] bool: pixels on a depth discontinuity ("flying pixels").
+
+    A pixel is on an edge when the depth range in its 3 × 3 neighbourhood exceeds ``rtol`` times its own depth.
+    Image-space and linear in the number of pixels, unlike a k-NN outlier search over the cloud. Invalid neighbours
+    are ignored (they make holes, not edges).
+    """
+    depth = np.asarray(depth, dtype=np.float32)
+    valid = valid_depth(depth)
+    high = np.where(valid, depth, -np.inf).astype(np.float32)
+    low = np.where(valid, depth, np.inf).astype(np.float32)
+    high = _window_3x3(high, np.maximum, -np.inf)
+    low = _window_3x3(low, np.minimum, np.inf)
+    with np.errstate(invalid="ignore"):
+        edges = (high - low) > np.float32(rtol) * depth
+    return edges & valid
+
+
+def _window_3x3(values: np.ndarray, reduce, fill: float) -> np.ndarray:
+    """Separable 3 × 3 max/min filter with ``fill`` outside the image."""
+    padded = np.pad(values, 1, constant_values=fill)
+    rows = reduce(reduce(padded[:-2, :], padded[1:-1, :]), padded[2:, :])
+    return reduce(reduce(rows[:, :-2], rows[:, 1:-1]), rows[:, 2:])
+
+
+def pixel_grid(width: int, height: int, max_points: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel indices (columns [Wg], rows [Hg]) of a regular grid with at most ``max_points`` samples.
+
+    Each grid sample is the pixel nearest to the centre of an equal block of the image, so sampling is uniform and
+    the grid stays a grid (meshes are built on it). ``max_points == 0`` keeps every pixel.
+    """
+    total = width * height
+    if max_points <= 0 or total <= max_points:
+        return np.arange(width), np.arange(height)
+    scale = math.sqrt(max_points / total)
+    grid_w = max(1, int(width * scale))
+    grid_h = max(1, int(height * scale))
+    while grid_w * grid_h > max_points:
+        if grid_w >= grid_h:
+            grid_w -= 1
+        else:
+            grid_h -= 1
+    columns = np.floor((np.arange(grid_w) + 0.5) * width / grid_w).astype(np.int64)
+    rows = np.floor((np.arange(grid_h) + 0.5) * height / grid_h).astype(np.int64)
+    return columns, rows
+
+
+def backproject(depth: np.ndarray, intrinsics: Intrinsics, columns=None, rows=None) -> np.ndarray:
+    """Depth [Hg, Wg] sampled at pixel ``columns`` [Wg] and ``rows`` [Hg] → points [Hg, Wg, 3] (y up, −z forward).
+
+    Without ``columns``/``rows`` the depth is the full image. Invalid depth gives non-finite or zero-depth points;
+    callers select valid ones with :func:`valid_depth`.
+    """
+    depth = np.asarray(depth, dtype=np.float32)
+    height, width = depth.shape
+    if columns is None:
+        columns = np.arange(width)
+    if rows is None:
+        rows = np.arange(height)
+    x_over_z = ((np.asarray(columns, np.float64) - intrinsics.cx) / intrinsics.fx).astype(np.float32)
+    y_over_z = ((np.asarray(rows, np.float64) - intrinsics.cy) / intrinsics.fy).astype(np.float32)
+    points = np.empty((height, width, 3), dtype=np.float32)
+    np.multiply(depth, x_over_z[None, :], out=points[:, :, 0])
+    np.multiply(depth, -y_over_z[:, None], out=points[:, :, 1])  # image rows go down, y goes up
+    np.negative(depth, out=points[:, :, 2])  # the camera looks down −z
+    return points
+
+
+def grid_normals(points: np.ndarray) -> np.ndarray:
+    """Unit normals [Hg, Wg, 3] of a grid of points [Hg, Wg, 3], facing the camera (central differences)."""
+    du = np.zeros_like(points)
+    dv = np.zeros_like(points)
+    du[:, 1:-1] = points[:, 2:] - points[:, :-2]
+    du[:, 0] = points[:, 1] - points[:, 0] if points.shape[1] > 1 else 0
+    du[:, -1] = points[:, -1] - points[:, -2] if points.shape[1] > 1 else 0
+    dv[1:-1] = points[2:] - points[:-2]
+    dv[0] = points[1] - points[0] if points.shape[0] > 1 else 0
+    dv[-1] = points[-1] - points[-2] if points.shape[0] > 1 else 0
+    # u goes right and v goes down in the image, so du × dv points away from the camera; flip it.
+    normals = np.cross(dv, du).astype(np.float32)
+    length = np.linalg.norm(normals, axis=-1, keepdims=True)
+    np.divide(normals, length, out=normals, where=length > 0)
+    normals[~np.isfinite(normals)] = 0.0
+    return normals

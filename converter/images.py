@@ -1,0 +1,223 @@
+"""Load an image from a path, bytes, a file object, a PIL image or an array into RGB + alpha arrays.
+
+The format is decided by content under an allow-list, never by file name; the pixel count is checked from the
+header before the full decode; a damaged file is an error rather than a silently half-decoded picture; the EXIF
+orientation is applied so the cloud matches the image as people see it; colours end up in sRGB.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageCms, ImageFile, ImageOps, UnidentifiedImageError
+
+from .errors import DamagedImageError, ImageTooLargeError, UnsupportedImageError
+
+ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF", "MPO")
+DEFAULT_MAX_PIXELS = 50_000_000
+
+# EXIF tags (CIPA DC-008) used for the focal length.
+_EXIF_IFD = 0x8769
+_FOCAL_LENGTH = 0x920A
+_FOCAL_LENGTH_35MM = 0xA405
+_FOCAL_PLANE_X_RESOLUTION = 0xA20E
+_FOCAL_PLANE_RESOLUTION_UNIT = 0xA210
+_EXIF_IMAGE_WIDTH = 0xA002
+_EXIF_IMAGE_HEIGHT = 0xA003
+_MM_PER_RESOLUTION_UNIT = {2: 25.4, 3: 10.0, 4: 1.0, 5: 0.001}
+# The "35 mm equivalent" is defined by the diagonal of a 36 x 24 mm frame.
+_FULL_FRAME_DIAGONAL_MM = math.hypot(36.0, 24.0)
+
+_SRGB = ImageCms.createProfile("sRGB")
+
+
+@dataclass(frozen=True)
+class LoadedImage:
+    """An image ready for depth estimation and colouring.
+
+    rgb: [H, W, 3] uint8, sRGB, orientation applied.
+    alpha: [H, W] uint8, or None when every pixel is opaque.
+    focal_px: the horizontal focal length in pixels of *this* image derived from EXIF, or None.
+    focal_source: which EXIF tags gave ``focal_px`` (for the record kept with the result).
+    """
+
+    rgb: np.ndarray
+    alpha: np.ndarray | None
+    focal_px: float | None = None
+    focal_source: str | None = None
+    format: str | None = None
+
+    @property
+    def width(self) -> int:
+        return self.rgb.shape[1]
+
+    @property
+    def height(self) -> int:
+        return self.rgb.shape[0]
+
+    def to_pil(self) -> Image.Image:
+        """The RGB picture the depth model sees (transparent pixels keep their stored colour)."""
+        return Image.fromarray(self.rgb, "RGB")
+
+
+def load_image(source, max_pixels: int = DEFAULT_MAX_PIXELS) -> LoadedImage:
+    """Decode ``source`` (path, bytes, binary file object, PIL image or [H, W, 3|4] uint8 array)."""
+    if isinstance(source, LoadedImage):
+        return source
+    if isinstance(source, np.ndarray):
+        return _from_array(source)
+    if isinstance(source, Image.Image):
+        return _from_pil(source, max_pixels)
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        if len(source) == 0:
+            raise UnsupportedImageError("The file is empty: no image was uploaded.")
+        return _decode(io.BytesIO(bytes(source)), max_pixels)
+    if isinstance(source, (str, os.PathLike)):
+        try:
+            with open(source, "rb") as handle:
+                return _decode(handle, max_pixels)
+        except FileNotFoundError:
+            raise UnsupportedImageError(f"There is no file named '{os.fspath(source)}'.") from None
+        except IsADirectoryError:
+            raise UnsupportedImageError(f"'{os.fspath(source)}' is a folder, not an image file.") from None
+    if hasattr(source, "read"):
+        return _decode(source, max_pixels)
+    raise TypeError(f"cannot load an image from {type(source).__name__}")
+
+
+def _decode(stream, max_pixels: int) -> LoadedImage:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            image = Image.open(stream, formats=ALLOWED_FORMATS)
+        except UnidentifiedImageError:
+            raise UnsupportedImageError(
+                "This is not a supported image format. Use JPEG, PNG, WebP, BMP, GIF or TIFF."
+            ) from None
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise _too_large(None, max_pixels) from None
+        except (OSError, SyntaxError, ValueError, EOFError):
+            raise DamagedImageError("The image is damaged or incomplete.") from None
+        with image:
+            return _from_pil(image, max_pixels)
+
+
+def _from_pil(image: Image.Image, max_pixels: int) -> LoadedImage:
+    width, height = image.size
+    if width * height > max_pixels:
+        raise _too_large(image.size, max_pixels)
+    if width == 0 or height == 0:
+        raise DamagedImageError("The image is damaged or incomplete.")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        previous_truncated = ImageFile.LOAD_TRUNCATED_IMAGES
+        ImageFile.LOAD_TRUNCATED_IMAGES = False
+        try:
+            image.seek(0)  # animated images: the first frame only
+            image.load()
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise _too_large(image.size, max_pixels) from None
+        except (OSError, SyntaxError, ValueError, EOFError, MemoryError):
+            raise DamagedImageError("The image is damaged or incomplete.") from None
+        finally:
+            ImageFile.LOAD_TRUNCATED_IMAGES = previous_truncated
+    focal_px, focal_source = _exif_focal(image)
+    try:
+        upright = ImageOps.exif_transpose(image)
+    except Exception:  # broken EXIF must not stop a conversion; the pixels are fine
+        upright = image
+    rgb, alpha = _to_srgb(upright)
+    return LoadedImage(rgb=rgb, alpha=alpha, focal_px=focal_px, focal_source=focal_source, format=image.format)
+
+
+def _from_array(array: np.ndarray) -> LoadedImage:
+    if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] not in (3, 4):
+        raise UnsupportedImageError("An image array must be uint8 with shape [H, W, 3] or [H, W, 4].")
+    rgb = np.ascontiguousarray(array[:, :, :3])
+    alpha = np.ascontiguousarray(array[:, :, 3]) if array.shape[2] == 4 else None
+    if alpha is not None and alpha.min() == 255:
+        alpha = None
+    return LoadedImage(rgb=rgb, alpha=alpha)
+
+
+def _too_large(size, max_pixels: int) -> ImageTooLargeError:
+    megapixels = max_pixels / 1e6
+    if size:
+        return ImageTooLargeError(
+            f"The image is too large: {size[0]} x {size[1]} pixels; the limit is {megapixels:g} megapixels."
+        )
+    return ImageTooLargeError(f"The image is too large; the limit is {megapixels:g} megapixels.")
+
+
+def _to_srgb(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
+    """Any Pillow mode → ([H, W, 3] uint8 sRGB, [H, W] uint8 alpha or None)."""
+    mode = image.mode
+    if mode.startswith("I") or mode == "F":
+        # 16-bit and float greyscale: Pillow's convert("L") clips instead of scaling.
+        values = np.asarray(image).astype(np.float32)
+        scale = 1.0 / 257.0 if mode != "F" else (255.0 if values.max(initial=0.0) <= 1.0 else 1.0 / 257.0)
+        grey = np.clip(np.rint(values * scale), 0, 255).astype(np.uint8)
+        return np.repeat(grey[:, :, None], 3, axis=2), None
+    if mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    elif mode in ("LA", "La", "PA", "RGBa"):
+        image = image.convert("RGBA")
+    elif mode == "1":
+        image = image.convert("L")
+    image = _apply_icc_profile(image)
+    if image.mode == "RGBA":
+        array = np.asarray(image)
+        alpha = np.ascontiguousarray(array[:, :, 3])
+        return np.ascontiguousarray(array[:, :, :3]), (None if alpha.min() == 255 else alpha)
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    return np.asarray(image).copy(), None
+
+
+def _apply_icc_profile(image: Image.Image) -> Image.Image:
+    """Convert CMYK and wide-gamut RGB to sRGB with the embedded ICC profile; without one, a plain conversion."""
+    icc = image.info.get("icc_profile")
+    if not icc or image.mode not in ("RGB", "RGBA", "CMYK", "L"):
+        return image.convert("RGB") if image.mode == "CMYK" else image
+    try:
+        source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        output_mode = "RGBA" if image.mode == "RGBA" else "RGB"
+        if image.mode == "L":
+            return image  # a grey profile changes tones only slightly; keep the stored values
+        return ImageCms.profileToProfile(image, source, _SRGB, outputMode=output_mode)
+    except (ImageCms.PyCMSError, OSError, ValueError, TypeError):
+        return image.convert("RGB") if image.mode == "CMYK" else image
+
+
+def _exif_focal(image: Image.Image) -> tuple[float | None, str | None]:
+    """Horizontal focal length in pixels of the *upright* image, from EXIF; (None, None) when not derivable."""
+    try:
+        exif = image.getexif()
+        tags = dict(exif.get_ifd(_EXIF_IFD))
+        width, height = image.size
+        orientation = exif.get(0x0112, 1)
+    except Exception:  # broken EXIF is common and harmless
+        return None, None
+    if orientation in (5, 6, 7, 8):  # rotated by 90°: the upright image's width is the stored height
+        width, height = height, width
+    try:
+        focal_35mm = float(tags.get(_FOCAL_LENGTH_35MM) or 0)
+        if focal_35mm > 0:
+            return focal_35mm * math.hypot(width, height) / _FULL_FRAME_DIAGONAL_MM, "exif:FocalLengthIn35mmFilm"
+        focal_mm = float(tags.get(_FOCAL_LENGTH) or 0)
+        x_resolution = float(tags.get(_FOCAL_PLANE_X_RESOLUTION) or 0)
+        unit_mm = _MM_PER_RESOLUTION_UNIT.get(int(tags.get(_FOCAL_PLANE_RESOLUTION_UNIT, 2)))
+        if focal_mm > 0 and x_resolution > 0 and unit_mm:
+            focal_px = focal_mm * x_resolution / unit_mm  # in the sensor's pixel grid, as recorded
+            recorded = (int(tags.get(_EXIF_IMAGE_WIDTH) or 0), int(tags.get(_EXIF_IMAGE_HEIGHT) or 0))
+            if min(recorded) > 0:
+                focal_px *= max(image.size) / max(recorded)  # the file may be a resized copy
+            return focal_px, "exif:FocalLength+FocalPlaneXResolution"
+    except (TypeError, ValueError, ZeroDivisionError):
+        pass
+    return None, None

@@ -1,0 +1,66 @@
+"""Conversion options shared by the CLI, the Python API and the web form, validated in one place."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+
+from .errors import OptionError
+from .geometry import DEFAULT_EDGE_RTOL, DEFAULT_RELIEF
+
+DEFAULT_MAX_POINTS = 1_000_000  # a 12 MP photo → ~15 MB .ply that viewers open at once
+
+
+@dataclass(frozen=True)
+class ConversionOptions:
+    """How a depth map becomes points.
+
+    fov_deg: horizontal field of view, degrees (overrides EXIF). focal_px: focal length in pixels (overrides
+    fov_deg). principal_point: (cx, cy) in pixels. relief: depth range of relative models, far = near·(1 + relief).
+    clean: drop flying pixels on depth edges; edge_rtol: their relative depth jump. max_points: output density,
+    0 = one point per pixel. normals: write per-point normals. depth_kind: "metric" or "disparity" for a user depth
+    map.
+    """
+
+    fov_deg: float | None = None
+    focal_px: float | None = None
+    principal_point: tuple[float, float] | None = None
+    relief: float = DEFAULT_RELIEF
+    clean: bool = True
+    edge_rtol: float = DEFAULT_EDGE_RTOL
+    max_points: int = DEFAULT_MAX_POINTS
+    normals: bool = False
+    depth_kind: str = "metric"
+
+    def __post_init__(self):
+        if self.fov_deg is not None and not (_finite(self.fov_deg) and 1.0 <= self.fov_deg <= 179.0):
+            raise OptionError("The field of view must be between 1 and 179 degrees.")
+        if self.focal_px is not None and not (_finite(self.focal_px) and self.focal_px > 0):
+            raise OptionError("The focal length must be a positive number of pixels.")
+        if self.principal_point is not None:
+            if len(self.principal_point) != 2 or not all(_finite(value) for value in self.principal_point):
+                raise OptionError("The principal point must be two numbers: CX CY in pixels.")
+            object.__setattr__(self, "principal_point", tuple(float(v) for v in self.principal_point))
+        if not (_finite(self.relief) and 0 < self.relief <= 100):
+            raise OptionError("Relief must be a number above 0 and at most 100.")
+        if not (_finite(self.edge_rtol) and 0 < self.edge_rtol <= 10):
+            raise OptionError("The edge threshold must be a number above 0 and at most 10.")
+        if isinstance(self.max_points, bool) or not isinstance(self.max_points, int) or self.max_points < 0:
+            raise OptionError("max_points must be a whole number, 0 or more (0 keeps every pixel).")
+        if self.depth_kind not in ("metric", "disparity"):
+            raise OptionError("The depth kind must be 'metric' or 'disparity'.")
+
+    @classmethod
+    def from_kwargs(cls, **kwargs) -> "ConversionOptions":
+        known = {field.name for field in fields(cls)}
+        unknown = sorted(set(kwargs) - known)
+        if unknown:
+            raise TypeError(f"unknown conversion option(s): {', '.join(unknown)}")
+        return cls(**kwargs)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

@@ -18,7 +18,7 @@ from PIL import Image, ImageCms, ImageFile, ImageOps, UnidentifiedImageError
 
 from .errors import DamagedImageError, ImageTooLargeError, UnsupportedImageError
 
-ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF", "MPO")
+ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")
 DEFAULT_MAX_PIXELS = 50_000_000
 
 # EXIF tags (CIPA DC-008) used for the focal length.
@@ -34,6 +34,7 @@ _MM_PER_RESOLUTION_UNIT = {2: 25.4, 3: 10.0, 4: 1.0, 5: 0.001}
 _FULL_FRAME_DIAGONAL_MM = math.hypot(36.0, 24.0)
 
 _SRGB = ImageCms.createProfile("sRGB")
+Image.init()  # register every plugin now: Image.open(formats=...) only knows the preinit ones otherwise
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,13 @@ def load_image(source, max_pixels: int = DEFAULT_MAX_PIXELS) -> LoadedImage:
     if hasattr(source, "read"):
         return _decode(source, max_pixels)
     raise TypeError(f"cannot load an image from {type(source).__name__}")
+
+
+def probe_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> LoadedImage:
+    """Validate an upload before queueing work: format, pixel cap and a full decode (damage shows only there)."""
+    if not data:
+        raise UnsupportedImageError("The file is empty: no image was uploaded.")
+    return load_image(data, max_pixels)
 
 
 def _decode(stream, max_pixels: int) -> LoadedImage:

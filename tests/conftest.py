@@ -36,3 +36,60 @@ def photo() -> np.ndarray:
     """A smooth, colourful 96 × 128 RGB test picture."""
     rows, columns = np.mgrid[0:96, 0:128]
     return np.dstack([columns * 2, rows * 2, 255 - columns]).astype(np.uint8)
+
+
+def png_bytes(array: np.ndarray, **save_options) -> bytes:
+    """Encode an array as PNG bytes (any Pillow mode the array maps to)."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG", **save_options)
+    return buffer.getvalue()
+
+
+def wait_for_job(client, location: str, timeout: float = 60.0) -> dict:
+    """Poll a job's status through the Flask test client until it is done or failed."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        view = client.get(location.rstrip("/") + "/status").get_json()
+        if view["status"] in ("done", "failed"):
+            return view
+        time.sleep(0.05)
+    raise AssertionError(f"job {location} did not finish in {timeout} s")
+
+
+@pytest.fixture
+def make_app(tmp_path, dpt_model):
+    """Build the real app on temp folders (model from the tiny DPT-Hybrid unless overridden); waits for the model."""
+    from app import create_app
+
+    apps = []
+
+    def build(**overrides):
+        config = {
+            "TESTING": True, "DEPTH_MODEL": dpt_model, "UPLOAD_FOLDER": str(tmp_path / "uploads"),
+            "OUTPUT_FOLDER": str(tmp_path / "outputs"),
+        }
+        config.update(overrides)
+        application = create_app(config)
+        application.extensions["image_to_3d"]["model_status"].wait(60)
+        apps.append(application)
+        return application
+
+    yield build
+    for application in apps:
+        application.extensions["image_to_3d"]["runner"].shutdown()
+
+
+@pytest.fixture
+def app(make_app):
+    return make_app()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()

@@ -1,0 +1,205 @@
+"""The Flask app through its test client: upload → job → download, errors, and what is left on disk."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+from conftest import png_bytes, wait_for_job
+from plyfile import PlyData
+
+
+def upload(client, data: bytes | None, name: str = "photo.png", url: str = "/convert", **fields):
+    form = dict(fields)
+    if data is not None:
+        form["image"] = (io.BytesIO(data), name)
+    return client.post(url, data=form, content_type="multipart/form-data")
+
+
+def fetch(client, url: str):
+    """GET and close (file responses hold the file open until closed)."""
+    response = client.get(url)
+    response.get_data()
+    response.close()
+    return response
+
+
+def stored_files(app) -> list[str]:
+    """Every file in uploads/ and outputs/ (job folders included)."""
+    from pathlib import Path
+
+    found = []
+    for key in ("UPLOAD_FOLDER", "OUTPUT_FOLDER"):
+        found += [str(p) for p in Path(app.config[key]).rglob("*") if p.is_file()]
+    return found
+
+
+def test_index_has_the_upload_form(client):
+    page = client.get("/")
+    assert page.status_code == 200
+    html = page.get_data(as_text=True)
+    assert '<input type="file" id="image" name="image" accept="image/*" required>' in html
+    assert 'enctype="multipart/form-data"' in html
+    assert "<script>" not in html and "onclick" not in html  # no inline script: a strict CSP holds
+
+
+def test_upload_converts_and_the_ply_downloads(app, client, photo):
+    response = upload(client, png_bytes(photo))
+    assert response.status_code == 303
+    location = response.headers["Location"]
+    assert location.startswith("/jobs/")
+    view = wait_for_job(client, location)
+    assert view["status"] == "done", view
+    assert view["info"]["points"] > 0 and view["info"]["units"] == "relative units"
+    page = client.get(location)
+    html = page.get_data(as_text=True)
+    assert page.status_code == 200 and view["files"]["ply"] in html and view["files"]["depth_preview"] in html
+    download = fetch(client, view["files"]["ply"])
+    assert download.status_code == 200
+    assert download.headers["Content-Disposition"].startswith("attachment")
+    ply = PlyData.read(io.BytesIO(download.data))
+    assert ply["vertex"].count == view["info"]["points"]
+    assert {"x", "y", "z", "red", "green", "blue"} <= {p.name for p in ply["vertex"].properties}
+    assert not any(name.endswith((".image", ".depth")) for name in stored_files(app))  # upload deleted
+
+
+def test_job_ids_are_unguessable_uuid4_hex(client, photo):
+    location = upload(client, png_bytes(photo)).headers["Location"]
+    job_id = location.rsplit("/", 1)[1]
+    assert len(job_id) == 32 and job_id[12] == "4"  # uuid4 version nibble
+    wait_for_job(client, location)
+
+
+def test_json_api_creates_and_reports_a_conversion(client, photo):
+    response = upload(client, png_bytes(photo), url="/api/v1/conversions", detail="low", fov="70")
+    assert response.status_code == 202
+    body = response.get_json()
+    assert set(body) == {"id", "status_url"}
+    view = wait_for_job(client, f"/jobs/{body['id']}")
+    status = client.get(body["status_url"]).get_json()
+    assert status["status"] == "done" and status["stage"] == "done" and status["progress"] == 1.0
+    assert status["error"] is None
+    assert {"ply", "depth_png", "depth_npy"} <= set(status["files"])
+    assert abs(status["info"]["camera"]["fov_x_deg"] - 70) < 1e-6
+    assert view["files"] == status["files"]
+
+
+def test_user_depth_map_replaces_the_model(client):
+    image = np.full((40, 50, 3), 200, np.uint8)
+    depth = np.full((40, 50), 2.0, np.float32)
+    buffer = io.BytesIO()
+    np.save(buffer, depth)
+    response = client.post("/api/v1/conversions", content_type="multipart/form-data", data={
+        "image": (io.BytesIO(png_bytes(image)), "a.png"), "depth": (io.BytesIO(buffer.getvalue()), "d.npy"),
+        "depth_kind": "metric"})
+    view = wait_for_job(client, f"/jobs/{response.get_json()['id']}")
+    assert view["status"] == "done" and view["info"]["units"] == "metres"
+    saved = np.load(io.BytesIO(fetch(client, view["files"]["depth_npy"]).data))
+    np.testing.assert_allclose(saved, depth)
+    ply = PlyData.read(io.BytesIO(fetch(client, view["files"]["ply"]).data))
+    np.testing.assert_allclose(ply["vertex"]["z"], -2.0, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("data", "name", "status", "words"),
+    [
+        (None, "x.png", 400, "No image was uploaded"),
+        (b"", "empty.png", 400, "No image was uploaded"),
+        (b"just some text, not a picture", "notes.png", 415, "not a supported image format"),
+        (b"<svg xmlns='http://www.w3.org/2000/svg'></svg>", "logo.svg", 415, "not a supported image format"),
+        (png_bytes(np.zeros((30, 30, 3), np.uint8))[:60], "cut.png", 422, "damaged or incomplete"),
+    ],
+)
+def test_bad_uploads_get_a_clear_error_and_leave_nothing(app, client, data, name, status, words):
+    response = upload(client, data, name)
+    assert response.status_code == status
+    html = response.get_data(as_text=True)
+    assert words in html and "Traceback" not in html
+    assert stored_files(app) == []
+    api = upload(client, data, name, url="/api/v1/conversions")
+    assert api.status_code == status and words in api.get_json()["error"]
+    assert client.get("/healthz").status_code == 200
+
+
+def test_upload_over_the_limit_is_413(make_app):
+    app = make_app(MAX_UPLOAD_MB=1)
+    client = app.test_client()
+    boundary = "xYzZy"
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"big.png\"\r\n"
+            f"Content-Type: image/png\r\n\r\n").encode() + b"\x89PNG" + b"0" * (1024 * 1024 + 10) + \
+        f"\r\n--{boundary}--\r\n".encode()
+    # A hand-made body: the test client's own multipart encoder spools big files to a temp file it never closes.
+    response = client.post("/convert", data=body, content_type=f"multipart/form-data; boundary={boundary}")
+    assert response.status_code == 413
+    assert "limit is 1 MB" in response.get_data(as_text=True)
+    assert stored_files(app) == []
+
+
+def test_bad_option_is_400_with_the_reason(app, client, photo):
+    response = upload(client, png_bytes(photo), fov="400")
+    assert response.status_code == 400
+    assert "between 1 and 179" in response.get_data(as_text=True)
+    assert upload(client, png_bytes(photo), model="someone/else").status_code == 400
+    assert stored_files(app) == []
+
+
+@pytest.mark.parametrize("path", ["/jobs/0123/status", "/jobs/../../etc/passwd", "/jobs/%2e%2e/status",
+                                  "/jobs/" + "a" * 32, "/jobs/" + "a" * 32 + "/files/ply"])
+def test_unknown_jobs_and_traversal_are_404(client, path):
+    assert client.get(path).status_code == 404
+
+
+def test_download_kinds_outside_the_table_are_404(client, photo):
+    location = upload(client, png_bytes(photo)).headers["Location"]
+    wait_for_job(client, location)
+    assert client.get(location + "/files/job.json").status_code == 404
+    assert client.get(location + "/files/..%2fjob.json").status_code == 404
+
+
+def test_security_headers_on_every_response(client):
+    for path in ("/", "/healthz", "/nowhere"):
+        headers = client.get(path).headers
+        assert "script-src 'self'" in headers["Content-Security-Policy"]
+        assert "unsafe-inline" not in headers["Content-Security-Policy"]
+        assert headers["X-Content-Type-Options"] == "nosniff"
+        assert headers["Referrer-Policy"] == "no-referrer"
+
+
+def test_errors_are_json_for_api_clients(client):
+    response = client.get("/nowhere", headers={"Accept": "application/json"})
+    assert response.status_code == 404
+    assert set(json.loads(response.data)) == {"error", "code"}
+
+
+def test_model_that_cannot_load_is_explained_and_the_server_keeps_serving(make_app, tmp_path, photo):
+    app = make_app(DEPTH_MODEL=str(tmp_path / "no-such-model"))
+    client = app.test_client()
+    page = client.get("/").get_data(as_text=True)
+    assert "is unavailable" in page and "DEPTH_MODEL" in page and "no-such-model" in page
+    ready = client.get("/readyz")
+    assert ready.status_code == 503 and "unavailable" in ready.get_json()["message"]
+    assert client.get("/healthz").status_code == 200
+    response = upload(client, png_bytes(photo))
+    assert response.status_code == 503 and "DEPTH_MODEL" in response.get_data(as_text=True)
+    assert stored_files(app) == []
+    # A user depth map needs no model, so that still works.
+    buffer = io.BytesIO()
+    np.save(buffer, np.full(photo.shape[:2], 1.5, np.float32))
+    api = client.post("/api/v1/conversions", content_type="multipart/form-data", data={
+        "image": (io.BytesIO(png_bytes(photo)), "a.png"), "depth": (io.BytesIO(buffer.getvalue()), "d.npy")})
+    assert wait_for_job(client, f"/jobs/{api.get_json()['id']}")["status"] == "done"
+
+
+def test_failed_conversion_reports_why_and_keeps_no_files(app, client):
+    wrong_shape = io.BytesIO()
+    np.save(wrong_shape, np.ones((10, 90), np.float32))
+    response = client.post("/api/v1/conversions", content_type="multipart/form-data", data={
+        "image": (io.BytesIO(png_bytes(np.zeros((40, 40, 3), np.uint8))), "a.png"),
+        "depth": (io.BytesIO(wrong_shape.getvalue()), "d.npy")})
+    view = wait_for_job(client, f"/jobs/{response.get_json()['id']}")
+    assert view["status"] == "failed" and "shapes differ" in view["error"] and view["files"] == {}
+    page = client.get(f"/jobs/{view['id']}").get_data(as_text=True)
+    assert "The conversion failed" in page and "shapes differ" in page
+    assert [name for name in stored_files(app) if not name.endswith("job.json")] == []

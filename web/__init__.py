@@ -1,0 +1,1 @@
+"""The web service's parts that are not routes: jobs and their files, the model's readiness. No Flask here."""

@@ -1,0 +1,58 @@
+"""Read conversion options from a web form or API fields into ConversionOptions keyword arguments."""
+
+from __future__ import annotations
+
+import math
+
+from converter.errors import OptionError
+from converter.options import ConversionOptions
+
+DETAIL_LEVELS = {"low": 250_000, "medium": 1_000_000, "high": 2_000_000, "full": 0}
+
+
+def parse_options(form, models: list[str], default_model: str) -> dict:
+    """Form fields → options for Converter.convert plus "model". Blank fields mean "automatic"."""
+    options: dict = {}
+    model = (form.get("model") or default_model).strip()
+    if model not in models:
+        raise OptionError(f"Unknown model '{model[:80]}'. Choose one of: {', '.join(models)}.")
+    options["model"] = model
+    detail = (form.get("detail") or "").strip().lower()
+    if detail:
+        if detail not in DETAIL_LEVELS:
+            raise OptionError(f"Detail must be one of: {', '.join(DETAIL_LEVELS)}.")
+        options["max_points"] = DETAIL_LEVELS[detail]
+    max_points = _number(form, "max_points", "Maximum points")
+    if max_points is not None:
+        if max_points != int(max_points) or max_points < 0:
+            raise OptionError("Maximum points must be a whole number, 0 or more.")
+        options["max_points"] = int(max_points)
+    for field, option, label in (("fov", "fov_deg", "Field of view"), ("focal_px", "focal_px", "Focal length"),
+                                 ("relief", "relief", "Relief")):
+        value = _number(form, field, label)
+        if value is not None:
+            options[option] = value
+    if form.get("clean") is not None or form.get("clean_submitted"):
+        options["clean"] = _flag(form.get("clean"))
+    depth_kind = (form.get("depth_kind") or "").strip().lower()
+    if depth_kind:
+        options["depth_kind"] = depth_kind
+    ConversionOptions.from_kwargs(**{k: v for k, v in options.items() if k != "model"})  # reject bad values now
+    return options
+
+
+def _number(form, field: str, label: str) -> float | None:
+    text = (form.get(field) or "").strip()
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise OptionError(f"{label} must be a number.") from None
+    if not math.isfinite(value):
+        raise OptionError(f"{label} must be a finite number.")
+    return value
+
+
+def _flag(value) -> bool:
+    return str(value).strip().lower() in ("1", "true", "on", "yes")

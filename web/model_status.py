@@ -1,0 +1,54 @@
+"""Load the depth model in the background at start-up and say whether it is ready, loading or unavailable."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from converter import Converter
+from converter.errors import ConversionError
+
+log = logging.getLogger(__name__)
+
+LOADING, READY, UNAVAILABLE = "loading", "ready", "unavailable"
+
+
+class ModelStatus:
+    """Readiness of one Converter's model. ``start()`` loads it on a daemon thread so the server answers at once."""
+
+    def __init__(self, converter: Converter):
+        self.converter = converter
+        self.state = LOADING
+        self.message = f"The depth model '{converter.model}' is loading."
+        self._done = threading.Event()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> "ModelStatus":
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._load, name="model-preload", daemon=True)
+                self._thread.start()
+        return self
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._done.wait(timeout)
+
+    @property
+    def ready(self) -> bool:
+        return self.state == READY
+
+    def _load(self) -> None:
+        try:
+            self.converter.load()
+        except ConversionError as error:
+            self.state, self.message = UNAVAILABLE, error.message
+            log.warning("%s", error.message)
+        except Exception:
+            log.exception("loading the depth model failed")
+            self.state = UNAVAILABLE
+            self.message = f"The depth model '{self.converter.model}' is unavailable: it failed to load."
+        else:
+            self.state, self.message = READY, f"The depth model '{self.converter.model}' is ready."
+        finally:
+            self._done.set()

@@ -15,7 +15,7 @@ TEST_SYSTEM_LIBS := chromium chromium-driver
 
 setup: system-libs $(VENV)/.installed
 
-setup-test: setup $(VENV)/.installed-test
+setup-test: setup $(VENV)/.installed-test tests/js/node_modules/.installed
 	@sh scripts/system-deps.sh $(TEST_SYSTEM_LIBS)
 
 system-libs:
@@ -29,6 +29,11 @@ $(VENV)/.installed: requirements.txt
 $(VENV)/.installed-test: requirements-test.txt $(VENV)/.installed
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-test.txt
 	@touch $@
+
+# The Khronos glTF validator checks our .glb files in the tests (node ships with the machine; tests skip without it).
+tests/js/node_modules/.installed: tests/js/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then npm ci --prefix tests/js --no-audit --no-fund --silent && touch $@; \
+	else echo "npm not found: the glTF validation tests will be skipped"; fi
 
 run: setup
 	DEPTH_MODEL="$(DEPTH_MODEL)" $(VENV)/bin/gunicorn --bind "$(HOST):$(PORT)" --workers $(WORKERS) \

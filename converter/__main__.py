@@ -51,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="at most this many points, sampled evenly; 0 = one per pixel (default %(default)s)")
     group.add_argument("--no-clean", dest="clean", action="store_false",
                        help="keep the 'flying pixels' on depth edges")
+    group.add_argument("--drop-background", type=float, default=0.0, metavar="PERCENT",
+                       help="also drop the farthest PERCENT %% of the pixels (a wall or sky behind the subject)")
     group.add_argument("--normals", action="store_true", help="write per-point normals into the .ply")
     group.add_argument("--mesh", action="store_true", help="write a mesh .ply instead of a point cloud")
     parser.add_argument("-q", "--quiet", action="store_true", help="print errors only")
@@ -65,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         options = ConversionOptions(
             fov_deg=args.fov, focal_px=args.focal_px, principal_point=args.principal_point, relief=args.relief,
             clean=args.clean, max_points=args.max_points, normals=args.normals, depth_kind=args.depth_kind,
+            drop_background_percent=args.drop_background,
         )
         jobs = plan_outputs([Path(p) for p in args.inputs], args.output, args.mesh)
     except (ConversionError, ValueError) as error:
@@ -81,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         try:
             result = converter.convert(source, depth=args.depth, options=options)
-            result.save(target, mesh=args.mesh) if args.mesh else result.save(target)
+            result.save(target, mesh=args.mesh)
         except ModelUnavailableError as error:
             print(f"error: {error}", file=sys.stderr)
             return EXIT_MODEL

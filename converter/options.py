@@ -19,7 +19,8 @@ class ConversionOptions:
     fov_deg). principal_point: (cx, cy) in pixels. relief: depth range of relative models, far = near·(1 + relief).
     clean: drop flying pixels on depth edges; edge_rtol: their relative depth jump. max_points: output density,
     0 = one point per pixel. normals: write per-point normals. depth_kind: "metric" or "disparity" for a user depth
-    map.
+    map. drop_background_percent: also drop the farthest N % of the (opaque, valid) pixels — a quick way to cut
+    away a wall or sky behind the subject.
     """
 
     fov_deg: float | None = None
@@ -31,6 +32,7 @@ class ConversionOptions:
     max_points: int = DEFAULT_MAX_POINTS
     normals: bool = False
     depth_kind: str = "metric"
+    drop_background_percent: float = 0.0
 
     def __post_init__(self):
         if self.fov_deg is not None and not (_finite(self.fov_deg) and 1.0 <= self.fov_deg <= 179.0):
@@ -47,6 +49,8 @@ class ConversionOptions:
             raise OptionError("The edge threshold must be a number above 0 and at most 10.")
         if isinstance(self.max_points, bool) or not isinstance(self.max_points, int) or self.max_points < 0:
             raise OptionError("max_points must be a whole number, 0 or more (0 keeps every pixel).")
+        if not (_finite(self.drop_background_percent) and 0 <= self.drop_background_percent < 100):
+            raise OptionError("The background to drop must be a percentage from 0 up to (not including) 100.")
         if self.depth_kind not in ("metric", "disparity"):
             raise OptionError("The depth kind must be 'metric' or 'disparity'.")
 

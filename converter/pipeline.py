@@ -10,8 +10,17 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
-from . import export, geometry
-from .depth import INVERSE_RELATIVE, METRIC, DepthMap, fit_depth_to_image, get_depth_model, load_depth_file
+from . import export, geometry, mesh_export
+from . import mesh as mesh_module
+from .depth import (
+    INVERSE_RELATIVE,
+    METRIC,
+    DepthMap,
+    fit_depth_to_image,
+    get_depth_model,
+    is_model_loaded,
+    load_depth_file,
+)
 from .depth.models import resolve_model_name
 from .errors import OptionError
 from .images import DEFAULT_MAX_PIXELS, LoadedImage, load_image
@@ -58,12 +67,42 @@ class ConversionResult:
             f"depth: {self.model or 'user depth map'} kind={self.prediction.kind}",
         ]
 
-    def save(self, path: str | Path) -> Path:
-        """Write the result; the format follows the suffix (.ply: binary point cloud)."""
+    def to_open3d(self):
+        """The cloud as an ``open3d.geometry.PointCloud`` (colours as floats in [0, 1], normals if computed)."""
+        import open3d as o3d
+
+        cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(self.points.astype(np.float64)))
+        cloud.colors = o3d.utility.Vector3dVector(self.colors.astype(np.float64) / 255.0)
+        if self.normals is not None:
+            cloud.normals = o3d.utility.Vector3dVector(self.normals.astype(np.float64))
+        return cloud
+
+    def save(
+        self, path: str | Path, mesh: bool = False, *, max_depth_ratio: float = mesh_module.DEFAULT_MAX_DEPTH_RATIO
+    ) -> Path:
+        """Write the result; the format follows the suffix.
+
+        .ply: binary point cloud, or with ``mesh=True`` a binary PLY mesh (vertex colours). .glb: glTF 2.0 binary mesh
+        textured with the input image. .obj: Wavefront mesh, with ``name.mtl`` and the texture ``name_texture.png``
+        beside it. Meshes share the cloud's vertices and never bridge depth discontinuities (``max_depth_ratio``:
+        see :mod:`converter.mesh`). Returns ``path``.
+        """
         path = Path(path)
-        if path.suffix.lower() != ".ply":
-            raise OptionError(f"Cannot write '{path.name}': the output must end in .ply.")
-        export.write_point_cloud_ply(path, self.points, self.colors, self.normals, comments=self.describe())
+        suffix = path.suffix.lower()
+        if suffix not in (".ply", ".glb", ".obj"):
+            raise OptionError(f"Cannot write '{path.name}': the output must end in .ply, .glb or .obj.")
+        if suffix == ".ply" and not mesh:
+            export.write_point_cloud_ply(path, self.points, self.colors, self.normals, comments=self.describe())
+            return path
+        triangles = mesh_module.mesh_from_result(self, max_depth_ratio=max_depth_ratio)
+        if suffix == ".ply":
+            mesh_export.write_mesh_ply(path, triangles, comments=self.describe())
+        elif suffix == ".glb":
+            mesh_export.write_glb(path, triangles, mesh_module.texture_image(self.image), extras={
+                "axes": AXES, "units": self.units, "camera": self.intrinsics.to_dict(),
+            })
+        else:
+            mesh_export.write_obj(path, triangles, mesh_module.texture_image(self.image), comments=self.describe())
         return path
 
 
@@ -85,6 +124,10 @@ class Converter:
     @property
     def depth_model(self):
         return get_depth_model(self.model, self.device, self.precision)
+
+    @property
+    def is_loaded(self) -> bool:
+        return is_model_loaded(self.model, self.device, self.precision)
 
     def load(self) -> "Converter":
         """Load the model now (raises ModelUnavailableError) instead of on the first conversion."""
@@ -148,6 +191,11 @@ def build_point_cloud(loaded: LoadedImage, prediction: DepthMap, opts: Conversio
     keep = geometry.valid_depth(grid_depth)
     if loaded.alpha is not None:
         keep &= loaded.alpha[np.ix_(rows, columns)] > 0
+    if opts.drop_background_percent > 0 and keep.any():
+        kept_depth = grid_depth[keep]
+        cut = np.percentile(kept_depth, 100.0 - opts.drop_background_percent)
+        if cut > kept_depth.min():  # pixels tied with the cut go too: a flat far wall goes as a whole
+            keep &= grid_depth < cut
     if opts.clean:
         with clock("cleaning"):
             edges = geometry.depth_edges(native_depth, opts.edge_rtol)
@@ -173,7 +221,10 @@ def _to_depth(prediction: DepthMap, opaque: np.ndarray | None, relief: float) ->
     if prediction.kind == METRIC:
         depth = np.where(geometry.valid_depth(values), values, 0).astype(np.float32)
         return depth, np.where(geometry.valid_depth(native), native, 0).astype(np.float32)
-    bounds = geometry.disparity_bounds(values, opaque)
+    mask = opaque
+    if prediction.source == "user":  # its "no depth" zeros must not become the far plane
+        mask = values > 0 if opaque is None else opaque & (values > 0)
+    bounds = geometry.disparity_bounds(values, mask)
     depth = geometry.disparity_to_depth(values, bounds, relief)
     native_depth = geometry.disparity_to_depth(native, bounds, relief)
     if prediction.source == "user":  # a user's disparity map marks "no depth" with 0, NaN or inf

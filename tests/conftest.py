@@ -93,3 +93,58 @@ def app(make_app):
 @pytest.fixture
 def client(app):
     return app.test_client()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def live_server(tiny_models, tmp_path_factory):
+    """The real app under real gunicorn on 127.0.0.1 (tiny DPT-Hybrid model), as `make run` serves it.
+
+    Yields an object with ``url``, ``outputs`` and ``uploads`` (Paths), and ``env`` it was started with.
+    """
+    import subprocess
+    import time
+    import urllib.request
+    from types import SimpleNamespace
+
+    folder = tmp_path_factory.mktemp("server")
+    port = _free_port()
+    env = dict(
+        os.environ, DEPTH_MODEL=str(tiny_models["dpt_hybrid"]), UPLOAD_FOLDER=str(folder / "uploads"),
+        OUTPUT_FOLDER=str(folder / "outputs"), MAX_UPLOAD_MB="2", HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT),
+    )
+    log = open(folder / "gunicorn.log", "wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "2", "--threads", "4",
+         "--timeout", "120", "app:create_app()"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            with urllib.request.urlopen(url + "/readyz", timeout=2) as response:
+                if response.status == 200:
+                    break
+        except OSError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            log.close()
+            raise RuntimeError("gunicorn did not become ready:\n" + (folder / "gunicorn.log").read_text()[-3000:])
+        time.sleep(0.3)
+    yield SimpleNamespace(url=url, outputs=folder / "outputs", uploads=folder / "uploads", env=env,
+                          log=folder / "gunicorn.log")
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+    log.close()

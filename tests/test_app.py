@@ -203,3 +203,68 @@ def test_failed_conversion_reports_why_and_keeps_no_files(app, client):
     page = client.get(f"/jobs/{view['id']}").get_data(as_text=True)
     assert "The conversion failed" in page and "shapes differ" in page
     assert [name for name in stored_files(app) if not name.endswith("job.json")] == []
+
+
+def test_every_download_kind_reads_back(client, tmp_path):
+    """Point cloud, GLB, zipped OBJ, mesh PLY, 16-bit depth PNG and .npy, each read by an independent reader."""
+    import zipfile
+
+    import trimesh
+    from PIL import Image
+
+    image = np.dstack([np.full((30, 40), 200), np.tile(np.arange(40) * 6, (30, 1)), np.full((30, 40), 50)])
+    depth = np.full((30, 40), 1.5, np.float32)
+    depth[:, 20:] = 3.0  # a step: the mesh must not join the two planes
+    buffer = io.BytesIO()
+    np.save(buffer, depth)
+    response = client.post("/api/v1/conversions", content_type="multipart/form-data", data={
+        "image": (io.BytesIO(png_bytes(image.astype(np.uint8))), "a.png"),
+        "depth": (io.BytesIO(buffer.getvalue()), "d.npy")})
+    view = wait_for_job(client, f"/jobs/{response.get_json()['id']}")
+    assert set(view["files"]) >= {"ply", "glb", "obj", "mesh_ply", "depth_png", "depth_npy"}
+    points = view["info"]["points"]
+    media = {"ply": "application/octet-stream", "glb": "model/gltf-binary", "obj": "application/zip",
+             "depth_png": "image/png"}
+    bodies = {}
+    for kind, url in view["files"].items():
+        got = fetch(client, url)
+        assert got.status_code == 200 and got.data
+        if kind in media:
+            assert got.mimetype == media[kind]
+        if kind not in ("input", "depth_preview"):
+            assert got.headers["Content-Disposition"].startswith("attachment")
+        bodies[kind] = got.data
+    glb = trimesh.load(io.BytesIO(bodies["glb"]), file_type="glb", force="mesh", process=False)
+    assert len(glb.vertices) == points and len(glb.faces) == view["info"]["faces"] > 0
+    z = -glb.vertices[glb.faces][:, :, 2]  # depth of each triangle corner
+    assert np.all((z.max(axis=1) < 2) | (z.min(axis=1) > 2.9))  # no face bridges the step
+    with zipfile.ZipFile(io.BytesIO(bodies["obj"])) as bundle:
+        assert sorted(bundle.namelist()) == ["mesh.mtl", "mesh.obj", "mesh_texture.png"]
+        bundle.extractall(tmp_path)
+    obj = trimesh.load(tmp_path / "mesh.obj", force="mesh", process=False)
+    assert len(obj.faces) == view["info"]["faces"]
+    mesh_ply = PlyData.read(io.BytesIO(bodies["mesh_ply"]))
+    assert mesh_ply["vertex"].count == points and mesh_ply["face"].count == view["info"]["faces"]
+    stored = np.asarray(Image.open(io.BytesIO(bodies["depth_png"])))
+    assert stored.dtype == np.uint16 and stored[0, 0] == 1500 and stored[0, -1] == 3000  # millimetres
+    np.testing.assert_allclose(np.load(io.BytesIO(bodies["depth_npy"])), depth)
+
+
+def test_mesh_can_be_switched_off(client, photo):
+    response = upload(client, png_bytes(photo), url="/api/v1/conversions", mesh="false")
+    view = wait_for_job(client, f"/jobs/{response.get_json()['id']}")
+    assert view["status"] == "done" and "glb" not in view["files"] and "ply" in view["files"]
+
+
+def test_drop_background_removes_the_far_pixels(client):
+    image = np.full((20, 20, 3), 128, np.uint8)
+    depth = np.full((20, 20), 1.0, np.float32)
+    depth[:, 10:] = 5.0  # the right half is a far wall
+    buffer = io.BytesIO()
+    np.save(buffer, depth)
+    response = client.post("/api/v1/conversions", content_type="multipart/form-data", data={
+        "image": (io.BytesIO(png_bytes(image)), "a.png"), "depth": (io.BytesIO(buffer.getvalue()), "d.npy"),
+        "drop_background": "40", "clean": "false", "mesh": "false"})
+    view = wait_for_job(client, f"/jobs/{response.get_json()['id']}")
+    cloud = PlyData.read(io.BytesIO(fetch(client, view["files"]["ply"]).data))["vertex"]
+    assert cloud.count == 200 and np.all(cloud["z"] == -1.0)

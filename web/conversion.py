@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from converter import Converter, export
+from converter import Converter, export, mesh_export
+from converter.mesh import mesh_from_result, texture_image
 
 from .jobs import DOWNLOADS, PREVIEWS, Job
 
@@ -21,6 +24,7 @@ def run_conversion(converter: Converter, store, job: Job, image_path: Path, dept
         report("loading model")
     options = dict(job.options)
     model = options.pop("model", None)
+    make_mesh = options.pop("mesh", True)
     if model and model != converter.model:
         converter = Converter(model=model, device=converter.device, precision=converter.precision,
                               max_pixels=converter.max_pixels)
@@ -34,6 +38,13 @@ def run_conversion(converter: Converter, store, job: Job, image_path: Path, dept
         job.files.append(name)
 
     write("ply", lambda path: result.save(path))
+    if make_mesh:
+        mesh = mesh_from_result(result)
+        texture = texture_image(result.image)
+        comments = result.describe()
+        write("glb", mesh_export.write_glb, mesh, texture)
+        write("obj", _write_obj_zip, mesh, texture, comments)
+        write("mesh_ply", mesh_export.write_mesh_ply, mesh, comments)
     valid = result.depth > 0
     write("depth_png", export.write_depth_png16, result.depth)
     write("depth_npy", export.write_depth_npy, result.depth)
@@ -43,6 +54,7 @@ def run_conversion(converter: Converter, store, job: Job, image_path: Path, dept
     k = result.intrinsics
     return {
         "points": int(len(result.points)),
+        "faces": int(len(mesh.faces)) if make_mesh else None,
         "width": k.width,
         "height": k.height,
         "units": result.units,
@@ -69,3 +81,12 @@ def _write_input_preview(path: Path, image) -> None:
     picture.thumbnail((PREVIEW_MAX_SIDE, PREVIEW_MAX_SIDE))
     with export.atomic_output(path) as temporary:
         picture.save(temporary, format="PNG")
+
+
+def _write_obj_zip(path: Path, mesh, texture, comments) -> None:
+    """OBJ, MTL and texture PNG in one zip: one download that a person can unpack and open."""
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".obj-") as folder:
+        written = mesh_export.write_obj(Path(folder) / "mesh.obj", mesh, texture, comments=comments)
+        with export.atomic_output(path) as temporary, zipfile.ZipFile(temporary, "w", zipfile.ZIP_DEFLATED) as bundle:
+            for file in written:
+                bundle.write(file, arcname=Path(file).name)

@@ -7,11 +7,12 @@ import math
 from converter.errors import OptionError
 from converter.options import ConversionOptions
 
+JOB_FIELDS = ("model", "mesh")  # options of the job, not of the geometry
 DETAIL_LEVELS = {"low": 250_000, "medium": 1_000_000, "high": 2_000_000, "full": 0}
 
 
 def parse_options(form, models: list[str], default_model: str) -> dict:
-    """Form fields → options for Converter.convert plus "model". Blank fields mean "automatic"."""
+    """Form fields → options for Converter.convert plus JOB_FIELDS. Blank fields mean "automatic"."""
     options: dict = {}
     model = (form.get("model") or default_model).strip()
     if model not in models:
@@ -28,16 +29,19 @@ def parse_options(form, models: list[str], default_model: str) -> dict:
             raise OptionError("Maximum points must be a whole number, 0 or more.")
         options["max_points"] = int(max_points)
     for field, option, label in (("fov", "fov_deg", "Field of view"), ("focal_px", "focal_px", "Focal length"),
-                                 ("relief", "relief", "Relief")):
+                                 ("relief", "relief", "Relief"),
+                                 ("drop_background", "drop_background_percent", "Background to drop")):
         value = _number(form, field, label)
         if value is not None:
             options[option] = value
-    if form.get("clean") is not None or form.get("clean_submitted"):
+    submitted_by_form = bool(form.get("checkboxes_submitted"))  # an unticked box sends nothing at all
+    if form.get("clean") is not None or submitted_by_form:
         options["clean"] = _flag(form.get("clean"))
+    options["mesh"] = _flag(form.get("mesh")) if (form.get("mesh") is not None or submitted_by_form) else True
     depth_kind = (form.get("depth_kind") or "").strip().lower()
     if depth_kind:
         options["depth_kind"] = depth_kind
-    ConversionOptions.from_kwargs(**{k: v for k, v in options.items() if k != "model"})  # reject bad values now
+    ConversionOptions.from_kwargs(**{k: v for k, v in options.items() if k not in JOB_FIELDS})  # reject bad values now
     return options
 
 

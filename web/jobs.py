@@ -33,6 +33,9 @@ _JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 # Download kinds → (file name in the job folder, media type, label). One table for routes, pages and the API.
 DOWNLOADS = {
     "ply": ("cloud.ply", "application/octet-stream", "Point cloud (.ply)"),
+    "glb": ("mesh.glb", "model/gltf-binary", "Mesh, glTF binary (.glb)"),
+    "obj": ("mesh-obj.zip", "application/zip", "Mesh, Wavefront (.obj + .mtl + texture, zipped)"),
+    "mesh_ply": ("mesh.ply", "application/octet-stream", "Mesh (.ply)"),
     "depth_png": ("depth.png", "image/png", "Depth map, 16-bit PNG"),
     "depth_npy": ("depth.npy", "application/octet-stream", "Depth map (.npy)"),
 }

@@ -99,5 +99,5 @@ function followJob(section) {
 async function startViewers(root) {
   if (!root.querySelector("[data-viewer]")) return;
   const viewer = await import("./viewer.js");
-  viewer.initViewers(root);
+  viewer.initAll(root);
 }

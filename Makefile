@@ -36,7 +36,7 @@ tests/js/node_modules/.installed: tests/js/package-lock.json
 	else echo "npm not found: the glTF validation tests will be skipped"; fi
 
 run: setup
-	DEPTH_MODEL="$(DEPTH_MODEL)" $(VENV)/bin/gunicorn --bind "$(HOST):$(PORT)" --workers $(WORKERS) \
+	DEPTH_MODEL="$(DEPTH_MODEL)" WEB_CONCURRENCY=$(WORKERS) $(VENV)/bin/gunicorn --bind "$(HOST):$(PORT)" --workers $(WORKERS) \
 		--threads $(THREADS) --timeout 300 --access-logfile - "app:create_app()"
 
 test: setup-test

@@ -24,7 +24,17 @@ from converter.errors import (
 from converter.images import DEFAULT_MAX_PIXELS, probe_image
 from web.conversion import run_conversion
 from web.forms import DETAIL_LEVELS, parse_options
-from web.jobs import DONE, DOWNLOADS, FAILED, PREVIEWS, JobRunner, JobStore, QueueFullError, valid_job_id
+from web.jobs import (
+    DONE,
+    DOWNLOADS,
+    FAILED,
+    PREVIEWS,
+    JobRunner,
+    JobStore,
+    QueueFullError,
+    Sweeper,
+    valid_job_id,
+)
 from web.model_status import UNAVAILABLE, ModelStatus
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
@@ -67,6 +77,10 @@ def create_app(test_config: dict | None = None) -> Flask:
         CONVERSION_WORKERS=_env_int("CONVERSION_WORKERS", 1),
         MAX_QUEUED_JOBS=_env_int("MAX_QUEUED_JOBS", 8),
         PRELOAD_MODEL=os.environ.get("PRELOAD_MODEL", "1") != "0",
+        JOB_TIMEOUT_SECONDS=float(os.environ.get("JOB_TIMEOUT_SECONDS", 300)),
+        RESULT_TTL_SECONDS=float(os.environ.get("RESULT_TTL_SECONDS", 24 * 3600)),
+        SWEEP_INTERVAL_SECONDS=float(os.environ.get("SWEEP_INTERVAL_SECONDS", 600)),
+        TORCH_THREADS=_env_int("TORCH_THREADS", 0),
         MAX_FORM_PARTS=20,
         MAX_FORM_MEMORY_SIZE=64 * 1024,
     )
@@ -81,19 +95,27 @@ def create_app(test_config: dict | None = None) -> Flask:
 
     converter = Converter(model=config["DEPTH_MODEL"], device=config["DEVICE"], precision=config["PRECISION"],
                           max_pixels=config["MAX_PIXELS"])
-    status = ModelStatus(converter)
+    status = ModelStatus(converter, threads=config["TORCH_THREADS"] or _threads_per_process())
     if config["PRELOAD_MODEL"]:
         status.start()
-    store = JobStore(config["OUTPUT_FOLDER"])
+    store = JobStore(config["OUTPUT_FOLDER"], ttl_seconds=config["RESULT_TTL_SECONDS"])
     runner = JobRunner(
         store, config["UPLOAD_FOLDER"],
         lambda job, image, depth, report: run_conversion(converter, store, job, image, depth, report),
         workers=config["CONVERSION_WORKERS"], max_queued=config["MAX_QUEUED_JOBS"],
+        timeout_seconds=config["JOB_TIMEOUT_SECONDS"],
     )
+    sweeper = Sweeper(store, config["UPLOAD_FOLDER"], config["SWEEP_INTERVAL_SECONDS"]).start()
     app.extensions["image_to_3d"] = {"converter": converter, "model_status": status, "store": store,
-                                     "runner": runner}
+                                     "runner": runner, "sweeper": sweeper}
     _register_routes(app, status, store, runner)
     return app
+
+
+def _threads_per_process() -> int:
+    """Share the cores between gunicorn's worker processes (WEB_CONCURRENCY) so they do not oversubscribe them."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // max(1, _env_int("WEB_CONCURRENCY", 1)))
 
 
 def _model_choices(default_model: str) -> list[str]:
@@ -183,6 +205,8 @@ def _register_routes(app: Flask, status: ModelStatus, store: JobStore, runner: J
         job = store.get(job_id) if valid_job_id(job_id) else None
         if job is None:
             abort(404)
+        if job.finished and store.expired(job):
+            raise _UserError(410, "expired", "This result has expired and was deleted. Convert the image again.")
         return job
 
     def _job_view(job) -> dict:

@@ -2,7 +2,8 @@
 
 The state lives in ``outputs/<job id>/job.json`` (written atomically), so any gunicorn worker process can answer a
 status request, and nothing but the job folder is needed to serve the result. Uploads wait in ``uploads/`` only
-until the conversion has read them.
+until the conversion has read them. A job records the process running it, so a job whose process died is reported
+failed instead of "running" forever; results expire after a time to live and a sweep deletes them.
 """
 
 from __future__ import annotations
@@ -25,10 +26,12 @@ log = logging.getLogger(__name__)
 
 QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
 STAGES = {  # stage → progress fraction reached when it starts
-    "queued": 0.0, "loading model": 0.05, "decoding": 0.1, "estimating depth": 0.2, "building geometry": 0.7,
+    "queued": 0.0, "running": 0.02, "loading model": 0.05, "decoding": 0.1, "estimating depth": 0.2, "building geometry": 0.7,
     "writing files": 0.85, "done": 1.0, "failed": 1.0,
 }
 _JOB_ID = re.compile(r"^[0-9a-f]{32}$")
+TIMED_OUT = "Processing timed out: the image took too long to convert. Try a smaller image or lower detail."
+WORKER_DIED = "The server stopped while converting this image. Please try again."
 
 # Download kinds → (file name in the job folder, media type, label). One table for routes, pages and the API.
 DOWNLOADS = {
@@ -46,6 +49,10 @@ class QueueFullError(Exception):
     """More jobs are waiting than the service accepts; the client should retry later."""
 
 
+class JobCancelled(Exception):
+    """The job was failed from outside (timed out) while it was running."""
+
+
 @dataclass
 class Job:
     id: str
@@ -59,7 +66,8 @@ class Job:
     info: dict = field(default_factory=dict)
     created: float = field(default_factory=time.time)
     updated: float = field(default_factory=time.time)
-    pid: int = field(default_factory=os.getpid)
+    expires: float = 0.0
+    owner: str = ""
 
     @property
     def finished(self) -> bool:
@@ -70,11 +78,35 @@ def valid_job_id(job_id: str) -> bool:
     return bool(_JOB_ID.match(job_id or ""))
 
 
-class JobStore:
-    """Job folders under ``root``: create, read, update, and look up files by (job id, download kind)."""
+def process_token(pid: int | None = None) -> str:
+    """"pid:start time" names a process uniquely on this machine, even after its pid is reused."""
+    pid = os.getpid() if pid is None else pid
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            started = stat.read().rsplit(b")", 1)[1].split()[19].decode()
+    except (OSError, IndexError):
+        started = "?"
+    return f"{pid}:{started}"
 
-    def __init__(self, root: str | os.PathLike):
+
+def process_alive(token: str) -> bool:
+    pid_text, _, started = token.partition(":")
+    try:
+        pid = int(pid_text)
+        os.kill(pid, 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    return started == "?" or process_token(pid) == token
+
+
+class JobStore:
+    """Job folders under ``root``: create, read, update, expire, and look up files by (job id, download kind)."""
+
+    def __init__(self, root: str | os.PathLike, ttl_seconds: float = 24 * 3600):
         self.root = Path(root)
+        self.ttl_seconds = ttl_seconds
 
     def folder(self, job_id: str) -> Path:
         if not valid_job_id(job_id):
@@ -82,29 +114,52 @@ class JobStore:
         return self.root / job_id
 
     def create(self, options: dict) -> Job:
-        job = Job(id=uuid.uuid4().hex, options=options)
-        self.folder(job.id).mkdir(parents=True)
-        self.save(job)
+        now = time.time()
+        job = Job(id=uuid.uuid4().hex, options=options, created=now, expires=now + self.ttl_seconds,
+                  owner=process_token())
+        try:
+            self.folder(job.id).mkdir(parents=True)
+            self.save(job)
+        except OSError:
+            self.delete(job.id)
+            raise OutputError("The server cannot store results right now (its output folder is full or not "
+                              "writable). Please try again later.") from None
         return job
 
     def save(self, job: Job) -> None:
         job.updated = time.time()
         folder = self.folder(job.id)
-        temporary = folder / f".job.{threading.get_ident()}.tmp"
-        temporary.write_text(json.dumps(asdict(job)))
-        os.replace(temporary, folder / "job.json")
+        temporary = folder / f".job.{os.getpid()}.{threading.get_ident()}.tmp"
+        try:
+            temporary.write_text(json.dumps(asdict(job)))
+            os.replace(temporary, folder / "job.json")
+        except OSError:
+            temporary.unlink(missing_ok=True)
+            raise
 
     def get(self, job_id: str) -> Job | None:
+        """The job, with a dead owner's unfinished job settled as failed; None if unknown or unreadable."""
         try:
             data = json.loads((self.folder(job_id) / "job.json").read_text())
-        except (KeyError, OSError, ValueError):
+            job = Job(**data)
+        except (KeyError, OSError, ValueError, TypeError):
             return None
-        return Job(**data)
+        if not job.finished and not process_alive(job.owner):
+            job.status, job.stage, job.progress = FAILED, "failed", 1.0
+            job.error, job.error_code, job.files = WORKER_DIED, "worker_died", []
+            try:
+                self.save(job)
+            except OSError:
+                pass
+        return job
+
+    def expired(self, job: Job) -> bool:
+        return time.time() >= job.expires
 
     def file(self, job: Job, kind: str) -> tuple[Path, str] | None:
         """(path, media type) of a finished job's file, or None if there is no such file."""
         entry = DOWNLOADS.get(kind) or PREVIEWS.get(kind)
-        if entry is None or entry[0] not in job.files:
+        if entry is None or entry[0] not in job.files or job.status != DONE:
             return None
         path = self.folder(job.id) / entry[0]
         return (path, entry[1]) if path.is_file() else None
@@ -112,15 +167,83 @@ class JobStore:
     def delete(self, job_id: str) -> None:
         shutil.rmtree(self.folder(job_id), ignore_errors=True)
 
+    def sweep(self) -> int:
+        """Delete every expired job folder (and stray folders without a readable job). Returns how many."""
+        removed = 0
+        now = time.time()
+        for folder in self.root.iterdir() if self.root.is_dir() else ():
+            if not valid_job_id(folder.name):
+                continue
+            job = self.get(folder.name)
+            stale = job is None and now - _mtime(folder) > self.ttl_seconds
+            if stale or (job is not None and job.finished and now >= job.expires):
+                self.delete(folder.name)
+                removed += 1
+        return removed
+
+
+def sweep_uploads(folder: str | os.PathLike, max_age_seconds: float) -> int:
+    """Delete uploads older than ``max_age_seconds``: left behind only by a process that died mid-job."""
+    removed, now = 0, time.time()
+    for path in Path(folder).iterdir() if Path(folder).is_dir() else ():
+        if path.is_file() and path.name != ".gitkeep" and now - _mtime(path) > max_age_seconds:
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+class Sweeper:
+    """Deletes expired results and orphaned uploads every ``interval_seconds``, whether or not anyone asks."""
+
+    def __init__(self, store: JobStore, uploads: str | os.PathLike, interval_seconds: float):
+        self.store, self.uploads, self.interval_seconds = store, uploads, interval_seconds
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="retention-sweep", daemon=True)
+
+    def start(self) -> "Sweeper":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run_once(self) -> int:
+        removed = self.store.sweep()
+        removed += sweep_uploads(self.uploads, max(self.store.ttl_seconds, 3600))
+        return removed
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_seconds):
+            try:
+                removed = self.run_once()
+                if removed:
+                    log.info("retention sweep removed %d expired item(s)", removed)
+            except Exception:  # a sweep must never take the server down; try again next time
+                log.exception("retention sweep failed")
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
+
 
 class JobRunner:
-    """Runs conversions on a fixed number of threads, with at most ``max_queued`` jobs waiting."""
+    """Runs conversions on a fixed number of threads, with at most ``max_queued`` jobs waiting.
 
-    def __init__(self, store: JobStore, uploads: str | os.PathLike, convert, workers: int = 1, max_queued: int = 8):
+    ``timeout_seconds`` bounds a job from the moment it starts: past it the job is failed at once ("processing
+    timed out") and whatever it still produces is thrown away. A model forward cannot be interrupted, so the
+    thread is busy until that forward ends, but the user hears at the deadline and no file is left behind.
+    """
+
+    def __init__(self, store: JobStore, uploads: str | os.PathLike, convert, workers: int = 1, max_queued: int = 8,
+                 timeout_seconds: float = 300.0):
         self.store = store
         self.uploads = Path(uploads)
         self.convert = convert  # (job, image_path, depth_path, report) → dict of info; writes the job's files
         self.capacity = workers + max_queued
+        self.timeout_seconds = timeout_seconds
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="convert")
         self._lock = threading.Lock()
         self._waiting: list[str] = []
@@ -140,7 +263,8 @@ class JobRunner:
             self._forget(job.id)
             self._discard_uploads(job.id)
             self.store.delete(job.id)
-            raise OutputError("The upload could not be stored: the server is out of disk space or misconfigured.")
+            raise OutputError("The server cannot store uploads right now (its disk is full or not writable). "
+                              "Please try again later.") from None
         self._executor.submit(self._run, job.id, image_path, depth_path)
         return job
 
@@ -171,32 +295,75 @@ class JobRunner:
             self._waiting.remove(job_id)
             self._active += 1
         job = self.store.get(job_id)
+        guard = threading.Lock()  # orders the watchdog's and the worker's last writes
+        cancelled = threading.Event()
+
+        def time_out() -> None:
+            with guard:
+                if job.finished:
+                    return
+                cancelled.set()
+                self._fail(job, TIMED_OUT, "timed_out")
+                self._save_quietly(job)
+
+        watchdog = threading.Timer(self.timeout_seconds, time_out)
+        watchdog.daemon = True
         try:
             if job is None:
                 return
-            job.status, job.pid = RUNNING, os.getpid()
+            job.status = RUNNING
+            watchdog.start()
 
             def report(stage: str) -> None:
-                job.stage, job.progress = stage, STAGES.get(stage, job.progress)
-                self.store.save(job)
+                with guard:
+                    if cancelled.is_set():
+                        raise JobCancelled()
+                    job.stage, job.progress = stage, STAGES.get(stage, job.progress)
+                    self.store.save(job)
 
             try:
-                job.info = self.convert(job, image_path, depth_path, report)
-                job.status, job.stage, job.progress = DONE, "done", 1.0
+                report("running")
+                info = self.convert(job, image_path, depth_path, report)
+                with guard:
+                    if cancelled.is_set():
+                        raise JobCancelled()
+                    job.info = info
+                    job.status, job.stage, job.progress = DONE, "done", 1.0
+                    self.store.save(job)
+            except JobCancelled:
+                with guard:
+                    self._remove_files(job)
             except ConversionError as error:
-                self._fail(job, error.message, error.code)
+                with guard:
+                    self._fail(job, error.message, error.code)
+                    self._save_quietly(job)
             except Exception:  # never show internals; the log has the details
                 log.exception("job %s failed", job_id)
-                self._fail(job, "The conversion failed because of an internal error.", "internal_error")
-            self.store.save(job)
+                with guard:
+                    self._fail(job, "The conversion failed because of an internal error.", "internal_error")
+                    self._save_quietly(job)
         finally:
+            watchdog.cancel()
             self._discard_uploads(job_id)  # privacy: the upload is not kept once converted
             with self._lock:
                 self._active -= 1
 
     def _fail(self, job: Job, message: str, code: str) -> None:
         job.status, job.stage, job.progress, job.error, job.error_code = FAILED, "failed", 1.0, message, code
+        self._remove_files(job)
+
+    def _remove_files(self, job: Job) -> None:
+        """No link to a half-written result: every output file goes, the job record stays."""
         folder = self.store.folder(job.id)
-        for name in job.files:  # no link to a half-written result
-            (folder / name).unlink(missing_ok=True)
         job.files = []
+        for path in folder.iterdir() if folder.is_dir() else ():
+            if path.name != "job.json" and path.is_file():
+                path.unlink(missing_ok=True)
+            elif path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+
+    def _save_quietly(self, job: Job) -> None:
+        try:
+            self.store.save(job)
+        except OSError:
+            log.warning("could not record the end of job %s", job.id)

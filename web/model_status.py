@@ -6,6 +6,7 @@ import logging
 import threading
 
 from converter import Converter
+from converter.depth import set_torch_threads
 from converter.errors import ConversionError
 
 log = logging.getLogger(__name__)
@@ -16,8 +17,9 @@ LOADING, READY, UNAVAILABLE = "loading", "ready", "unavailable"
 class ModelStatus:
     """Readiness of one Converter's model. ``start()`` loads it on a daemon thread so the server answers at once."""
 
-    def __init__(self, converter: Converter):
+    def __init__(self, converter: Converter, threads: int | None = None):
         self.converter = converter
+        self.threads = threads
         self.state = LOADING
         self.message = f"The depth model '{converter.model}' is loading."
         self._done = threading.Event()
@@ -40,6 +42,8 @@ class ModelStatus:
 
     def _load(self) -> None:
         try:
+            if self.threads:
+                set_torch_threads(self.threads)
             self.converter.load()
         except ConversionError as error:
             self.state, self.message = UNAVAILABLE, error.message

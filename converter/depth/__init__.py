@@ -26,11 +26,20 @@ def get_depth_model(model: str | None = None, device: str = "auto", precision: s
         return _loaded[key]
 
 
+def set_torch_threads(threads: int) -> None:
+    """Set torch's intra-op threads once per process, before the first forward (N processes × T threads ≤ cores)."""
+    import torch
+
+    if threads > 0 and torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+
+
 def is_model_loaded(model: str | None = None, device: str = "auto", precision: str = "fp32") -> bool:
     return (resolve_model_name(model), resolve_device(device), precision) in _loaded
 
 
 __all__ = [
     "DEFAULT_MODEL", "DEPTH_KINDS", "DEVICE_CHOICES", "INVERSE_RELATIVE", "KINDS", "KNOWN_MODELS", "METRIC",
-    "DepthMap", "fit_depth_to_image", "get_depth_model", "is_model_loaded", "load_depth_file", "resolve_device", "resolve_model_name",
+    "DepthMap", "fit_depth_to_image", "get_depth_model", "is_model_loaded", "load_depth_file", "resolve_device",
+    "resolve_model_name", "set_torch_threads",
 ]

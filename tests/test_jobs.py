@@ -1,0 +1,178 @@
+"""Job lifecycle: stages and queue, time-outs, a worker that died, expiry and the retention sweep."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+from conftest import png_bytes, wait_for_job
+
+from web.jobs import DONE, FAILED, RUNNING, JobRunner, JobStore, process_token
+
+
+def submit(client, photo, **fields):
+    response = client.post("/api/v1/conversions", content_type="multipart/form-data",
+                           data={"image": (io.BytesIO(png_bytes(photo)), "p.png"), **fields})
+    assert response.status_code == 202, response.get_data(as_text=True)
+    return response.get_json()["id"]
+
+
+def test_stages_are_reported_in_order(tmp_path):
+    """A runner with a conversion that reports stages: the stored job passes through them, then is done."""
+    store = JobStore(tmp_path / "out")
+    seen = []
+    release = threading.Event()
+
+    def convert(job, image, depth, report):
+        for stage in ("loading model", "estimating depth", "building geometry", "writing files"):
+            report(stage)
+            seen.append((store.get(job.id).stage, store.get(job.id).progress))
+        release.wait(5)
+        return {"points": 1}
+
+    (tmp_path / "up").mkdir()
+    runner = JobRunner(store, tmp_path / "up", convert, workers=1, max_queued=2)
+    first = runner.submit(b"x", None, {})
+    second = runner.submit(b"y", None, {})
+    assert runner.queue_position(second.id) == 1 and store.get(second.id).status == "queued"
+    release.set()
+    deadline = time.monotonic() + 10
+    while store.get(second.id).status != DONE and time.monotonic() < deadline:
+        time.sleep(0.02)
+    runner.shutdown()
+    assert store.get(first.id).status == DONE and store.get(second.id).status == DONE
+    stages = [stage for stage, _ in seen[:4]]
+    progress = [fraction for _, fraction in seen[:4]]
+    assert stages == ["loading model", "estimating depth", "building geometry", "writing files"]
+    assert progress == sorted(progress) and 0 < progress[0] < progress[-1] < 1
+    assert list((tmp_path / "up").iterdir()) == []  # uploads go once converted
+
+
+def test_queue_beyond_capacity_is_503_with_retry_after(make_app, photo):
+    app = make_app(MAX_QUEUED_JOBS=0, CONVERSION_WORKERS=1)
+    runner = app.extensions["image_to_3d"]["runner"]
+    block = threading.Event()
+    original = runner.convert
+    runner.convert = lambda *args: (block.wait(10), original(*args))[1]
+    client = app.test_client()
+    first = submit(client, photo)
+    busy = client.post("/api/v1/conversions", content_type="multipart/form-data",
+                       data={"image": (io.BytesIO(png_bytes(photo)), "p.png")})
+    assert busy.status_code == 503 and busy.headers["Retry-After"] == "30"
+    assert busy.get_json()["code"] == "busy"
+    block.set()
+    assert wait_for_job(client, f"/jobs/{first}")["status"] == "done"
+    assert client.post("/api/v1/conversions", content_type="multipart/form-data",
+                       data={"image": (io.BytesIO(png_bytes(photo)), "p.png")}).status_code == 202
+
+
+def test_a_job_over_its_time_limit_fails_and_leaves_no_files(make_app, photo):
+    app = make_app(JOB_TIMEOUT_SECONDS=0.2)
+    runner = app.extensions["image_to_3d"]["runner"]
+    original = runner.convert
+    finished = threading.Event()
+
+    def slow(job, image, depth, report):  # an inference that takes longer than the limit
+        time.sleep(0.6)
+        try:
+            return original(job, image, depth, report)
+        finally:
+            finished.set()
+
+    runner.convert = slow
+    client = app.test_client()
+    job_id = submit(client, photo)
+    view = wait_for_job(client, f"/jobs/{job_id}", timeout=5)
+    assert view["status"] == "failed" and "timed out" in view["error"] and view["files"] == {}
+    finished.wait(10)
+    time.sleep(0.2)
+    folder = app.extensions["image_to_3d"]["store"].folder(job_id)
+    assert sorted(p.name for p in folder.iterdir()) == ["job.json"]
+    assert client.get(f"/jobs/{job_id}/files/ply").status_code == 404
+    assert not any(os.scandir(app.config["UPLOAD_FOLDER"]))
+
+
+def test_a_job_whose_process_died_is_reported_failed(app, client):
+    """A job left 'running' by a process that no longer exists is failed on the next look, not running forever."""
+    store = app.extensions["image_to_3d"]["store"]
+    job = store.create({})
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    job.status, job.owner = RUNNING, process_token(os.getpid()).replace(str(os.getpid()), str(dead.pid), 1)
+    store.save(job)
+    view = client.get(f"/api/v1/conversions/{job.id}").get_json()
+    assert view["status"] == "failed" and "stopped" in view["error"]
+    assert json.loads((store.folder(job.id) / "job.json").read_text())["status"] == FAILED
+
+
+def test_results_expire_with_410_and_the_sweep_deletes_them(make_app, photo):
+    app = make_app(RESULT_TTL_SECONDS=1.0)
+    client = app.test_client()
+    job_id = submit(client, photo)
+    view = wait_for_job(client, f"/jobs/{job_id}")
+    with client.get(view["files"]["ply"]) as download:
+        assert download.status_code == 200
+    time.sleep(1.1)
+    gone = client.get(f"/jobs/{job_id}")
+    assert gone.status_code == 410 and "expired" in gone.get_data(as_text=True)
+    assert client.get(view["files"]["ply"]).status_code == 410
+    removed = app.extensions["image_to_3d"]["sweeper"].run_once()
+    assert removed >= 1 and not app.extensions["image_to_3d"]["store"].folder(job_id).exists()
+    assert client.get(f"/jobs/{job_id}").status_code == 404
+
+
+def test_the_sweep_runs_by_itself(make_app, photo):
+    app = make_app(RESULT_TTL_SECONDS=0.5, SWEEP_INTERVAL_SECONDS=0.2)
+    client = app.test_client()
+    job_id = submit(client, photo)
+    wait_for_job(client, f"/jobs/{job_id}")
+    folder = app.extensions["image_to_3d"]["store"].folder(job_id)
+    deadline = time.monotonic() + 10
+    while folder.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not folder.exists()
+    app.extensions["image_to_3d"]["sweeper"].stop()
+
+
+def test_unwritable_output_folder_is_507_and_keeps_nothing(make_app, photo, tmp_path):
+    import shutil
+
+    app = make_app()
+    outputs = app.config["OUTPUT_FOLDER"]
+    shutil.rmtree(outputs)
+    with open(outputs, "w") as blocker:  # the output folder is now a file: nothing can be created inside
+        blocker.write("x")
+    client = app.test_client()
+    response = client.post("/convert", content_type="multipart/form-data",
+                           data={"image": (io.BytesIO(png_bytes(photo)), "p.png")})
+    assert response.status_code == 507
+    assert "cannot store results" in response.get_data(as_text=True)
+    assert not any(os.scandir(app.config["UPLOAD_FOLDER"]))
+    assert client.get("/healthz").status_code == 200
+
+
+@pytest.mark.parametrize("blocked", ["cloud.ply"])
+def test_a_write_failure_in_a_job_fails_it_cleanly(app, client, photo, blocked):
+    """A file that cannot be written (here: a folder is in its way) fails the job with words, not a traceback."""
+    store = app.extensions["image_to_3d"]["store"]
+    original_create = store.create
+
+    def create_with_obstacle(options):
+        job = original_create(options)
+        (store.folder(job.id) / blocked).mkdir()
+        return job
+
+    store.create = create_with_obstacle
+    job_id = submit(client, photo)
+    view = wait_for_job(client, f"/jobs/{job_id}")
+    assert view["status"] == "failed" and view["code"] == "output_failed"
+    assert "cloud.ply" in view["error"] and "Traceback" not in view["error"]
+    assert view["files"] == {}
+    assert sorted(p.name for p in store.folder(job_id).iterdir()) == ["job.json"]

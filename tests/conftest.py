@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -103,51 +104,57 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def live_server(tiny_models, tmp_path_factory):
-    """The real app under real gunicorn on 127.0.0.1 (tiny DPT-Hybrid model), as `make run` serves it.
-
-    Yields an object with ``url``, ``outputs`` and ``uploads`` (Paths), and ``env`` it was started with.
-    """
+@contextlib.contextmanager
+def serve(model_folder, folder, workers: int = 2, threads: int = 4, **env_overrides):
+    """Run the real app under real gunicorn on 127.0.0.1 until the block ends; yields url, folders and process."""
     import subprocess
     import time
     import urllib.request
     from types import SimpleNamespace
 
-    folder = tmp_path_factory.mktemp("server")
+    folder = Path(folder)
     port = _free_port()
     env = dict(
-        os.environ, DEPTH_MODEL=str(tiny_models["dpt_hybrid"]), UPLOAD_FOLDER=str(folder / "uploads"),
+        os.environ, DEPTH_MODEL=str(model_folder), UPLOAD_FOLDER=str(folder / "uploads"),
         OUTPUT_FOLDER=str(folder / "outputs"), MAX_UPLOAD_MB="2", HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT),
+        WEB_CONCURRENCY=str(workers),
     )
+    env.update({name: str(value) for name, value in env_overrides.items()})
     log = open(folder / "gunicorn.log", "wb")
     process = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "2", "--threads", "4",
-         "--timeout", "120", "app:create_app()"],
+        [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", str(workers), "--threads",
+         str(threads), "--timeout", "120", "app:create_app()"],
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 90
-    while True:
-        try:
-            with urllib.request.urlopen(url + "/readyz", timeout=2) as response:
-                if response.status == 200:
-                    break
-        except OSError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            log.close()
-            raise RuntimeError("gunicorn did not become ready:\n" + (folder / "gunicorn.log").read_text()[-3000:])
-        time.sleep(0.3)
-    yield SimpleNamespace(url=url, outputs=folder / "outputs", uploads=folder / "uploads", env=env,
-                          log=folder / "gunicorn.log")
-    process.terminate()
     try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-    log.close()
+        while True:
+            try:
+                with urllib.request.urlopen(url + "/readyz", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("gunicorn did not become ready:\n" + (folder / "gunicorn.log").read_text()[-3000:])
+            time.sleep(0.3)
+        yield SimpleNamespace(url=url, outputs=folder / "outputs", uploads=folder / "uploads", env=env,
+                              log=folder / "gunicorn.log", process=process)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+
+
+@pytest.fixture(scope="session")
+def live_server(tiny_models, tmp_path_factory):
+    """The real app under real gunicorn on 127.0.0.1 (tiny DPT-Hybrid model), as `make run` serves it."""
+    with serve(tiny_models["dpt_hybrid"], tmp_path_factory.mktemp("server")) as server:
+        yield server
 
 
 CHROMIUM_FLAGS = (

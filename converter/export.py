@@ -4,8 +4,9 @@ failure (disk full, unwritable folder) leaves no partial file behind."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
-import tempfile
+import secrets
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +20,7 @@ def atomic_output(path: str | os.PathLike):
     """Yield a temporary path next to ``path``; on success it becomes ``path``, on failure it is removed."""
     path = Path(path)
     try:
-        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-        os.close(handle)
+        temporary = _create_temporary(path)
     except OSError as error:
         raise OutputError(_describe(error, path)) from None
     try:
@@ -34,20 +34,35 @@ def atomic_output(path: str | os.PathLike):
         raise
 
 
+def _create_temporary(path: Path) -> str:
+    """Create an empty, unique ``.NAME.XXXX.part`` beside ``path`` with the usual permissions (0o666 less the umask).
+
+    tempfile.mkstemp would make it 0o600, and the rename would then leave the result readable by its owner only.
+    """
+    for _ in range(100):
+        temporary = os.path.join(path.parent, f".{path.name}.{secrets.token_hex(6)}.part")
+        try:
+            os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        return temporary
+    raise FileExistsError(errno.EEXIST, "no unique temporary name", str(path))
+
+
 def _remove(path) -> None:
     with contextlib.suppress(OSError):
         os.unlink(path)
 
 
 def _describe(error: OSError, path: Path) -> str:
-    import errno
-
     if error.errno in (errno.ENOSPC, errno.EDQUOT):
         return f"There is not enough disk space to write '{path.name}'."
     if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return f"The output folder is not writable, so '{path.name}' could not be saved."
-    if error.errno == errno.ENOENT:
+    if error.errno in (errno.ENOENT, errno.ENOTDIR):
         return f"The output folder for '{path.name}' does not exist."
+    if error.errno == errno.EISDIR:
+        return f"'{path.name}' is a folder, so it cannot be overwritten with a file."
     return f"'{path.name}' could not be written."
 
 

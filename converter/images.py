@@ -71,7 +71,7 @@ def load_image(source, max_pixels: int = DEFAULT_MAX_PIXELS) -> LoadedImage:
     if isinstance(source, LoadedImage):
         return source
     if isinstance(source, np.ndarray):
-        return _from_array(source)
+        return _from_array(source, max_pixels)
     if isinstance(source, Image.Image):
         return _from_pil(source, max_pixels)
     if isinstance(source, (bytes, bytearray, memoryview)):
@@ -81,6 +81,8 @@ def load_image(source, max_pixels: int = DEFAULT_MAX_PIXELS) -> LoadedImage:
     if isinstance(source, (str, os.PathLike)):
         try:
             with open(source, "rb") as handle:
+                if os.fstat(handle.fileno()).st_size == 0:
+                    raise UnsupportedImageError("The file is empty.")
                 return _decode(handle, max_pixels)
         except FileNotFoundError:
             raise UnsupportedImageError(f"There is no file named '{os.fspath(source)}'.") from None
@@ -101,6 +103,7 @@ def probe_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> LoadedImag
 def _decode(stream, max_pixels: int) -> LoadedImage:
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
+        _ignore_metadata_warnings()
         try:
             image = Image.open(stream, formats=ALLOWED_FORMATS)
         except UnidentifiedImageError:
@@ -123,6 +126,7 @@ def _from_pil(image: Image.Image, max_pixels: int) -> LoadedImage:
         raise DamagedImageError("The image is damaged or incomplete.")
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
+        _ignore_metadata_warnings()
         previous_truncated = ImageFile.LOAD_TRUNCATED_IMAGES
         ImageFile.LOAD_TRUNCATED_IMAGES = False
         try:
@@ -134,18 +138,28 @@ def _from_pil(image: Image.Image, max_pixels: int) -> LoadedImage:
             raise DamagedImageError("The image is damaged or incomplete.") from None
         finally:
             ImageFile.LOAD_TRUNCATED_IMAGES = previous_truncated
-    focal_px, focal_source = _exif_focal(image)
-    try:
-        upright = ImageOps.exif_transpose(image)
-    except Exception:  # broken EXIF must not stop a conversion; the pixels are fine
-        upright = image
+    with warnings.catch_warnings():
+        _ignore_metadata_warnings()
+        focal_px, focal_source = _exif_focal(image)
+        try:
+            upright = ImageOps.exif_transpose(image)
+        except Exception:  # broken EXIF must not stop a conversion; the pixels are fine
+            upright = image
     rgb, alpha = _to_srgb(upright)
     return LoadedImage(rgb=rgb, alpha=alpha, focal_px=focal_px, focal_source=focal_source, format=image.format)
 
 
-def _from_array(array: np.ndarray) -> LoadedImage:
-    if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] not in (3, 4):
+def _ignore_metadata_warnings() -> None:
+    """Inside catch_warnings: Pillow's UserWarnings about broken metadata ("Corrupt EXIF data", ...) are harmless
+    here (broken EXIF is ignored), and must neither flood the logs nor fail where warnings are errors."""
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
+
+
+def _from_array(array: np.ndarray, max_pixels: int) -> LoadedImage:
+    if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] not in (3, 4) or 0 in array.shape:
         raise UnsupportedImageError("An image array must be uint8 with shape [H, W, 3] or [H, W, 4].")
+    if array.shape[0] * array.shape[1] > max_pixels:  # the cap bounds the work, not only the decoding
+        raise _too_large((array.shape[1], array.shape[0]), max_pixels)
     rgb = np.ascontiguousarray(array[:, :, :3])
     alpha = np.ascontiguousarray(array[:, :, 3]) if array.shape[2] == 4 else None
     if alpha is not None and alpha.min() == 255:
@@ -171,10 +185,11 @@ def _to_srgb(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
         scale = 1.0 / 257.0 if mode != "F" else (255.0 if values.max(initial=0.0) <= 1.0 else 1.0 / 257.0)
         grey = np.clip(np.rint(values * scale), 0, 255).astype(np.uint8)
         return np.repeat(grey[:, :, None], 3, axis=2), None
-    if mode == "P":
+    if mode == "P" or (mode in ("L", "RGB") and "transparency" in image.info):
+        # A palette, or a grey/RGB PNG whose tRNS chunk makes one colour transparent.
         image = image.convert("RGBA" if "transparency" in image.info else "RGB")
     elif mode in ("LA", "La", "PA", "RGBa"):
-        image = image.convert("RGBA")
+        image = (image.convert("LA") if mode == "La" else image).convert("RGBA")  # Pillow has no La → RGBA
     elif mode == "1":
         image = image.convert("L")
     image = _apply_icc_profile(image)

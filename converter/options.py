@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import asdict, dataclass, fields
 
 from .errors import OptionError
@@ -40,19 +41,25 @@ class ConversionOptions:
         if self.focal_px is not None and not (_finite(self.focal_px) and self.focal_px > 0):
             raise OptionError("The focal length must be a positive number of pixels.")
         if self.principal_point is not None:
-            if len(self.principal_point) != 2 or not all(_finite(value) for value in self.principal_point):
+            try:
+                valid = len(self.principal_point) == 2 and all(_finite(value) for value in self.principal_point)
+            except TypeError:  # not a sequence at all
+                valid = False
+            if not valid:
                 raise OptionError("The principal point must be two numbers: CX CY in pixels.")
             object.__setattr__(self, "principal_point", tuple(float(v) for v in self.principal_point))
         if not (_finite(self.relief) and 0 < self.relief <= 100):
             raise OptionError("Relief must be a number above 0 and at most 100.")
         if not (_finite(self.edge_rtol) and 0 < self.edge_rtol <= 10):
             raise OptionError("The edge threshold must be a number above 0 and at most 10.")
-        if isinstance(self.max_points, bool) or not isinstance(self.max_points, int) or self.max_points < 0:
+        whole = isinstance(self.max_points, numbers.Integral) and not isinstance(self.max_points, bool)
+        if not whole or self.max_points < 0:
             raise OptionError("max_points must be a whole number, 0 or more (0 keeps every pixel).")
         if not (_finite(self.drop_background_percent) and 0 <= self.drop_background_percent < 100):
             raise OptionError("The background to drop must be a percentage from 0 up to (not including) 100.")
         if self.depth_kind not in ("metric", "disparity"):
             raise OptionError("The depth kind must be 'metric' or 'disparity'.")
+        _plain_numbers(self)  # last: only validated values are converted
 
     @classmethod
     def from_kwargs(cls, **kwargs) -> "ConversionOptions":
@@ -67,4 +74,13 @@ class ConversionOptions:
 
 
 def _finite(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    """A finite real number; numpy scalars count (numbers.Real), booleans do not."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _plain_numbers(options: ConversionOptions) -> None:
+    """numpy scalars (np.int64(5000), np.float32(60)) → int / float, so to_dict() stays JSON-friendly."""
+    for name in ("fov_deg", "focal_px", "relief", "edge_rtol", "max_points", "drop_background_percent"):
+        value = getattr(options, name, None)
+        if value is not None and not isinstance(value, (int, float)):
+            object.__setattr__(options, name, int(value) if isinstance(value, numbers.Integral) else float(value))

@@ -144,7 +144,10 @@ class Converter:
     ) -> ConversionResult:
         """Convert ``image`` (path, bytes, file, PIL image or array). ``depth``: a user depth map to use instead of
         the model (.npy or 16-bit PNG; path, bytes or file). ``options``: see :class:`ConversionOptions`."""
-        opts = options.pop("options", None) or ConversionOptions.from_kwargs(**options)
+        given = options.pop("options", None)
+        if given is not None and options:
+            raise TypeError(f"pass either options= or keyword options, not both ({', '.join(sorted(options))})")
+        opts = given or ConversionOptions.from_kwargs(**options)
         report = progress or (lambda stage: None)
         timings: dict[str, float] = {}
         clock = _Clock(timings)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 
+from ..errors import OptionError
 from .depthmap import INVERSE_RELATIVE, KINDS, METRIC, DepthMap
 from .device import DEVICE_CHOICES, resolve_device
 from .files import DEPTH_KINDS, fit_depth_to_image, load_depth_file
@@ -35,7 +36,10 @@ def set_torch_threads(threads: int) -> None:
 
 
 def is_model_loaded(model: str | None = None, device: str = "auto", precision: str = "fp32") -> bool:
-    return (resolve_model_name(model), resolve_device(device), precision) in _loaded
+    try:
+        return (resolve_model_name(model), resolve_device(device), precision) in _loaded
+    except OptionError:  # a device this machine lacks: nothing can be loaded on it
+        return False
 
 
 __all__ = [

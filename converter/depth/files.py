@@ -80,7 +80,9 @@ def _read_png(data: bytes, name: str) -> tuple[np.ndarray, int]:
         raise DepthFileError(f"The {name} must be a .npy array or a 16-bit PNG in millimetres.") from None
     if values.ndim != 2:
         raise DepthFileError(f"The {name} must be a single-channel (greyscale) image; it has {values.shape[2]} channels.")
-    bits = 16 if (mode.startswith("I") or values.dtype.itemsize >= 2) else 8
+    # Integer images of 16 bits or more hold millimetres; a float image (TIFF mode "F") already holds metres.
+    integer = np.issubdtype(values.dtype, np.integer)
+    bits = 16 if integer and (mode.startswith("I") or values.dtype.itemsize >= 2) else 8
     return values, bits
 
 

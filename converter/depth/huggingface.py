@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from ..errors import ModelUnavailableError
+from ..errors import ModelUnavailableError, OptionError
 from .depthmap import INVERSE_RELATIVE, METRIC, DepthMap
 from .device import resolve_device
 
@@ -32,12 +32,12 @@ class HuggingFaceDepthModel:
 
         self.model_id = model_id
         self.device = resolve_device(device)
+        self.dtype = _dtype(precision, self.device)  # before loading: a bad choice should not cost a model load
         self._lock = threading.Lock()
         started = time.perf_counter()
         # The PIL processor backend: torchvision has no CPU wheel here, and the pipeline falls back to it too.
         self.processor = _load(AutoImageProcessor, model_id, backend="pil")
         model = _load(AutoModelForDepthEstimation, model_id)
-        self.dtype = _dtype(precision, self.device)
         self.model = model.to(self.device, dtype=self.dtype).eval()
         self.load_seconds = time.perf_counter() - started
         config = model.config
@@ -68,9 +68,9 @@ def _dtype(precision: str, device: str):
     import torch
 
     if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}")
+        raise OptionError(f"Unknown precision '{precision}'; choose one of: {', '.join(PRECISIONS)}.")
     if precision == "fp16" and device == "cpu":
-        raise ValueError("fp16 needs a GPU; on the CPU use bf16")
+        raise OptionError("fp16 precision needs a GPU; on the CPU use fp32 or bf16.")
     return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
@@ -107,6 +107,16 @@ def _explain_os_error(error: OSError, local_folder: bool) -> str:
         return "the folder does not hold a complete model (config, weights and preprocessor config)."
     if "is not a valid model identifier" in text or "Repository Not Found" in text or "404" in text:
         return "there is no such model on the Hugging Face Hub."
-    if "connect" in text.lower() or "offline" in text.lower() or "cached" in text.lower():
+    if "connect" in text.lower() or "offline" in text.lower() or "cached" in text.lower() or _hub_offline():
         return "it is not in the local cache and the Hugging Face Hub cannot be reached."
     return "its files could not be found or read."
+
+
+def _hub_offline() -> bool:
+    """HF_HUB_OFFLINE is set: transformers' error then often only says the files were not found."""
+    try:
+        from huggingface_hub import constants
+
+        return bool(constants.HF_HUB_OFFLINE)
+    except (ImportError, AttributeError):
+        return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")

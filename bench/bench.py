@@ -1,0 +1,423 @@
+"""Benchmark: our conversion against the tutorial route, on a 12 MP and a 1 MP photo, on the CPU.
+
+Run by hand (never part of ``make test``):
+
+    .venv/bin/python bench/bench.py                 # DPT-Hybrid, 12 MP + 1 MP, ours vs tutorial (about 3 minutes)
+    .venv/bin/python bench/bench.py --quick         # 1 MP only, no tutorial route with outlier removal
+    .venv/bin/python bench/bench.py --models all    # also DPT-SwinV2-Tiny and Depth Anything V2 Small
+    .venv/bin/python bench/bench.py --precision     # bf16 vs fp32: speed-up and largest difference
+    .venv/bin/python bench/bench.py --throughput    # gunicorn, N workers: conversions per minute, memory per worker
+
+The models are randomly initialised copies of the published architectures (see bench/models.py), saved under
+bench/out/models and loaded through ``Converter(model=folder)`` like real checkpoints. Every measurement runs in a
+fresh subprocess, so its peak resident memory (VmHWM) is its own. Times are the best of ``--repeat`` runs after one
+warm-up conversion; the "bare model forward" is ``model(**inputs)`` on the processed input in the same process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+OUT = HERE / "out"
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(HERE))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+PHOTOS = {"12mp": (4000, 2667), "1mp": (1224, 816)}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# inputs
+
+
+def make_photo(name: str) -> Path:
+    """A photo-like JPEG (smooth shading, edges, fine texture and sensor noise; EXIF 35 mm focal length 26 mm)."""
+    import numpy as np
+    from PIL import Image
+
+    width, height = PHOTOS[name]
+    path = OUT / f"photo-{name}.jpg"
+    if path.exists():
+        return path
+    OUT.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(1)
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    x /= width
+    y /= height
+    sky = np.stack([120 + 80 * y, 160 + 60 * y, 230 - 40 * y], axis=-1)
+    ground = np.stack([90 + 60 * x, 110 + 40 * np.sin(9 * x), 60 + 30 * y], axis=-1)
+    picture = np.where((y > 0.45 + 0.05 * np.sin(6 * x))[..., None], ground, sky)
+    for cx, cy, r, colour in ((0.3, 0.62, 0.12, (200, 60, 50)), (0.7, 0.55, 0.08, (40, 90, 200))):
+        inside = ((x - cx) * width) ** 2 + ((y - cy) * height) ** 2 < (r * width) ** 2
+        picture[inside] = colour
+    texture = 18 * np.sin(x * width / 7.0) * np.sin(y * height / 5.0)
+    picture += texture[..., None] + rng.normal(0, 6, picture.shape).astype(np.float32)
+    image = Image.fromarray(np.clip(picture, 0, 255).astype(np.uint8), "RGB")
+    exif = Image.Exif()
+    exif.get_ifd(0x8769)[0xA405] = 26  # FocalLengthIn35mmFilm
+    image.save(path, format="JPEG", quality=92, exif=exif)
+    return path
+
+
+def model_folder(name: str) -> Path:
+    import models
+
+    folder, parameters = models.build(name, OUT / "models")
+    return folder
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# measurements (each in its own process)
+
+
+def peak_rss_mb() -> float:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
+def bare_forward(depth_model, image, repeat: int) -> float:
+    """Seconds of ``model(**inputs)`` alone (best of ``repeat``), on the processor's output for ``image``."""
+    import torch
+
+    inputs = depth_model.processor(images=image, return_tensors="pt")
+    inputs = {k: v.to(depth_model.device, dtype=depth_model.dtype) for k, v in inputs.items()}
+    best = float("inf")
+    with torch.inference_mode():
+        for _ in range(repeat):
+            started = time.perf_counter()
+            depth_model.model(**inputs)
+            best = min(best, time.perf_counter() - started)
+    return best
+
+
+def worker_ours(args) -> dict:
+    from converter import Converter
+    from converter.depth import set_torch_threads
+
+    set_torch_threads(args.threads)
+    started = time.perf_counter()
+    converter = Converter(model=args.model, device="cpu", precision=args.precision_name).load()
+    load_seconds = time.perf_counter() - started
+    rss_loaded = rss_mb()
+    output = OUT / f"ours-{Path(args.image).stem}.ply"
+    options = {"max_points": args.max_points} if args.max_points is not None else {}
+    best, best_timings = float("inf"), {}
+    for attempt in range(args.repeat + 1):  # the first is the warm-up
+        started = time.perf_counter()
+        result = converter.convert(args.image, **options)
+        written = time.perf_counter()
+        result.save(output)
+        finished = time.perf_counter()
+        timings = dict(result.timings, write=finished - written)
+        total = finished - started
+        if attempt > 0 and total < best:
+            best, best_timings = total, timings
+        working = (result.image.width, result.image.height)
+        points = len(result.points)
+        del result
+    from PIL import Image
+
+    with Image.open(args.image) as photo:
+        forward = bare_forward(converter.depth_model, photo.convert("RGB").resize((512, 341)), args.repeat + 1)
+    return {
+        "route": "ours", "total": best, "timings": best_timings, "forward": forward, "load": load_seconds,
+        "rss_loaded_mb": rss_loaded, "peak_rss_mb": peak_rss_mb(), "file_mb": output.stat().st_size / 1e6,
+        "points": points, "working_size": working,
+    }
+
+
+def worker_tutorial(args) -> dict:
+    """The route most tutorials take: transformers pipeline, Open3D create_from_rgbd_image at full resolution,
+    [statistical outlier removal,] write_point_cloud."""
+    import numpy as np
+    import open3d as o3d
+    import torch
+    from PIL import Image
+    from transformers import pipeline
+
+    torch.set_num_threads(args.threads)
+    started = time.perf_counter()
+    estimator = pipeline("depth-estimation", model=str(args.model), device="cpu")
+    load_seconds = time.perf_counter() - started
+    rss_loaded = rss_mb()
+    output = OUT / f"tutorial{'-sor' if args.outliers else ''}-{Path(args.image).stem}.ply"
+    best, best_timings = float("inf"), {}
+    for attempt in range(args.repeat + 1):
+        timings = {}
+        t0 = time.perf_counter()
+        image = Image.open(args.image).convert("RGB")
+        t1 = time.perf_counter()
+        depth = estimator(image)["predicted_depth"].numpy().astype(np.float32)  # relative depth at the image size
+        t2 = time.perf_counter()
+        width, height = image.size
+        rgbd = o3d.geometry.RGBDImage.create_from_color_and_depth(
+            o3d.geometry.Image(np.asarray(image)), o3d.geometry.Image(depth), depth_scale=1.0,
+            depth_trunc=float(depth.max()) + 1.0, convert_rgb_to_intensity=False,
+        )
+        focal = width / (2 * np.tan(np.radians(30)))
+        camera = o3d.camera.PinholeCameraIntrinsic(width, height, focal, focal, width / 2, height / 2)
+        cloud = o3d.geometry.PointCloud.create_from_rgbd_image(rgbd, camera)
+        t3 = time.perf_counter()
+        if args.outliers:
+            cloud, _ = cloud.remove_statistical_outlier(nb_neighbors=20, std_ratio=2.0)
+        t4 = time.perf_counter()
+        o3d.io.write_point_cloud(str(output), cloud)
+        t5 = time.perf_counter()
+        timings = {"decode": t1 - t0, "model": t2 - t1, "geometry": t3 - t2, "cleaning": t4 - t3, "write": t5 - t4}
+        points = len(cloud.points)
+        del cloud, rgbd, depth, image
+        if attempt > 0 and t5 - t0 < best:
+            best, best_timings = t5 - t0, timings
+        if args.outliers:
+            break  # one run is enough at 25 s; it is also the warm-up-free figure people see
+    if args.outliers:
+        best, best_timings = t5 - t0, timings
+    return {
+        "route": "tutorial+sor" if args.outliers else "tutorial", "total": best, "timings": best_timings,
+        "load": load_seconds, "rss_loaded_mb": rss_loaded, "peak_rss_mb": peak_rss_mb(),
+        "file_mb": output.stat().st_size / 1e6, "points": points,
+    }
+
+
+def worker_precision(args) -> dict:
+    """fp32 against bf16 on the same processed input: forward time and the largest difference of the prediction."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from converter.depth import get_depth_model, set_torch_threads
+
+    set_torch_threads(args.threads)
+    with Image.open(args.image) as photo:
+        image = photo.convert("RGB").resize((1224, 816))
+    report = {"route": "precision", "cpu_flags": cpu_flags()}
+    predictions = {}
+    for precision in ("fp32", "bf16"):
+        depth_model = get_depth_model(str(args.model), "cpu", precision)
+        depth_model.predict(image)  # warm-up
+        forward = bare_forward(depth_model, image, args.repeat + 1)
+        predictions[precision] = depth_model.predict(image).native
+        report[precision] = forward
+    fp32, bf16 = predictions["fp32"], predictions["bf16"]
+    span = float(np.percentile(fp32, 98) - np.percentile(fp32, 2)) or 1.0
+    report["max_abs_diff"] = float(np.abs(fp32 - bf16).max())
+    report["max_diff_of_range"] = report["max_abs_diff"] / span
+    report["mean_diff_of_range"] = float(np.abs(fp32 - bf16).mean()) / span
+    report["speedup"] = report["fp32"] / report["bf16"]
+    del torch
+    return report
+
+
+def cpu_flags() -> list[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return []
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    return sorted(flag for flag in flags if flag.startswith(("avx512_bf16", "amx", "avx512f", "avx2")))
+
+
+def run_worker(kind: str, model: Path, image: Path | None, args, **extra) -> dict:
+    command = [sys.executable, str(Path(__file__).resolve()), "--worker", kind, "--model-folder", str(model),
+               "--threads", str(args.threads), "--repeat", str(args.repeat)]
+    if image:
+        command += ["--image", str(image)]
+    for name, value in extra.items():
+        command += [f"--{name.replace('_', '-')}", str(value)]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{kind} failed:\n{done.stderr[-4000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# throughput under gunicorn
+
+
+def throughput(model: Path, photo: Path, workers: int, threads: int, conversions: int) -> dict:
+    import tempfile
+    import urllib.request
+    import uuid
+    from concurrent.futures import ThreadPoolExecutor
+
+    import psutil
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from conftest import serve
+
+    body = photo.read_bytes()
+
+    def post_and_wait(url: str) -> float:
+        boundary = uuid.uuid4().hex
+        payload = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"p.jpg\"\r\n"
+                   f"Content-Type: image/jpeg\r\n\r\n").encode() + body + f"\r\n--{boundary}--\r\n".encode()
+        request = urllib.request.Request(url + "/api/v1/conversions", data=payload, method="POST",
+                                         headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+        started = time.perf_counter()
+        while True:
+            try:
+                with urllib.request.urlopen(request, timeout=60) as response:
+                    status_url = json.loads(response.read())["status_url"]
+                break
+            except urllib.error.HTTPError as error:  # 503: the queue is full; come back later
+                if error.code != 503:
+                    raise
+                time.sleep(0.2)
+        while True:
+            with urllib.request.urlopen(url + status_url, timeout=60) as response:
+                view = json.loads(response.read())
+            if view["status"] in ("done", "failed"):
+                if view["status"] == "failed":
+                    raise RuntimeError(view)
+                return time.perf_counter() - started
+            time.sleep(0.05)
+
+    with tempfile.TemporaryDirectory() as folder, serve(
+        model, folder, workers=workers, threads=threads, MAX_UPLOAD_MB="25", MAX_QUEUED_JOBS="64"
+    ) as server:
+        master = psutil.Process(server.process.pid)
+        with ThreadPoolExecutor(max_workers=workers * 2) as pool:  # warm each worker
+            list(pool.map(lambda _: post_and_wait(server.url), range(workers * 2)))
+        started = time.perf_counter()
+        with ThreadPoolExecutor(max_workers=max(2, workers * 2)) as pool:
+            latencies = list(pool.map(lambda _: post_and_wait(server.url), range(conversions)))
+        elapsed = time.perf_counter() - started
+        children = master.children()
+        memory = [child.memory_full_info() for child in children]
+        return {
+            "workers": workers, "threads": threads, "conversions": conversions, "seconds": elapsed,
+            "per_minute": 60.0 * conversions / elapsed, "median_latency": sorted(latencies)[len(latencies) // 2],
+            "worker_rss_mb": [m.rss / 2**20 for m in memory], "worker_uss_mb": [m.uss / 2**20 for m in memory],
+            "master_rss_mb": master.memory_info().rss / 2**20,
+        }
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# report
+
+
+def describe_machine() -> str:
+    import torch
+
+    model_name = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                       if line.startswith("model name")), platform.processor())
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return (f"{model_name}, {os.cpu_count()} CPUs, {memory:.0f} GiB RAM, Python {platform.python_version()}, "
+            f"torch {torch.__version__}, flags: {' '.join(cpu_flags())}")
+
+
+def print_table(name: str, rows: list[dict]) -> None:
+    stages = ["decode", "preprocess", "forward", "postprocess", "model", "depth_units", "cleaning", "backproject",
+              "geometry", "write"]
+    print(f"\n## {name}\n")
+    print("| route | " + " | ".join(stages) + " | total s | peak RSS MB | file MB | points |")
+    print("| --- " * (len(stages) + 5) + "|")
+    for row in rows:
+        cells = [f"{row['timings'][s]:.3f}" if s in row["timings"] else "" for s in stages]
+        print(f"| {row['route']} | " + " | ".join(cells)
+              + f" | {row['total']:.2f} | {row['peak_rss_mb']:.0f} | {row['file_mb']:.1f} | {row['points']:,} |")
+    ours = next((row for row in rows if row["route"] == "ours"), None)
+    if ours:
+        print(f"\nbare model forward {ours['forward']:.3f} s; ours / forward = {ours['total'] / ours['forward']:.3f}; "
+              f"model load (cold start) {ours['load']:.2f} s; RSS after load {ours['rss_loaded_mb']:.0f} MB; "
+              f"working size {ours['working_size'][0]}x{ours['working_size'][1]}")
+        for row in rows:
+            if row is not ours:
+                print(f"{row['route']} / ours = {row['total'] / ours['total']:.1f}x")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="1 MP only, without the slow outlier-removal route")
+    parser.add_argument("--models", default="dpt-hybrid", help="comma-separated names, or 'all'")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    parser.add_argument("--repeat", type=int, default=2, help="timed runs after the warm-up (best is kept)")
+    parser.add_argument("--precision", action="store_true", help="bf16 against fp32")
+    parser.add_argument("--throughput", action="store_true", help="gunicorn conversions per minute for 1 MP photos")
+    parser.add_argument("--conversions", type=int, default=12, help="conversions per throughput setting")
+    parser.add_argument("--json", type=Path, help="also write every figure to this file")
+    # internal: one measurement in this process
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--model-folder", dest="model", help=argparse.SUPPRESS)
+    parser.add_argument("--image", help=argparse.SUPPRESS)
+    parser.add_argument("--outliers", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--precision-name", default="fp32", help=argparse.SUPPRESS)
+    parser.add_argument("--max-points", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        worker = {"ours": worker_ours, "tutorial": worker_tutorial, "precision": worker_precision}[args.worker]
+        print(json.dumps(worker(args)))
+        return 0
+
+    import models
+
+    figures: dict = {"machine": describe_machine(), "threads": args.threads}
+    print(f"# Benchmark\n\nmachine: {figures['machine']}; torch threads: {args.threads}")
+    names = list(models.BUILDERS) if args.models == "all" else args.models.split(",")
+    for name in names:
+        folder, parameters = models.build(name, OUT / "models")
+        published = models.PUBLISHED_MILLIONS[name]
+        print(f"\n{name}: {parameters / 1e6:.1f} M parameters (published about {published} M, "
+              f"{100 * (parameters / 1e6 - published) / published:+.1f} %)")
+        figures.setdefault("parameters", {})[name] = parameters
+    photos = ["1mp"] if args.quick else ["12mp", "1mp"]
+    for name in names:
+        folder = model_folder(name)
+        for photo_name in photos:
+            photo = make_photo(photo_name)
+            rows = [run_worker("ours", folder, photo, args)]
+            rows.append(run_worker("tutorial", folder, photo, args, outliers=0))
+            if not args.quick and (photo_name == "12mp" or name == "dpt-hybrid"):
+                rows.append(run_worker("tutorial", folder, photo, args, outliers=1))
+            if photo_name == "12mp" and name == "dpt-hybrid" and not args.quick:
+                full = run_worker("ours", folder, photo, args, max_points=0)
+                full["route"] = "ours max_points=0"
+                rows.append(full)
+            print_table(f"{name}, {photo_name} photo", rows)
+            figures.setdefault("runs", []).append({"model": name, "photo": photo_name, "rows": rows})
+    if args.precision:
+        report = run_worker("precision", model_folder(names[0]), make_photo("1mp"), args)
+        figures["precision"] = report
+        print(f"\n## bf16 ({names[0]}, 1 MP)\n\nflags {report['cpu_flags']}: fp32 forward {report['fp32']:.3f} s, "
+              f"bf16 {report['bf16']:.3f} s, speed-up {report['speedup']:.2f}x; largest difference "
+              f"{report['max_abs_diff']:.4g} = {100 * report['max_diff_of_range']:.2f} % of the 2-98 % range "
+              f"(mean {100 * report['mean_diff_of_range']:.3f} %)")
+    if args.throughput:
+        print(f"\n## Throughput under gunicorn ({names[0]}, 1 MP photos)\n")
+        print("| workers | threads | conversions/min | median latency s | worker RSS MB | worker USS MB |")
+        print("| --- | --- | --- | --- | --- | --- |")
+        for workers, threads in ((1, 1), (1, 4), (2, 1), (2, 4)):
+            row = throughput(model_folder(names[0]), make_photo("1mp"), workers, threads, args.conversions)
+            figures.setdefault("throughput", []).append(row)
+            print(f"| {workers} | {threads} | {row['per_minute']:.1f} | {row['median_latency']:.2f} | "
+                  f"{', '.join(f'{v:.0f}' for v in row['worker_rss_mb'])} | "
+                  f"{', '.join(f'{v:.0f}' for v in row['worker_uss_mb'])} |", flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -14,11 +14,11 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageCms, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageCms, ImageFile, ImageOps, UnidentifiedImageError, features
 
 from .errors import DamagedImageError, ImageTooLargeError, UnsupportedImageError
 
-ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")
+ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF") + (("AVIF",) if features.check("avif") else ())
 DEFAULT_MAX_PIXELS = 50_000_000
 
 # EXIF tags (CIPA DC-008) used for the focal length.
@@ -45,6 +45,8 @@ class LoadedImage:
     alpha: [H, W] uint8, or None when every pixel is opaque.
     focal_px: the horizontal focal length in pixels of *this* image derived from EXIF, or None.
     focal_source: which EXIF tags gave ``focal_px`` (for the record kept with the result).
+    scale: working pixels per pixel of the file (1.0, or 1/2, 1/4, 1/8 when a JPEG was decoded at a reduced DCT
+        scale because the output needs no more: see ``load_image(draft_points=...)``).
     """
 
     rgb: np.ndarray
@@ -52,6 +54,7 @@ class LoadedImage:
     focal_px: float | None = None
     focal_source: str | None = None
     format: str | None = None
+    scale: float = 1.0
 
     @property
     def width(self) -> int:
@@ -66,8 +69,14 @@ class LoadedImage:
         return Image.fromarray(self.rgb, "RGB")
 
 
-def load_image(source, max_pixels: int = DEFAULT_MAX_PIXELS) -> LoadedImage:
-    """Decode ``source`` (path, bytes, binary file object, PIL image or [H, W, 3|4] uint8 array)."""
+def load_image(source, max_pixels: int = DEFAULT_MAX_PIXELS, draft_points: int = 0) -> LoadedImage:
+    """Decode ``source`` (path, bytes, binary file object, PIL image or [H, W, 3|4] uint8 array).
+
+    ``draft_points`` > 0: a JPEG file is decoded at the smallest DCT scale (1/2, 1/4, 1/8) that still gives at least
+    the sampling grid of ``geometry.pixel_grid(width, height, draft_points)`` — several times faster and smaller for
+    a large photo when fewer points are wanted. ``LoadedImage.scale`` then says by how much; EXIF focal lengths are in
+    the pixels of the decoded picture.
+    """
     if isinstance(source, LoadedImage):
         return source
     if isinstance(source, np.ndarray):
@@ -77,19 +86,19 @@ def load_image(source, max_pixels: int = DEFAULT_MAX_PIXELS) -> LoadedImage:
     if isinstance(source, (bytes, bytearray, memoryview)):
         if len(source) == 0:
             raise UnsupportedImageError("The file is empty: no image was uploaded.")
-        return _decode(io.BytesIO(bytes(source)), max_pixels)
+        return _decode(io.BytesIO(bytes(source)), max_pixels, draft_points)
     if isinstance(source, (str, os.PathLike)):
         try:
             with open(source, "rb") as handle:
                 if os.fstat(handle.fileno()).st_size == 0:
                     raise UnsupportedImageError("The file is empty.")
-                return _decode(handle, max_pixels)
+                return _decode(handle, max_pixels, draft_points)
         except FileNotFoundError:
             raise UnsupportedImageError(f"There is no file named '{os.fspath(source)}'.") from None
         except IsADirectoryError:
             raise UnsupportedImageError(f"'{os.fspath(source)}' is a folder, not an image file.") from None
     if hasattr(source, "read"):
-        return _decode(source, max_pixels)
+        return _decode(source, max_pixels, draft_points)
     raise TypeError(f"cannot load an image from {type(source).__name__}")
 
 
@@ -100,7 +109,7 @@ def probe_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> LoadedImag
     return load_image(data, max_pixels)
 
 
-def _decode(stream, max_pixels: int) -> LoadedImage:
+def _decode(stream, max_pixels: int, draft_points: int = 0) -> LoadedImage:
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         _ignore_metadata_warnings()
@@ -115,10 +124,32 @@ def _decode(stream, max_pixels: int) -> LoadedImage:
         except (OSError, SyntaxError, ValueError, EOFError):
             raise DamagedImageError("The image is damaged or incomplete.") from None
         with image:
-            return _from_pil(image, max_pixels)
+            declared = _declared_pixels(image, stream)
+            if declared > max_pixels:
+                raise _too_large(image.size if declared == image.size[0] * image.size[1] else None, max_pixels,
+                                 frames=declared > image.size[0] * image.size[1])
+            return _from_pil(image, max_pixels, _draft(image, draft_points))
 
 
-def _from_pil(image: Image.Image, max_pixels: int) -> LoadedImage:
+def _draft(image: Image.Image, draft_points: int) -> float:
+    """Ask a not yet decoded JPEG for the smallest DCT scale that keeps the point grid; returns the scale (≤ 1)."""
+    if draft_points <= 0 or image.format != "JPEG" or image.size[0] * image.size[1] <= draft_points:
+        return 1.0
+    from .geometry import pixel_grid
+
+    width, height = image.size
+    columns, rows = pixel_grid(width, height, draft_points)  # stored orientation: a rotation swaps both alike
+    original = image.size
+    try:
+        drafted = image.draft(image.mode, (len(columns), len(rows)))
+    except (OSError, ValueError):
+        return 1.0
+    if drafted is None or image.size == original:
+        return 1.0
+    return drafted[1][2] / original[0]  # the box is the original size over the DCT scale: exactly 1/2, 1/4 or 1/8
+
+
+def _from_pil(image: Image.Image, max_pixels: int, scale: float = 1.0) -> LoadedImage:
     width, height = image.size
     if width * height > max_pixels:
         raise _too_large(image.size, max_pixels)
@@ -140,13 +171,15 @@ def _from_pil(image: Image.Image, max_pixels: int) -> LoadedImage:
             ImageFile.LOAD_TRUNCATED_IMAGES = previous_truncated
     with warnings.catch_warnings():
         _ignore_metadata_warnings()
-        focal_px, focal_source = _exif_focal(image)
+        focal_px, focal_source = _exif_focal(image, scale)
         try:
             upright = ImageOps.exif_transpose(image)
         except Exception:  # broken EXIF must not stop a conversion; the pixels are fine
             upright = image
     rgb, alpha = _to_srgb(upright)
-    return LoadedImage(rgb=rgb, alpha=alpha, focal_px=focal_px, focal_source=focal_source, format=image.format)
+    return LoadedImage(
+        rgb=rgb, alpha=alpha, focal_px=focal_px, focal_source=focal_source, format=image.format, scale=scale
+    )
 
 
 def _ignore_metadata_warnings() -> None:
@@ -167,8 +200,69 @@ def _from_array(array: np.ndarray, max_pixels: int) -> LoadedImage:
     return LoadedImage(rgb=rgb, alpha=alpha)
 
 
-def _too_large(size, max_pixels: int) -> ImageTooLargeError:
+def _declared_pixels(image: Image.Image, stream) -> int:
+    """Pixels of every frame, read from headers only (a bomb may hide in a later frame we would never decode)."""
+    if image.format == "GIF":
+        return _gif_frame_pixels(stream)
+    try:
+        frames = int(getattr(image, "n_frames", 1) or 1)  # PNG, WebP and TIFF read this from their headers
+    except (OSError, ValueError, EOFError, SyntaxError):
+        raise DamagedImageError("The image is damaged or incomplete.") from None
+    finally:
+        image.seek(0)
+    return frames * image.size[0] * image.size[1]
+
+
+def _gif_frame_pixels(stream) -> int:
+    """Sum of width × height over a GIF's frames, walking its block structure without decompressing anything."""
+    position = stream.tell()
+    try:
+        stream.seek(0)
+        data = stream.read()
+    finally:
+        stream.seek(position)
+    total, offset = 0, 13
+    if len(data) < 13:
+        raise DamagedImageError("The image is damaged or incomplete.")
+    if data[10] & 0x80:  # global colour table
+        offset += 3 << ((data[10] & 0x07) + 1)
+    while offset < len(data):
+        block = data[offset]
+        if block == 0x3B:  # trailer
+            break
+        if block == 0x21:  # extension: label, then sub-blocks
+            offset = _skip_sub_blocks(data, offset + 2)
+        elif block == 0x2C:  # image descriptor
+            if offset + 10 > len(data):
+                break
+            width = int.from_bytes(data[offset + 5:offset + 7], "little")
+            height = int.from_bytes(data[offset + 7:offset + 9], "little")
+            total += width * height
+            flags = data[offset + 9]
+            offset += 10
+            if flags & 0x80:  # local colour table
+                offset += 3 << ((flags & 0x07) + 1)
+            offset = _skip_sub_blocks(data, offset + 1)  # after the LZW minimum code size
+        else:
+            break  # garbage after the frames: what came before is what counts
+    return total
+
+
+def _skip_sub_blocks(data: bytes, offset: int) -> int:
+    while offset < len(data):
+        size = data[offset]
+        offset += 1 + size
+        if size == 0:
+            break
+    return offset
+
+
+def _too_large(size, max_pixels: int, frames: bool = False) -> ImageTooLargeError:
     megapixels = max_pixels / 1e6
+    if frames:
+        return ImageTooLargeError(
+            f"The image is too large: its frames hold more than {megapixels:g} megapixels in all, the limit."
+        )
     if size:
         return ImageTooLargeError(
             f"The image is too large: {size[0]} x {size[1]} pixels; the limit is {megapixels:g} megapixels."
@@ -217,8 +311,10 @@ def _apply_icc_profile(image: Image.Image) -> Image.Image:
         return image.convert("RGB") if image.mode == "CMYK" else image
 
 
-def _exif_focal(image: Image.Image) -> tuple[float | None, str | None]:
-    """Horizontal focal length in pixels of the *upright* image, from EXIF; (None, None) when not derivable."""
+def _exif_focal(image: Image.Image, scale: float = 1.0) -> tuple[float | None, str | None]:
+    """Horizontal focal length in pixels of the *upright* image, from EXIF; (None, None) when not derivable.
+
+    ``image.size`` is the decoded size; ``scale`` is decoded pixels per stored pixel (JPEG draft decoding)."""
     try:
         exif = image.getexif()
         tags = dict(exif.get_ifd(_EXIF_IFD))
@@ -239,7 +335,9 @@ def _exif_focal(image: Image.Image) -> tuple[float | None, str | None]:
             focal_px = focal_mm * x_resolution / unit_mm  # in the sensor's pixel grid, as recorded
             recorded = (int(tags.get(_EXIF_IMAGE_WIDTH) or 0), int(tags.get(_EXIF_IMAGE_HEIGHT) or 0))
             if min(recorded) > 0:
-                focal_px *= max(image.size) / max(recorded)  # the file may be a resized copy
+                focal_px *= max(image.size) / max(recorded)  # the file may be a resized copy (or draft-decoded)
+            else:
+                focal_px *= scale
             return focal_px, "exif:FocalLength+FocalPlaneXResolution"
     except (TypeError, ValueError, ZeroDivisionError):
         pass

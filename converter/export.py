@@ -55,7 +55,7 @@ def _remove(path) -> None:
 
 
 def _describe(error: OSError, path: Path) -> str:
-    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+    if error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
         return f"There is not enough disk space to write '{path.name}'."
     if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return f"The output folder is not writable, so '{path.name}' could not be saved."
@@ -101,7 +101,12 @@ def write_point_cloud_ply(
     header.append("end_header")
     with atomic_output(path) as temporary, open(temporary, "wb") as handle:
         handle.write(("\n".join(header) + "\n").encode("ascii"))
-        vertices.tofile(handle)
+        write_array(handle, vertices)
+
+
+def write_array(handle, array: np.ndarray) -> None:
+    """Write an array's bytes without a copy. Unlike ndarray.tofile, a failed write keeps its errno (disk full)."""
+    handle.write(np.ascontiguousarray(array).view(np.uint8).reshape(-1))
 
 
 def _one_line(text: str) -> str:

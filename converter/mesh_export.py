@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .export import atomic_output
+from .export import atomic_output, write_array
 from .mesh import Mesh
 
 GENERATOR = "image-to-3d"
@@ -354,8 +354,8 @@ def write_mesh_ply(path: str | os.PathLike, mesh: Mesh, comments: list[str] | tu
     header += [f"element face {mesh.face_count}", "property list uchar int vertex_indices", "end_header"]
     with atomic_output(path) as temporary, open(temporary, "wb") as handle:
         handle.write(("\n".join(header) + "\n").encode("ascii"))
-        vertices.tofile(handle)
-        faces.tofile(handle)
+        write_array(handle, vertices)
+        write_array(handle, faces)
 
 
 def _one_line(text: str) -> str:

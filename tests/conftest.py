@@ -104,8 +104,18 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
+def _answers(url: str) -> bool:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
 @contextlib.contextmanager
-def serve(model_folder, folder, workers: int = 2, threads: int = 4, **env_overrides):
+def serve(model_folder, folder, workers: int = 2, threads: int = 4, preexec_fn=None, **env_overrides):
     """Run the real app under real gunicorn on 127.0.0.1 until the block ends; yields url, folders and process."""
     import subprocess
     import time
@@ -124,7 +134,7 @@ def serve(model_folder, folder, workers: int = 2, threads: int = 4, **env_overri
     process = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", str(workers), "--threads",
          str(threads), "--timeout", "120", "app:create_app()"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=preexec_fn,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 90
@@ -136,6 +146,8 @@ def serve(model_folder, folder, workers: int = 2, threads: int = 4, **env_overri
                         break
             except OSError:
                 pass
+            if env_overrides.get("EXPECT_UNREADY") and _answers(url + "/healthz"):
+                break
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("gunicorn did not become ready:\n" + (folder / "gunicorn.log").read_text()[-3000:])
             time.sleep(0.3)

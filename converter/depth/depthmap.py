@@ -29,3 +29,21 @@ class DepthMap:
     def __post_init__(self):
         if self.kind not in KINDS:
             raise ValueError(f"unknown depth kind {self.kind!r}")
+
+    def resized(self, width: int, height: int) -> "DepthMap":
+        """The same prediction at another image size: a model's output is resized from its native map with bicubic
+        interpolation, as the transformers pipeline does; a user's map with nearest neighbours (no invented depth)."""
+        if self.values.shape == (height, width):
+            return self
+        if self.source == "user":
+            h, w = self.values.shape
+            rows = np.minimum((np.arange(height) + 0.5) * h / height, h - 1).astype(np.int64)
+            columns = np.minimum((np.arange(width) + 0.5) * w / width, w - 1).astype(np.int64)
+            values = self.values[np.ix_(rows, columns)]
+        else:
+            import torch
+
+            native = torch.from_numpy(np.ascontiguousarray(self.native, dtype=np.float32))[None, None]
+            values = torch.nn.functional.interpolate(native, size=(height, width), mode="bicubic",
+                                                     align_corners=False)[0, 0].numpy()
+        return DepthMap(values=values, native=self.native, kind=self.kind, source=self.source)

@@ -139,11 +139,14 @@ class Converter:
         image,
         depth=None,
         *,
+        prediction: DepthMap | None = None,
         progress: Callable[[str], None] | None = None,
         **options,
     ) -> ConversionResult:
         """Convert ``image`` (path, bytes, file, PIL image or array). ``depth``: a user depth map to use instead of
-        the model (.npy or 16-bit PNG; path, bytes or file). ``options``: see :class:`ConversionOptions`."""
+        the model (.npy or 16-bit PNG; path, bytes or file). ``prediction``: a DepthMap from an earlier conversion
+        of the same image (``result.prediction``), to change the geometry without running the model again.
+        ``options``: see :class:`ConversionOptions`."""
         given = options.pop("options", None)
         if given is not None and options:
             raise TypeError(f"pass either options= or keyword options, not both ({', '.join(sorted(options))})")
@@ -154,9 +157,13 @@ class Converter:
 
         report("decoding")
         with clock("decode"):
-            loaded = load_image(image, self.max_pixels)
+            # A JPEG is decoded at the smallest DCT scale that still gives the point grid (max_points=0: full size).
+            loaded = load_image(image, self.max_pixels, draft_points=0 if depth is not None else opts.max_points)
         notes: list[str] = []
-        if depth is not None:
+        if prediction is not None:
+            prediction = prediction.resized(loaded.width, loaded.height)
+            model_name = None if prediction.source == "user" else prediction.source
+        elif depth is not None:
             with clock("depth_file"):
                 prediction = load_depth_file(depth, opts.depth_kind)
                 prediction, note = fit_depth_to_image(prediction, loaded.width, loaded.height)
@@ -167,7 +174,7 @@ class Converter:
             report("estimating depth")
             depth_model = self.depth_model
             with clock("model"):
-                prediction = depth_model.predict(loaded.to_pil())
+                prediction = depth_model.predict(loaded.to_pil(), timings=timings)
             model_name = self.model
         report("building geometry")
         with clock("geometry"):
@@ -185,8 +192,13 @@ def build_point_cloud(loaded: LoadedImage, prediction: DepthMap, opts: Conversio
     with clock("depth_units"):
         depth, native_depth = _to_depth(prediction, opaque, opts.relief)
     width, height = loaded.width, loaded.height
+    focal_px, principal_point = opts.focal_px, opts.principal_point
+    if loaded.scale != 1.0:  # a draft-decoded JPEG: the user's pixels are the file's; ours are the working size's
+        focal_px = None if focal_px is None else focal_px * loaded.scale
+        if principal_point is not None:
+            principal_point = tuple((value + 0.5) * loaded.scale - 0.5 for value in principal_point)
     intrinsics = geometry.make_intrinsics(
-        width, height, fov_deg=opts.fov_deg, focal_px=opts.focal_px, principal_point=opts.principal_point,
+        width, height, fov_deg=opts.fov_deg, focal_px=focal_px, principal_point=principal_point,
         exif_focal_px=loaded.focal_px, exif_source=loaded.focal_source,
     )
     columns, rows = geometry.pixel_grid(width, height, opts.max_points)

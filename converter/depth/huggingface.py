@@ -46,21 +46,33 @@ class HuggingFaceDepthModel:
         self.parameters = sum(p.numel() for p in model.parameters())
         log.info("loaded %s on %s in %.1f s (%s)", model_id, self.device, self.load_seconds, self.kind)
 
-    def predict(self, image) -> DepthMap:
-        """PIL RGB image → DepthMap at the image's size (bicubic, as the pipeline resizes) and at native size."""
+    def predict(self, image, timings: dict | None = None) -> DepthMap:
+        """PIL RGB image → DepthMap at the image's size (bicubic, as the pipeline resizes) and at native size.
+
+        ``timings``: if given, seconds of "preprocess", "forward" and "postprocess" are added to it."""
         import torch
 
+        clock = time.perf_counter
         target_size = (image.height, image.width)
+        started = clock()
         inputs = self.processor(images=image, return_tensors="pt")
         inputs = {name: tensor.to(self.device, dtype=self.dtype) for name, tensor in inputs.items()}
         with self._lock, torch.inference_mode():
+            prepared = clock()
             outputs = self.model(**inputs)
             native = outputs.predicted_depth[0].float()
+            if self.device != "cpu":
+                torch.cuda.synchronize() if self.device.startswith("cuda") else None
+            forwarded = clock()
             outputs.predicted_depth = outputs.predicted_depth.float()
             resized = self.processor.post_process_depth_estimation(outputs, target_sizes=[target_size])
             values = resized[0]["predicted_depth"]
             values = values.cpu().numpy().astype(np.float32, copy=False)
             native = native.cpu().numpy()
+        if timings is not None:
+            for stage, seconds in (("preprocess", prepared - started), ("forward", forwarded - prepared),
+                                   ("postprocess", clock() - forwarded)):
+                timings[stage] = timings.get(stage, 0.0) + seconds
         return DepthMap(values=values, native=native, kind=self.kind, source=self.model_id)
 
 

@@ -94,3 +94,15 @@ def test_help_names_the_axes_and_models():
     completed = run_cli("--help")
     assert completed.returncode == 0
     assert "y up" in completed.stdout and "Intel/dpt-hybrid-midas" in completed.stdout
+
+
+def test_an_unreachable_hub_is_reported_without_retrying_for_minutes(tmp_path, image_file):
+    """Not cached and no Hub: one clear line (a closed local port stands in for the unreachable Hub)."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT), HF_ENDPOINT="http://127.0.0.1:9", HF_HOME=str(tmp_path / "hf"))
+    env.pop("HF_HUB_OFFLINE", None)
+    completed = subprocess.run(
+        [sys.executable, "-m", "converter", str(image_file), "-o", str(tmp_path / "x.ply"), "--model",
+         "someone/some-depth-model"], capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+    assert completed.returncode == 3
+    assert "someone/some-depth-model" in completed.stderr and "cannot be reached" in completed.stderr
+    assert "Retry" not in completed.stderr

@@ -99,6 +99,11 @@ def _load(auto_class, model_id: str, **kwargs):
                 return auto_class.from_pretrained(path, local_files_only=True, **kwargs)
             except OSError:
                 pass  # not cached yet: download it
+            if not _hub_offline() and not _hub_reachable():
+                # huggingface_hub would retry for minutes before saying the same thing.
+                raise ModelUnavailableError(
+                    model_id, "it is not in the local cache and the Hugging Face Hub cannot be reached."
+                )
         return auto_class.from_pretrained(path, **kwargs)
     except ModelUnavailableError:
         raise
@@ -122,6 +127,25 @@ def _explain_os_error(error: OSError, local_folder: bool) -> str:
     if "connect" in text.lower() or "offline" in text.lower() or "cached" in text.lower() or _hub_offline():
         return "it is not in the local cache and the Hugging Face Hub cannot be reached."
     return "its files could not be found or read."
+
+
+def _hub_reachable(timeout_seconds: float = 5.0) -> bool:
+    """Can we open a TCP connection to the Hub (HF_ENDPOINT, default huggingface.co) within a few seconds?"""
+    import socket
+    from urllib.parse import urlsplit
+
+    try:
+        from huggingface_hub import constants
+
+        endpoint = urlsplit(constants.ENDPOINT)
+    except (ImportError, AttributeError, ValueError):
+        endpoint = urlsplit("https://huggingface.co")
+    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    try:
+        with socket.create_connection((endpoint.hostname, port), timeout=timeout_seconds):
+            return True
+    except OSError:
+        return False
 
 
 def _hub_offline() -> bool:

@@ -396,3 +396,181 @@ def test_viewer_added_later_is_set_up(site, driver):
     assert driver.find_elements(By.CSS_SELECTOR, "#late input[type=checkbox]") == []  # no mesh URL, no toggle
     assert [event["target"] for event in driver.execute_script("return window.viewerEvents")] == ["v", "late"]
     assert console_problems(driver) == []
+
+
+# --------------------------------------------------------------------------------------------- measuring
+
+MEASURE_EVENTS_JS = """window.measureEvents = [];
+document.addEventListener('viewer:measure', (event) => window.measureEvents.push(event.detail));"""
+MARKER_A = (255, 212, 0)  # the viewer's colour for point A
+
+
+def file_points(tmp_path) -> np.ndarray:
+    """The scene's points exactly as the PLY file stores them, read back by an independent reader."""
+    from plyfile import PlyData
+
+    write_ply(tmp_path / "cloud.ply")  # deterministic: the same bytes the site serves
+    vertex = PlyData.read(str(tmp_path / "cloud.ply"))["vertex"]
+    return np.stack([vertex["x"], vertex["y"], vertex["z"]], axis=1).astype(np.float64)
+
+
+def solid(mask: np.ndarray, radius: int = 2) -> np.ndarray:
+    """Pixels whose whole (2r+1)² neighbourhood is in the mask: well inside a drawn point, not on its edge."""
+    out = mask.copy()
+    for dy in range(-radius, radius + 1):
+        for dx in range(-radius, radius + 1):
+            out &= np.roll(np.roll(mask, dy, axis=0), dx, axis=1)
+    return out
+
+
+def pixel_near_middle_of(mask: np.ndarray) -> tuple[int, int]:
+    """The solid pixel of a colour region nearest to the region's centre, as (row, column)."""
+    inner = solid(mask)
+    assert inner.any(), "no solid pixels of that colour"
+    rows, columns = np.nonzero(mask)
+    inner_rows, inner_columns = np.nonzero(inner)
+    best = np.argmin((inner_rows - rows.mean()) ** 2 + (inner_columns - columns.mean()) ** 2)
+    return int(inner_rows[best]), int(inner_columns[best])
+
+
+def click_pixel(driver, canvas, row: int, column: int) -> None:
+    """Click (press and release without moving) at the centre of one pixel of the canvas's drawing buffer."""
+    from selenium.webdriver.common.actions.action_builder import ActionBuilder
+
+    left, top, width, height, buffer_width, buffer_height = driver.execute_script(
+        "const c = arguments[0], r = c.getBoundingClientRect();"
+        "return [r.left, r.top, r.width, r.height, c.width, c.height];", canvas)
+    x = left + (column + 0.5) * width / buffer_width
+    y = top + (row + 0.5) * height / buffer_height
+    actions = ActionBuilder(driver)
+    actions.pointer_action.move_to_location(int(x), int(y)).click()
+    actions.perform()
+
+
+def coordinates(value: str) -> np.ndarray:
+    parts = value.split(",")
+    assert len(parts) == 3 and all(len(part.split(".")[1]) == 6 for part in parts), value
+    return np.array([float(part) for part in parts])
+
+
+def match_in_file(points: np.ndarray, picked: np.ndarray) -> np.ndarray:
+    """The file's point the viewer reported (to 1e-5, i.e. the 6-decimal rounding), or fail."""
+    error = np.abs(points - picked).max(axis=1)
+    assert error.min() < 1e-5, f"{picked} is not a point of the file (nearest is {error.min():.2e} away)"
+    return points[error.argmin()]
+
+
+def test_measure_between_two_picked_points(site, driver, tmp_path):
+    points = file_points(tmp_path)
+    assert open_viewer(driver, site["url"] + "/index.html") == "ready"
+    driver.execute_script(MEASURE_EVENTS_JS)
+    viewer = driver.find_element(By.ID, "v")
+    canvas = viewer.find_element(By.TAG_NAME, "canvas")
+    measure = viewer.find_element(By.XPATH, ".//button[normalize-space()='Measure']")
+    readout = viewer.find_element(By.CSS_SELECTOR, ".viewer-measure-readout")
+    assert measure.get_attribute("aria-pressed") == "false" and not readout.is_displayed()
+
+    # Big points, so that every click lands well inside one.
+    home_background = near(canvas_pixels(driver), BACKGROUND, tolerance=6).mean()
+    viewer.find_element(By.CSS_SELECTOR, "input[type=range]").send_keys(Keys.END)
+    picture = wait_for_pixels(driver, lambda p: near(p, BACKGROUND, tolerance=6).mean() < home_background - 0.05)
+
+    # The toggle works from the keyboard.
+    measure.send_keys(Keys.ENTER)
+    assert measure.get_attribute("aria-pressed") == "true"
+    assert readout.is_displayed() and "point A" in readout.text
+
+    # An orbit drag is not a click: no point is picked, and the view turns.
+    ActionChains(driver).move_to_element(canvas).click_and_hold().move_by_offset(80, 30).release().perform()
+    wait_for_pixels(driver, lambda p: np.mean(np.any(p != picture, axis=-1)) > 0.05)
+    assert viewer.get_attribute("data-measure-a") is None
+    viewer.find_element(By.XPATH, ".//button[normalize-space()='Reset view']").click()
+    picture = wait_for_pixels(driver, lambda p: np.mean(np.any(p != picture, axis=-1)) < 0.002)
+
+    # A: inside a red point (the square, 2 units away); B: inside a dark point (the wall's bottom-right corner).
+    red_pixel = pixel_near_middle_of(near(picture, RED, 12))
+    dark_pixel = pixel_near_middle_of(near(picture, DARK, 12))
+    click_pixel(driver, canvas, *red_pixel)
+    WebDriverWait(driver, 10).until(lambda d: viewer.get_attribute("data-measure-a"))
+    assert viewer.get_attribute("data-measure-b") is None and "point B" in readout.text
+    click_pixel(driver, canvas, *dark_pixel)
+    WebDriverWait(driver, 10).until(lambda d: viewer.get_attribute("data-measure-distance"))
+
+    a = match_in_file(points, coordinates(viewer.get_attribute("data-measure-a")))
+    b = match_in_file(points, coordinates(viewer.get_attribute("data-measure-b")))
+    assert a[2] == -2.0 and abs(a[0]) <= 0.4 and abs(a[1]) <= 0.4, a  # on the red square
+    assert b[2] == -3.0 and b[0] > 0.9 and b[1] < -0.6, b  # on the dark patch of the wall
+    expected = float(np.linalg.norm(a - b))
+    distance = float(viewer.get_attribute("data-measure-distance"))
+    assert abs(distance - expected) < 1e-5
+    assert readout.text == f"Distance: {expected:.3f} metres"
+    [event] = driver.execute_script("return window.measureEvents")
+    assert event["units"] == "metres" and abs(event["distance"] - expected) < 1e-5
+    assert np.abs(np.array(event["a"]) - a).max() < 1e-6 and np.abs(np.array(event["b"]) - b).max() < 1e-6
+    wait_for_pixels(driver, lambda p: near(p, MARKER_A, 20).any())  # the markers and the line are drawn
+
+    # A third click starts a new measurement.
+    click_pixel(driver, canvas, *dark_pixel)
+    WebDriverWait(driver, 10).until(lambda d: viewer.get_attribute("data-measure-b") is None)
+    assert np.abs(coordinates(viewer.get_attribute("data-measure-a")) - b).max() < 1e-5
+    assert viewer.get_attribute("data-measure-distance") is None and "point B" in readout.text
+
+    # Escape clears the measurement (measuring stays on); a second Escape ends measuring.
+    ActionChains(driver).send_keys(Keys.ESCAPE).perform()
+    assert viewer.get_attribute("data-measure-a") is None and measure.get_attribute("aria-pressed") == "true"
+    wait_for_pixels(driver, lambda p: np.mean(np.any(p != picture, axis=-1)) < 0.002)  # markers gone
+    ActionChains(driver).send_keys(Keys.ESCAPE).perform()
+    assert measure.get_attribute("aria-pressed") == "false" and not readout.is_displayed()
+
+    # Turning measuring off clears it too; while off, clicks pick nothing.
+    measure.click()
+    click_pixel(driver, canvas, *red_pixel)
+    WebDriverWait(driver, 10).until(lambda d: viewer.get_attribute("data-measure-a"))
+    measure.click()
+    assert viewer.get_attribute("data-measure-a") is None and measure.get_attribute("aria-pressed") == "false"
+    click_pixel(driver, canvas, *red_pixel)
+    assert viewer.get_attribute("data-measure-a") is None
+    assert len(driver.execute_script("return window.measureEvents")) == 1
+    assert console_problems(driver) == []
+
+
+def test_measure_says_relative_units_without_a_real_scale(site, driver, tmp_path):
+    points = file_points(tmp_path)
+    assert open_viewer(driver, site["url"] + "/index.html") == "ready"
+    driver.execute_script(MEASURE_EVENTS_JS + """
+        document.querySelector('#v').remove();
+        const late = document.createElement('div');
+        late.id = 'rel';
+        late.dataset.viewer = '';
+        late.dataset.plyUrl = '/cloud.ply';
+        late.dataset.units = 'relative units';
+        document.querySelector('main').append(late);""")
+    WebDriverWait(driver, 30).until(
+        lambda d: d.execute_script("return document.querySelector('#rel').dataset.viewerState") == "ready")
+    viewer = driver.find_element(By.ID, "rel")
+    canvas = viewer.find_element(By.TAG_NAME, "canvas")
+    viewer.find_element(By.CSS_SELECTOR, "input[type=range]").send_keys(Keys.END)
+
+    def pixels_of_rel():
+        data_url = driver.execute_script("return arguments[0].toDataURL('image/png')", canvas)
+        with Image.open(io.BytesIO(base64.b64decode(data_url.split(",", 1)[1]))) as image:
+            return np.asarray(image.convert("RGB")).astype(int)
+
+    WebDriverWait(driver, 10, poll_frequency=0.2).until(
+        lambda d: solid(near(pixels_of_rel(), GREEN, 12)).any() and solid(near(pixels_of_rel(), RED, 12)).any())
+    picture = pixels_of_rel()
+    viewer.find_element(By.XPATH, ".//button[normalize-space()='Measure']").click()
+    click_pixel(driver, canvas, *pixel_near_middle_of(near(picture, GREEN, 12)))
+    WebDriverWait(driver, 10).until(lambda d: viewer.get_attribute("data-measure-a"))
+    click_pixel(driver, canvas, *pixel_near_middle_of(near(picture, RED, 12)))
+    WebDriverWait(driver, 10).until(lambda d: viewer.get_attribute("data-measure-distance"))
+    a = match_in_file(points, coordinates(viewer.get_attribute("data-measure-a")))
+    b = match_in_file(points, coordinates(viewer.get_attribute("data-measure-b")))
+    assert a[2] == -3.0 and a[0] < -0.9 and a[1] > 0.6 and b[2] == -2.0  # green corner of the wall, red square
+    expected = float(np.linalg.norm(a - b))
+    assert abs(float(viewer.get_attribute("data-measure-distance")) - expected) < 1e-5
+    readout = viewer.find_element(By.CSS_SELECTOR, ".viewer-measure-readout").text
+    assert readout.startswith(f"Distance: {expected:.3f} relative units") and "metres" not in readout
+    [event] = driver.execute_script("return window.measureEvents")
+    assert event["units"] == "relative units" and abs(event["distance"] - expected) < 1e-5
+    assert console_problems(driver) == []

@@ -15,10 +15,19 @@
  *   Attributes set:    data-viewer-state  = "loading" | "ready" | "error"
  *                      data-point-count   = number of points drawn (when ready)
  *                      data-mesh-state    = "loading" | "ready" | "error" (only once the mesh was asked for)
+ *                      data-measure-a, data-measure-b = "x,y,z" (6 decimals, the PLY file's own coordinates) of the
+ *                                           picked points while measuring; data-measure-distance = their distance
+ *                                           (6 decimals). Removed when the measurement is cleared.
  *   Events (bubbling CustomEvents on the element):
  *                      viewer:ready  detail {points}          after the first frame with the cloud is drawn
  *                      viewer:error  detail {message}         when the cloud cannot be shown
  *                      viewer:mesh   detail {state, triangles | message}   after a mesh load succeeds or fails
+ *                      viewer:measure detail {a, b, distance, units}       when a measurement is complete; a and b
+ *                                           are [x, y, z] in the file's frame, units is "metres" when data-units
+ *                                           says metres, otherwise "relative units"
+ *   Measuring: the "Measure" toggle (aria-pressed). While on, a click (a press that moves less than a few pixels;
+ *   orbit drags do not count) picks the drawn point under the cursor: point A, then point B and the distance A–B;
+ *   a third click starts again. Escape clears the measurement (a second Escape, or the toggle, ends measuring).
  *   Elements with data-viewer that are added later (e.g. a result fragment swapped in by script) are set up
  *   automatically; removed ones release their WebGL context. initViewer(element) is exported as well.
  */
@@ -30,6 +39,9 @@ const FOV_DEGREES = 50; // vertical field of view of the viewer's camera
 const FRAME_MARGIN = 1.06; // leave a little room around the cloud in the first view
 const BACKGROUND = 0x1f2226;
 const POINT_SIZE = { min: 0.5, max: 10, step: 0.5 }; // CSS pixels
+const CLICK_SLOP = 4; // CSS px a press may move and still be a click (more is an orbit drag)
+const PICK_SLACK = { mouse: 6, pen: 8, touch: 14 }; // CSS px around a drawn point that still picks it
+const MEASURE_COLOURS = { a: 0xffd400, b: 0x29e0ff, line: 0xffffff, outline: 0x000000 };
 
 const viewers = new Map(); // element -> viewer (for clean-up when the element leaves the page)
 let serial = 0;
@@ -58,6 +70,11 @@ function linearColours(raw) {
 function formatLength(value) {
 	if (!Number.isFinite(value)) return '?';
 	return value >= 100 ? String(Math.round(value)) : value.toPrecision(2).replace(/\.?0+$/, '') || '0';
+}
+
+/** A distance for people: three decimals, or three significant digits when it is small. */
+function formatDistance(value) {
+	return value >= 0.01 || value === 0 ? value.toFixed(3) : value.toPrecision(3);
 }
 
 function make(tag, className, attributes = {}) {
@@ -148,7 +165,13 @@ class Viewer {
 		this.sizeOutput.textContent = '2 px';
 		sizeField.append(sizeLabel, this.sizeInput, this.sizeOutput);
 
-		toolbar.append(this.resetButton, sizeField);
+		this.measureButton = make('button', 'viewer-button viewer-measure', {
+			type: 'button', disabled: '', 'aria-pressed': 'false',
+			title: 'Click two points of the cloud to measure the distance between them (Esc clears)',
+		});
+		this.measureButton.textContent = 'Measure';
+
+		toolbar.append(this.resetButton, sizeField, this.measureButton);
 
 		if (this.meshUrl) {
 			const meshField = make('span', 'viewer-field viewer-mesh');
@@ -162,7 +185,8 @@ class Viewer {
 		this.status = make('p', 'viewer-status', { role: 'status', 'aria-live': 'polite' });
 		const hint = make('p', 'viewer-hint');
 		hint.textContent = 'Drag to rotate · scroll or pinch to zoom · right-drag or two fingers to pan';
-		toolbar.append(this.status, hint);
+		this.measureReadout = make('p', 'viewer-measure-readout', { role: 'status', 'aria-live': 'polite', hidden: '' });
+		toolbar.append(this.status, this.measureReadout, hint);
 
 		el.replaceChildren(this.stage, toolbar);
 	}
@@ -405,6 +429,192 @@ class Viewer {
 			this.meshInput.disabled = false;
 			this.meshInput.addEventListener('change', () => this.toggleMesh(this.meshInput.checked));
 		}
+		this.wireMeasuring();
+	}
+
+	// ------------------------------------------------------------------------------------------ measuring
+
+	wireMeasuring() {
+		this.measuring = false;
+		this.picked = []; // up to two {index, position: Vector3} in the file's coordinates
+		this.measureUnits = /^(metres?|meters?|m)$/i.test(this.units) ? 'metres' : 'relative units';
+		this.raycaster = new THREE.Raycaster();
+		this.createMeasureGraphics();
+
+		this.measureButton.disabled = false;
+		this.measureButton.addEventListener('click', () => this.setMeasuring(!this.measuring));
+
+		// A click is a press and release of the primary button that barely moved: orbit drags do not count,
+		// nor do pinches (a second pointer cancels the press).
+		this.canvas.addEventListener('pointerdown', (event) => {
+			if (!this.measuring || !event.isPrimary || event.button !== 0) {
+				this.press = null;
+				return;
+			}
+			this.press = { id: event.pointerId, x: event.clientX, y: event.clientY, moved: 0 };
+		});
+		this.canvas.addEventListener('pointermove', (event) => {
+			const press = this.press;
+			if (press && event.pointerId === press.id) {
+				press.moved = Math.max(press.moved, Math.hypot(event.clientX - press.x, event.clientY - press.y));
+			}
+		});
+		this.canvas.addEventListener('pointerup', (event) => {
+			const press = this.press;
+			this.press = null;
+			if (!press || event.pointerId !== press.id || !this.measuring) return;
+			const moved = Math.max(press.moved, Math.hypot(event.clientX - press.x, event.clientY - press.y));
+			if (moved <= CLICK_SLOP) this.pickAt(event.clientX, event.clientY, event.pointerType);
+		});
+		this.canvas.addEventListener('pointercancel', () => {
+			this.press = null;
+		});
+		this.element.addEventListener('keydown', (event) => {
+			if (event.key !== 'Escape' || !this.measuring) return;
+			event.preventDefault();
+			if (this.picked.length) this.clearMeasurement();
+			else this.setMeasuring(false);
+		});
+	}
+
+	createMeasureGraphics() {
+		// Drawn on top of everything (no depth test), at a fixed size in pixels, and never picked themselves.
+		const overlay = { depthTest: false, depthWrite: false, transparent: true };
+		const markerGeometry = new THREE.BufferGeometry();
+		markerGeometry.setAttribute('position', new THREE.Float32BufferAttribute(new Float32Array(6), 3));
+		const markerColours = new THREE.Color(MEASURE_COLOURS.a).toArray().concat(new THREE.Color(MEASURE_COLOURS.b).toArray());
+		markerGeometry.setAttribute('color', new THREE.Float32BufferAttribute(markerColours, 3));
+		const outline = new THREE.Points(markerGeometry, new THREE.PointsMaterial({
+			size: 13, sizeAttenuation: false, color: MEASURE_COLOURS.outline, ...overlay,
+		}));
+		const markers = new THREE.Points(markerGeometry, new THREE.PointsMaterial({
+			size: 9, sizeAttenuation: false, vertexColors: true, ...overlay,
+		}));
+		const lineGeometry = new THREE.BufferGeometry();
+		lineGeometry.setAttribute('position', new THREE.Float32BufferAttribute(new Float32Array(6), 3));
+		const line = new THREE.Line(lineGeometry, new THREE.LineBasicMaterial({ color: MEASURE_COLOURS.line, ...overlay }));
+		line.renderOrder = 1;
+		outline.renderOrder = 2;
+		markers.renderOrder = 3;
+		this.measureGroup = new THREE.Group();
+		this.measureGroup.name = 'measurement';
+		for (const object of [line, outline, markers]) {
+			object.frustumCulled = false; // positions change; never culled by a stale bounding sphere
+			this.measureGroup.add(object);
+		}
+		this.measureGroup.visible = false;
+		this.measureObjects = { markerGeometry, lineGeometry, line };
+		this.scene.add(this.measureGroup);
+	}
+
+	setMeasuring(on) {
+		this.measuring = on;
+		this.press = null;
+		this.measureButton.setAttribute('aria-pressed', String(on));
+		this.element.toggleAttribute('data-measuring', on);
+		this.measureReadout.hidden = !on;
+		this.clearMeasurement();
+	}
+
+	clearMeasurement() {
+		this.picked = [];
+		for (const name of ['measureA', 'measureB', 'measureDistance']) delete this.element.dataset[name];
+		this.updateMeasureGraphics();
+		if (this.measuring) this.setReadout('Click a point of the cloud to mark point A.');
+	}
+
+	setReadout(text) {
+		this.measureReadout.textContent = text;
+	}
+
+	/**
+	 * The drawn point under the cursor. The raycaster's threshold (world units, measured across the ray) is set so
+	 * that it reaches a few pixels around the cursor even at the far end of the cloud; every candidate is then
+	 * projected to the screen. A point whose square covers the cursor is what the eye sees there: the one nearest
+	 * the camera wins. If none covers it (a gap between points), the nearest on screen within reach is taken.
+	 */
+	pickPoint(clientX, clientY, pointerType) {
+		const rect = this.canvas.getBoundingClientRect();
+		if (!(rect.width > 0 && rect.height > 0)) return null;
+		const ndc = new THREE.Vector2(((clientX - rect.left) / rect.width) * 2 - 1, -((clientY - rect.top) / rect.height) * 2 + 1);
+		const half = this.points.material.size / 2;
+		const reach = Math.max(half + (PICK_SLACK[pointerType] ?? PICK_SLACK.mouse), 6);
+
+		this.camera.updateMatrixWorld();
+		const farthest = this.camera.position.distanceTo(this.framing.center) + this.framing.size.length() / 2;
+		const worldPerPixel = 2 * farthest * Math.tan(THREE.MathUtils.degToRad(this.camera.fov) / 2) / rect.height;
+		this.raycaster.params.Points.threshold = reach * worldPerPixel * 1.01;
+		this.raycaster.near = this.camera.near;
+		this.raycaster.far = this.camera.far;
+		this.raycaster.setFromCamera(ndc, this.camera);
+		const hits = this.raycaster.intersectObject(this.points, false);
+
+		const position = this.points.geometry.getAttribute('position');
+		const vertex = new THREE.Vector3();
+		const onScreen = new THREE.Vector3();
+		let covering = null, nearest = null;
+		for (const hit of hits) {
+			vertex.fromBufferAttribute(position, hit.index);
+			onScreen.copy(vertex).project(this.camera);
+			if (!(Math.abs(onScreen.z) <= 1)) continue; // outside the near/far planes: not drawn
+			const dx = Math.abs(onScreen.x - ndc.x) * rect.width / 2, dy = Math.abs(onScreen.y - ndc.y) * rect.height / 2;
+			const pixels = Math.hypot(dx, dy);
+			if (pixels > reach) continue;
+			const depth = onScreen.z;
+			if (dx <= half + 0.5 && dy <= half + 0.5) {
+				if (!covering || depth < covering.depth) covering = { index: hit.index, depth };
+			} else if (!nearest || pixels < nearest.pixels || (pixels === nearest.pixels && depth < nearest.depth)) {
+				nearest = { index: hit.index, depth, pixels };
+			}
+		}
+		const best = covering || nearest;
+		if (!best) return null;
+		return { index: best.index, position: new THREE.Vector3().fromBufferAttribute(position, best.index) };
+	}
+
+	pickAt(clientX, clientY, pointerType) {
+		const point = this.pickPoint(clientX, clientY, pointerType);
+		if (!point) {
+			this.setReadout(this.picked.length === 1
+				? 'No point there. Click on the point cloud to mark point B.'
+				: 'No point there. Click on the point cloud to mark point A.');
+			return;
+		}
+		if (this.picked.length >= 2) this.clearMeasurement(); // a third click starts a new measurement
+		this.picked.push(point);
+		const coordinates = (p) => [p.x, p.y, p.z].map((value) => value.toFixed(6)).join(',');
+		if (this.picked.length === 1) {
+			this.element.dataset.measureA = coordinates(point.position);
+			this.setReadout('Point A marked. Click a second point to mark point B.');
+		} else {
+			const [a, b] = this.picked.map((p) => p.position);
+			const distance = a.distanceTo(b);
+			this.element.dataset.measureB = coordinates(b);
+			this.element.dataset.measureDistance = distance.toFixed(6);
+			const note = this.measureUnits === 'metres' ? '' : ' (the depth has no real-world scale)';
+			this.setReadout(`Distance: ${formatDistance(distance)} ${this.measureUnits}${note}`);
+			this.element.dispatchEvent(new CustomEvent('viewer:measure', {
+				bubbles: true, detail: { a: a.toArray(), b: b.toArray(), distance, units: this.measureUnits },
+			}));
+		}
+		this.updateMeasureGraphics();
+	}
+
+	updateMeasureGraphics() {
+		if (!this.measureGroup) return;
+		const { markerGeometry, lineGeometry, line } = this.measureObjects;
+		const markers = markerGeometry.getAttribute('position');
+		this.picked.forEach((p, i) => markers.setXYZ(i, p.position.x, p.position.y, p.position.z));
+		markers.needsUpdate = true;
+		markerGeometry.setDrawRange(0, this.picked.length);
+		if (this.picked.length === 2) {
+			const ends = lineGeometry.getAttribute('position');
+			this.picked.forEach((p, i) => ends.setXYZ(i, p.position.x, p.position.y, p.position.z));
+			ends.needsUpdate = true;
+		}
+		line.visible = this.picked.length === 2;
+		this.measureGroup.visible = this.picked.length > 0;
+		this.requestRender();
 	}
 
 	async toggleMesh(show) {

@@ -1,0 +1,134 @@
+"""Measuring in the viewer through the real app: upload a photo with its metric depth map, measure between two
+clicked points on the job page, and check the result against the downloaded point cloud (read with plyfile)."""
+
+from __future__ import annotations
+
+import base64
+import io
+import time
+import urllib.request
+
+import numpy as np
+import pytest
+from conftest import png_bytes
+from PIL import Image
+from plyfile import PlyData
+
+pytestmark = pytest.mark.browser
+
+LEFT, RIGHT = (230, 40, 40), (40, 80, 230)  # the photo's two halves
+PLANE_DEPTH = 2.0  # metres
+
+
+def wait_until(condition, timeout: float = 60, interval: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError("timed out waiting")
+
+
+def canvas_pixels(driver, canvas) -> np.ndarray:
+    data_url = driver.execute_script("return arguments[0].toDataURL('image/png');", canvas)
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(data_url.split(",", 1)[1]))).convert("RGB")).astype(int)
+
+
+def solid_pixel(pixels: np.ndarray, colour, radius: int = 2) -> tuple[int, int]:
+    """A pixel of that colour well inside a drawn point (its whole neighbourhood has the colour), near the middle."""
+    mask = np.all(np.abs(pixels - np.array(colour)) <= 12, axis=-1)
+    inner = mask.copy()
+    for dy in range(-radius, radius + 1):
+        for dx in range(-radius, radius + 1):
+            inner &= np.roll(np.roll(mask, dy, axis=0), dx, axis=1)
+    assert inner.any(), f"no solid {colour} pixels on the canvas"
+    rows, columns = np.nonzero(mask)
+    inner_rows, inner_columns = np.nonzero(inner)
+    best = np.argmin((inner_rows - rows.mean()) ** 2 + (inner_columns - columns.mean()) ** 2)
+    return int(inner_rows[best]), int(inner_columns[best])
+
+
+def click_pixel(driver, canvas, row: int, column: int) -> None:
+    from selenium.webdriver.common.actions.action_builder import ActionBuilder
+
+    left, top, width, height, buffer_width, buffer_height = driver.execute_script(
+        "const c = arguments[0], r = c.getBoundingClientRect();"
+        "return [r.left, r.top, r.width, r.height, c.width, c.height];", canvas)
+    actions = ActionBuilder(driver)
+    actions.pointer_action.move_to_location(int(left + (column + 0.5) * width / buffer_width),
+                                            int(top + (row + 0.5) * height / buffer_height)).click()
+    actions.perform()
+
+
+def coordinates(value: str) -> np.ndarray:
+    return np.array([float(part) for part in value.split(",")])
+
+
+def test_measure_on_a_metric_depth_map_matches_the_downloaded_cloud(chrome, live_server, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    picture = np.zeros((30, 40, 3), np.uint8)
+    picture[:, :20] = LEFT
+    picture[:, 20:] = RIGHT
+    image = tmp_path / "two halves.png"
+    image.write_bytes(png_bytes(picture))
+    depth = tmp_path / "plane.npy"
+    np.save(depth, np.full((30, 40), PLANE_DEPTH, np.float32))
+
+    chrome.get(live_server.url + "/")
+    chrome.find_element(By.ID, "image").send_keys(str(image))
+    chrome.find_element(By.CSS_SELECTOR, "details.options > summary").click()
+    chrome.find_element(By.ID, "depth").send_keys(str(depth))
+    assert chrome.find_element(By.ID, "depth_kind").get_attribute("value") == "metric"
+    chrome.find_element(By.ID, "submit").click()
+
+    wait_until(lambda: "/jobs/" in chrome.current_url)
+    wait_until(lambda: chrome.find_elements(By.CSS_SELECTOR, "[data-viewer][data-viewer-state='ready']"), 90)
+    viewer = chrome.find_element(By.CSS_SELECTOR, "[data-viewer]")
+    assert viewer.get_attribute("data-units") == "metres"
+    chrome.execute_script("window.measureEvents = [];"
+                          "document.addEventListener('viewer:measure', (e) => window.measureEvents.push(e.detail));")
+    canvas = viewer.find_element(By.TAG_NAME, "canvas")
+    chrome.execute_script("arguments[0].scrollIntoView({block: 'center'})", canvas)
+    viewer.find_element(By.CSS_SELECTOR, "input[type=range]").send_keys(Keys.END)  # big points: easy targets
+    wait_until(lambda: viewer.find_element(By.CSS_SELECTOR, "output").text == "10 px")
+    time.sleep(0.3)  # the next frame draws the bigger points
+    pixels = canvas_pixels(chrome, canvas)
+
+    viewer.find_element(By.XPATH, ".//button[normalize-space()='Measure']").click()
+    click_pixel(chrome, canvas, *solid_pixel(pixels, LEFT))
+    wait_until(lambda: viewer.get_attribute("data-measure-a"), 10)
+    click_pixel(chrome, canvas, *solid_pixel(pixels, RIGHT))
+    wait_until(lambda: viewer.get_attribute("data-measure-distance"), 10)
+    readout = viewer.find_element(By.CSS_SELECTOR, ".viewer-measure-readout").text
+
+    # The point cloud the page offers, read by an independent reader.
+    ply_url = viewer.get_attribute("data-ply-url")
+    link = chrome.find_element(By.CSS_SELECTOR, "#downloads a[data-kind=ply]")
+    assert link.get_attribute("href").endswith(ply_url)
+    with urllib.request.urlopen(live_server.url + ply_url, timeout=30) as response:
+        (tmp_path / "cloud.ply").write_bytes(response.read())
+    vertex = PlyData.read(str(tmp_path / "cloud.ply"))["vertex"]
+    assert vertex.count == int(viewer.get_attribute("data-point-count"))
+    points = np.stack([vertex["x"], vertex["y"], vertex["z"]], axis=1).astype(np.float64)
+    colours = np.stack([vertex["red"], vertex["green"], vertex["blue"]], axis=1).astype(int)
+
+    found = []
+    for name in ("data-measure-a", "data-measure-b"):
+        error = np.abs(points - coordinates(viewer.get_attribute(name))).max(axis=1)
+        assert error.min() < 1e-5, f"{name} is not a point of the downloaded cloud"
+        found.append(error.argmin())
+    a, b = points[found]
+    assert np.allclose([a[2], b[2]], -PLANE_DEPTH, atol=1e-4)  # on the plane, 2 m in front of the camera
+    assert np.abs(colours[found[0]] - LEFT).max() <= 2 and np.abs(colours[found[1]] - RIGHT).max() <= 2
+    expected = float(np.linalg.norm(a - b))
+    assert expected > 0.1
+    assert abs(float(viewer.get_attribute("data-measure-distance")) - expected) < 1e-5
+    assert readout == f"Distance: {expected:.3f} metres"
+    [event] = chrome.execute_script("return window.measureEvents")
+    assert event["units"] == "metres" and abs(event["distance"] - expected) < 1e-5
+
+    errors = [entry for entry in chrome.get_log("browser") if entry["level"] == "SEVERE"]
+    assert errors == [], errors

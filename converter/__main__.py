@@ -8,13 +8,14 @@ import sys
 import time
 from pathlib import Path
 
+from . import printing
 from .depth.device import DEVICE_CHOICES
 from .depth.models import DEFAULT_MODEL, KNOWN_MODELS
 from .errors import ConversionError, ModelUnavailableError
 from .options import DEFAULT_MAX_POINTS, ConversionOptions
 from .pipeline import Converter
 
-OUTPUT_SUFFIXES = (".ply", ".glb", ".obj")
+OUTPUT_SUFFIXES = (".ply", ".glb", ".obj", ".stl")
 EXIT_FAILED, EXIT_USAGE, EXIT_MODEL = 1, 2, 3
 
 
@@ -22,12 +23,13 @@ def build_parser() -> argparse.ArgumentParser:
     known = ", ".join(f"{info.name} ({info.hub_id})" for info in KNOWN_MODELS.values())
     parser = argparse.ArgumentParser(
         prog="python -m converter",
-        description="Turn images into coloured 3D point clouds (.ply) or meshes (.glb, .obj).",
+        description="Turn images into coloured 3D point clouds (.ply), meshes (.glb, .obj) or printable reliefs (.stl).",
         epilog="Axes: right-handed, y up, camera at the origin looking down -z. Metric depth gives metres.",
     )
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image file(s): JPEG, PNG, WebP, BMP, GIF, TIFF")
-    parser.add_argument("-o", "--output", help="output file for one input (.ply, .glb, .obj), or a folder for "
-                        "several (default: next to each input, as .ply)")
+    parser.add_argument("-o", "--output", help="output file for one input (.ply, .glb, .obj, .stl), or a folder for "
+                        "several (default: next to each input, as .ply); a .json sidecar with the camera, units and "
+                        "options is written beside it")
     group = parser.add_argument_group("depth")
     group.add_argument("--model", default=os.environ.get("DEPTH_MODEL", DEFAULT_MODEL),
                        help=f"Hub id, local folder or short name: {known} (default: $DEPTH_MODEL or {DEFAULT_MODEL})")
@@ -40,7 +42,13 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--depth-kind", choices=("metric", "disparity"), default="metric",
                        help="what --depth holds: metric depth (metres) or disparity (larger is nearer)")
     group.add_argument("--relief", type=float, default=ConversionOptions.relief,
-                       help="depth range of relative models: far = near x (1 + relief) (default %(default)s)")
+                       help="depth range of relative models: far = near x (1 + relief); in relief mode and .stl "
+                       "output, the relief height: relief x 0.2 of the image width (default %(default)s)")
+    group.add_argument("--mode", choices=("perspective", "relief"), default="perspective",
+                       help="perspective: a photo seen by a pinhole camera; relief: a height field over the image "
+                       "(nearer = higher) for drawings, cartoons, logos and bas-reliefs (default %(default)s)")
+    group.add_argument("--paper-background", action="store_true",
+                       help="make near-white paper connected to the image border transparent (sketches on paper)")
     group = parser.add_argument_group("camera (default: EXIF focal length, else a 60 degree horizontal field of view)")
     group.add_argument("--fov", type=float, metavar="DEG", help="horizontal field of view in degrees")
     group.add_argument("--focal-px", type=float, metavar="F", help="focal length in pixels (overrides --fov)")
@@ -55,6 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="also drop the farthest PERCENT %% of the pixels (a wall or sky behind the subject)")
     group.add_argument("--normals", action="store_true", help="write per-point normals into the .ply")
     group.add_argument("--mesh", action="store_true", help="write a mesh .ply instead of a point cloud")
+    group.add_argument("--stl-width-mm", type=float, default=printing.DEFAULT_WIDTH_MM, metavar="MM",
+                       help=".stl output: width of the printed relief in millimetres (default %(default)s)")
+    group.add_argument("--stl-base-mm", type=float, default=printing.DEFAULT_BASE_MM, metavar="MM",
+                       help=".stl output: thickness of its flat base in millimetres (default %(default)s)")
     parser.add_argument("-q", "--quiet", action="store_true", help="print errors only")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of unexpected errors")
     return parser
@@ -67,8 +79,9 @@ def main(argv: list[str] | None = None) -> int:
         options = ConversionOptions(
             fov_deg=args.fov, focal_px=args.focal_px, principal_point=args.principal_point, relief=args.relief,
             clean=args.clean, max_points=args.max_points, normals=args.normals, depth_kind=args.depth_kind,
-            drop_background_percent=args.drop_background,
+            drop_background_percent=args.drop_background, mode=args.mode, paper_background=args.paper_background,
         )
+        printing.check_size(args.stl_width_mm, args.stl_base_mm)
         jobs = plan_outputs([Path(p) for p in args.inputs], args.output, args.mesh)
     except (ConversionError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -84,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         try:
             result = converter.convert(source, depth=args.depth, options=options)
-            result.save(target, mesh=args.mesh)
+            result.save(target, mesh=args.mesh, width_mm=args.stl_width_mm, base_mm=args.stl_base_mm, sidecar=True)
         except ModelUnavailableError as error:
             print(f"error: {error}", file=sys.stderr)
             return EXIT_MODEL
@@ -119,7 +132,7 @@ def plan_outputs(inputs: list[Path], output: str | None, mesh: bool = False) -> 
         if target.suffix.lower() not in OUTPUT_SUFFIXES:
             raise ValueError(f"the output must end in {', '.join(OUTPUT_SUFFIXES)}: {output}")
         if mesh and target.suffix.lower() != ".ply":
-            raise ValueError("--mesh is for .ply output; .glb and .obj are always meshes")
+            raise ValueError("--mesh is for .ply output; .glb, .obj and .stl are always meshes")
         return [(inputs[0], target)]
     if target.exists() and not target.is_dir():
         raise ValueError(f"for several inputs the output must be a folder: {output}")

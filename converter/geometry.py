@@ -218,3 +218,65 @@ def grid_normals(points: np.ndarray) -> np.ndarray:
     np.divide(normals, length, out=normals, where=length > 0)
     normals[~np.isfinite(normals)] = 0.0
     return normals
+
+
+# ----------------------------------------------------------------------------------------------------- relief mode
+#
+# Relief mode is a height field, not a camera: the right model for cartoons, sketches, logos and bas-reliefs.
+# x and y come from the pixel grid at the image's aspect ratio, in relative units where the image is 1 wide:
+# the image spans x ∈ [−0.5, 0.5] and y ∈ [−H/2W, H/2W] (y up, image top = +y), and the sample of pixel (u, v)
+# sits at its pixel centre, x = (u + 0.5)/W − 0.5, y = H/(2W) − (v + 0.5)/W (square pixels, spacing 1/W).
+# The height is z = RELIEF_HEIGHT · relief · t, nearer = higher, where t ∈ [0, 1] is normalised over the kept
+# samples (the farthest kept sample at 0, the nearest at 1):
+#   metric depth d:                  t = (d_max − d) / (d_max − d_min)          (linear in depth)
+#   relative (inverse-depth) models: t = (1/d − 1/d_max) / (1/d_min − 1/d_max)  (linear in the model's disparity;
+#       since the disparity was mapped linearly in inverse depth between its 2nd and 98th percentiles, this is that
+#       normalised, clamped disparity itself)
+# A constant depth gives a flat relief (t = 0).
+
+RELIEF_HEIGHT = 0.2  # relief height per unit of the ``relief`` option, as a fraction of the image width
+
+
+def relief_heights(depth: np.ndarray, keep: np.ndarray, inverse: bool, relief: float = DEFAULT_RELIEF) -> np.ndarray:
+    """Heights [Hg, Wg] float32 of a relief in relative units (image width 1): see the section comment above.
+
+    depth [Hg, Wg]: depth along the axis (0 or non-finite = none). keep [Hg, Wg] bool: the samples that count for the
+    normalisation. inverse: the depth came from a relative (inverse-depth) model, so the height is linear in 1/depth.
+    Samples outside ``keep`` get height 0.
+    """
+    depth = np.asarray(depth, dtype=np.float64)
+    keep = np.asarray(keep, dtype=bool) & valid_depth(depth)
+    heights = np.zeros(depth.shape, dtype=np.float32)
+    if not keep.any():
+        return heights
+    kept = depth[keep]
+    signal = 1.0 / kept if inverse else -kept  # grows towards the viewer
+    low, high = float(signal.min()), float(signal.max())
+    span = high - low
+    if span <= 1e-12 * max(abs(high), abs(low), 1e-30):
+        return heights
+    heights[keep] = ((signal - low) * (RELIEF_HEIGHT * relief / span)).astype(np.float32)
+    return heights
+
+
+def relief_grid(width: int, height: int, columns=None, rows=None) -> tuple[np.ndarray, np.ndarray]:
+    """x [Wg] and y [Hg] float64 of the pixel centres of ``columns`` and ``rows`` in relief coordinates."""
+    columns = np.arange(width) if columns is None else np.asarray(columns)
+    rows = np.arange(height) if rows is None else np.asarray(rows)
+    x = (columns.astype(np.float64) + 0.5) / width - 0.5
+    y = height / (2.0 * width) - (rows.astype(np.float64) + 0.5) / width
+    return x, y
+
+
+def relief_backproject(
+    heights: np.ndarray, image_size: tuple[int, int], columns=None, rows=None
+) -> np.ndarray:
+    """Heights [Hg, Wg] sampled at pixel ``columns`` [Wg] and ``rows`` [Hg] of an image of ``image_size`` (W, H)
+    → points [Hg, Wg, 3] float32 of the height field (x right, y up, z = height towards the viewer)."""
+    heights = np.asarray(heights, dtype=np.float32)
+    x, y = relief_grid(image_size[0], image_size[1], columns, rows)
+    points = np.empty(heights.shape + (3,), dtype=np.float32)
+    points[:, :, 0] = x.astype(np.float32)[None, :]
+    points[:, :, 1] = y.astype(np.float32)[:, None]
+    points[:, :, 2] = heights
+    return points

@@ -361,3 +361,29 @@ def write_mesh_ply(path: str | os.PathLike, mesh: Mesh, comments: list[str] | tu
 def _one_line(text: str) -> str:
     """Header comments are single ASCII lines."""
     return " ".join(str(text).split()).encode("ascii", "replace").decode("ascii")
+
+
+# ---------------------------------------------------------------------------------------------------------- STL
+
+
+def write_stl(path: str | os.PathLike, solid, header: str = GENERATOR) -> None:
+    """Binary STL of a :class:`~converter.printing.Solid` (or anything with ``vertices`` [N, 3] and ``faces``
+    [F, 3]): an 80-byte header (never starting with "solid", which readers take for ASCII STL), the triangle count,
+    then per triangle its unit normal, three corners (float32, the solid's units: millimetres) and a zero attribute
+    word. Written as one numpy buffer, atomically."""
+    vertices = np.asarray(solid.vertices, dtype=np.float64)
+    faces = np.asarray(solid.faces, dtype=np.int64).reshape(-1, 3)
+    corners = vertices[faces]  # [F, 3, 3]
+    normals = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
+    length = np.linalg.norm(normals, axis=1, keepdims=True)
+    np.divide(normals, length, out=normals, where=length > 0)
+    records = np.zeros(len(faces), dtype=[("normal", "<f4", (3,)), ("corners", "<f4", (3, 3)), ("attribute", "<u2")])
+    records["normal"] = normals
+    records["corners"] = corners
+    text = _one_line(header).encode("ascii")
+    if text.lower().startswith(b"solid"):
+        text = b"binary " + text
+    with atomic_output(path) as temporary, open(temporary, "wb") as handle:
+        handle.write(text[:80].ljust(80, b" "))
+        handle.write(struct.pack("<I", len(faces)))
+        write_array(handle, records)

@@ -6,9 +6,12 @@ import math
 import numbers
 from dataclasses import asdict, dataclass, fields
 
+import numpy as np
+
 from .errors import OptionError
 from .geometry import DEFAULT_EDGE_RTOL, DEFAULT_RELIEF
 
+MODES = ("perspective", "relief")
 DEFAULT_MAX_POINTS = 1_000_000  # a 12 MP photo → ~15 MB .ply that viewers open at once
 
 
@@ -21,7 +24,9 @@ class ConversionOptions:
     clean: drop flying pixels on depth edges; edge_rtol: their relative depth jump. max_points: output density,
     0 = one point per pixel. normals: write per-point normals. depth_kind: "metric" or "disparity" for a user depth
     map. drop_background_percent: also drop the farthest N % of the (opaque, valid) pixels — a quick way to cut
-    away a wall or sky behind the subject.
+    away a wall or sky behind the subject. mode: "perspective" (pinhole camera back-projection) or "relief" (a height
+    field over the image, nearer = higher, height ``RELIEF_HEIGHT · relief`` of the image width: see
+    :mod:`converter.geometry`). paper_background: make near-white paper connected to the image border transparent.
     """
 
     fov_deg: float | None = None
@@ -34,6 +39,8 @@ class ConversionOptions:
     normals: bool = False
     depth_kind: str = "metric"
     drop_background_percent: float = 0.0
+    mode: str = "perspective"
+    paper_background: bool = False
 
     def __post_init__(self):
         if self.fov_deg is not None and not (_finite(self.fov_deg) and 1.0 <= self.fov_deg <= 179.0):
@@ -59,6 +66,12 @@ class ConversionOptions:
             raise OptionError("The background to drop must be a percentage from 0 up to (not including) 100.")
         if self.depth_kind not in ("metric", "disparity"):
             raise OptionError("The depth kind must be 'metric' or 'disparity'.")
+        if self.mode not in MODES:
+            raise OptionError("The mode must be 'perspective' (a photo seen by a camera) or 'relief' (a height field "
+                              "for drawings, logos and bas-reliefs).")
+        if not isinstance(self.paper_background, (bool, np.bool_)) and self.paper_background not in (0, 1):
+            raise OptionError("paper_background must be true or false.")
+        object.__setattr__(self, "paper_background", bool(self.paper_background))
         _plain_numbers(self)  # last: only validated values are converted
 
     @classmethod

@@ -43,7 +43,7 @@ def test_several_images_into_a_folder_with_progress(tmp_path, image_file, dpt_mo
     folder = tmp_path / "clouds"
     completed = run_cli(image_file, second, "-o", folder, "--model", dpt_model)
     assert completed.returncode == 0, completed.stderr
-    assert sorted(p.name for p in folder.iterdir()) == ["photo-1.ply", "photo.ply"]
+    assert sorted(p.name for p in folder.iterdir()) == ["photo-1.json", "photo-1.ply", "photo.json", "photo.ply"]
     assert "2/2" in completed.stderr  # the progress bar
 
 

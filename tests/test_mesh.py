@@ -397,7 +397,7 @@ def test_save_chooses_the_format_by_suffix(textured, tmp_path):
     result.save(tmp_path / "UPPER.GLB")
     assert glb_json(tmp_path / "UPPER.GLB")["asset"]["version"] == "2.0"
     with pytest.raises(OptionError):
-        result.save(tmp_path / "mesh.stl")
+        result.save(tmp_path / "mesh.xyz")
 
 
 # ------------------------------------------------------------------------------------------------- failures

@@ -13,7 +13,7 @@ All arrays are float32; shapes are given as [H, W] (image) or [N, 3] (points).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 

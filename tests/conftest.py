@@ -204,3 +204,36 @@ def chrome(tmp_path):
     driver.download_dir = downloads
     yield driver
     driver.quit()
+
+
+def wait_until(condition, timeout: float = 60, interval: float = 0.1):
+    """Call ``condition`` until it returns something truthy (returned), or fail after ``timeout`` seconds."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError("timed out waiting")
+
+
+def canvas_pixels(driver, canvas) -> np.ndarray:
+    """[H, W, 3] int RGB of a canvas's drawing buffer, read in the browser."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    data_url = driver.execute_script("return arguments[0].toDataURL('image/png');", canvas)
+    picture = Image.open(io.BytesIO(base64.b64decode(data_url.split(",", 1)[1]))).convert("RGB")
+    return np.asarray(picture).astype(int)
+
+
+def wait_for_server_job(server, status_url: str, timeout: float = 60) -> dict:
+    """Poll a job's status on a real server (``serve``/``live_server``) until it is done or failed."""
+    import requests
+
+    return wait_until(lambda: (lambda view: view if view["status"] in ("done", "failed") else None)(
+        requests.get(server.url + status_url, timeout=10).json()), timeout)

@@ -6,33 +6,15 @@ click every download link, reading each file back with an independent reader.
 
 from __future__ import annotations
 
-import base64
-import io
-import time
 import zipfile
 
 import numpy as np
 import pytest
-from conftest import png_bytes
+from conftest import canvas_pixels, png_bytes, wait_until
 from PIL import Image
 from plyfile import PlyData
 
 pytestmark = pytest.mark.browser
-
-
-def wait_until(condition, timeout: float = 60, interval: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError("timed out waiting")
-
-
-def canvas_pixels(driver, canvas) -> np.ndarray:
-    data_url = driver.execute_script("return arguments[0].toDataURL('image/png');", canvas)
-    return np.asarray(Image.open(io.BytesIO(base64.b64decode(data_url.split(",", 1)[1]))).convert("RGB"))
 
 
 def test_drop_a_photo_see_it_in_3d_and_download_everything(chrome, live_server, tmp_path):

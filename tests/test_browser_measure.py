@@ -3,36 +3,18 @@ clicked points on the job page, and check the result against the downloaded poin
 
 from __future__ import annotations
 
-import base64
-import io
 import time
 import urllib.request
 
 import numpy as np
 import pytest
-from conftest import png_bytes
-from PIL import Image
+from conftest import canvas_pixels, png_bytes, wait_until
 from plyfile import PlyData
 
 pytestmark = pytest.mark.browser
 
 LEFT, RIGHT = (230, 40, 40), (40, 80, 230)  # the photo's two halves
 PLANE_DEPTH = 2.0  # metres
-
-
-def wait_until(condition, timeout: float = 60, interval: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError("timed out waiting")
-
-
-def canvas_pixels(driver, canvas) -> np.ndarray:
-    data_url = driver.execute_script("return arguments[0].toDataURL('image/png');", canvas)
-    return np.asarray(Image.open(io.BytesIO(base64.b64decode(data_url.split(",", 1)[1]))).convert("RGB")).astype(int)
 
 
 def solid_pixel(pixels: np.ndarray, colour, radius: int = 2) -> tuple[int, int]:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import requests
 from conftest import png_bytes, serve
+from conftest import wait_for_server_job as wait_done
 from plyfile import PlyData
 
 BOUNDARY = "----hostile-boundary"
@@ -30,16 +31,6 @@ def multipart(parts: list[tuple[str, str | None, bytes]], end: bool = True) -> b
 def post_raw(server, body: bytes, path: str = "/api/v1/conversions") -> requests.Response:
     return requests.post(server.url + path, data=body, timeout=30,
                          headers={"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"})
-
-
-def wait_done(server, status_url: str, timeout: float = 60) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        view = requests.get(server.url + status_url, timeout=10).json()
-        if view["status"] in ("done", "failed"):
-            return view
-        time.sleep(0.1)
-    raise AssertionError("the job did not finish")
 
 
 @pytest.fixture(scope="module")

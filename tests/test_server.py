@@ -3,22 +3,12 @@
 from __future__ import annotations
 
 import io
-import time
 
 import numpy as np
 import requests
 from conftest import png_bytes
+from conftest import wait_for_server_job as wait_done
 from plyfile import PlyData
-
-
-def wait_done(server, status_url: str, timeout: float = 60) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        view = requests.get(server.url + status_url, timeout=10).json()
-        if view["status"] in ("done", "failed"):
-            return view
-        time.sleep(0.1)
-    raise AssertionError("the job did not finish")
 
 
 def test_upload_page_convert_and_download(live_server, photo):

@@ -45,8 +45,10 @@ test: setup-test
 download-model: setup
 	$(PY) -m converter.download "$(DEPTH_MODEL)"
 
+# Run by hand, never part of `make test`: ours vs the tutorial route on a 12 MP and a 1 MP photo (bench/RESULTS.md).
+# BENCH_ARGS=--quick: 1 MP only; also --precision, --throughput, --models all.
 bench: setup
-	$(PY) bench/bench.py
+	$(PY) bench/bench.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -82,7 +82,9 @@ def create_app(test_config: dict | None = None) -> Flask:
         SWEEP_INTERVAL_SECONDS=float(os.environ.get("SWEEP_INTERVAL_SECONDS", 600)),
         TORCH_THREADS=_env_int("TORCH_THREADS", 0),
         MAX_FORM_PARTS=20,
-        MAX_FORM_MEMORY_SIZE=64 * 1024,
+        # Werkzeug checks this against its multipart read buffer too (file data arrives in 64 kB chunks), so it
+        # must stay well above the chunk size: Flask's default. Text fields are a few bytes each.
+        MAX_FORM_MEMORY_SIZE=500_000,
     )
     if test_config:
         app.config.update(test_config)

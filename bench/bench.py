@@ -17,6 +17,7 @@ warm-up conversion; the "bare model forward" is ``model(**inputs)`` on the proce
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -123,8 +124,14 @@ def worker_ours(args) -> dict:
     rss_loaded = rss_mb()
     output = OUT / f"ours-{Path(args.image).stem}.ply"
     options = {"max_points": args.max_points} if args.max_points is not None else {}
-    best, best_timings = float("inf"), {}
-    for attempt in range(args.repeat + 1):  # the first is the warm-up
+    from PIL import Image
+
+    with Image.open(args.image) as photo:  # same processed shape as the photo (short side above 518 px, same aspect)
+        small = photo.convert("RGB").resize((1224, round(1224 * photo.height / photo.width)))
+    best, best_timings, forward = float("inf"), {}, float("inf")
+    for attempt in range(args.repeat + 1):  # the first is the warm-up; forward and conversion alternate
+        if attempt > 0:
+            forward = min(forward, bare_forward(converter.depth_model, small, 1))
         started = time.perf_counter()
         result = converter.convert(args.image, **options)
         written = time.perf_counter()
@@ -137,10 +144,6 @@ def worker_ours(args) -> dict:
         working = (result.image.width, result.image.height)
         points = len(result.points)
         del result
-    from PIL import Image
-
-    with Image.open(args.image) as photo:
-        forward = bare_forward(converter.depth_model, photo.convert("RGB").resize((512, 341)), args.repeat + 1)
     return {
         "route": "ours", "total": best, "timings": best_timings, "forward": forward, "load": load_seconds,
         "rss_loaded_mb": rss_loaded, "peak_rss_mb": peak_rss_mb(), "file_mb": output.stat().st_size / 1e6,
@@ -170,6 +173,9 @@ def worker_tutorial(args) -> dict:
         image = Image.open(args.image).convert("RGB")
         t1 = time.perf_counter()
         depth = estimator(image)["predicted_depth"].numpy().astype(np.float32)  # relative depth at the image size
+        # Tutorials normalise the prediction to a positive range, so that every pixel becomes a point (as with a
+        # real model); random weights give negative values that Open3D would silently drop.
+        depth = 1.0 + (depth - depth.min()) / max(float(depth.max() - depth.min()), 1e-6)
         t2 = time.perf_counter()
         width, height = image.size
         rgbd = o3d.geometry.RGBDImage.create_from_color_and_depth(
@@ -256,6 +262,50 @@ def run_worker(kind: str, model: Path, image: Path | None, args, **extra) -> dic
 # throughput under gunicorn
 
 
+@contextlib.contextmanager
+def serve(model: Path, folder: str, workers: int, threads: int):
+    """gunicorn on 127.0.0.1 as `make run` starts it, until the block ends.
+
+    MAX_FORM_MEMORY_SIZE is raised here: with the app's 64 KiB, Werkzeug's multipart parser (64 KiB read chunks)
+    answers 413 to any upload above about 64 KiB, whatever MAX_UPLOAD_MB says (see RESULTS.md)."""
+    import socket
+    import urllib.request
+    from types import SimpleNamespace
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = dict(os.environ, DEPTH_MODEL=str(model), UPLOAD_FOLDER=f"{folder}/uploads", OUTPUT_FOLDER=f"{folder}/outputs",
+               HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT), WEB_CONCURRENCY=str(workers), MAX_QUEUED_JOBS="64")
+    log = open(f"{folder}/gunicorn.log", "wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", str(workers), "--threads",
+         str(threads), "--timeout", "300", "app:create_app({'MAX_FORM_MEMORY_SIZE': 33554432})"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    started = time.perf_counter()
+    try:
+        while True:
+            try:
+                with urllib.request.urlopen(url + "/readyz", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if process.poll() is not None or time.perf_counter() - started > 120:
+                raise RuntimeError("gunicorn did not become ready: " + Path(f"{folder}/gunicorn.log").read_text()[-2000:])
+            time.sleep(0.1)
+        yield SimpleNamespace(url=url, process=process, ready_seconds=time.perf_counter() - started)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+
+
 def throughput(model: Path, photo: Path, workers: int, threads: int, conversions: int) -> dict:
     import tempfile
     import urllib.request
@@ -263,9 +313,6 @@ def throughput(model: Path, photo: Path, workers: int, threads: int, conversions
     from concurrent.futures import ThreadPoolExecutor
 
     import psutil
-
-    sys.path.insert(0, str(ROOT / "tests"))
-    from conftest import serve
 
     body = photo.read_bytes()
 
@@ -294,9 +341,7 @@ def throughput(model: Path, photo: Path, workers: int, threads: int, conversions
                 return time.perf_counter() - started
             time.sleep(0.05)
 
-    with tempfile.TemporaryDirectory() as folder, serve(
-        model, folder, workers=workers, threads=threads, MAX_UPLOAD_MB="25", MAX_QUEUED_JOBS="64"
-    ) as server:
+    with tempfile.TemporaryDirectory() as folder, serve(model, folder, workers, threads) as server:
         master = psutil.Process(server.process.pid)
         with ThreadPoolExecutor(max_workers=workers * 2) as pool:  # warm each worker
             list(pool.map(lambda _: post_and_wait(server.url), range(workers * 2)))
@@ -310,7 +355,7 @@ def throughput(model: Path, photo: Path, workers: int, threads: int, conversions
             "workers": workers, "threads": threads, "conversions": conversions, "seconds": elapsed,
             "per_minute": 60.0 * conversions / elapsed, "median_latency": sorted(latencies)[len(latencies) // 2],
             "worker_rss_mb": [m.rss / 2**20 for m in memory], "worker_uss_mb": [m.uss / 2**20 for m in memory],
-            "master_rss_mb": master.memory_info().rss / 2**20,
+            "master_rss_mb": master.memory_info().rss / 2**20, "ready_seconds": server.ready_seconds,
         }
 
 
@@ -340,7 +385,10 @@ def print_table(name: str, rows: list[dict]) -> None:
               + f" | {row['total']:.2f} | {row['peak_rss_mb']:.0f} | {row['file_mb']:.1f} | {row['points']:,} |")
     ours = next((row for row in rows if row["route"] == "ours"), None)
     if ours:
+        outside = ours["total"] - ours["timings"]["forward"]
         print(f"\nbare model forward {ours['forward']:.3f} s; ours / forward = {ours['total'] / ours['forward']:.3f}; "
+              f"non-model work {outside:.3f} s = {100 * outside / ours['timings']['forward']:.1f} % of the forward "
+              f"in the same conversion; "
               f"model load (cold start) {ours['load']:.2f} s; RSS after load {ours['rss_loaded_mb']:.0f} MB; "
               f"working size {ours['working_size'][0]}x{ours['working_size'][1]}")
         for row in rows:
@@ -353,10 +401,11 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="1 MP only, without the slow outlier-removal route")
     parser.add_argument("--models", default="dpt-hybrid", help="comma-separated names, or 'all'")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
-    parser.add_argument("--repeat", type=int, default=2, help="timed runs after the warm-up (best is kept)")
+    parser.add_argument("--repeat", type=int, default=3, help="timed runs after the warm-up (best is kept)")
     parser.add_argument("--precision", action="store_true", help="bf16 against fp32")
     parser.add_argument("--throughput", action="store_true", help="gunicorn conversions per minute for 1 MP photos")
     parser.add_argument("--conversions", type=int, default=12, help="conversions per throughput setting")
+    parser.add_argument("--no-routes", action="store_true", help="skip ours-vs-tutorial (with --precision/--throughput)")
     parser.add_argument("--json", type=Path, help="also write every figure to this file")
     # internal: one measurement in this process
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -382,7 +431,7 @@ def main() -> int:
         print(f"\n{name}: {parameters / 1e6:.1f} M parameters (published about {published} M, "
               f"{100 * (parameters / 1e6 - published) / published:+.1f} %)")
         figures.setdefault("parameters", {})[name] = parameters
-    photos = ["1mp"] if args.quick else ["12mp", "1mp"]
+    photos = [] if args.no_routes else ["1mp"] if args.quick else ["12mp", "1mp"]
     for name in names:
         folder = model_folder(name)
         for photo_name in photos:
@@ -406,14 +455,14 @@ def main() -> int:
               f"(mean {100 * report['mean_diff_of_range']:.3f} %)")
     if args.throughput:
         print(f"\n## Throughput under gunicorn ({names[0]}, 1 MP photos)\n")
-        print("| workers | threads | conversions/min | median latency s | worker RSS MB | worker USS MB |")
-        print("| --- | --- | --- | --- | --- | --- |")
-        for workers, threads in ((1, 1), (1, 4), (2, 1), (2, 4)):
+        print("| workers | threads | conversions/min | median latency s | worker RSS MB | worker USS MB | ready s |")
+        print("| --- | --- | --- | --- | --- | --- | --- |")
+        for workers, threads in ((1, 4), (2, 4)):  # the app gives each worker cores / workers torch threads
             row = throughput(model_folder(names[0]), make_photo("1mp"), workers, threads, args.conversions)
             figures.setdefault("throughput", []).append(row)
             print(f"| {workers} | {threads} | {row['per_minute']:.1f} | {row['median_latency']:.2f} | "
                   f"{', '.join(f'{v:.0f}' for v in row['worker_rss_mb'])} | "
-                  f"{', '.join(f'{v:.0f}' for v in row['worker_uss_mb'])} |", flush=True)
+                  f"{', '.join(f'{v:.0f}' for v in row['worker_uss_mb'])} | {row['ready_seconds']:.1f} |", flush=True)
     if args.json:
         args.json.write_text(json.dumps(figures, indent=1))
     return 0

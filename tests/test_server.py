@@ -56,3 +56,15 @@ def test_bad_uploads_under_gunicorn_leave_nothing(live_server):
     assert {p for p in live_server.outputs.iterdir()} == before
     assert not any(live_server.uploads.iterdir())
     assert requests.get(live_server.url + "/readyz", timeout=10).status_code == 200
+
+
+def test_a_real_sized_photo_uploads(live_server):
+    """A photo of about 1.5 MB (noise does not compress): far more than one multipart read chunk."""
+    noise = np.random.default_rng(3).integers(0, 255, (700, 700, 3), dtype=np.uint8)
+    body = png_bytes(noise)
+    assert 1_000_000 < len(body) < 2 * 1024 * 1024
+    response = requests.post(live_server.url + "/api/v1/conversions", files={"image": ("big.png", body)},
+                             data={"mesh": "false"}, timeout=60)
+    assert response.status_code == 202, response.text
+    view = wait_done(live_server, response.json()["status_url"])
+    assert view["status"] == "done" and view["info"]["width"] == 700

@@ -1,0 +1,94 @@
+"""The fast paths keep the geometry: JPEG draft decoding (reduced DCT scale) and its intrinsics."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from converter import Converter
+from converter.depth import METRIC, DepthMap
+from converter.images import load_image
+from converter.options import ConversionOptions
+from converter.pipeline import build_point_cloud
+
+WIDTH, HEIGHT = 800, 600
+
+
+def jpeg(exif: Image.Exif | None = None, size=(WIDTH, HEIGHT)) -> bytes:
+    rows, columns = np.mgrid[0:size[1], 0:size[0]]
+    picture = np.dstack([columns % 256, rows % 256, (columns + rows) % 256]).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(picture).save(buffer, "JPEG", quality=95, **({"exif": exif} if exif is not None else {}))
+    return buffer.getvalue()
+
+
+def test_draft_decodes_at_the_smallest_scale_that_keeps_the_grid():
+    full = load_image(jpeg())
+    assert (full.width, full.height, full.scale) == (WIDTH, HEIGHT, 1.0)
+    quarter = load_image(jpeg(), draft_points=20_000)  # grid 163 x 122: 1/4 gives 200 x 150
+    assert (quarter.width, quarter.height, quarter.scale) == (200, 150, 0.25)
+    assert load_image(jpeg(), draft_points=0).scale == 1.0
+    assert load_image(jpeg(), draft_points=WIDTH * HEIGHT).scale == 1.0
+
+
+def test_draft_is_only_for_jpeg():
+    buffer = io.BytesIO()
+    Image.fromarray(np.zeros((HEIGHT, WIDTH, 3), np.uint8)).save(buffer, "PNG")
+    loaded = load_image(buffer.getvalue(), draft_points=1000)
+    assert (loaded.width, loaded.scale) == (WIDTH, 1.0)
+
+
+@pytest.mark.parametrize("tags", [
+    {0xA405: 28},  # FocalLengthIn35mmFilm
+    {0x920A: 4.2, 0xA20E: 1000.0, 0xA210: 4},  # FocalLength + FocalPlaneXResolution (mm), no recorded size
+    {0x920A: 4.2, 0xA20E: 1000.0, 0xA210: 4, 0xA002: WIDTH, 0xA003: HEIGHT},  # ... with the recorded size
+])
+def test_exif_focal_length_scales_with_the_decoded_size(tags):
+    exif = Image.Exif()
+    exif.get_ifd(0x8769).update(tags)
+    full = load_image(jpeg(exif))
+    small = load_image(jpeg(exif), draft_points=20_000)
+    assert small.scale == 0.25 and full.focal_px
+    fov_full = np.degrees(2 * np.arctan(full.width / (2 * full.focal_px)))
+    fov_small = np.degrees(2 * np.arctan(small.width / (2 * small.focal_px)))
+    assert fov_small == pytest.approx(fov_full, abs=0.05)
+
+
+def _smooth_depth(loaded) -> DepthMap:
+    """A metric depth map that is the same surface at any resolution: a tilted plane plus a bump."""
+    v, u = np.mgrid[0:loaded.height, 0:loaded.width].astype(np.float32)
+    s, t = (u + 0.5) / loaded.width, (v + 0.5) / loaded.height
+    depth = 2.0 + s + 0.5 * np.exp(-((s - 0.5) ** 2 + (t - 0.5) ** 2) * 20)
+    return DepthMap(values=depth, native=depth, kind=METRIC)
+
+
+@pytest.mark.parametrize("options", [
+    {}, {"fov_deg": 45.0}, {"focal_px": 900.0, "principal_point": (380.0, 310.0)},
+])
+def test_draft_decoding_gives_the_same_shape(options):
+    """The same JPEG, decoded in full and at 1/4 scale, gives the same cloud up to the sampling."""
+    opts = ConversionOptions(max_points=20_000, clean=False, **options)
+    full = load_image(jpeg())
+    small = load_image(jpeg(), draft_points=opts.max_points)
+    assert small.scale == 0.25
+    a = build_point_cloud(full, _smooth_depth(full), opts)
+    b = build_point_cloud(small, _smooth_depth(small), opts)
+    assert a.intrinsics.fov_x_deg == pytest.approx(b.intrinsics.fov_x_deg, rel=1e-3)
+    assert abs(len(a.points) - len(b.points)) <= 0.02 * len(a.points)
+    np.testing.assert_allclose(a.points.min(axis=0), b.points.min(axis=0), atol=0.02)
+    np.testing.assert_allclose(a.points.max(axis=0), b.points.max(axis=0), atol=0.02)
+    np.testing.assert_allclose(a.points.mean(axis=0), b.points.mean(axis=0), atol=0.01)
+
+
+def test_converter_uses_draft_for_jpeg_and_full_size_for_max_points_0(dpt_model):
+    converter = Converter(model=dpt_model)
+    small = converter.convert(jpeg(), max_points=20_000)
+    assert small.image.scale == 0.25
+    assert small.depth.shape == (150, 200) == (small.intrinsics.height, small.intrinsics.width)
+    assert {"preprocess", "forward", "postprocess"} <= set(small.timings)
+    full = converter.convert(jpeg(), max_points=0)
+    assert full.image.scale == 1.0 and full.depth.shape == (HEIGHT, WIDTH)
+    assert small.intrinsics.fov_x_deg == pytest.approx(full.intrinsics.fov_x_deg, rel=1e-3)

@@ -128,7 +128,8 @@ def _decode(stream, max_pixels: int, draft_points: int = 0) -> LoadedImage:
             if declared > max_pixels:
                 raise _too_large(image.size if declared == image.size[0] * image.size[1] else None, max_pixels,
                                  frames=declared > image.size[0] * image.size[1])
-            return _from_pil(image, max_pixels, _draft(image, draft_points))
+            scale = _draft(image, draft_points)
+            return _from_pil(image, max_pixels, scale, reduce_points=draft_points if scale == 1.0 else 0)
 
 
 def _draft(image: Image.Image, draft_points: int) -> float:
@@ -149,7 +150,7 @@ def _draft(image: Image.Image, draft_points: int) -> float:
     return drafted[1][2] / original[0]  # the box is the original size over the DCT scale: exactly 1/2, 1/4 or 1/8
 
 
-def _from_pil(image: Image.Image, max_pixels: int, scale: float = 1.0) -> LoadedImage:
+def _from_pil(image: Image.Image, max_pixels: int, scale: float = 1.0, reduce_points: int = 0) -> LoadedImage:
     width, height = image.size
     if width * height > max_pixels:
         raise _too_large(image.size, max_pixels)
@@ -172,14 +173,58 @@ def _from_pil(image: Image.Image, max_pixels: int, scale: float = 1.0) -> Loaded
     with warnings.catch_warnings():
         _ignore_metadata_warnings()
         focal_px, focal_source = _exif_focal(image, scale)
-        try:
-            upright = ImageOps.exif_transpose(image)
-        except Exception:  # broken EXIF must not stop a conversion; the pixels are fine
-            upright = image
+        factor = _reduction_factor(image, reduce_points)
+        if factor > 1:
+            # Any format (JPEG got its DCT scale above): average k × k blocks once, before any heavy work.
+            orientation = _orientation(image)
+            reduced = _box_reduce(image, factor)
+            upright = reduced.transpose(_TRANSPOSES[orientation]) if orientation in _TRANSPOSES else reduced
+            scale /= factor
+            focal_px = None if focal_px is None else focal_px / factor
+        else:
+            try:
+                upright = ImageOps.exif_transpose(image)
+            except Exception:  # broken EXIF must not stop a conversion; the pixels are fine
+                upright = image
     rgb, alpha = _to_srgb(upright)
     return LoadedImage(
         rgb=rgb, alpha=alpha, focal_px=focal_px, focal_source=focal_source, format=image.format, scale=scale
     )
+
+
+_TRANSPOSES = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+_REDUCIBLE_MODES = ("RGB", "RGBA", "L", "LA", "CMYK")
+
+
+def _reduction_factor(image: Image.Image, points: int) -> int:
+    """The largest whole k such that the image reduced k times still holds the point grid of ``points``."""
+    if points <= 0 or image.mode not in _REDUCIBLE_MODES or image.size[0] * image.size[1] <= 4 * points:
+        return 1
+    from .geometry import pixel_grid
+
+    columns, rows = pixel_grid(image.size[0], image.size[1], points)
+    return max(1, min(image.size[0] // len(columns), image.size[1] // len(rows)))
+
+
+def _box_reduce(image: Image.Image, factor: int) -> Image.Image:
+    """k × k box average; with alpha, weighted by it so transparent pixels do not darken the edges."""
+    if image.mode in ("RGBA", "LA"):
+        premultiplied = "RGBa" if image.mode == "RGBA" else "La"
+        return image.convert(premultiplied).reduce(factor).convert(image.mode)
+    reduced = image.reduce(factor)
+    reduced.info = dict(image.info)  # keeps the ICC profile for the colour conversion that follows
+    return reduced
+
+
+def _orientation(image: Image.Image) -> int:
+    try:
+        return int(image.getexif().get(0x0112, 1))
+    except Exception:  # broken EXIF: as stored
+        return 1
 
 
 def _ignore_metadata_warnings() -> None:

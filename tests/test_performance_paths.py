@@ -34,11 +34,13 @@ def test_draft_decodes_at_the_smallest_scale_that_keeps_the_grid():
     assert load_image(jpeg(), draft_points=WIDTH * HEIGHT).scale == 1.0
 
 
-def test_draft_is_only_for_jpeg():
+def test_dct_draft_is_for_jpeg_and_other_formats_are_reduced_by_whole_factors():
     buffer = io.BytesIO()
     Image.fromarray(np.zeros((HEIGHT, WIDTH, 3), np.uint8)).save(buffer, "PNG")
     loaded = load_image(buffer.getvalue(), draft_points=1000)
-    assert (loaded.width, loaded.scale) == (WIDTH, 1.0)
+    factor = round(1 / loaded.scale)
+    assert factor >= 2 and loaded.scale == 1 / factor and loaded.width == -(-WIDTH // factor)
+    assert load_image(buffer.getvalue()).scale == 1.0  # no point budget: full size
 
 
 @pytest.mark.parametrize("tags", [
@@ -92,3 +94,29 @@ def test_converter_uses_draft_for_jpeg_and_full_size_for_max_points_0(dpt_model)
     full = converter.convert(jpeg(), max_points=0)
     assert full.image.scale == 1.0 and full.depth.shape == (HEIGHT, WIDTH)
     assert small.intrinsics.fov_x_deg == pytest.approx(full.intrinsics.fov_x_deg, rel=1e-3)
+
+
+def test_large_non_jpeg_images_are_box_reduced_before_heavy_work_keeping_orientation_and_focal():
+    """A PNG (no DCT scaling) far larger than the point grid is averaged down k × k once, upright, focal scaled."""
+    import io
+
+    from PIL import Image
+
+    from converter.images import load_image
+
+    rows, columns = np.mgrid[0:1500, 0:2000]
+    picture = np.dstack([columns % 256, rows % 256, (columns // 8) % 256]).astype(np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown rotated by 90°
+    exif.get_ifd(0x8769)[0xA405] = 28  # 35 mm-equivalent focal length
+    buffer = io.BytesIO()
+    Image.fromarray(picture).save(buffer, format="PNG", exif=exif.tobytes())
+    full = load_image(buffer.getvalue())
+    reduced = load_image(buffer.getvalue(), draft_points=100_000)
+    assert full.rgb.shape == (2000, 1500, 3) and full.scale == 1.0
+    factor = round(1 / reduced.scale)
+    assert factor >= 2 and reduced.rgb.shape == (2000 // factor, 1500 // factor, 3)
+    expected = full.rgb[: reduced.height * factor, : reduced.width * factor].astype(float)
+    expected = expected.reshape(reduced.height, factor, reduced.width, factor, 3).mean(axis=(1, 3))
+    assert np.abs(reduced.rgb.astype(float) - expected).max() <= 1.0  # the same picture, upright, averaged
+    assert reduced.focal_px == pytest.approx(full.focal_px / factor)

@@ -6,8 +6,12 @@ does the work. Nothing here imports torch or open3d.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import time
+import uuid
+from pathlib import Path
 
 from flask import Flask, abort, jsonify, redirect, render_template, request, send_file, url_for
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
@@ -18,16 +22,20 @@ from converter.errors import (
     DamagedImageError,
     ImageTooLargeError,
     ModelUnavailableError,
+    OptionError,
     OutputError,
     UnsupportedImageError,
 )
 from converter.images import DEFAULT_MAX_PIXELS, probe_image
-from web.conversion import run_conversion
-from web.forms import DETAIL_LEVELS, parse_options
+from web.conversion import DEFAULT_STL_WIDTH_MM, run_conversion
+from web.depth_cache import DEFAULT_ENTRIES, DepthCache
+from web.forms import DETAIL_LEVELS, MODES, parse_options, parse_rebuild_options
 from web.jobs import (
     DONE,
     DOWNLOADS,
     FAILED,
+    IMAGE_FILE,
+    PREDICTION_FILE,
     PREVIEWS,
     JobRunner,
     JobStore,
@@ -81,6 +89,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         RESULT_TTL_SECONDS=float(os.environ.get("RESULT_TTL_SECONDS", 24 * 3600)),
         SWEEP_INTERVAL_SECONDS=float(os.environ.get("SWEEP_INTERVAL_SECONDS", 600)),
         TORCH_THREADS=_env_int("TORCH_THREADS", 0),
+        DEPTH_CACHE_ENTRIES=_env_int("DEPTH_CACHE_ENTRIES", DEFAULT_ENTRIES),
         MAX_FORM_PARTS=20,
         # Werkzeug checks this against its multipart read buffer too (file data arrives in 64 kB chunks), so it
         # must stay well above the chunk size: Flask's default. Text fields are a few bytes each.
@@ -101,15 +110,18 @@ def create_app(test_config: dict | None = None) -> Flask:
     if config["PRELOAD_MODEL"]:
         status.start()
     store = JobStore(config["OUTPUT_FOLDER"], ttl_seconds=config["RESULT_TTL_SECONDS"])
+    cache = DepthCache(os.path.join(config["OUTPUT_FOLDER"], ".cache"), max_entries=config["DEPTH_CACHE_ENTRIES"],
+                       ttl_seconds=config["RESULT_TTL_SECONDS"])
+    os.makedirs(cache.folder, exist_ok=True)  # made now, not by the first job: the output folder's layout is fixed
     runner = JobRunner(
         store, config["UPLOAD_FOLDER"],
-        lambda job, image, depth, report: run_conversion(converter, store, job, image, depth, report),
+        lambda job, image, depth, report: run_conversion(converter, store, job, image, depth, report, cache),
         workers=config["CONVERSION_WORKERS"], max_queued=config["MAX_QUEUED_JOBS"],
         timeout_seconds=config["JOB_TIMEOUT_SECONDS"],
     )
-    sweeper = Sweeper(store, config["UPLOAD_FOLDER"], config["SWEEP_INTERVAL_SECONDS"]).start()
+    sweeper = Sweeper(store, config["UPLOAD_FOLDER"], config["SWEEP_INTERVAL_SECONDS"], cache=cache).start()
     app.extensions["image_to_3d"] = {"converter": converter, "model_status": status, "store": store,
-                                     "runner": runner, "sweeper": sweeper}
+                                     "runner": runner, "sweeper": sweeper, "depth_cache": cache}
     _register_routes(app, status, store, runner)
     return app
 
@@ -132,7 +144,7 @@ def _register_routes(app: Flask, status: ModelStatus, store: JobStore, runner: J
         return {
             "model_status": status, "models": config["MODELS"], "known_models": KNOWN_MODELS,
             "max_upload_mb": config["MAX_UPLOAD_MB"], "max_megapixels": config["MAX_PIXELS"] / 1e6,
-            "detail_levels": DETAIL_LEVELS,
+            "detail_levels": DETAIL_LEVELS, "modes": MODES, "default_stl_width_mm": DEFAULT_STL_WIDTH_MM,
         }
 
     @app.get("/")
@@ -151,21 +163,142 @@ def _register_routes(app: Flask, status: ModelStatus, store: JobStore, runner: J
         return jsonify({"id": job.id, "status_url": status_url}), 202, {"Location": status_url}
 
     def _submit():
+        data, depth = _uploads()
+        options = parse_options(request.form, config["MODELS"], config["DEPTH_MODEL"])
+        probe_image(data, config["MAX_PIXELS"])
+        _check_model(options["model"], depth)
+        return _queue(data, depth or None, options)
+
+    def _uploads() -> tuple[bytes, bytes]:
         image = request.files.get("image")
         data = image.read() if image else b""
         if not data:
             raise _UserError(400, "no_image", "No image was uploaded. Choose an image file and try again.")
         depth_file = request.files.get("depth")
-        depth = depth_file.read() if depth_file else b""
-        options = parse_options(request.form, config["MODELS"], config["DEPTH_MODEL"])
-        probe_image(data, config["MAX_PIXELS"])
-        if not depth and status.state == UNAVAILABLE and options["model"] == status.converter.model:
+        return data, (depth_file.read() if depth_file else b"")
+
+    def _check_model(model: str, depth: bytes = b"") -> None:
+        if not depth and status.state == UNAVAILABLE and model == status.converter.model:
             raise _UserError(503, "model_unavailable", status.message)
+
+    def _queue(data: bytes, depth: bytes | None, options: dict):
         try:
-            return runner.submit(data, depth or None, options)
+            return runner.submit(data, depth, options)
         except QueueFullError:
             raise _UserError(503, "busy", "The server is busy with other conversions. Please try again in a "
                                           "minute.", retry_after=30) from None
+
+    @app.post("/jobs/<job_id>/rebuild")
+    def rebuild_page(job_id):
+        job = _rebuild()
+        return redirect(url_for("job_page", job_id=job.id), code=303)
+
+    @app.post("/api/v1/conversions/<job_id>/rebuild")
+    def api_rebuild(job_id):
+        job = _rebuild()
+        status_url = url_for("api_status", job_id=job.id)
+        return jsonify({"id": job.id, "status_url": status_url}), 202, {"Location": status_url}
+
+    def _rebuild():
+        """A new job converting a finished job's stored image with its stored depth: no model run."""
+        source_id = request.view_args["job_id"]
+        source = store.get(source_id) if valid_job_id(source_id) else None
+        if source is None:
+            raise _UserError(404, "not_found", "There is no such conversion to rebuild. Results expire after a "
+                                               "while; convert the image again.")
+        if source.finished and store.expired(source):
+            raise _UserError(410, "expired", "This result has expired and was deleted. Convert the image again.")
+        folder = store.folder(source.id)
+        if source.status != DONE or IMAGE_FILE not in source.files or not (folder / PREDICTION_FILE).is_file():
+            raise _UserError(404, "not_rebuildable", "This conversion has no finished result to rebuild (it failed "
+                                                     "or is still running). Convert the image again.")
+        options = parse_rebuild_options(request.form, source.options)
+        camera = (source.info or {}).get("camera") or {}
+        source_of_focal = str(camera.get("source", ""))
+        if ("fov_deg" not in options and "focal_px" not in options and camera.get("fx")
+                and not source_of_focal.startswith(("user", "default"))):
+            options["focal_px"] = float(camera["fx"])  # the image.png has no EXIF: keep its focal length
+        options["rebuild_of"] = source.id
+        try:
+            image = (folder / IMAGE_FILE).read_bytes()
+        except OSError:
+            raise _UserError(410, "expired", "This result has expired and was deleted. Convert the image "
+                                             "again.") from None
+        return _queue(image, None, options)
+
+    @app.post("/compare")
+    def compare_submit():
+        comparison = _compare()
+        return redirect(url_for("compare_page", comparison_id=comparison["id"]), code=303)
+
+    @app.post("/api/v1/comparisons")
+    def api_compare():
+        comparison = _compare()
+        body = _comparison_view(comparison)
+        return jsonify(body), 202, {"Location": body["url"]}
+
+    @app.get("/api/v1/comparisons/<comparison_id>")
+    def api_comparison(comparison_id):
+        return jsonify(_comparison_view(_comparison_or_404(comparison_id)))
+
+    @app.get("/compare/<comparison_id>")
+    def compare_page(comparison_id):
+        comparison = _comparison_or_404(comparison_id)
+        sides = []
+        for job_id, model in zip(comparison["job_ids"], comparison["models"]):
+            job = store.get(job_id)
+            view = _job_view(job) if job is not None and not (job.finished and store.expired(job)) else None
+            sides.append({"job": job, "view": view, "model": model, "label": _model_label(model)})
+        return render_template("compare.html", comparison=comparison, sides=sides, downloads=DOWNLOADS,
+                               **page_context())
+
+    def _compare() -> dict:
+        """Two jobs, one per model, on the same upload; recorded in OUTPUT_FOLDER/compare-<uuid4>.json."""
+        data, _ = _uploads()
+        form = request.form.to_dict()
+        first = (form.get("model_a") or form.get("model") or config["DEPTH_MODEL"]).strip()
+        second = (form.get("model_b") or "").strip()
+        if not second:
+            raise OptionError("Choose a second model to compare with.")
+        chosen = []
+        for model in (first, second):
+            form["model"] = model
+            chosen.append(parse_options(form, config["MODELS"], config["DEPTH_MODEL"]))
+        probe_image(data, config["MAX_PIXELS"])
+        for options in chosen:
+            _check_model(options["model"])
+        jobs = [_queue(data, None, options) for options in chosen]
+        comparison = {"id": uuid.uuid4().hex, "job_ids": [job.id for job in jobs],
+                      "models": [options["model"] for options in chosen], "created": time.time()}
+        path = _comparison_path(comparison["id"])
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        temporary.write_text(json.dumps(comparison))
+        os.replace(temporary, path)
+        return comparison
+
+    def _comparison_path(comparison_id: str) -> Path:
+        return Path(config["OUTPUT_FOLDER"]) / f"compare-{comparison_id}.json"
+
+    def _comparison_or_404(comparison_id: str) -> dict:
+        if not valid_job_id(comparison_id):
+            abort(404)
+        try:
+            comparison = json.loads(_comparison_path(comparison_id).read_text())
+        except (OSError, ValueError):
+            abort(404)
+        if time.time() - comparison.get("created", 0) > config["RESULT_TTL_SECONDS"]:
+            raise _UserError(410, "expired", "This comparison has expired and was deleted. Compare again.")
+        return comparison
+
+    def _comparison_view(comparison: dict) -> dict:
+        return {"id": comparison["id"], "url": url_for("compare_page", comparison_id=comparison["id"]),
+                "models": comparison["models"],
+                "jobs": [url_for("api_status", job_id=job_id) for job_id in comparison["job_ids"]]}
+
+    def _model_label(model: str) -> str:
+        if model in KNOWN_MODELS:
+            return KNOWN_MODELS[model].label
+        return os.path.basename(model.rstrip("/")) or model
 
     @app.get("/jobs/<job_id>")
     def job_page(job_id):
@@ -224,6 +357,7 @@ def _register_routes(app: Flask, status: ModelStatus, store: JobStore, runner: J
             "queue_position": runner.queue_position(job.id), "files": files,
             "result_url": url_for("job_result_fragment", job_id=job.id),
             "status_url": url_for("api_status", job_id=job.id),
+            "rebuild_url": url_for("api_rebuild", job_id=job.id),
         }
         if job.status == DONE:
             view["info"] = job.info

@@ -58,7 +58,7 @@ def test_drop_a_photo_see_it_in_3d_and_download_everything(chrome, live_server, 
         assert chrome.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 0", image)
     links = chrome.find_elements(By.CSS_SELECTOR, "#downloads a[data-kind]")
     kinds = [link.get_attribute("data-kind") for link in links]
-    assert set(kinds) == {"ply", "glb", "obj", "mesh_ply", "depth_png", "depth_npy"}
+    assert set(kinds) == {"ply", "glb", "obj", "mesh_ply", "depth_png", "depth_npy", "json", "stl"}
     for link in links:
         link.click()
     expected = {"cloud.ply", "mesh.glb", "mesh-obj.zip", "mesh.ply", "depth.png", "depth.npy"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import tempfile
 import zipfile
 from pathlib import Path
@@ -10,31 +11,66 @@ import numpy as np
 from PIL import Image
 
 from converter import Converter, export, mesh_export
+from converter.errors import ConversionError, OutputError
+from converter.images import load_image
 from converter.mesh import mesh_from_result, texture_image
 
-from .jobs import DOWNLOADS, PREVIEWS, Job
+from .depth_cache import DepthCache, load_prediction, save_prediction
+from .jobs import DOWNLOADS, IMAGE_FILE, PREDICTION_FILE, PREVIEWS, Job
+
+DEFAULT_STL_WIDTH_MM = 100.0
+PRIVATE_OPTIONS = ("rebuild_of",)  # internal job fields that are not conversion options
 
 PREVIEW_MAX_SIDE = 1024
 
 
-def run_conversion(converter: Converter, store, job: Job, image_path: Path, depth_path: Path | None, report) -> dict:
+def run_conversion(converter: Converter, store, job: Job, image_path: Path, depth_path: Path | None, report,
+                   cache: DepthCache | None = None) -> dict:
     """Convert and write the job's files, recording each in ``job.files`` as soon as it exists. Returns the info
-    shown on the result page and in the API."""
-    if depth_path is None and not converter.is_loaded:
-        report("loading model")
+    shown on the result page and in the API.
+
+    A rebuild (``job.options["rebuild_of"]``) reuses the source job's stored prediction; otherwise a model
+    prediction of the same upload bytes is taken from ``cache`` when there is one. Either way the model is not run.
+    """
     options = dict(job.options)
     model = options.pop("model", None)
     make_mesh = options.pop("mesh", True)
+    stl_width_mm = options.pop("stl_width_mm", DEFAULT_STL_WIDTH_MM)
+    rebuild_of = options.pop("rebuild_of", None)
     if model and model != converter.model:
         converter = Converter(model=model, device=converter.device, precision=converter.precision,
                               max_pixels=converter.max_pixels)
-    result = converter.convert(image_path, depth=depth_path, progress=report, **options)
+    prediction, cache_key = None, None
+    if rebuild_of:
+        prediction = load_prediction(store.folder(rebuild_of) / PREDICTION_FILE)
+        if prediction is None:
+            raise ConversionError("The result to rebuild has expired and was deleted. Convert the image again.")
+    elif depth_path is None and cache is not None:
+        cache_key = cache.key(Path(image_path).read_bytes(), converter.model, converter.precision)
+        prediction = cache.get(cache_key)
+    if prediction is None and depth_path is None and not converter.is_loaded:
+        report("loading model")
+    if prediction is not None:
+        options.pop("depth_kind", None)
+    result = converter.convert(image_path, depth=None if prediction is not None else depth_path,
+                               prediction=prediction, progress=report, **options)
+    if cache_key is not None and prediction is None:
+        cache.put(cache_key, result.prediction)
     report("writing files")
     folder = store.folder(job.id)
 
     def write(kind: str, writer, *args) -> None:
         name = (DOWNLOADS.get(kind) or PREVIEWS[kind])[0]
         writer(folder / name, *args)
+        job.files.append(name)
+
+    def keep(name: str, writer, *args) -> None:
+        """A file the job keeps for rebuilds, not a download."""
+        try:
+            writer(folder / name, *args)
+        except OSError:
+            raise OutputError("The server could not store the result: it is out of disk space or its output "
+                              "folder is not writable. Please try again later.") from None
         job.files.append(name)
 
     write("ply", lambda path: result.save(path))
@@ -45,6 +81,14 @@ def run_conversion(converter: Converter, store, job: Job, image_path: Path, dept
         write("glb", mesh_export.write_glb, mesh, texture)
         write("obj", _write_obj_zip, mesh, texture, comments)
         write("mesh_ply", mesh_export.write_mesh_ply, mesh, comments)
+    write("json", _write_metadata, result, job)
+    write("stl", lambda path: result.save(path, width_mm=stl_width_mm))
+    working_image = result.image
+    if result.options.paper_background:  # keep the image before the paper was cut away
+        working_image = load_image(image_path, converter.max_pixels,
+                                   draft_points=0 if depth_path is not None else result.options.max_points)
+    keep(IMAGE_FILE, _write_working_image, working_image)
+    keep(PREDICTION_FILE, save_prediction, result.prediction)
     valid = result.depth > 0
     write("depth_png", export.write_depth_png16, result.depth)
     write("depth_npy", export.write_depth_npy, result.depth)
@@ -64,7 +108,43 @@ def run_conversion(converter: Converter, store, job: Job, image_path: Path, dept
         "camera": k.to_dict(),
         "timings": {stage: round(seconds, 4) for stage, seconds in result.timings.items()},
         "notes": result.notes,
+        "mode": result.mode,
+        "looks_like_drawing": bool(result.looks_like_drawing),
+        "depth_cached": cache_key is not None and prediction is not None,
+        "rebuilt_from": rebuild_of,
+        "options": public_options(job.options),
     }
+
+
+def public_options(options: dict) -> dict:
+    """A job's options as shown to people (result.json, the API, the rebuild form): no internal fields."""
+    return {name: value for name, value in options.items() if name not in PRIVATE_OPTIONS}
+
+
+def _write_metadata(path: Path, result, job: Job) -> None:
+    """``result.metadata()`` plus the job's options, as JSON (the downloadable sidecar)."""
+    info = result.metadata()
+    info["job"] = {"id": job.id, "options": public_options(job.options)}
+    text = json.dumps(info, indent=2, allow_nan=False, default=_plain)
+    with export.atomic_output(path) as temporary:
+        Path(temporary).write_text(text + "\n", encoding="utf-8")
+
+
+def _plain(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (tuple, set)):
+        return list(value)
+    raise TypeError(f"not JSON-serialisable: {type(value).__name__}")
+
+
+def _write_working_image(path: Path, image) -> None:
+    """The image the depth belongs to, lossless (RGBA if it has alpha), at the working size: rebuilds read it."""
+    picture = Image.fromarray(image.rgb, "RGB")
+    if image.alpha is not None:
+        picture = Image.fromarray(np.dstack([image.rgb, image.alpha]), "RGBA")
+    with export.atomic_output(path) as temporary:
+        picture.save(temporary, format="PNG", compress_level=1)
 
 
 def _preview_size(depth: np.ndarray) -> np.ndarray:
@@ -87,6 +167,6 @@ def _write_obj_zip(path: Path, mesh, texture, comments) -> None:
     """OBJ, MTL and texture PNG in one zip: one download that a person can unpack and open."""
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=".obj-") as folder:
         written = mesh_export.write_obj(Path(folder) / "mesh.obj", mesh, texture, comments=comments)
-        with export.atomic_output(path) as temporary, zipfile.ZipFile(temporary, "w", zipfile.ZIP_DEFLATED) as bundle:
+        with export.atomic_output(path) as temporary, zipfile.ZipFile(temporary, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as bundle:
             for file in written:
                 bundle.write(file, arcname=Path(file).name)

@@ -7,7 +7,11 @@ import math
 from converter.errors import OptionError
 from converter.options import ConversionOptions
 
-JOB_FIELDS = ("model", "mesh")  # options of the job, not of the geometry
+JOB_FIELDS = ("model", "mesh", "stl_width_mm")  # options of the job, not of the geometry
+MODES = {"perspective": "Perspective (a photo seen by a camera)", "relief": "Relief (drawings, logos, bas-reliefs)"}
+# What a rebuild may change: geometry only (the depth, hence the model and any depth map, stays the job's).
+REBUILD_FIELDS = ("fov", "focal_px", "relief", "mode", "detail", "max_points", "clean", "drop_background",
+                  "paper_background", "mesh", "stl_width_mm")
 DETAIL_LEVELS = {"low": 250_000, "medium": 1_000_000, "high": 2_000_000, "full": 0}
 
 
@@ -37,11 +41,44 @@ def parse_options(form, models: list[str], default_model: str) -> dict:
     submitted_by_form = bool(form.get("checkboxes_submitted"))  # an unticked box sends nothing at all
     if form.get("clean") is not None or submitted_by_form:
         options["clean"] = _flag(form.get("clean"))
+    if form.get("paper_background") is not None or submitted_by_form:
+        options["paper_background"] = _flag(form.get("paper_background"))
+    mode = (form.get("mode") or "").strip().lower()
+    if mode:
+        if mode not in MODES:
+            raise OptionError(f"Mode must be one of: {', '.join(MODES)}.")
+        options["mode"] = mode
+    stl_width = _number(form, "stl_width_mm", "STL width")
+    if stl_width is not None:
+        if not 1 <= stl_width <= 2000:
+            raise OptionError("STL width must be between 1 and 2000 millimetres.")
+        options["stl_width_mm"] = stl_width
     options["mesh"] = _flag(form.get("mesh")) if (form.get("mesh") is not None or submitted_by_form) else True
     depth_kind = (form.get("depth_kind") or "").strip().lower()
     if depth_kind:
         options["depth_kind"] = depth_kind
     ConversionOptions.from_kwargs(**{k: v for k, v in options.items() if k not in JOB_FIELDS})  # reject bad values now
+    return options
+
+
+def parse_rebuild_options(form, base: dict) -> dict:
+    """Geometry fields of a rebuild form on top of the source job's options ``base`` (same model, same depth).
+    Fields left out keep the source's values; a new field of view replaces the source's focal length and back."""
+    unknown_kind = (form.get("depth_kind") or "").strip()
+    if unknown_kind:
+        raise OptionError("A rebuild reuses the job's depth: the depth kind cannot change.")
+    given = parse_options(form, [base.get("model") or ""], base.get("model") or "")
+    options = {name: value for name, value in base.items() if name != "rebuild_of"}
+    submitted_by_form = bool(form.get("checkboxes_submitted"))
+    if form.get("mesh") is None and not submitted_by_form:
+        given.pop("mesh", None)  # not asked: keep the source's choice
+    if "fov_deg" in given:
+        options.pop("focal_px", None)
+    if "focal_px" in given:
+        options.pop("fov_deg", None)
+    options.update(given)
+    options["model"] = base.get("model")
+    ConversionOptions.from_kwargs(**{k: v for k, v in options.items() if k not in JOB_FIELDS})
     return options
 
 

@@ -41,8 +41,13 @@ DOWNLOADS = {
     "mesh_ply": ("mesh.ply", "application/octet-stream", "Mesh (.ply)"),
     "depth_png": ("depth.png", "image/png", "Depth map, 16-bit PNG"),
     "depth_npy": ("depth.npy", "application/octet-stream", "Depth map (.npy)"),
+    "json": ("result.json", "application/json", "Camera, units and options (.json)"),
+    "stl": ("relief.stl", "model/stl", "3D-print relief (.stl)"),
 }
 PREVIEWS = {"input": ("input.png", "image/png"), "depth_preview": ("depth_preview.png", "image/png")}
+# Kept in the job folder for rebuilds (not downloadable): the working image and the depth prediction.
+IMAGE_FILE, PREDICTION_FILE = "image.png", "prediction.npz"
+COMPARISON_PREFIX = "compare-"  # OUTPUT_FOLDER/compare-<uuid4 hex>.json: a pair of jobs shown side by side
 
 
 class QueueFullError(Exception):
@@ -192,11 +197,22 @@ def sweep_uploads(folder: str | os.PathLike, max_age_seconds: float) -> int:
     return removed
 
 
+def sweep_comparisons(root: str | os.PathLike, max_age_seconds: float) -> int:
+    """Delete comparison records older than ``max_age_seconds`` (their jobs expire at the same time)."""
+    removed, now = 0, time.time()
+    for path in Path(root).glob(COMPARISON_PREFIX + "*.json") if Path(root).is_dir() else ():
+        if path.is_file() and now - _mtime(path) > max_age_seconds:
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
 class Sweeper:
     """Deletes expired results and orphaned uploads every ``interval_seconds``, whether or not anyone asks."""
 
-    def __init__(self, store: JobStore, uploads: str | os.PathLike, interval_seconds: float):
+    def __init__(self, store: JobStore, uploads: str | os.PathLike, interval_seconds: float, cache=None):
         self.store, self.uploads, self.interval_seconds = store, uploads, interval_seconds
+        self.cache = cache  # a web.depth_cache.DepthCache, swept by age and count
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="retention-sweep", daemon=True)
 
@@ -210,6 +226,9 @@ class Sweeper:
     def run_once(self) -> int:
         removed = self.store.sweep()
         removed += sweep_uploads(self.uploads, max(self.store.ttl_seconds, 3600))
+        removed += sweep_comparisons(self.store.root, self.store.ttl_seconds)
+        if self.cache is not None:
+            removed += self.cache.sweep()
         return removed
 
     def _loop(self) -> None:

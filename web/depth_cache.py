@@ -1,0 +1,129 @@
+"""Depth predictions kept on disk: each job's own (for rebuilds) and a small shared cache (for instant repeats).
+
+A prediction is stored as an ``.npz`` holding ``values`` [H, W] and ``native`` [h, w] float32, ``kind`` and
+``source`` (a converter DepthMap). The cache lives in ``OUTPUT_FOLDER/.cache/<key>.npz``, where the key is the
+SHA-256 of the upload's bytes, the model id and the precision: the same image converted again with the same model
+skips the model. It holds at most ``max_entries`` files (the least recently used go first) and the retention sweep
+deletes entries older than the result time to live. Every write is atomic (temporary file, then rename), so a
+reader in another process sees a whole entry or none.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from converter.depth import DepthMap
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ENTRIES = 64
+
+
+def save_prediction(path: str | os.PathLike, prediction: DepthMap) -> Path:
+    """Write ``prediction`` to ``path`` (.npz) atomically."""
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        with open(temporary, "wb") as file:
+            np.savez(file, values=np.asarray(prediction.values, np.float32),
+                     native=np.asarray(prediction.native, np.float32), kind=np.array(prediction.kind),
+                     source=np.array(prediction.source))
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_prediction(path: str | os.PathLike) -> DepthMap | None:
+    """The prediction stored at ``path``, or None if it is missing or unreadable."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return DepthMap(values=data["values"].astype(np.float32, copy=False),
+                            native=data["native"].astype(np.float32, copy=False), kind=str(data["kind"]),
+                            source=str(data["source"]))
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+class DepthCache:
+    """Model predictions by (upload bytes, model, precision), bounded by count and age."""
+
+    def __init__(self, folder: str | os.PathLike, max_entries: int = DEFAULT_ENTRIES,
+                 ttl_seconds: float = 24 * 3600):
+        self.folder = Path(folder)
+        self.max_entries = max(0, int(max_entries))
+        self.ttl_seconds = ttl_seconds
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def key(data: bytes, model: str, precision: str = "fp32") -> str:
+        digest = hashlib.sha256(data).hexdigest()
+        return hashlib.sha256(f"{digest}\0{model}\0{precision}".encode()).hexdigest()
+
+    def path(self, key: str) -> Path:
+        return self.folder / f"{key}.npz"
+
+    def get(self, key: str) -> DepthMap | None:
+        if self.max_entries == 0:
+            return None
+        path = self.path(key)
+        prediction = load_prediction(path)
+        if prediction is not None:
+            try:
+                os.utime(path)  # recently used: evicted last
+            except OSError:
+                pass
+        return prediction
+
+    def put(self, key: str, prediction: DepthMap) -> None:
+        """Store a prediction; never fails the conversion (a full disk only means no cache)."""
+        if self.max_entries == 0:
+            return
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            save_prediction(self.path(key), prediction)
+            self.evict()
+        except OSError as error:
+            log.warning("could not cache a depth prediction: %s", error)
+
+    def entries(self) -> list[Path]:
+        """Cache files, oldest (least recently used) first."""
+        if not self.folder.is_dir():
+            return []
+        files = [path for path in self.folder.glob("*.npz") if path.is_file()]
+        return sorted(files, key=_mtime)
+
+    def evict(self) -> int:
+        """Delete the oldest entries beyond ``max_entries``. Returns how many."""
+        with self._lock:
+            entries = self.entries()
+            extra = entries[:max(0, len(entries) - self.max_entries)]
+            for path in extra:
+                path.unlink(missing_ok=True)
+            return len(extra)
+
+    def sweep(self) -> int:
+        """Delete entries older than the time to live (and stale temporary files). Returns how many."""
+        if not self.folder.is_dir():
+            return 0
+        removed, now = 0, time.time()
+        for path in self.folder.iterdir():
+            if path.is_file() and now - _mtime(path) > self.ttl_seconds:
+                path.unlink(missing_ok=True)
+                removed += 1
+        return removed + self.evict()
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0

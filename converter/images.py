@@ -428,11 +428,12 @@ def remove_paper_background(loaded: LoadedImage) -> LoadedImage:
     """The image with the paper background made transparent (alpha 0).
 
     Rule: the paper level is the median luminance of the border's low-saturation pixels (no paper when it is below
-    150, or when less than half of the opaque border is paper); a pixel is paper when its chroma (max − min of R, G, B) is at most 45 and its luminance at least the paper
-    level − 45 (paper grain and uneven light pass, pencil lines and ink do not); the paper that goes is the part of it
-    connected (4-neighbours, through already transparent pixels) to the image border, so white regions *inside* a
-    closed drawn shape stay. Vectorised: alternate sweeps along rows and columns, each spreading the border's reach
-    over whole runs of paper pixels, until nothing changes (at most 512 sweeps: one per turn of the longest path).
+    150, or when less than half of the opaque border is paper); a pixel is paper when its chroma (max − min of R, G,
+    B) is at most 45 and its luminance at least the paper level − 45 (paper grain and uneven light pass, pencil
+    lines and ink do not); the paper that goes is the part of it connected (4-neighbours, through already
+    transparent pixels) to the image border, so white regions *inside* a closed drawn shape stay. Vectorised:
+    alternate sweeps along rows and columns, each spreading the border's reach over whole runs of paper pixels,
+    until nothing changes (at most 512 sweeps: one per turn of the longest path).
     """
     paper = paper_mask(loaded)
     if not paper.any():

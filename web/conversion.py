@@ -167,6 +167,8 @@ def _write_obj_zip(path: Path, mesh, texture, comments) -> None:
     """OBJ, MTL and texture PNG in one zip: one download that a person can unpack and open."""
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=".obj-") as folder:
         written = mesh_export.write_obj(Path(folder) / "mesh.obj", mesh, texture, comments=comments)
-        with export.atomic_output(path) as temporary, zipfile.ZipFile(temporary, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as bundle:
+        # Level 1: several times faster than the default on ~100 MB of OBJ text, and only slightly larger.
+        with export.atomic_output(path) as temporary, \
+                zipfile.ZipFile(temporary, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as bundle:
             for file in written:
                 bundle.write(file, arcname=Path(file).name)

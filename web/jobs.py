@@ -26,8 +26,8 @@ log = logging.getLogger(__name__)
 
 QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
 STAGES = {  # stage → progress fraction reached when it starts
-    "queued": 0.0, "running": 0.02, "loading model": 0.05, "decoding": 0.1, "estimating depth": 0.2, "building geometry": 0.7,
-    "writing files": 0.85, "done": 1.0, "failed": 1.0,
+    "queued": 0.0, "running": 0.02, "loading model": 0.05, "decoding": 0.1, "estimating depth": 0.2,
+    "building geometry": 0.7, "writing files": 0.85, "done": 1.0, "failed": 1.0,
 }
 _JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 TIMED_OUT = "Processing timed out: the image took too long to convert. Try a smaller image or lower detail."

@@ -266,8 +266,7 @@ def run_worker(kind: str, model: Path, image: Path | None, args, **extra) -> dic
 def serve(model: Path, folder: str, workers: int, threads: int):
     """gunicorn on 127.0.0.1 as `make run` starts it, until the block ends.
 
-    MAX_FORM_MEMORY_SIZE is raised here: with the app's 64 KiB, Werkzeug's multipart parser (64 KiB read chunks)
-    answers 413 to any upload above about 64 KiB, whatever MAX_UPLOAD_MB says (see RESULTS.md)."""
+    (Not tests/conftest.serve: the benchmark runs without pytest, from `make bench`'s runtime set-up.)"""
     import socket
     import urllib.request
     from types import SimpleNamespace
@@ -280,7 +279,7 @@ def serve(model: Path, folder: str, workers: int, threads: int):
     log = open(f"{folder}/gunicorn.log", "wb")
     process = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", str(workers), "--threads",
-         str(threads), "--timeout", "300", "app:create_app({'MAX_FORM_MEMORY_SIZE': 33554432})"],
+         str(threads), "--timeout", "300", "app:create_app()"],
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"

@@ -129,6 +129,7 @@ class ConversionResult:
         width_mm: float = printing.DEFAULT_WIDTH_MM,
         base_mm: float = printing.DEFAULT_BASE_MM,
         sidecar: bool = False,
+        triangles: mesh_module.Mesh | None = None,
     ) -> Path:
         """Write the result; the format follows the suffix.
 
@@ -138,7 +139,8 @@ class ConversionResult:
         see :mod:`converter.mesh`). .stl: a watertight binary STL of the relief height field of the depth (whatever
         the mode), ``width_mm`` wide (aspect kept) on a base ``base_mm`` thick, for 3D printing (see
         :mod:`converter.printing`). ``sidecar``: also write :meth:`metadata` as ``path.with_suffix(".json")``.
-        Returns ``path``.
+        ``triangles``: a mesh already built with :func:`converter.mesh.mesh_from_result`, so that writing several
+        mesh formats triangulates once. Returns ``path``.
         """
         path = Path(path)
         suffix = path.suffix.lower()
@@ -148,24 +150,25 @@ class ConversionResult:
             solid = printing.relief_solid_from_result(self, width_mm=width_mm, base_mm=base_mm)
             mesh_export.write_stl(path, solid, header=f"image-to-3d relief {width_mm:g} mm")
         else:
-            self._save_model(path, suffix, mesh, max_depth_ratio)
+            self._save_model(path, suffix, mesh, max_depth_ratio, triangles)
         if sidecar:
             self.save_metadata(path.with_suffix(".json"))
         return path
 
-    def save_metadata(self, path: str | Path) -> Path:
-        """Write :meth:`metadata` as JSON, atomically. Returns ``path``."""
+    def save_metadata(self, path: str | Path, extra: dict | None = None) -> Path:
+        """Write :meth:`metadata` (plus the JSON-able ``extra`` entries) as JSON, atomically. Returns ``path``."""
         path = Path(path)
-        text = json.dumps(self.metadata(), indent=2, allow_nan=False)
+        text = json.dumps({**self.metadata(), **(extra or {})}, indent=2, allow_nan=False)
         with export.atomic_output(path) as temporary:
             temporary.write_text(text + "\n", encoding="utf-8")
         return path
 
-    def _save_model(self, path: Path, suffix: str, mesh: bool, max_depth_ratio: float) -> None:
+    def _save_model(self, path: Path, suffix: str, mesh: bool, max_depth_ratio: float, triangles) -> None:
         if suffix == ".ply" and not mesh:
             export.write_point_cloud_ply(path, self.points, self.colors, self.normals, comments=self.describe())
             return
-        triangles = mesh_module.mesh_from_result(self, max_depth_ratio=max_depth_ratio)
+        if triangles is None:
+            triangles = mesh_module.mesh_from_result(self, max_depth_ratio=max_depth_ratio)
         if suffix == ".ply":
             mesh_export.write_mesh_ply(path, triangles, comments=self.describe())
         elif suffix == ".glb":

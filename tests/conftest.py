@@ -235,5 +235,22 @@ def wait_for_server_job(server, status_url: str, timeout: float = 60) -> dict:
     """Poll a job's status on a real server (``serve``/``live_server``) until it is done or failed."""
     import requests
 
-    return wait_until(lambda: (lambda view: view if view["status"] in ("done", "failed") else None)(
-        requests.get(server.url + status_url, timeout=10).json()), timeout)
+    def finished():
+        view = requests.get(server.url + status_url, timeout=10).json()
+        return view if view["status"] in ("done", "failed") else None
+
+    return wait_until(finished, timeout)
+
+
+def click_pixel(driver, canvas, row: int, column: int) -> None:
+    """Click (press and release without moving) at the centre of one pixel of the canvas's drawing buffer."""
+    from selenium.webdriver.common.actions.action_builder import ActionBuilder
+
+    left, top, width, height, buffer_width, buffer_height = driver.execute_script(
+        "const c = arguments[0], r = c.getBoundingClientRect();"
+        "return [r.left, r.top, r.width, r.height, c.width, c.height];", canvas)
+    x = left + (column + 0.5) * width / buffer_width
+    y = top + (row + 0.5) * height / buffer_height
+    actions = ActionBuilder(driver)
+    actions.pointer_action.move_to_location(int(x), int(y)).click()
+    actions.perform()

@@ -8,7 +8,7 @@ import urllib.request
 
 import numpy as np
 import pytest
-from conftest import canvas_pixels, png_bytes, wait_until
+from conftest import canvas_pixels, click_pixel, png_bytes, wait_until
 from plyfile import PlyData
 
 pytestmark = pytest.mark.browser
@@ -29,18 +29,6 @@ def solid_pixel(pixels: np.ndarray, colour, radius: int = 2) -> tuple[int, int]:
     inner_rows, inner_columns = np.nonzero(inner)
     best = np.argmin((inner_rows - rows.mean()) ** 2 + (inner_columns - columns.mean()) ** 2)
     return int(inner_rows[best]), int(inner_columns[best])
-
-
-def click_pixel(driver, canvas, row: int, column: int) -> None:
-    from selenium.webdriver.common.actions.action_builder import ActionBuilder
-
-    left, top, width, height, buffer_width, buffer_height = driver.execute_script(
-        "const c = arguments[0], r = c.getBoundingClientRect();"
-        "return [r.left, r.top, r.width, r.height, c.width, c.height];", canvas)
-    actions = ActionBuilder(driver)
-    actions.pointer_action.move_to_location(int(left + (column + 0.5) * width / buffer_width),
-                                            int(top + (row + 0.5) * height / buffer_height)).click()
-    actions.perform()
 
 
 def coordinates(value: str) -> np.ndarray:

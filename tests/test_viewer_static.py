@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import click_pixel
 
 pytestmark = pytest.mark.browser
 
@@ -431,20 +432,6 @@ def pixel_near_middle_of(mask: np.ndarray) -> tuple[int, int]:
     inner_rows, inner_columns = np.nonzero(inner)
     best = np.argmin((inner_rows - rows.mean()) ** 2 + (inner_columns - columns.mean()) ** 2)
     return int(inner_rows[best]), int(inner_columns[best])
-
-
-def click_pixel(driver, canvas, row: int, column: int) -> None:
-    """Click (press and release without moving) at the centre of one pixel of the canvas's drawing buffer."""
-    from selenium.webdriver.common.actions.action_builder import ActionBuilder
-
-    left, top, width, height, buffer_width, buffer_height = driver.execute_script(
-        "const c = arguments[0], r = c.getBoundingClientRect();"
-        "return [r.left, r.top, r.width, r.height, c.width, c.height];", canvas)
-    x = left + (column + 0.5) * width / buffer_width
-    y = top + (row + 0.5) * height / buffer_height
-    actions = ActionBuilder(driver)
-    actions.pointer_action.move_to_location(int(x), int(y)).click()
-    actions.perform()
 
 
 def coordinates(value: str) -> np.ndarray:

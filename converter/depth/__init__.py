@@ -10,21 +10,33 @@ from .device import DEVICE_CHOICES, resolve_device
 from .files import DEPTH_KINDS, fit_depth_to_image, load_depth_file
 from .models import DEFAULT_MODEL, KNOWN_MODELS, resolve_model_name
 
-_loaded: dict[tuple[str, str, str], object] = {}
+_loaded: dict[tuple, object] = {}
 _loading = threading.Lock()
 
 
-def get_depth_model(model: str | None = None, device: str = "auto", precision: str = "fp32"):
-    """The process-wide instance of ``model`` on ``device``: loaded on first use, then reused."""
+def get_depth_model(model: str | None = None, device: str = "auto", precision: str = "fp32", *,
+                    tensor_preprocess: bool | None = None, batch_size: int = 1, batch_wait_ms: float = 0.0):
+    """The process-wide instance of ``model`` on ``device``: loaded on first use, then reused. Instances differ by
+    every setting that changes behaviour (precision, preprocessing on the device, micro-batching)."""
     from .huggingface import HuggingFaceDepthModel
 
     model_id = resolve_model_name(model)
     device = resolve_device(device)
-    key = (model_id, device, precision)
+    key = _key(model_id, device, precision, tensor_preprocess, batch_size, batch_wait_ms)
     with _loading:
         if key not in _loaded:
-            _loaded[key] = HuggingFaceDepthModel(model_id, device=device, precision=precision)
+            _loaded[key] = HuggingFaceDepthModel(
+                model_id, device=device, precision=precision, tensor_preprocess=tensor_preprocess,
+                batch_size=batch_size, batch_wait_ms=batch_wait_ms,
+            )
         return _loaded[key]
+
+
+def _key(model_id: str, device: str, precision: str, tensor_preprocess, batch_size: int, batch_wait_ms: float) -> tuple:
+    if tensor_preprocess is None:  # "auto" is decided by the device: the same instance as saying it outright
+        tensor_preprocess = device.startswith("cuda")
+    batching = (int(batch_size), float(batch_wait_ms)) if batch_size > 1 else (1, 0.0)
+    return (model_id, device, precision, bool(tensor_preprocess), *batching)
 
 
 def set_torch_threads(threads: int) -> None:
@@ -35,11 +47,14 @@ def set_torch_threads(threads: int) -> None:
         torch.set_num_threads(threads)
 
 
-def is_model_loaded(model: str | None = None, device: str = "auto", precision: str = "fp32") -> bool:
+def is_model_loaded(model: str | None = None, device: str = "auto", precision: str = "fp32", *,
+                    tensor_preprocess: bool | None = None, batch_size: int = 1, batch_wait_ms: float = 0.0) -> bool:
     try:
-        return (resolve_model_name(model), resolve_device(device), precision) in _loaded
+        device = resolve_device(device)
+        key = _key(resolve_model_name(model), device, precision, tensor_preprocess, batch_size, batch_wait_ms)
     except OptionError:  # a device this machine lacks: nothing can be loaded on it
         return False
+    return key in _loaded
 
 
 __all__ = [

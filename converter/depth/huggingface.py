@@ -1,8 +1,10 @@
 """Depth from any transformers ``AutoModelForDepthEstimation`` checkpoint (Hub id or local folder).
 
-The processor and model are loaded once and reused; the device is chosen at load. ``predict`` follows the
-transformers depth-estimation pipeline step for step (same processor, same post-processing), so its values equal
-the pipeline's ``predicted_depth``.
+The processor and model are loaded once and reused; the device is chosen at load. On the CPU ``predict`` follows
+the transformers depth-estimation pipeline step for step (same PIL processor, same post-processing), so its values
+equal the pipeline's ``predicted_depth``. On CUDA the input is prepared by torch ops on the GPU
+(:mod:`.tensor_preprocess`, within one uint8 level of the PIL processor) and ``predict_on_device`` keeps the result
+there for :mod:`converter.device_geometry`; concurrent requests can share forwards (:mod:`.batching`).
 """
 
 from __future__ import annotations
@@ -11,12 +13,15 @@ import logging
 import os
 import threading
 import time
+from types import SimpleNamespace
 
 import numpy as np
 
 from ..errors import ModelUnavailableError, OptionError
+from .batching import MicroBatcher
 from .depthmap import INVERSE_RELATIVE, METRIC, DepthMap
 from .device import resolve_device
+from .tensor_preprocess import build_tensor_preprocess
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +32,12 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 class HuggingFaceDepthModel:
     """A loaded depth model. Thread-safe: one forward at a time per instance (the device is the bottleneck)."""
 
-    def __init__(self, model_id: str, device: str = "auto", precision: str = "fp32"):
+    def __init__(self, model_id: str, device: str = "auto", precision: str = "fp32", *,
+                 tensor_preprocess: bool | None = None, batch_size: int = 1, batch_wait_ms: float = 0.0):
+        """``tensor_preprocess``: prepare the input with torch on the device (see :meth:`predict_on_device`);
+        None = on CUDA only (the CPU keeps the PIL processor, whose values the transformers pipeline gives).
+        ``batch_size`` > 1: concurrent ``predict`` calls share forwards through a :class:`MicroBatcher` that waits
+        at most ``batch_wait_ms`` for company."""
         from transformers import AutoImageProcessor, AutoModelForDepthEstimation
 
         self.model_id = model_id
@@ -44,6 +54,11 @@ class HuggingFaceDepthModel:
         metric = getattr(config, "depth_estimation_type", None) == "metric" or config.model_type in _METRIC_MODEL_TYPES
         self.kind = METRIC if metric else INVERSE_RELATIVE
         self.parameters = sum(p.numel() for p in model.parameters())
+        if tensor_preprocess is None:
+            tensor_preprocess = self.device.startswith("cuda")
+        # None where the processor is not one we reproduce: those models keep the PIL processor on every device.
+        self.tensor_preprocess = build_tensor_preprocess(self.processor) if tensor_preprocess else None
+        self.batcher = MicroBatcher(self.model, batch_size, batch_wait_ms) if batch_size > 1 else None
         log.info("loaded %s on %s in %.1f s (%s)", model_id, self.device, self.load_seconds, self.kind)
 
     def predict(self, image, timings: dict | None = None) -> DepthMap:
@@ -51,6 +66,11 @@ class HuggingFaceDepthModel:
 
         ``timings``: if given, seconds of "preprocess", "forward" and "postprocess" are added to it."""
         import torch
+
+        if self.tensor_preprocess is not None or self.batcher is not None:
+            native, values = self.predict_on_device(image, timings)
+            return DepthMap(values=values.cpu().numpy(), native=native.cpu().numpy(), kind=self.kind,
+                            source=self.model_id)
 
         clock = time.perf_counter
         target_size = (image.height, image.width)
@@ -74,6 +94,76 @@ class HuggingFaceDepthModel:
                                    ("postprocess", clock() - forwarded)):
                 timings[stage] = timings.get(stage, 0.0) + seconds
         return DepthMap(values=values, native=native, kind=self.kind, source=self.model_id)
+
+
+    def predict_on_device(self, image, timings: dict | None = None):
+        """Image (PIL RGB, [H, W, 3] uint8 array or tensor) → (native [h, w], values [H, W]) float32 tensors on the
+        model's device, for ``converter.device_geometry.point_cloud_on_device`` without a round trip.
+
+        Preprocessing runs as torch ops on the device when the processor allows it (else the PIL processor on
+        the CPU); the forward goes through the micro-batcher when there is one; values are the native map resized
+        by the processor's own post-processing (bicubic), on the device."""
+        import torch
+
+        clock = time.perf_counter
+        started = clock()
+        rgb = _rgb_tensor(image)
+        height, width = int(rgb.shape[0]), int(rgb.shape[1])
+        if self.tensor_preprocess is not None:
+            pixel_values = self.tensor_preprocess(rgb.to(self.device, non_blocking=True))
+        else:
+            from PIL import Image
+
+            picture = Image.fromarray(rgb.cpu().numpy(), "RGB")
+            pixel_values = self.processor(images=picture, return_tensors="pt")["pixel_values"]
+        pixel_values = pixel_values.to(self.device, dtype=self.dtype)
+        if timings is not None:
+            _synchronize(self.device)
+        prepared = clock()
+        if self.batcher is not None:
+            native = self.batcher.predict(pixel_values)
+        else:
+            with self._lock, torch.inference_mode():
+                native = self.model(pixel_values=pixel_values).predicted_depth[0]
+        with torch.inference_mode():
+            native = native.float()
+            if timings is not None:
+                _synchronize(self.device)
+            forwarded = clock()
+            outputs = SimpleNamespace(predicted_depth=native[None])
+            values = self.processor.post_process_depth_estimation(outputs, target_sizes=[(height, width)])
+            values = values[0]["predicted_depth"].float()
+            if timings is not None:
+                _synchronize(self.device)
+        if timings is not None:
+            for stage, seconds in (("preprocess", prepared - started), ("forward", forwarded - prepared),
+                                   ("postprocess", clock() - forwarded)):
+                timings[stage] = timings.get(stage, 0.0) + seconds
+        return native, values
+
+    def close(self) -> None:
+        """Stop the micro-batcher's worker, if any (the model itself needs no closing)."""
+        if self.batcher is not None:
+            self.batcher.close()
+
+
+def _rgb_tensor(image):
+    """[H, W, 3] uint8 CPU tensor of a PIL image, array or tensor (a tensor stays where it is)."""
+    import torch
+
+    if isinstance(image, torch.Tensor):
+        return image
+    if hasattr(image, "mode") and image.mode != "RGB":
+        image = image.convert("RGB")
+    return torch.from_numpy(np.array(image, dtype=np.uint8, order="C"))  # a writable copy: torch wants one
+
+
+def _synchronize(device: str) -> None:
+    """Wait for queued GPU work, so that stage timings measure the work and not its queueing."""
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.synchronize(device)
 
 
 def _dtype(precision: str, device: str):

@@ -1,0 +1,145 @@
+"""Micro-batching (converter.depth.batching) with tiny real models on the CPU: fewer forwards than requests, each
+caller gets its own image's prediction, shapes are grouped, errors reach only their own callers, latency bounded."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from converter.depth import get_depth_model
+from converter.depth.batching import BatcherClosed, MicroBatcher
+
+
+@pytest.fixture(scope="module")
+def model(dpt_model):
+    return get_depth_model(dpt_model, device="cpu").model
+
+
+def inputs(count: int, height: int = 64, width: int = 64, seed: int = 0) -> list[torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    return [torch.randn(1, 3, height, width, generator=generator) for _ in range(count)]
+
+
+def single(model, pixel_values):
+    with torch.inference_mode():
+        return model(pixel_values=pixel_values).predicted_depth[0]
+
+
+def call_at_once(batcher, requests):
+    """Each request from its own thread, released together; results (or exceptions) in request order."""
+    results = [None] * len(requests)
+    barrier = threading.Barrier(len(requests))
+
+    def call(index):
+        barrier.wait()
+        try:
+            results[index] = batcher.predict(requests[index], timeout=60)
+        except Exception as error:  # noqa: BLE001 - compared below
+            results[index] = error
+
+    threads = [threading.Thread(target=call, args=(index,)) for index in range(len(requests))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
+
+
+def test_eight_threads_share_forwards_and_get_their_own_results(model):
+    requests = inputs(8)
+    with MicroBatcher(model, max_batch=8, max_wait_ms=300) as batcher:
+        results = call_at_once(batcher, requests)
+        stats = batcher.stats
+    assert stats.requests == 8 and sum(stats.batch_sizes) == 8
+    assert stats.forwards < 8 and max(stats.batch_sizes) > 1
+    for pixel_values, result in zip(requests, results):
+        expected = single(model, pixel_values)
+        assert result.shape == expected.shape == (64, 64)
+        torch.testing.assert_close(result, expected, rtol=1e-4, atol=1e-5 * float(expected.abs().max()))
+    assert not torch.equal(results[0], results[1])  # different images, different answers
+
+
+def test_mixed_shapes_run_in_separate_forwards(tiny_models):
+    model = get_depth_model(str(tiny_models["depth_anything"]), device="cpu").model
+    requests = inputs(3, 56, 84, seed=1) + inputs(3, 84, 56, seed=2)
+    with MicroBatcher(model, max_batch=8, max_wait_ms=300) as batcher:
+        results = call_at_once(batcher, requests)
+        stats = batcher.stats
+    assert stats.requests == 6 and stats.forwards >= 2
+    for pixel_values, result in zip(requests, results):
+        expected = single(model, pixel_values)
+        assert result.shape == expected.shape
+        torch.testing.assert_close(result, expected, rtol=1e-4, atol=1e-5 * float(expected.abs().max()))
+    assert results[0].shape != results[-1].shape
+
+
+def test_an_error_reaches_only_its_own_forwards_callers(model):
+    good = inputs(3)
+    bad = torch.randn(1, 5, 64, 64)  # five channels: the model's first convolution refuses it
+    with MicroBatcher(model, max_batch=8, max_wait_ms=300) as batcher:
+        results = call_at_once(batcher, good + [bad])
+        after = batcher.predict(good[0], timeout=60)  # the worker survived
+    assert isinstance(results[3], ValueError) and "channel" in str(results[3])
+    for pixel_values, result in zip(good, results[:3]):
+        assert isinstance(result, torch.Tensor)
+        torch.testing.assert_close(result, single(model, pixel_values), rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(after, single(model, good[0]), rtol=1e-4, atol=1e-6)
+
+
+def test_a_lone_request_waits_at_most_max_wait(model):
+    pixel_values = inputs(1)[0]
+    single(model, pixel_values)  # warm up
+    started = time.perf_counter()
+    single(model, pixel_values)
+    forward_seconds = time.perf_counter() - started
+    with MicroBatcher(model, max_batch=8, max_wait_ms=200) as batcher:
+        started = time.perf_counter()
+        batcher.predict(pixel_values, timeout=60)
+        elapsed = time.perf_counter() - started
+    assert 0.2 <= elapsed < 0.2 + 5 * forward_seconds + 0.5
+    with MicroBatcher(model, max_batch=8, max_wait_ms=0) as batcher:
+        started = time.perf_counter()
+        batcher.predict(pixel_values, timeout=60)
+        assert time.perf_counter() - started < 5 * forward_seconds + 0.5
+
+
+def test_closed_batcher_refuses_requests(model):
+    batcher = MicroBatcher(model, max_batch=4, max_wait_ms=0)
+    batcher.close()
+    with pytest.raises(BatcherClosed):
+        batcher.predict(inputs(1)[0], timeout=5)
+    with pytest.raises(ValueError):
+        MicroBatcher(model, max_batch=0)
+
+
+def test_depth_model_with_batching_gives_the_single_image_predictions(dpt_model):
+    plain = get_depth_model(dpt_model, device="cpu")
+    batched = get_depth_model(dpt_model, device="cpu", batch_size=4, batch_wait_ms=300)
+    assert batched is not plain and batched.batcher is not None
+    assert get_depth_model(dpt_model, device="cpu", batch_size=4, batch_wait_ms=300) is batched
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray(rng.integers(0, 256, (90, 120, 3), dtype=np.uint8)) for _ in range(4)]
+    results = [None] * 4
+    barrier = threading.Barrier(4)
+
+    def call(index):
+        barrier.wait()
+        results[index] = batched.predict(images[index])
+
+    threads = [threading.Thread(target=call, args=(index,)) for index in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert batched.batcher.stats.forwards < 4
+    for image, result in zip(images, results):
+        expected = plain.predict(image)
+        assert result.values.shape == (90, 120)
+        scale = float(np.abs(expected.values).max())
+        np.testing.assert_allclose(result.values, expected.values, rtol=1e-4, atol=1e-5 * scale)
+        np.testing.assert_allclose(result.native, expected.native, rtol=1e-4, atol=1e-5 * scale)

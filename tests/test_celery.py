@@ -1,0 +1,277 @@
+"""Scale-out for real on 127.0.0.1: a redis-server, two Celery worker processes and two gunicorn web instances sharing
+one OUTPUT_FOLDER (JOB_BACKEND=celery). Jobs cross instances, a worker is SIGKILLed mid-job, Redis restarts, a burst
+overfills the queue."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+from conftest import ROOT, _free_port, png_bytes, serve
+
+pytestmark = pytest.mark.slow  # a Redis server, Celery workers and gunicorn in subprocesses
+
+REDIS_SERVER = shutil.which("redis-server")
+MAX_QUEUED = 2
+FINISHED = ("done", "failed")
+
+
+class Redis:
+    """A throwaway redis-server on a fixed port (kept across restarts), no persistence."""
+
+    def __init__(self, folder: Path):
+        self.folder, self.port = folder, _free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.folder.mkdir(exist_ok=True)
+        self.process = subprocess.Popen(
+            [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(self.folder)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        client = self.client()
+        deadline = time.monotonic() + 20
+        while True:
+            with contextlib.suppress(Exception):
+                if client.ping():
+                    return
+            assert time.monotonic() < deadline and self.process.poll() is None, "redis-server did not start"
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
+    def client(self):
+        import redis
+
+        return redis.Redis.from_url(self.url, decode_responses=True, socket_timeout=2)
+
+
+class Workers:
+    """Real ``celery worker`` processes (prefork, one child each), each in its own process group."""
+
+    def __init__(self, folder: Path, env: dict):
+        self.folder, self.env, self.processes = folder, env, []
+
+    def start(self, count: int) -> None:
+        for _ in range(count):
+            index = len(self.processes)
+            with open(self.folder / f"worker{index}.log", "wb") as log:
+                self.processes.append(subprocess.Popen(
+                    [sys.executable, "-m", "celery", "-A", "web.celery_jobs", "worker", "--concurrency", "1", "--pool",
+                     "prefork", "--prefetch-multiplier", "1", "--without-gossip", "--without-mingle",
+                     "--without-heartbeat", "-Q", "image-to-3d", "-n", f"w{index}@%h", "--loglevel", "INFO"],
+                    cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+
+    def owning(self, pid: int) -> subprocess.Popen | None:
+        """The worker whose process group holds ``pid`` (its pool child)."""
+        with contextlib.suppress(ProcessLookupError):
+            group = os.getpgid(pid)
+            return next((p for p in self.processes if p.pid == group and p.poll() is None), None)
+        return None
+
+    def kill(self, process: subprocess.Popen) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)  # the main process and its pool child at once
+        process.wait(10)
+
+    def stop_all(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGTERM)
+        for process in self.processes:
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.kill(process)
+
+    def logs(self) -> str:
+        return "\n".join(path.read_text(errors="replace")[-2000:] for path in sorted(self.folder.glob("worker*.log")))
+
+
+def ready_workers(redis_server: Redis) -> int:
+    client = redis_server.client()
+    with contextlib.suppress(Exception):
+        keys = list(client.scan_iter("image-to-3d:worker:*"))
+        return sum(json.loads(value)["state"] == "ready" for value in client.mget(keys) if value) if keys else 0
+    return 0
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """Redis, two workers, two web instances A and B on one shared OUTPUT_FOLDER."""
+    if REDIS_SERVER is None:
+        pytest.skip("needs Debian's redis-server (make setup-test installs it)")
+    import model_factory
+
+    root = tmp_path_factory.mktemp("celery")
+    model = model_factory.dpt_hybrid(root / "dpt-hybrid")
+    outputs = root / "shared-outputs"
+    outputs.mkdir()
+    redis_server = Redis(root / "redis")
+    redis_server.start()
+    env = dict(os.environ, REDIS_URL=redis_server.url, OUTPUT_FOLDER=str(outputs), DEPTH_MODEL=str(model),
+               HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT), TORCH_THREADS="1", JOB_TIMEOUT_SECONDS="120")
+    workers = Workers(root, env)
+    with contextlib.ExitStack() as stack:
+        stack.callback(redis_server.stop)
+        stack.callback(workers.stop_all)
+        workers.start(2)
+        deadline = time.monotonic() + 90
+        while ready_workers(redis_server) < 2:
+            assert time.monotonic() < deadline, "the workers did not report ready:\n" + workers.logs()
+            assert all(p.poll() is None for p in workers.processes), workers.logs()
+            time.sleep(0.2)
+        web = {}
+        for name in ("a", "b"):
+            (root / name).mkdir()
+            web[name] = stack.enter_context(serve(
+                model, root / name, workers=1, threads=4, outputs=outputs, JOB_BACKEND="celery",
+                REDIS_URL=redis_server.url, MAX_QUEUED_JOBS=MAX_QUEUED, JOB_TIMEOUT_SECONDS=120))
+        yield type("Cluster", (), {"redis": redis_server, "workers": workers, "a": web["a"], "b": web["b"],
+                                   "outputs": outputs})
+
+
+def post(server, image: bytes, **fields) -> requests.Response:
+    return requests.post(server.url + "/api/v1/conversions", files={"image": ("picture.png", image)}, data=fields,
+                         timeout=30)
+
+
+def follow(server, status_url: str, timeout: float = 60, until=lambda view: view["status"] in FINISHED) -> dict:
+    deadline = time.monotonic() + timeout
+    view = None
+    while time.monotonic() < deadline:
+        with contextlib.suppress(requests.ConnectionError, ValueError):
+            view = requests.get(server.url + status_url, timeout=10).json()
+            if until(view):
+                return view
+        time.sleep(0.1)
+    raise AssertionError(f"{status_url} did not get there in {timeout} s; last seen: {view}")
+
+
+def photo(height: int = 96, width: int = 128) -> bytes:
+    rows, columns = np.mgrid[0:height, 0:width]
+    return png_bytes(np.dstack([columns * 2 % 256, rows * 2 % 256, 255 - columns % 256]).astype(np.uint8))
+
+
+def test_a_job_posted_to_one_instance_is_followed_and_downloaded_from_the_other(cluster):
+    import trimesh
+    from plyfile import PlyData
+
+    ready = requests.get(cluster.b.url + "/readyz", timeout=10)
+    assert ready.status_code == 200 and "2 worker" in ready.json()["message"]
+    accepted = post(cluster.a, photo())
+    assert accepted.status_code == 202
+    view = follow(cluster.b, accepted.json()["status_url"])
+    assert view["status"] == "done", view
+    assert {"ply", "glb"} <= set(view["files"])
+    job_folder = cluster.outputs / view["id"]
+    assert not (job_folder / "upload.image").exists()  # the upload goes once the job ends
+    for kind, url in view["files"].items():
+        response = requests.get(cluster.b.url + url, timeout=60)
+        assert response.status_code == 200 and response.content, kind
+        if kind == "ply":
+            cloud = PlyData.read(io.BytesIO(response.content))
+            assert cloud["vertex"].count == view["info"]["point_count"] > 100
+        if kind == "glb":
+            scene = trimesh.load(io.BytesIO(response.content), file_type="glb")
+            assert sum(len(g.faces) for g in scene.geometry.values()) > 100
+    rebuilt = requests.post(cluster.b.url + f"/api/v1/conversions/{view['id']}/rebuild", data={"relief": "2"},
+                            timeout=30)
+    assert rebuilt.status_code == 202  # a worker rebuilds from the kept files on the shared folder, no upload
+    again = follow(cluster.a, rebuilt.json()["status_url"])
+    assert again["status"] == "done" and again["info"]["rebuilt_from"] == view["id"]
+
+
+def test_probe_header_refuses_from_headers_without_decoding():
+    from PIL import Image
+
+    from converter.errors import ImageTooLargeError, UnsupportedImageError
+    from converter.images import probe_header
+
+    whole = photo(120, 160)
+    assert probe_header(whole[: len(whole) // 2]) == ("PNG", 160, 120)  # damage is for the worker's decode
+    with pytest.raises(UnsupportedImageError):
+        probe_header(b"%PDF-1.7 not a picture")
+    frames = [Image.new("RGB", (100, 100), (i, 0, 0)) for i in range(12)]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:])
+    with pytest.raises(ImageTooLargeError, match="frames"):
+        probe_header(buffer.getvalue(), max_pixels=100_000)  # 12 frames x 10,000 pixels
+    assert probe_header(buffer.getvalue(), max_pixels=120_000)[0] == "GIF"
+
+
+def test_the_web_tier_checks_headers_at_once_and_the_worker_finds_the_damage(cluster):
+    assert post(cluster.a, b"GIF89a but not really an image at all").status_code in (415, 422)
+    assert post(cluster.a, b"just some text, not an image").status_code == 415
+    tall = png_bytes(np.zeros((8000, 8000, 3), np.uint8))  # 64 MP declared in the header, over the 50 MP cap
+    refused = post(cluster.b, tall)
+    assert refused.status_code == 422 and "too large" in refused.json()["error"]
+    whole = photo(120, 160)
+    damaged = post(cluster.a, whole[: len(whole) * 2 // 3])  # header intact, pixel data cut off
+    assert damaged.status_code == 202
+    view = follow(cluster.b, damaged.json()["status_url"])
+    assert view["status"] == "failed" and view["error"] == "The image is damaged or incomplete."
+    assert view["files"] == {}
+
+
+def test_redis_restarted_between_jobs_the_next_job_is_accepted_and_done(cluster):
+    before = post(cluster.a, photo())
+    assert before.status_code == 202
+    finished = follow(cluster.a, before.json()["status_url"])
+    cluster.redis.stop()
+    # Redis away: the web tier still answers what it can, refuses new work with a retry hint, fails nothing.
+    refused = post(cluster.a, photo())
+    assert refused.status_code == 503 and int(refused.headers["Retry-After"]) > 0
+    assert requests.get(cluster.b.url + "/readyz", timeout=10).status_code == 503
+    assert requests.get(cluster.b.url + before.json()["status_url"], timeout=10).json() == finished
+    cluster.redis.start()  # the same port, empty: the workers and web instances reconnect
+    accepted = post(cluster.b, photo())
+    assert accepted.status_code == 202, accepted.text
+    assert follow(cluster.a, accepted.json()["status_url"], timeout=60)["status"] == "done"
+
+
+def test_a_burst_beyond_the_queue_gets_202_or_503_and_every_accepted_job_ends(cluster):
+    image = photo(600, 800)
+    answers = [post(server, image, detail="full") for server in (cluster.a, cluster.b) * 5]
+    assert {answer.status_code for answer in answers} <= {202, 503}
+    refused = [answer for answer in answers if answer.status_code == 503]
+    accepted = [answer.json()["status_url"] for answer in answers if answer.status_code == 202]
+    assert refused and len(accepted) >= MAX_QUEUED
+    assert all(int(answer.headers["Retry-After"]) > 0 and answer.json()["code"] == "busy" for answer in refused)
+    for status_url in accepted:
+        view = follow(cluster.a, status_url, timeout=90)
+        assert view["status"] == "done" or (view["status"] == "failed" and view["error"].endswith("."))
+
+
+def test_a_worker_killed_mid_job_the_job_ends_on_the_other_worker_or_fails_clearly(cluster):
+    big = png_bytes(np.full((4000, 6000, 3), 90, np.uint8))  # cheap to upload, slow enough to convert
+    accepted = post(cluster.a, big, detail="full")
+    assert accepted.status_code == 202
+    status_url = accepted.json()["status_url"]
+    follow(cluster.b, status_url, until=lambda view: view["status"] == "running")
+    record = json.loads((cluster.outputs / accepted.json()["id"] / "job.json").read_text())
+    pid = int(record["owner"].split(":")[1])  # "host:pid:start time" of the pool child running it
+    victim = cluster.workers.owning(pid)
+    assert victim is not None, record["owner"]
+    cluster.workers.kill(victim)
+    view = follow(cluster.b, status_url, timeout=90)
+    if view["status"] == "done":
+        record = json.loads((cluster.outputs / view["id"] / "job.json").read_text())
+        assert record["attempt"] == 2 and view["files"]
+    else:
+        assert view["error"] == "The server stopped while converting this image. Please try again."

@@ -1,4 +1,5 @@
 # Two commands: `make run` serves the app, `make test` runs the whole suite. Both set everything up first.
+# `make test-fast`: the suite without gunicorn, Chromium or subprocess CLIs (pytest -m "not slow"), in seconds.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -9,9 +10,14 @@ WORKERS ?= 1
 THREADS ?= 4
 
 SYSTEM_LIBS := libusb-1.0-0 libgl1 libgomp1
-TEST_SYSTEM_LIBS := chromium chromium-driver
+TEST_SYSTEM_LIBS := chromium chromium-driver redis-server
+# Scaling out (README "Scaling out"): web instances started with JOB_BACKEND=celery, and `make worker` on any machine,
+# all with the same REDIS_URL and an OUTPUT_FOLDER on storage every machine sees.
+REDIS_URL ?= redis://127.0.0.1:6379/0
+REDIS_PORT ?= 6379
+CONCURRENCY ?= 1
 
-.PHONY: setup setup-test system-libs run test download-model bench clean
+.PHONY: setup setup-test system-libs run worker redis test test-fast download-model bench clean
 
 setup: system-libs $(VENV)/.installed
 
@@ -39,8 +45,25 @@ run: setup
 	DEPTH_MODEL="$(DEPTH_MODEL)" WEB_CONCURRENCY=$(WORKERS) $(VENV)/bin/gunicorn --bind "$(HOST):$(PORT)" --workers $(WORKERS) \
 		--threads $(THREADS) --timeout 300 --access-logfile - "app:create_app()"
 
+# A conversion worker: takes one job at a time per process (CONCURRENCY processes, each loading the model once) from
+# Redis at REDIS_URL. It reads the same variables as the web app (OUTPUT_FOLDER, DEPTH_MODEL, DEVICE, PRECISION, ...).
+# It needs only Redis's Python client; the server runs wherever REDIS_URL points (`make redis` for one here).
+worker: setup
+	DEPTH_MODEL="$(DEPTH_MODEL)" REDIS_URL="$(REDIS_URL)" $(PY) -m celery -A web.celery_jobs worker --pool prefork \
+		--concurrency $(CONCURRENCY) --prefetch-multiplier 1 --without-gossip --without-mingle --without-heartbeat \
+		--queues image-to-3d --loglevel INFO
+
+# A Redis server for trying scale-out on one machine (in memory only: a restart forgets queued jobs, which the web
+# tier then queues again once). Production: a managed or supervised Redis.
+redis:
+	@sh scripts/system-deps.sh redis-server
+	redis-server --port $(REDIS_PORT) --bind $(HOST) --save "" --appendonly no
+
 test: setup-test
 	$(PY) -m pytest
+
+test-fast: setup-test
+	$(PY) -m pytest -m "not slow"
 
 download-model: setup
 	$(PY) -m converter.download "$(DEPTH_MODEL)"
@@ -51,4 +74,4 @@ bench: setup
 	$(PY) bench/bench.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -114,7 +114,7 @@ def bare_forward(depth_model, image, repeat: int) -> float:
 
 
 def worker_ours(args) -> dict:
-    from converter import Converter
+    from converter import ConversionOptions, Converter
     from converter.depth import set_torch_threads
 
     set_torch_threads(args.threads)
@@ -133,7 +133,7 @@ def worker_ours(args) -> dict:
         if attempt > 0:
             forward = min(forward, bare_forward(converter.depth_model, small, 1))
         started = time.perf_counter()
-        result = converter.convert(args.image, **options)
+        result = converter.convert(args.image, options=ConversionOptions(**options))
         written = time.perf_counter()
         result.save(output)
         finished = time.perf_counter()

@@ -20,12 +20,15 @@ from .errors import (
     UnsupportedImageError,
 )
 from .options import DEFAULT_MAX_POINTS, ConversionOptions
+from .outputs import OUTPUTS, OutputSettings
 from .pipeline import ConversionResult, Converter
 
 
-def convert(image, output=None, *, model: str | None = None, device: str = "auto", **options) -> ConversionResult:
-    """One-call conversion with a process-wide model; writes ``output`` when given."""
-    result = Converter(model=model, device=device).convert(image, **options)
+def convert(image, output=None, *, model: str | None = None, device: str = "auto", depth=None,
+            **options) -> ConversionResult:
+    """One-call conversion with a process-wide model; writes ``output`` when given. ``options``: the fields of
+    :class:`ConversionOptions` as keywords (``fov_deg=60, max_points=500_000``)."""
+    result = Converter(model=model, device=device).convert(image, depth, options=ConversionOptions.from_kwargs(**options))
     if output is not None:
         result.save(output)
     return result
@@ -34,5 +37,5 @@ def convert(image, output=None, *, model: str | None = None, device: str = "auto
 __all__ = [
     "DEFAULT_MAX_POINTS", "DEFAULT_MODEL", "KNOWN_MODELS", "ConversionError", "ConversionOptions", "ConversionResult",
     "Converter", "DamagedImageError", "DepthFileError", "ImageTooLargeError", "InputError", "ModelUnavailableError",
-    "OptionError", "OutputError", "UnsupportedImageError", "convert",
+    "OUTPUTS", "OptionError", "OutputError", "OutputSettings", "UnsupportedImageError", "convert",
 ]

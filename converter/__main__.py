@@ -10,41 +10,45 @@ from pathlib import Path
 
 from . import printing
 from .depth.device import DEVICE_CHOICES
+from .depth.huggingface import PRECISIONS
 from .depth.models import DEFAULT_MODEL, KNOWN_MODELS
 from .errors import ConversionError, ModelUnavailableError
-from .options import DEFAULT_MAX_POINTS, ConversionOptions
+from .options import DEFAULT_MAX_POINTS, DEPTH_KIND_CHOICES, MODES, ConversionOptions
+from .outputs import OUTPUTS, OutputSettings, kind_for_path, parse_kinds, write_outputs
 from .pipeline import Converter
 
-OUTPUT_SUFFIXES = (".ply", ".glb", ".obj", ".stl")
 EXIT_FAILED, EXIT_USAGE, EXIT_MODEL = 1, 2, 3
+FILE_KINDS = [kind for kind in OUTPUTS.values() if kind.suffixes]  # what the command line can write
 
 
 def build_parser() -> argparse.ArgumentParser:
     known = ", ".join(f"{info.name} ({info.hub_id})" for info in KNOWN_MODELS.values())
     parser = argparse.ArgumentParser(
-        prog="python -m converter",
+        prog=_program_name(),
         description="Turn images into coloured 3D point clouds (.ply), meshes (.glb, .obj) or printable reliefs (.stl).",
         epilog="Axes: right-handed, y up, camera at the origin looking down -z. Metric depth gives metres.",
     )
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image file(s): JPEG, PNG, WebP, BMP, GIF, TIFF")
-    parser.add_argument("-o", "--output", help="output file for one input (.ply, .glb, .obj, .stl), or a folder for "
-                        "several (default: next to each input, as .ply); a .json sidecar with the camera, units and "
-                        "options is written beside it")
+    parser.add_argument("-o", "--output", help="output file for one input (.ply, .glb, .obj, .stl, ...), or a folder "
+                        "for several (default: next to each input, as .ply); a .json sidecar with the camera, units "
+                        "and options is written beside it. With --format: the base name (or folder) of the outputs")
+    parser.add_argument("--format", metavar="KINDS", help="write several formats at once, comma-separated: "
+                        + ", ".join(f"{kind.name} ({kind.suffix})" for kind in FILE_KINDS))
     group = parser.add_argument_group("depth")
     group.add_argument("--model", default=os.environ.get("DEPTH_MODEL", DEFAULT_MODEL),
                        help=f"Hub id, local folder or short name: {known} (default: $DEPTH_MODEL or {DEFAULT_MODEL})")
     group.add_argument("--device", default=os.environ.get("DEVICE", "auto"), choices=DEVICE_CHOICES,
                        help="auto = cuda, else mps, else cpu (default: $DEVICE or auto)")
-    group.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"),
+    group.add_argument("--precision", default="fp32", choices=PRECISIONS,
                        help="model precision (bf16 on recent CPUs, fp16 on CUDA); default fp32")
     group.add_argument("--depth", metavar="FILE", help="use this depth map instead of the model: .npy (float) or "
                        "16-bit PNG (millimetres); one input only")
-    group.add_argument("--depth-kind", choices=("metric", "disparity"), default="metric",
+    group.add_argument("--depth-kind", choices=tuple(DEPTH_KIND_CHOICES), default="metric",
                        help="what --depth holds: metric depth (metres) or disparity (larger is nearer)")
     group.add_argument("--relief", type=float, default=ConversionOptions.relief,
                        help="depth range of relative models: far = near x (1 + relief); in relief mode and .stl "
                        "output, the relief height: relief x 0.2 of the image width (default %(default)s)")
-    group.add_argument("--mode", choices=("perspective", "relief"), default="perspective",
+    group.add_argument("--mode", choices=tuple(MODES), default="perspective",
                        help="perspective: a photo seen by a pinhole camera; relief: a height field over the image "
                        "(nearer = higher) for drawings, cartoons, logos and bas-reliefs (default %(default)s)")
     group.add_argument("--paper-background", action="store_true",
@@ -54,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--focal-px", type=float, metavar="F", help="focal length in pixels (overrides --fov)")
     group.add_argument("--principal-point", type=float, nargs=2, metavar=("CX", "CY"),
                        help="principal point in pixels (default: the image centre)")
+    group.add_argument("--known-length", type=float, nargs=5, metavar=("X1", "Y1", "X2", "Y2", "METRES"),
+                       help="true scale: the real distance in metres between the surface points at two pixels "
+                       "(X Y in the image's pixels); everything is scaled to match and written in metres")
     group = parser.add_argument_group("output")
     group.add_argument("--max-points", type=int, default=DEFAULT_MAX_POINTS,
                        help="at most this many points, sampled evenly; 0 = one per pixel (default %(default)s)")
@@ -63,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="also drop the farthest PERCENT %% of the pixels (a wall or sky behind the subject)")
     group.add_argument("--normals", action="store_true", help="write per-point normals into the .ply")
     group.add_argument("--mesh", action="store_true", help="write a mesh .ply instead of a point cloud")
+    group.add_argument("--simplify", default="low", metavar="DETAIL|FACES",
+                       help="simplified_glb output: low (10 %% of the triangles), medium (25 %%), high (50 %%) or a "
+                       "number of triangles (default %(default)s)")
     group.add_argument("--stl-width-mm", type=float, default=printing.DEFAULT_WIDTH_MM, metavar="MM",
                        help=".stl output: width of the printed relief in millimetres (default %(default)s)")
     group.add_argument("--stl-base-mm", type=float, default=printing.DEFAULT_BASE_MM, metavar="MM",
@@ -80,9 +90,11 @@ def main(argv: list[str] | None = None) -> int:
             fov_deg=args.fov, focal_px=args.focal_px, principal_point=args.principal_point, relief=args.relief,
             clean=args.clean, max_points=args.max_points, normals=args.normals, depth_kind=args.depth_kind,
             drop_background_percent=args.drop_background, mode=args.mode, paper_background=args.paper_background,
+            known_length=args.known_length,
         )
-        printing.check_size(args.stl_width_mm, args.stl_base_mm)
-        jobs = plan_outputs([Path(p) for p in args.inputs], args.output, args.mesh)
+        settings = OutputSettings(stl_width_mm=args.stl_width_mm, stl_base_mm=args.stl_base_mm, simplify=args.simplify)
+        kinds = parse_kinds(args.format) if args.format else None
+        jobs = plan_outputs([Path(p) for p in args.inputs], args.output, args.mesh, kinds)
     except (ConversionError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
@@ -93,11 +105,11 @@ def main(argv: list[str] | None = None) -> int:
     converter = Converter(model=args.model, device=args.device, precision=args.precision)
     failures = 0
     progress = _progress_bar(len(jobs), args.quiet)
-    for source, target in jobs:
+    for source, targets in jobs:
         started = time.perf_counter()
         try:
             result = converter.convert(source, depth=args.depth, options=options)
-            result.save(target, mesh=args.mesh, width_mm=args.stl_width_mm, base_mm=args.stl_base_mm, sidecar=True)
+            write_outputs(result, targets, settings)
         except ModelUnavailableError as error:
             print(f"error: {error}", file=sys.stderr)
             return EXIT_MODEL
@@ -115,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
                  "run with --debug for details", stream=sys.stderr)
         else:
             if not args.quiet:
-                _say(progress, _summary(source, target, result, time.perf_counter() - started))
+                _say(progress, _summary(source, targets, result, time.perf_counter() - started))
         if progress is not None:
             progress.update(1)
     if progress is not None:
@@ -123,33 +135,73 @@ def main(argv: list[str] | None = None) -> int:
     return EXIT_FAILED if failures else 0
 
 
-def plan_outputs(inputs: list[Path], output: str | None, mesh: bool = False) -> list[tuple[Path, Path]]:
-    """(input, output file) pairs. One input: OUTPUT is a file (or an existing folder). Several: OUTPUT is a folder."""
-    if output is None:
-        return [(path, path.with_suffix(".ply")) for path in inputs]
-    target = Path(output)
-    if len(inputs) == 1 and not target.is_dir() and target.suffix:
-        if target.suffix.lower() not in OUTPUT_SUFFIXES:
-            raise ValueError(f"the output must end in {', '.join(OUTPUT_SUFFIXES)}: {output}")
-        if mesh and target.suffix.lower() != ".ply":
+def plan_outputs(inputs: list[Path], output: str | None, mesh: bool = False,
+                 kinds: list[str] | None = None) -> list[tuple[Path, dict[str, Path]]]:
+    """(input, {kind: output file}) per input, the .json sidecar included.
+
+    Without ``kinds``: one input's OUTPUT is a file whose suffix picks the format (or an existing folder); several
+    inputs need a folder; the default is a .ply next to each input. With ``kinds``: OUTPUT is the base name (its
+    suffix, if a known one, is dropped) or a folder, and each kind is written as base + its suffix.
+    """
+    if mesh and kinds:
+        raise ValueError("--mesh goes with a single .ply output; with --format, ask for mesh_ply")
+    target = Path(output) if output is not None else None
+    if target is not None and len(inputs) == 1 and not target.is_dir() and target.suffix:
+        if kinds:
+            stem = target.name[:-len(kind_for_path(target).suffix)] if _known_suffix(target) else target.stem
+            return [(inputs[0], _targets(target.with_name(stem), kinds))]
+        kind = kind_for_path(target)
+        if mesh and kind.name != "ply":
             raise ValueError("--mesh is for .ply output; .glb, .obj and .stl are always meshes")
-        return [(inputs[0], target)]
+        return [(inputs[0], _targets(target.with_name(target.name[:-len(_matched(target, kind))]),
+                                     ["mesh_ply" if mesh else kind.name], {kind.name: target, "mesh_ply": target}))]
+    if target is None:
+        return [(path, _targets(path.with_suffix(""), kinds or ["mesh_ply" if mesh else "ply"],
+                                {"mesh_ply": path.with_suffix(".ply")})) for path in inputs]
     if target.exists() and not target.is_dir():
         raise ValueError(f"for several inputs the output must be a folder: {output}")
     target.mkdir(parents=True, exist_ok=True)
     pairs, taken = [], set()
     for path in inputs:
-        name, counter = f"{path.stem}.ply", 1
-        while name in taken:  # photos from different folders often share a name
-            name, counter = f"{path.stem}-{counter}.ply", counter + 1
-        taken.add(name)
-        pairs.append((path, target / name))
+        stem, counter = path.stem, 1
+        while stem in taken:  # photos from different folders often share a name
+            stem, counter = f"{path.stem}-{counter}", counter + 1
+        taken.add(stem)
+        pairs.append((path, _targets(target / stem, kinds or ["mesh_ply" if mesh else "ply"],
+                                     {"mesh_ply": target / f"{stem}.ply"})))
     return pairs
 
 
-def _summary(source: Path, target: Path, result, seconds: float) -> str:
+def _targets(base: Path, kinds: list[str], fixed: dict[str, Path] | None = None) -> dict[str, Path]:
+    """Each kind as ``base`` + its suffix (or as ``fixed`` says), then the sidecar ``base.json``."""
+    targets = {name: (fixed or {}).get(name) or base.with_name(base.name + OUTPUTS[name].suffix) for name in kinds}
+    targets.setdefault("json", base.with_name(base.name + ".json"))
+    return targets
+
+
+def _known_suffix(path: Path) -> bool:
+    try:
+        kind_for_path(path)
+    except ConversionError:
+        return False
+    return True
+
+
+def _matched(path: Path, kind) -> str:
+    """The suffix of ``kind`` that ``path`` ends with (``.zip`` or ``.obj``, …)."""
+    return max((suffix for suffix in kind.suffixes if path.name.lower().endswith(suffix)), key=len)
+
+
+def _program_name() -> str:
+    """``image-to-3d`` when run as the installed command, else how it was started."""
+    name = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
+    return name if name and name != "__main__.py" else "python -m converter"
+
+
+def _summary(source: Path, targets: dict[str, Path], result, seconds: float) -> str:
     k = result.intrinsics
-    return (f"{source} -> {target}: {len(result.points):,} points, {result.units}, "
+    files = ", ".join(str(path) for name, path in targets.items() if name != "json")
+    return (f"{source} -> {files}: {len(result.points):,} points, {result.units}, "
             f"fov {k.fov_x_deg:.1f} deg ({k.source}), {seconds:.2f} s")
 
 

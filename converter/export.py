@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import secrets
 from pathlib import Path
@@ -66,6 +67,54 @@ def _describe(error: OSError, path: Path) -> str:
     return f"'{path.name}' could not be written."
 
 
+def write_text(path: str | os.PathLike, text: str) -> None:
+    """A UTF-8 text file, written atomically."""
+    with atomic_output(path) as temporary:
+        temporary.write_text(text, encoding="utf-8")
+
+
+def write_json(path: str | os.PathLike, data) -> None:
+    """``data`` as indented JSON (no NaN: strict readers reject it), written atomically."""
+    write_text(path, json.dumps(data, indent=2, allow_nan=False) + "\n")
+
+
+PLY_TYPES = {"<f4": "float", "u1": "uchar", "<i4": "int"}
+
+
+def ply_header(comments, elements: list[tuple[str, int, list[str]]]) -> bytes:
+    """A binary little-endian PLY header: ``comments`` (single ASCII lines), then per element its name, count and
+    property lines (e.g. ``"property float x"``)."""
+    lines = ["ply", "format binary_little_endian 1.0"]
+    lines += [f"comment {one_line(comment)}" for comment in comments]
+    for name, count, properties in elements:
+        lines.append(f"element {name} {count}")
+        lines += properties
+    lines.append("end_header")
+    return ("\n".join(lines) + "\n").encode("ascii")
+
+
+def vertex_records(points: np.ndarray, colors: np.ndarray, normals: np.ndarray | None = None):
+    """One structured array of PLY vertices (float x, y, z [, nx, ny, nz], uchar red, green, blue) and its property
+    lines. points [N, 3], colors [N, 3] uint8, normals [N, 3] or None."""
+    points = np.asarray(points, dtype="<f4")
+    colors = np.asarray(colors, dtype=np.uint8)
+    count = len(points)
+    if points.shape != (count, 3) or colors.shape != (count, 3):
+        raise ValueError("points and colors must both be [N, 3]")
+    fields = [("x", "<f4"), ("y", "<f4"), ("z", "<f4")]
+    if normals is not None:
+        fields += [("nx", "<f4"), ("ny", "<f4"), ("nz", "<f4")]
+    fields += [("red", "u1"), ("green", "u1"), ("blue", "u1")]
+    vertices = np.empty(count, dtype=fields)
+    for axis, name in enumerate("xyz"):
+        vertices[name] = points[:, axis]
+        if normals is not None:
+            vertices["n" + name] = np.asarray(normals, dtype="<f4")[:, axis]
+    for channel, name in enumerate(("red", "green", "blue")):
+        vertices[name] = colors[:, channel]
+    return vertices, [f"property {PLY_TYPES[kind]} {name}" for name, kind in fields]
+
+
 def write_point_cloud_ply(
     path: str | os.PathLike,
     points: np.ndarray,
@@ -78,29 +127,10 @@ def write_point_cloud_ply(
     points [N, 3] float32, colors [N, 3] uint8, normals [N, 3] float32 or None. One structured array, one write:
     no per-point Python.
     """
-    points = np.asarray(points, dtype="<f4")
-    colors = np.asarray(colors, dtype=np.uint8)
-    count = len(points)
-    if points.shape != (count, 3) or colors.shape != (count, 3):
-        raise ValueError("points and colors must both be [N, 3]")
-    fields = [("x", "<f4"), ("y", "<f4"), ("z", "<f4")]
-    if normals is not None:
-        fields += [("nx", "<f4"), ("ny", "<f4"), ("nz", "<f4")]
-    fields += [("red", "u1"), ("green", "u1"), ("blue", "u1")]
-    vertices = np.empty(count, dtype=fields)
-    vertices["x"], vertices["y"], vertices["z"] = points[:, 0], points[:, 1], points[:, 2]
-    if normals is not None:
-        normals = np.asarray(normals, dtype="<f4")
-        vertices["nx"], vertices["ny"], vertices["nz"] = normals[:, 0], normals[:, 1], normals[:, 2]
-    vertices["red"], vertices["green"], vertices["blue"] = colors[:, 0], colors[:, 1], colors[:, 2]
-    header = ["ply", "format binary_little_endian 1.0"]
-    header += [f"comment {_one_line(comment)}" for comment in comments]
-    header.append(f"element vertex {count}")
-    ply_types = {"<f4": "float", "u1": "uchar"}
-    header += [f"property {ply_types[kind]} {name}" for name, kind in fields]
-    header.append("end_header")
+    vertices, properties = vertex_records(points, colors, normals)
+    header = ply_header(comments, [("vertex", len(vertices), properties)])
     with atomic_output(path) as temporary, open(temporary, "wb") as handle:
-        handle.write(("\n".join(header) + "\n").encode("ascii"))
+        handle.write(header)
         write_array(handle, vertices)
 
 
@@ -109,8 +139,8 @@ def write_array(handle, array: np.ndarray) -> None:
     handle.write(np.ascontiguousarray(array).view(np.uint8).reshape(-1))
 
 
-def _one_line(text: str) -> str:
-    """PLY comments are single ASCII lines."""
+def one_line(text: str) -> str:
+    """Header comments (PLY, OBJ, STL) are single ASCII lines."""
     return " ".join(str(text).split()).encode("ascii", "replace").decode("ascii")
 
 

@@ -134,6 +134,29 @@ def valid_depth(depth: np.ndarray) -> np.ndarray:
     return np.isfinite(depth) & (depth > 0)
 
 
+def nearest_indices(source_size: int, target_size: int) -> np.ndarray:
+    """[target_size] int64: for each pixel of a target grid, the source pixel whose area holds its centre.
+
+    The one nearest-neighbour rule for going between two resolutions of the same image (a model's native depth map
+    and the image, a user's depth map and the image): centres map to centres, no half-pixel drift.
+    """
+    centres = (np.arange(target_size) + 0.5) * (source_size / target_size)
+    return np.minimum(centres, source_size - 1).astype(np.int64)
+
+
+def face_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """[F, 3] unit normals (right-hand rule) of triangles ``faces`` [F, 3] over ``vertices`` [N, 3], in the vertices'
+    precision (at least float32); degenerate triangles get 0."""
+    vertices = np.asarray(vertices)
+    faces = np.asarray(faces).reshape(-1, 3).astype(np.intp)
+    first = vertices[faces[:, 0]]
+    normals = np.cross(vertices[faces[:, 1]] - first, vertices[faces[:, 2]] - first)
+    if normals.dtype not in (np.float32, np.float64):
+        normals = normals.astype(np.float32)
+    length = np.linalg.norm(normals, axis=1, keepdims=True)
+    return np.divide(normals, length, out=np.zeros_like(normals), where=length > 0)
+
+
 def depth_edges(depth: np.ndarray, rtol: float = DEFAULT_EDGE_RTOL) -> np.ndarray:
     """[H, W] bool: pixels on a depth discontinuity ("flying pixels").
 
@@ -280,3 +303,46 @@ def relief_backproject(
     points[:, :, 1] = y.astype(np.float32)[:, None]
     points[:, :, 2] = heights
     return points
+
+
+# ------------------------------------------------------------------------------------------- points back to pixels
+#
+# The inverses of the back-projections above, for meshes whose vertices moved off the pixel grid (decimation): they
+# give the image position each vertex shows, so its texture coordinate can be recomputed and the texture stays
+# registered. Pixel positions are continuous (u, v) in the convention of the module docstring (integer = centre).
+
+
+def project_to_pixels(points: np.ndarray, intrinsics: Intrinsics) -> np.ndarray:
+    """Points [N, 3] (y up, camera looking down −z) → pixel positions [N, 2] float64 (u, v): the inverse of
+    :func:`backproject`, u = fx·x/(−z) + cx, v = cy − fy·y/(−z). Points not in front of the camera (z ≥ 0) give
+    non-finite positions."""
+    points = np.asarray(points, dtype=np.float64).reshape(-1, 3)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        depth = np.where(points[:, 2] < 0, -points[:, 2], np.nan)
+        pixels = np.empty((len(points), 2), dtype=np.float64)
+        pixels[:, 0] = intrinsics.fx * points[:, 0] / depth + intrinsics.cx
+        pixels[:, 1] = intrinsics.cy - intrinsics.fy * points[:, 1] / depth
+    return pixels
+
+
+def relief_to_pixels(points: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
+    """Relief points [N, 3] of an image of ``image_size`` (W, H) → pixel positions [N, 2] float64 (u, v): the
+    inverse of :func:`relief_grid`, u = (x + 0.5)·W − 0.5, v = H/2 − y·W − 0.5 (the height z plays no part)."""
+    points = np.asarray(points, dtype=np.float64).reshape(-1, 3)
+    width, height = image_size
+    pixels = np.empty((len(points), 2), dtype=np.float64)
+    pixels[:, 0] = (points[:, 0] + 0.5) * width - 0.5
+    pixels[:, 1] = height / 2.0 - points[:, 1] * width - 0.5
+    return pixels
+
+
+def pixels_to_uv(pixels: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
+    """Pixel positions [N, 2] (u, v) in an image of ``image_size`` (W, H) → texture coordinates [N, 2] float32 in
+    the OpenGL/OBJ convention (origin bottom-left), ((u + 0.5)/W, 1 − (v + 0.5)/H), as :mod:`converter.mesh`
+    gives them to grid vertices."""
+    pixels = np.asarray(pixels, dtype=np.float64).reshape(-1, 2)
+    width, height = image_size
+    uvs = np.empty((len(pixels), 2), dtype=np.float32)
+    uvs[:, 0] = (pixels[:, 0] + 0.5) / width
+    uvs[:, 1] = 1.0 - (pixels[:, 1] + 0.5) / height
+    return uvs

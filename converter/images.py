@@ -7,6 +7,7 @@ orientation is applied so the cloud matches the image as people see it; colours 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 import os
@@ -109,7 +110,27 @@ def probe_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> LoadedImag
     return load_image(data, max_pixels)
 
 
+def probe_header(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[str, int, int]:
+    """Check an upload from its headers alone, without decoding pixels: (format, width, height).
+
+    For a web tier that hands the bytes to a worker to decode: the format (by content, under the allow-list) and the
+    declared pixels of every frame are refused at once; damage deeper in the file shows only in the worker's decode.
+    """
+    if not data:
+        raise UnsupportedImageError("The file is empty: no image was uploaded.")
+    with _opened(io.BytesIO(bytes(data)), max_pixels) as image:
+        return image.format, image.size[0], image.size[1]
+
+
 def _decode(stream, max_pixels: int, draft_points: int = 0) -> LoadedImage:
+    with _opened(stream, max_pixels) as image:
+        scale = _draft(image, draft_points)
+        return _from_pil(image, max_pixels, scale, reduce_points=draft_points if scale == 1.0 else 0)
+
+
+@contextlib.contextmanager
+def _opened(stream, max_pixels: int):
+    """The image opened by content under the allow-list, its declared pixels (every frame) checked: headers only."""
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         _ignore_metadata_warnings()
@@ -128,8 +149,7 @@ def _decode(stream, max_pixels: int, draft_points: int = 0) -> LoadedImage:
             if declared > max_pixels:
                 raise _too_large(image.size if declared == image.size[0] * image.size[1] else None, max_pixels,
                                  frames=declared > image.size[0] * image.size[1])
-            scale = _draft(image, draft_points)
-            return _from_pil(image, max_pixels, scale, reduce_points=draft_points if scale == 1.0 else 0)
+            yield image
 
 
 def _draft(image: Image.Image, draft_points: int) -> float:

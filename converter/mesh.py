@@ -84,10 +84,7 @@ class Mesh:
 
     def face_normals(self) -> np.ndarray:
         """[F, 3] float32 unit normals of the faces (right-hand rule: facing the camera)."""
-        v = self.vertices
-        f = self.faces
-        normals = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]]).astype(np.float32)
-        return _normalize(normals)
+        return geometry.face_normals(self.vertices, self.faces)
 
 
 def build_mesh(
@@ -113,25 +110,43 @@ def build_mesh(
     """
     grid_points = np.asarray(grid_points, dtype=np.float32)
     keep = np.asarray(keep, dtype=bool)
-    grid_h, grid_w = keep.shape
-    if grid_points.shape != (grid_h, grid_w, 3):
+    if grid_points.shape != keep.shape + (3,):
         raise ValueError("grid_points must be [Hg, Wg, 3] and keep [Hg, Wg]")
+    depth = -grid_points[:, :, 2] if depth is None else depth
+    colors = np.asarray(colors, dtype=np.uint8)
+    if colors.ndim == 3 and colors.shape[:2] == keep.shape:
+        colors = colors[keep]
+    return mesh_on_grid(grid_points[keep], keep, rows, columns, image_size, colors, depth=depth,
+                        max_depth_ratio=max_depth_ratio, normals=normals)
+
+
+def mesh_on_grid(
+    vertices: np.ndarray,
+    keep: np.ndarray,
+    rows: np.ndarray,
+    columns: np.ndarray,
+    image_size: tuple[int, int],
+    colors: np.ndarray,
+    *,
+    depth: np.ndarray,
+    max_depth_ratio: float = DEFAULT_MAX_DEPTH_RATIO,
+    normals: bool = False,
+) -> Mesh:
+    """Triangulate the kept samples of a grid whose points are already flattened: vertices [N, 3] and colors [N, 3]
+    are the kept samples in row-major order (a conversion's cloud as it is), keep [Hg, Wg] says where they sit,
+    depth [Hg, Wg] is the depth along the axis on the grid. See :func:`build_mesh`."""
+    keep = np.asarray(keep, dtype=bool)
+    grid_h, grid_w = keep.shape
     rows = np.asarray(rows)
     columns = np.asarray(columns)
     if rows.shape != (grid_h,) or columns.shape != (grid_w,):
         raise ValueError("rows must be [Hg] and columns [Wg]")
-    depth = -grid_points[:, :, 2] if depth is None else np.asarray(depth, dtype=np.float32)
-
-    vertices = grid_points[keep]
-    colors = np.asarray(colors, dtype=np.uint8)
-    if colors.shape[:2] == (grid_h, grid_w) and colors.ndim == 3:
-        colors = colors[keep]
+    depth = np.asarray(depth, dtype=np.float32)
     width, height = image_size
-    uvs = np.empty((len(vertices), 2), dtype=np.float32)
     kept_rows, kept_columns = np.nonzero(keep)
+    uvs = np.empty((len(kept_rows), 2), dtype=np.float32)
     uvs[:, 0] = (columns[kept_columns] + 0.5) / width
     uvs[:, 1] = 1.0 - (rows[kept_rows] + 0.5) / height
-
     faces = triangulate_grid(keep, depth, rows, columns, max_depth_ratio)
     mesh = Mesh(vertices=vertices, faces=faces, colors=colors, uvs=uvs)
     if normals:
@@ -142,16 +157,11 @@ def build_mesh(
 def mesh_from_result(result, *, max_depth_ratio: float = DEFAULT_MAX_DEPTH_RATIO, normals: bool | None = None) -> Mesh:
     """The mesh of a :class:`~converter.pipeline.ConversionResult`: its points and colours as vertices (vertex i is
     ``result.points[i]``), triangulated on its grid. ``normals``: default, whether the conversion asked for them."""
-    keep = np.asarray(result.keep, dtype=bool)
-    rows, columns = np.asarray(result.grid_rows), np.asarray(result.grid_columns)
-    grid_points = np.zeros(keep.shape + (3,), dtype=np.float32)
-    grid_points[keep] = result.points
-    grid_depth = np.asarray(result.depth, dtype=np.float32)[np.ix_(rows, columns)]
     if normals is None:
         normals = bool(getattr(result.options, "normals", False))
-    return build_mesh(
-        grid_points, keep, rows, columns, (result.image.width, result.image.height), result.colors,
-        depth=grid_depth, max_depth_ratio=max_depth_ratio, normals=normals,
+    return mesh_on_grid(
+        result.points, result.keep, result.grid_rows, result.grid_columns, (result.image.width, result.image.height),
+        result.colors, depth=result.grid_depth(), max_depth_ratio=max_depth_ratio, normals=normals,
     )
 
 

@@ -11,8 +11,11 @@ import numpy as np
 from .errors import OptionError
 from .geometry import DEFAULT_EDGE_RTOL, DEFAULT_RELIEF
 
-MODES = ("perspective", "relief")
+# The choices, once: argparse, the web form and validation all read them from here.
+MODES = {"perspective": "Perspective (a photo seen by a camera)", "relief": "Relief (drawings, logos, bas-reliefs)"}
+DEPTH_KIND_CHOICES = {"metric": "depth in metres (PNG: millimetres)", "disparity": "disparity (larger is nearer)"}
 DEFAULT_MAX_POINTS = 1_000_000  # a 12 MP photo → ~15 MB .ply that viewers open at once
+DETAIL_LEVELS = {"low": 250_000, "medium": DEFAULT_MAX_POINTS, "high": 2_000_000, "full": 0}  # → max_points
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,8 @@ class ConversionOptions:
     away a wall or sky behind the subject. mode: "perspective" (pinhole camera back-projection) or "relief" (a height
     field over the image, nearer = higher, height ``RELIEF_HEIGHT · relief`` of the image width: see
     :mod:`converter.geometry`). paper_background: make near-white paper connected to the image border transparent.
+    known_length: (x1, y1, x2, y2, metres): the real distance between the surface points at two pixels (in the
+    file's pixels, like principal_point); the whole result is scaled so that it holds, and its units become metres.
     """
 
     fov_deg: float | None = None
@@ -41,6 +46,7 @@ class ConversionOptions:
     drop_background_percent: float = 0.0
     mode: str = "perspective"
     paper_background: bool = False
+    known_length: tuple[float, float, float, float, float] | None = None
 
     def __post_init__(self):
         if self.fov_deg is not None and not (_finite(self.fov_deg) and 1.0 <= self.fov_deg <= 179.0):
@@ -64,7 +70,7 @@ class ConversionOptions:
             raise OptionError("max_points must be a whole number, 0 or more (0 keeps every pixel).")
         if not (_finite(self.drop_background_percent) and 0 <= self.drop_background_percent < 100):
             raise OptionError("The background to drop must be a percentage from 0 up to (not including) 100.")
-        if self.depth_kind not in ("metric", "disparity"):
+        if self.depth_kind not in DEPTH_KIND_CHOICES:
             raise OptionError("The depth kind must be 'metric' or 'disparity'.")
         if self.mode not in MODES:
             raise OptionError("The mode must be 'perspective' (a photo seen by a camera) or 'relief' (a height field "
@@ -72,6 +78,8 @@ class ConversionOptions:
         if not isinstance(self.paper_background, (bool, np.bool_)) and self.paper_background not in (0, 1):
             raise OptionError("paper_background must be true or false.")
         object.__setattr__(self, "paper_background", bool(self.paper_background))
+        if self.known_length is not None:
+            object.__setattr__(self, "known_length", _known_length(self.known_length))
         _plain_numbers(self)  # last: only validated values are converted
 
     @classmethod
@@ -84,6 +92,23 @@ class ConversionOptions:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def _known_length(value) -> tuple[float, float, float, float, float]:
+    """(x1, y1, x2, y2, metres) as floats; pixel coordinates finite, the distance positive, the two pixels apart."""
+    try:
+        numbers_given = tuple(value)
+    except TypeError:
+        numbers_given = ()
+    if len(numbers_given) != 5 or not all(_finite(number) for number in numbers_given):
+        raise OptionError("A known length is five numbers: X1 Y1 X2 Y2 (two pixels of the image) and the real "
+                          "distance between them in metres.")
+    x1, y1, x2, y2, metres = (float(number) for number in numbers_given)
+    if not 0 < metres <= 1e6:
+        raise OptionError("The known length must be a distance in metres above 0.")
+    if (x1, y1) == (x2, y2):
+        raise OptionError("The known length needs two different pixels.")
+    return x1, y1, x2, y2, metres
 
 
 def _finite(value) -> bool:

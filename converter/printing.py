@@ -43,10 +43,7 @@ class Solid:
     faces: np.ndarray
 
     def face_normals(self) -> np.ndarray:
-        v, f = self.vertices, self.faces
-        normals = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])
-        length = np.linalg.norm(normals, axis=1, keepdims=True)
-        return np.divide(normals, length, out=np.zeros_like(normals), where=length > 0)
+        return geometry.face_normals(self.vertices, self.faces)
 
 
 def check_size(width_mm: float, base_mm: float) -> None:
@@ -130,14 +127,7 @@ def relief_solid_from_result(
 ) -> Solid:
     """The printable relief of a :class:`~converter.pipeline.ConversionResult` (its depth as a relief height field,
     whatever mode it used; the heights of relief mode exactly)."""
-    from .depth import METRIC
-
-    rows, columns = np.asarray(result.grid_rows), np.asarray(result.grid_columns)
-    grid_depth = np.asarray(result.depth, dtype=np.float32)[np.ix_(rows, columns)]
-    heights = geometry.relief_heights(
-        grid_depth, result.keep, result.prediction.kind != METRIC, float(result.options.relief)
-    )
     return relief_solid(
-        heights, (result.image.width, result.image.height), columns, rows,
+        result.relief_heights(), (result.image.width, result.image.height), result.grid_columns, result.grid_rows,
         width_mm=width_mm, base_mm=base_mm, max_samples=max_samples,
     )

@@ -19,6 +19,13 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
+def pytest_collection_modifyitems(items):
+    """Browser tests and tests against a real gunicorn are slow: `make test-fast` (-m "not slow") leaves them out."""
+    for item in items:
+        if item.get_closest_marker("browser") or {"live_server", "chrome"} & set(item.fixturenames):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory) -> dict[str, Path]:
     """Folders of tiny random DPT-Hybrid, DPT-SwinV2, Depth Anything and Depth Anything metric checkpoints."""
@@ -77,13 +84,13 @@ def make_app(tmp_path, dpt_model):
         }
         config.update(overrides)
         application = create_app(config)
-        application.extensions["image_to_3d"]["model_status"].wait(60)
+        application.extensions["image_to_3d"].model_status.wait(60)
         apps.append(application)
         return application
 
     yield build
     for application in apps:
-        application.extensions["image_to_3d"]["runner"].shutdown()
+        application.extensions["image_to_3d"].stop()
 
 
 @pytest.fixture
@@ -115,18 +122,20 @@ def _answers(url: str) -> bool:
 
 
 @contextlib.contextmanager
-def serve(model_folder, folder, workers: int = 2, threads: int = 4, preexec_fn=None, **env_overrides):
-    """Run the real app under real gunicorn on 127.0.0.1 until the block ends; yields url, folders and process."""
+def serve(model_folder, folder, workers: int = 2, threads: int = 4, preexec_fn=None, outputs=None, **env_overrides):
+    """Run the real app under real gunicorn on 127.0.0.1 until the block ends; yields url, folders and process.
+    ``outputs``: an OUTPUT_FOLDER shared with other servers (default: ``folder``/outputs)."""
     import subprocess
     import time
     import urllib.request
     from types import SimpleNamespace
 
     folder = Path(folder)
+    outputs = Path(outputs) if outputs is not None else folder / "outputs"
     port = _free_port()
     env = dict(
         os.environ, DEPTH_MODEL=str(model_folder), UPLOAD_FOLDER=str(folder / "uploads"),
-        OUTPUT_FOLDER=str(folder / "outputs"), MAX_UPLOAD_MB="2", HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT),
+        OUTPUT_FOLDER=str(outputs), MAX_UPLOAD_MB="2", HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT),
         WEB_CONCURRENCY=str(workers),
     )
     env.update({name: str(value) for name, value in env_overrides.items()})
@@ -151,7 +160,7 @@ def serve(model_folder, folder, workers: int = 2, threads: int = 4, preexec_fn=N
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("gunicorn did not become ready:\n" + (folder / "gunicorn.log").read_text()[-3000:])
             time.sleep(0.3)
-        yield SimpleNamespace(url=url, outputs=folder / "outputs", uploads=folder / "uploads", env=env,
+        yield SimpleNamespace(url=url, outputs=outputs, uploads=folder / "uploads", env=env,
                               log=folder / "gunicorn.log", process=process)
     finally:
         process.terminate()

@@ -102,3 +102,61 @@ def test_measure_on_a_metric_depth_map_matches_the_downloaded_cloud(chrome, live
 
     errors = [entry for entry in chrome.get_log("browser") if entry["level"] == "SEVERE"]
     assert errors == [], errors
+
+
+def test_a_known_length_rescales_the_result_to_metres(chrome, live_server, tmp_path):
+    """Relative depth (a disparity map): measure two points, type their real distance, and the rebuilt result is in
+    metres with exactly that distance between the same two points of the new cloud."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    picture = np.zeros((30, 40, 3), np.uint8)
+    picture[:, :20] = LEFT
+    picture[:, 20:] = RIGHT
+    image = tmp_path / "two halves.png"
+    image.write_bytes(png_bytes(picture))
+    columns = np.tile(np.arange(40, dtype=np.float32), (30, 1))
+    np.save(tmp_path / "disparity.npy", 1.0 / (2.0 + 0.05 * columns))  # a slanted plane, relative units
+
+    chrome.get(live_server.url + "/")
+    chrome.find_element(By.ID, "image").send_keys(str(image))
+    chrome.find_element(By.CSS_SELECTOR, "details.options > summary").click()
+    chrome.find_element(By.ID, "depth").send_keys(str(tmp_path / "disparity.npy"))
+    chrome.find_element(By.CSS_SELECTOR, "#depth_kind option[value=disparity]").click()
+    chrome.find_element(By.ID, "submit").click()
+    wait_until(lambda: "/jobs/" in chrome.current_url)
+    first_page = chrome.current_url
+    wait_until(lambda: chrome.find_elements(By.CSS_SELECTOR, "[data-viewer][data-viewer-state='ready']"), 90)
+    viewer = chrome.find_element(By.CSS_SELECTOR, "[data-viewer]")
+    assert viewer.get_attribute("data-units") == "relative units"
+    assert chrome.find_element(By.ID, "set-scale").get_attribute("disabled")  # nothing measured yet
+    canvas = viewer.find_element(By.TAG_NAME, "canvas")
+    chrome.execute_script("arguments[0].scrollIntoView({block: 'center'})", canvas)
+    viewer.find_element(By.CSS_SELECTOR, "input[type=range]").send_keys(Keys.END)
+    wait_until(lambda: viewer.find_element(By.CSS_SELECTOR, "output").text == "10 px")
+    time.sleep(0.3)
+    pixels = canvas_pixels(chrome, canvas)
+    viewer.find_element(By.XPATH, ".//button[normalize-space()='Measure']").click()
+    click_pixel(chrome, canvas, *solid_pixel(pixels, LEFT))
+    wait_until(lambda: viewer.get_attribute("data-measure-a"), 10)
+    click_pixel(chrome, canvas, *solid_pixel(pixels, RIGHT))
+    wait_until(lambda: viewer.get_attribute("data-measure-distance"), 10)
+    a, b = (coordinates(viewer.get_attribute(name)) for name in ("data-measure-a", "data-measure-b"))
+
+    chrome.find_element(By.ID, "scale-metres").send_keys("0.5")
+    chrome.find_element(By.ID, "set-scale").click()
+    wait_until(lambda: chrome.current_url != first_page and "/jobs/" in chrome.current_url)
+    wait_until(lambda: chrome.find_elements(By.CSS_SELECTOR, "[data-viewer][data-viewer-state='ready']"), 90)
+    rebuilt = chrome.find_element(By.CSS_SELECTOR, "[data-viewer]")
+    assert rebuilt.get_attribute("data-units") == "metres"
+    with urllib.request.urlopen(live_server.url + rebuilt.get_attribute("data-ply-url"), timeout=30) as response:
+        (tmp_path / "scaled.ply").write_bytes(response.read())
+    vertex = PlyData.read(str(tmp_path / "scaled.ply"))["vertex"]
+    points = np.stack([vertex["x"], vertex["y"], vertex["z"]], axis=1).astype(np.float64)
+    # The same two surface points, scaled: the new cloud is the old one times one factor.
+    factor = 0.5 / np.linalg.norm(a - b)
+    ends = [np.abs(points - end * factor).max(axis=1).argmin() for end in (a, b)]
+    assert np.abs(points[ends[0]] - a * factor).max() < 1e-4 and np.abs(points[ends[1]] - b * factor).max() < 1e-4
+    assert np.linalg.norm(points[ends[0]] - points[ends[1]]) == pytest.approx(0.5, rel=1e-4)
+    errors = [entry for entry in chrome.get_log("browser") if entry["level"] == "SEVERE"]
+    assert errors == [], errors

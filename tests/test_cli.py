@@ -12,6 +12,8 @@ import pytest
 from conftest import ROOT, png_bytes
 from plyfile import PlyData
 
+pytestmark = pytest.mark.slow  # real gunicorn or the CLI in subprocesses
+
 
 def run_cli(*args, cwd=None) -> subprocess.CompletedProcess:
     env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT))

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from converter import Converter, DepthFileError, InputError
+from converter import ConversionOptions, Converter, DepthFileError, InputError
 from converter.depth import INVERSE_RELATIVE, METRIC, DepthMap, fit_depth_to_image, load_depth_file
 
 H, W = 30, 45
@@ -188,7 +188,7 @@ def test_different_aspect_is_refused(depth):
 
 
 def test_converting_with_a_metric_npy(depth):
-    result = Converter().convert(image(), depth=npy_bytes(depth), max_points=0, clean=False)
+    result = Converter().convert(image(), depth=npy_bytes(depth), options=ConversionOptions(max_points=0, clean=False))
     assert result.units == "metres"
     assert result.model is None
     assert result.notes == []
@@ -201,7 +201,7 @@ def test_converting_with_a_metric_npy(depth):
 def test_converting_with_a_16_bit_png(depth, tmp_path):
     path = tmp_path / "depth.png"
     path.write_bytes(png_bytes(np.rint(depth * 1000).astype(np.uint16)))
-    result = Converter().convert(image(), depth=path, max_points=0, clean=False)
+    result = Converter().convert(image(), depth=path, options=ConversionOptions(max_points=0, clean=False))
     np.testing.assert_allclose(-result.points[:, 2], depth.ravel(), atol=0.0006)
 
 
@@ -210,14 +210,14 @@ def test_missing_depth_gives_no_point(depth):
     depth[:5, :5] = 0
     depth[10, 10] = np.nan
     depth[11, 11] = np.inf
-    result = Converter().convert(image(), depth=npy_bytes(depth), max_points=0, clean=False)
+    result = Converter().convert(image(), depth=npy_bytes(depth), options=ConversionOptions(max_points=0, clean=False))
     assert len(result.points) == H * W - 25 - 2
     assert np.all(np.isfinite(result.points))
     assert result.depth[10, 10] == 0 and result.depth[11, 11] == 0  # "no depth" is 0 in the result
 
 
 def test_resized_depth_map_gives_a_note(depth):
-    result = Converter().convert(image(2 * H, 2 * W), depth=npy_bytes(depth), max_points=0)
+    result = Converter().convert(image(2 * H, 2 * W), depth=npy_bytes(depth), options=ConversionOptions(max_points=0))
     assert result.depth.shape == (2 * H, 2 * W)
     assert len(result.notes) == 1 and "resized" in result.notes[0]
     assert len(result.points) == 4 * H * W
@@ -230,8 +230,7 @@ def test_different_aspect_fails_the_conversion(depth):
 
 def test_disparity_map_becomes_relative_depth(depth):
     disparity = 1.0 / depth  # larger is nearer
-    result = Converter().convert(image(), depth=npy_bytes(disparity), depth_kind="disparity", max_points=0,
-                                 clean=False)
+    result = Converter().convert(image(), depth=npy_bytes(disparity), options=ConversionOptions(depth_kind="disparity", max_points=0, clean=False))
     assert result.units == "relative units"
     assert result.prediction.kind == INVERSE_RELATIVE
     z = -result.points[:, 2].reshape(H, W)
@@ -239,16 +238,14 @@ def test_disparity_map_becomes_relative_depth(depth):
     # The nearest pixel (top left, smallest depth) stays nearest; order is kept.
     assert z[0, 0] == pytest.approx(1.0, rel=1e-5)
     assert np.all(np.diff(z, axis=1) >= -1e-6)
-    relief = Converter().convert(image(), depth=npy_bytes(disparity), depth_kind="disparity", relief=3.0,
-                                 max_points=0, clean=False)
+    relief = Converter().convert(image(), depth=npy_bytes(disparity), options=ConversionOptions(depth_kind="disparity", relief=3.0, max_points=0, clean=False))
     assert -relief.points[:, 2].min() == pytest.approx(4.0, rel=1e-5)
 
 
 def test_zeros_in_a_disparity_map_are_holes_not_the_far_plane():
     disparity = np.tile(np.linspace(1.0, 2.0, W, dtype=np.float32), (H, 1))
     disparity[:, :10] = 0  # no depth there: more than the 2 % that the percentile clamp would absorb
-    result = Converter().convert(image(), depth=npy_bytes(disparity), depth_kind="disparity", max_points=0,
-                                 clean=False)
+    result = Converter().convert(image(), depth=npy_bytes(disparity), options=ConversionOptions(depth_kind="disparity", max_points=0, clean=False))
     assert len(result.points) == H * (W - 10)
     z = -result.points[:, 2]
     assert z.min() == pytest.approx(1.0, rel=1e-5)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import os
 import resource
 import signal
@@ -10,6 +12,8 @@ import time
 import numpy as np
 import requests
 from conftest import png_bytes, serve
+
+pytestmark = pytest.mark.slow  # real gunicorn or the CLI in subprocesses
 
 
 def children(pid: int) -> list[int]:

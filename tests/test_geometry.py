@@ -7,11 +7,11 @@ import io
 import math
 
 import numpy as np
+import open3d as o3d
 import pytest
 import torch
 
-from converter import ConversionOptions, Converter, OptionError
-from converter import geometry
+from converter import ConversionOptions, Converter, OptionError, geometry
 from converter.depth import METRIC, DepthMap
 from converter.images import load_image
 from converter.pipeline import build_point_cloud
@@ -31,7 +31,7 @@ def convert_metric(depth: np.ndarray, image: np.ndarray | None = None, **options
     options.setdefault("max_points", 0)
     options.setdefault("depth_kind", "metric")
     image = np.zeros(depth.shape + (3,), np.uint8) if image is None else image
-    return Converter().convert(image, depth=npy_bytes(depth), **options)
+    return Converter().convert(image, depth=npy_bytes(depth), options=ConversionOptions(**options))
 
 
 def rays(intrinsics: geometry.Intrinsics) -> tuple[np.ndarray, np.ndarray]:
@@ -222,7 +222,6 @@ def test_sphere_points_lie_on_the_sphere(clean):
     ],
 )
 def test_points_equal_open3d_create_from_depth_image(options):
-    o3d = pytest.importorskip("open3d")
     rng = np.random.default_rng(1)
     k0 = geometry.make_intrinsics(W, H)
     depth = tilted_plane_depth(k0, np.array([0.2, 0.1, 1.0]), 2.0) + rng.uniform(0, 0.5, (H, W))

@@ -13,7 +13,8 @@ import time
 import pytest
 from conftest import png_bytes, wait_for_job
 
-from web.jobs import DONE, FAILED, RUNNING, JobRunner, JobStore, process_token
+from converter.stages import BUILDING_GEOMETRY, ESTIMATING_DEPTH, LOADING_MODEL, WRITING_FILES
+from web.jobs import DONE, FAILED, RUNNING, JobRunner, JobStore, Upload, process_token
 
 
 def submit(client, photo, **fields):
@@ -29,17 +30,16 @@ def test_stages_are_reported_in_order(tmp_path):
     seen = []
     release = threading.Event()
 
-    def convert(job, image, depth, report):
-        for stage in ("loading model", "estimating depth", "building geometry", "writing files"):
+    def convert(job, upload, report):
+        for stage in (LOADING_MODEL, ESTIMATING_DEPTH, BUILDING_GEOMETRY, WRITING_FILES):
             report(stage)
             seen.append((store.get(job.id).stage, store.get(job.id).progress))
         release.wait(5)
         return {"points": 1}
 
-    (tmp_path / "up").mkdir()
-    runner = JobRunner(store, tmp_path / "up", convert, workers=1, max_queued=2)
-    first = runner.submit(b"x", None, {})
-    second = runner.submit(b"y", None, {})
+    runner = JobRunner(store, convert, workers=1, max_queued=2)
+    first = runner.submit({}, Upload(image=b"x"))
+    second = runner.submit({}, Upload(image=b"y"))
     assert runner.queue_position(second.id) == 1 and store.get(second.id).status == "queued"
     release.set()
     deadline = time.monotonic() + 10
@@ -51,12 +51,23 @@ def test_stages_are_reported_in_order(tmp_path):
     progress = [fraction for _, fraction in seen[:4]]
     assert stages == ["loading model", "estimating depth", "building geometry", "writing files"]
     assert progress == sorted(progress) and 0 < progress[0] < progress[-1] < 1
-    assert list((tmp_path / "up").iterdir()) == []  # uploads go once converted
+
+
+def test_an_unknown_stage_is_an_error_not_a_stuck_progress_bar(tmp_path):
+    store = JobStore(tmp_path / "out")
+    runner = JobRunner(store, lambda job, upload, report: report("polishing"), workers=1, max_queued=1)
+    job = runner.submit({}, None)
+    deadline = time.monotonic() + 10
+    while not store.get(job.id).finished and time.monotonic() < deadline:
+        time.sleep(0.02)
+    runner.shutdown()
+    failed = store.get(job.id)
+    assert failed.status == FAILED and failed.error_code == "internal_error"
 
 
 def test_queue_beyond_capacity_is_503_with_retry_after(make_app, photo):
     app = make_app(MAX_QUEUED_JOBS=0, CONVERSION_WORKERS=1)
-    runner = app.extensions["image_to_3d"]["runner"]
+    runner = app.extensions["image_to_3d"].runner
     block = threading.Event()
     original = runner.convert
     runner.convert = lambda *args: (block.wait(10), original(*args))[1]
@@ -74,14 +85,14 @@ def test_queue_beyond_capacity_is_503_with_retry_after(make_app, photo):
 
 def test_a_job_over_its_time_limit_fails_and_leaves_no_files(make_app, photo):
     app = make_app(JOB_TIMEOUT_SECONDS=0.2)
-    runner = app.extensions["image_to_3d"]["runner"]
+    runner = app.extensions["image_to_3d"].runner
     original = runner.convert
     finished = threading.Event()
 
-    def slow(job, image, depth, report):  # an inference that takes longer than the limit
+    def slow(job, upload, report):  # an inference that takes longer than the limit
         time.sleep(0.6)
         try:
-            return original(job, image, depth, report)
+            return original(job, upload, report)
         finally:
             finished.set()
 
@@ -92,7 +103,7 @@ def test_a_job_over_its_time_limit_fails_and_leaves_no_files(make_app, photo):
     assert view["status"] == "failed" and "timed out" in view["error"] and view["files"] == {}
     finished.wait(10)
     time.sleep(0.2)
-    folder = app.extensions["image_to_3d"]["store"].folder(job_id)
+    folder = app.extensions["image_to_3d"].store.folder(job_id)
     assert sorted(p.name for p in folder.iterdir()) == ["job.json"]
     assert client.get(f"/jobs/{job_id}/files/ply").status_code == 404
     assert not any(os.scandir(app.config["UPLOAD_FOLDER"]))
@@ -100,7 +111,7 @@ def test_a_job_over_its_time_limit_fails_and_leaves_no_files(make_app, photo):
 
 def test_a_job_whose_process_died_is_reported_failed(app, client):
     """A job left 'running' by a process that no longer exists is failed on the next look, not running forever."""
-    store = app.extensions["image_to_3d"]["store"]
+    store = app.extensions["image_to_3d"].store
     job = store.create({})
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
@@ -122,8 +133,8 @@ def test_results_expire_with_410_and_the_sweep_deletes_them(make_app, photo):
     gone = client.get(f"/jobs/{job_id}")
     assert gone.status_code == 410 and "expired" in gone.get_data(as_text=True)
     assert client.get(view["files"]["ply"]).status_code == 410
-    removed = app.extensions["image_to_3d"]["sweeper"].run_once()
-    assert removed >= 1 and not app.extensions["image_to_3d"]["store"].folder(job_id).exists()
+    removed = app.extensions["image_to_3d"].sweeper.run_once()
+    assert removed >= 1 and not app.extensions["image_to_3d"].store.folder(job_id).exists()
     assert client.get(f"/jobs/{job_id}").status_code == 404
 
 
@@ -131,12 +142,12 @@ def test_the_sweep_runs_by_itself(make_app, photo):
     app = make_app(RESULT_TTL_SECONDS=0.5, SWEEP_INTERVAL_SECONDS=0.2)
     client = app.test_client()
     job_id = submit(client, photo)  # not polled: the sweep may delete the result before a poll would see it
-    folder = app.extensions["image_to_3d"]["store"].folder(job_id)
+    folder = app.extensions["image_to_3d"].store.folder(job_id)
     deadline = time.monotonic() + 10
     while folder.exists() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not folder.exists()
-    app.extensions["image_to_3d"]["sweeper"].stop()
+    app.extensions["image_to_3d"].sweeper.stop()
 
 
 def test_unwritable_output_folder_is_507_and_keeps_nothing(make_app, photo, tmp_path):
@@ -159,7 +170,7 @@ def test_unwritable_output_folder_is_507_and_keeps_nothing(make_app, photo, tmp_
 @pytest.mark.parametrize("blocked", ["cloud.ply"])
 def test_a_write_failure_in_a_job_fails_it_cleanly(app, client, photo, blocked):
     """A file that cannot be written (here: a folder is in its way) fails the job with words, not a traceback."""
-    store = app.extensions["image_to_3d"]["store"]
+    store = app.extensions["image_to_3d"].store
     original_create = store.create
 
     def create_with_obstacle(options):

@@ -17,10 +17,10 @@ import numpy as np
 import open3d as o3d
 import pytest
 import trimesh
-from plyfile import PlyData
 from PIL import Image
+from plyfile import PlyData
 
-from converter import mesh_export
+from converter import ConversionOptions, mesh_export
 from converter.errors import OptionError, OutputError
 from converter.mesh import DEFAULT_MAX_DEPTH_RATIO, Mesh, build_mesh, mesh_from_result, texture_image, triangulate_grid
 from converter.pipeline import Converter
@@ -38,7 +38,7 @@ def npy_bytes(depth: np.ndarray) -> bytes:
 
 def convert(image: np.ndarray, depth: np.ndarray, **options):
     options.setdefault("max_points", 0)
-    return Converter().convert(image, depth=npy_bytes(depth), depth_kind="metric", **options)
+    return Converter().convert(image, depth=npy_bytes(depth), options=ConversionOptions(depth_kind="metric", **options))
 
 
 def noise_image(height=H, width=W, channels=3, seed=0) -> np.ndarray:

@@ -87,11 +87,11 @@ def test_draft_decoding_gives_the_same_shape(options):
 
 def test_converter_uses_draft_for_jpeg_and_full_size_for_max_points_0(dpt_model):
     converter = Converter(model=dpt_model)
-    small = converter.convert(jpeg(), max_points=20_000)
+    small = converter.convert(jpeg(), options=ConversionOptions(max_points=20_000))
     assert small.image.scale == 0.25
     assert small.depth.shape == (150, 200) == (small.intrinsics.height, small.intrinsics.width)
     assert {"preprocess", "forward", "postprocess"} <= set(small.timings)
-    full = converter.convert(jpeg(), max_points=0)
+    full = converter.convert(jpeg(), options=ConversionOptions(max_points=0))
     assert full.image.scale == 1.0 and full.depth.shape == (HEIGHT, WIDTH)
     assert small.intrinsics.fov_x_deg == pytest.approx(full.intrinsics.fov_x_deg, rel=1e-3)
 

@@ -6,6 +6,7 @@ import io
 import math
 
 import numpy as np
+import plyfile
 import pytest
 from PIL import Image
 
@@ -19,8 +20,8 @@ from converter import (
     OptionError,
     UnsupportedImageError,
     convert,
+    geometry,
 )
-from converter import geometry
 
 
 def png(array: np.ndarray) -> bytes:
@@ -86,7 +87,7 @@ def test_timings(dpt_model, photo):
     for stage in ("decode", "model", "geometry", "depth_units", "cleaning", "backproject"):
         assert stage in result.timings and result.timings[stage] >= 0
     assert result.timings["geometry"] >= result.timings["backproject"]
-    assert "cleaning" not in Converter(model=dpt_model).convert(photo, clean=False).timings
+    assert "cleaning" not in Converter(model=dpt_model).convert(photo, options=ConversionOptions(clean=False)).timings
 
 
 def test_progress_reports_the_stages(dpt_model, photo):
@@ -99,19 +100,19 @@ def test_progress_reports_the_stages(dpt_model, photo):
 
 
 def test_points_are_the_back_projected_depth_and_colours_the_pixels(dpt_model, photo):
-    result = Converter(model=dpt_model).convert(photo, max_points=0, clean=False)
+    result = Converter(model=dpt_model).convert(photo, options=ConversionOptions(max_points=0, clean=False))
     assert len(result.points) == 96 * 128
     expected = geometry.backproject(result.depth, result.intrinsics).reshape(-1, 3)
     np.testing.assert_array_equal(result.points, expected)
     np.testing.assert_array_equal(result.colors, photo.reshape(-1, 3))
-    cleaned = Converter(model=dpt_model).convert(photo, max_points=0)
+    cleaned = Converter(model=dpt_model).convert(photo, options=ConversionOptions(max_points=0))
     np.testing.assert_array_equal(cleaned.points, expected.reshape(96, 128, 3)[cleaned.keep])
     np.testing.assert_array_equal(cleaned.colors, photo[cleaned.keep])
 
 
 def test_relative_depth_spans_the_relief(dpt_model, photo):
     for relief in (0.5, 1.0, 3.0):
-        result = Converter(model=dpt_model).convert(photo, relief=relief, clean=False)
+        result = Converter(model=dpt_model).convert(photo, options=ConversionOptions(relief=relief, clean=False))
         assert result.depth.min() == pytest.approx(1.0, rel=1e-4)
         assert result.depth.max() == pytest.approx(1.0 + relief, rel=1e-4)
 
@@ -124,8 +125,8 @@ def test_metric_model_gives_metres(tiny_models, photo):
 
 def test_camera_options(dpt_model, photo):
     model = Converter(model=dpt_model)
-    assert model.convert(photo, fov_deg=90).intrinsics.fx == pytest.approx(64.0)
-    k = model.convert(photo, focal_px=200.0, fov_deg=90, principal_point=(60, 50)).intrinsics
+    assert model.convert(photo, options=ConversionOptions(fov_deg=90)).intrinsics.fx == pytest.approx(64.0)
+    k = model.convert(photo, options=ConversionOptions(focal_px=200.0, fov_deg=90, principal_point=(60, 50))).intrinsics
     assert (k.fx, k.fy, k.cx, k.cy, k.source) == (200.0, 200.0, 60.0, 50.0, "user:focal_px")
     options = ConversionOptions(fov_deg=45.0, max_points=500)
     result = model.convert(photo, options=options)
@@ -154,13 +155,13 @@ def test_exif_focal_length_sets_the_camera(dpt_model, photo, orientation):
     assert result.intrinsics.fx == pytest.approx(24 * math.hypot(128, 96) / math.hypot(36, 24))
     assert (result.intrinsics.cx, result.intrinsics.cy) == ((width - 1) / 2, (height - 1) / 2)
     # The user's choice beats EXIF; no EXIF gives the default.
-    assert model.convert(exif_jpeg(photo, 24, orientation), fov_deg=50).intrinsics.source == "user:fov"
+    assert model.convert(exif_jpeg(photo, 24, orientation), options=ConversionOptions(fov_deg=50)).intrinsics.source == "user:fov"
     assert model.convert(exif_jpeg(photo)).intrinsics.source == "default:fov60"
 
 
 @pytest.mark.parametrize("max_points", [0, 1, 1000, 5000, 96 * 128, 10**7])
 def test_max_points(dpt_model, photo, max_points):
-    result = Converter(model=dpt_model).convert(photo, max_points=max_points, clean=False)
+    result = Converter(model=dpt_model).convert(photo, options=ConversionOptions(max_points=max_points, clean=False))
     count = len(result.points)
     assert count == len(result.grid_rows) * len(result.grid_columns)  # clean=False: every sample is a point
     if max_points == 0 or max_points >= 96 * 128:
@@ -188,22 +189,22 @@ def test_transparent_pixels_give_no_point(dpt_model, photo, as_file):
     rgba = cut_out(photo)
     opaque = rgba[:, :, 3] > 0
     source = png(rgba) if as_file else rgba
-    result = Converter(model=dpt_model).convert(source, max_points=0, clean=False)
+    result = Converter(model=dpt_model).convert(source, options=ConversionOptions(max_points=0, clean=False))
     assert len(result.points) == int(opaque.sum())
     np.testing.assert_array_equal(result.keep, opaque)
     np.testing.assert_array_equal(result.colors, photo[opaque])
-    cleaned = Converter(model=dpt_model).convert(source, max_points=0)
+    cleaned = Converter(model=dpt_model).convert(source, options=ConversionOptions(max_points=0))
     assert not cleaned.keep[~opaque].any()
 
 
 def test_transparency_with_a_flat_depth_map_keeps_exactly_the_opaque_pixels(photo):
     rgba = cut_out(photo)
-    result = Converter().convert(rgba, depth=npy(np.full((96, 128), 2.0)), max_points=0, clean=True)
+    result = Converter().convert(rgba, depth=npy(np.full((96, 128), 2.0)), options=ConversionOptions(max_points=0, clean=True))
     assert len(result.points) == int((rgba[:, :, 3] > 0).sum())
 
 
 def test_relative_depth_range_comes_from_the_opaque_pixels(dpt_model, photo):
-    result = Converter(model=dpt_model).convert(cut_out(photo), clean=False, max_points=0)
+    result = Converter(model=dpt_model).convert(cut_out(photo), options=ConversionOptions(clean=False, max_points=0))
     opaque = cut_out(photo)[:, :, 3] > 0
     assert result.depth[opaque].min() == pytest.approx(1.0, rel=1e-4)
     assert result.depth[opaque].max() == pytest.approx(2.0, rel=1e-4)
@@ -213,7 +214,6 @@ def test_relative_depth_range_comes_from_the_opaque_pixels(dpt_model, photo):
 
 
 def test_save_and_convert_helper(dpt_model, photo, tmp_path):
-    plyfile = pytest.importorskip("plyfile")
     result = Converter(model=dpt_model).convert(photo)
     path = result.save(tmp_path / "x.ply")
     assert path.exists()
@@ -230,11 +230,11 @@ def test_save_and_convert_helper(dpt_model, photo, tmp_path):
 def test_bad_options_and_unknown_keywords(dpt_model, photo):
     model = Converter(model=dpt_model)
     with pytest.raises(OptionError):
-        model.convert(photo, fov_deg=0)
+        model.convert(photo, options=ConversionOptions(fov_deg=0))
     with pytest.raises(OptionError):
-        model.convert(photo, max_points=-5)
+        model.convert(photo, options=ConversionOptions(max_points=-5))
     with pytest.raises(TypeError, match="resolution"):
-        model.convert(photo, resolution=3)
+        model.convert(photo, options=ConversionOptions(resolution=3))
 
 
 def test_the_image_is_checked_before_the_model_is_loaded(photo):
@@ -254,7 +254,7 @@ def test_pixel_cap_on_the_converter(dpt_model, photo):
 
 def test_greyscale_and_palette_inputs_work(dpt_model, photo):
     grey = Image.fromarray(photo).convert("L")
-    result = Converter(model=dpt_model).convert(grey, max_points=0, clean=False)
+    result = Converter(model=dpt_model).convert(grey, options=ConversionOptions(max_points=0, clean=False))
     check_arrays(result, 96, 128)
     assert np.all(result.colors[:, 0] == result.colors[:, 1])
     palette = Image.fromarray(photo).convert("P")
@@ -262,7 +262,7 @@ def test_greyscale_and_palette_inputs_work(dpt_model, photo):
 
 
 def test_normals_from_the_model(dpt_model, photo):
-    result = Converter(model=dpt_model).convert(photo, normals=True)
+    result = Converter(model=dpt_model).convert(photo, options=ConversionOptions(normals=True))
     assert result.normals.shape == result.points.shape and result.normals.dtype == np.float32
     lengths = np.linalg.norm(result.normals, axis=1)
     assert np.all((np.abs(lengths - 1) < 1e-4) | (lengths == 0))
@@ -271,8 +271,8 @@ def test_normals_from_the_model(dpt_model, photo):
 def test_drop_background_percent_removes_the_far_plane(photo):
     depth = np.full((96, 128), 1.0, np.float32)
     depth[:, 64:] = 3.0
-    result = Converter().convert(photo, depth=npy(depth), max_points=0, clean=False, drop_background_percent=30)
+    result = Converter().convert(photo, depth=npy(depth), options=ConversionOptions(max_points=0, clean=False, drop_background_percent=30))
     assert len(result.points) == 96 * 64
     assert np.all(result.points[:, 2] == -1.0)
-    flat = Converter().convert(photo, depth=npy(np.full((96, 128), 2.0)), max_points=0, drop_background_percent=30)
+    flat = Converter().convert(photo, depth=npy(np.full((96, 128), 2.0)), options=ConversionOptions(max_points=0, drop_background_percent=30))
     assert len(flat.points) == 96 * 128  # nothing is behind a flat wall: it stays

@@ -35,7 +35,7 @@ def npy_bytes(depth: np.ndarray) -> bytes:
 
 def convert(image, depth, kind="metric", **options):
     options.setdefault("max_points", 0)
-    return Converter().convert(image, depth=npy_bytes(depth), depth_kind=kind, **options)
+    return Converter().convert(image, depth=npy_bytes(depth), options=ConversionOptions(depth_kind=kind, **options))
 
 
 def noise_image(height=H, width=W, channels=3, seed=0) -> np.ndarray:
@@ -287,7 +287,7 @@ def test_sidecar_records_camera_units_mode_and_options(tmp_path):
     assert info["options"]["mode"] == "relief" and info["options"]["paper_background"] is True
     assert info["options"] == json.loads(json.dumps(result.options.to_dict()))
     assert info["depth_kind"] == "metric" and info["model"] is None
-    assert info["image"] == {"width": W, "height": H, "has_alpha": False}
+    assert info["image"] == {"width": W, "height": H, "scale": 1.0, "has_alpha": False}
     assert info["point_count"] == len(result.points) and "geometry" in info["timings_s"]
     assert isinstance(info["looks_like_drawing"], bool) and isinstance(info["notes"], list)
     assert path == tmp_path / "out.ply" and not list(tmp_path.glob(".*.part"))

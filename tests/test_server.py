@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import io
 
 import numpy as np
@@ -9,6 +11,8 @@ import requests
 from conftest import png_bytes
 from conftest import wait_for_server_job as wait_done
 from plyfile import PlyData
+
+pytestmark = pytest.mark.slow  # real gunicorn or the CLI in subprocesses
 
 
 def test_upload_page_convert_and_download(live_server, photo):
@@ -25,7 +29,7 @@ def test_upload_page_convert_and_download(live_server, photo):
     download = session.get(live_server.url + view["files"]["ply"], timeout=10)
     assert download.headers["Content-Disposition"].startswith("attachment")
     cloud = PlyData.read(io.BytesIO(download.content))["vertex"]
-    assert cloud.count == view["info"]["points"] > 0
+    assert cloud.count == view["info"]["point_count"] > 0
     assert not any(live_server.uploads.iterdir())  # the upload is deleted once converted
 
 
@@ -35,7 +39,7 @@ def test_api_with_options(live_server, photo):
     assert response.status_code == 202
     view = wait_done(live_server, response.json()["status_url"])
     assert view["info"]["camera"]["fx"] == 100.0 and view["info"]["camera"]["source"] == "user:focal_px"
-    assert view["info"]["points"] == photo.shape[0] * photo.shape[1]  # no cleaning, all opaque, under 250 k
+    assert view["info"]["point_count"] == photo.shape[0] * photo.shape[1]  # no cleaning, all opaque, under 250 k
 
 
 def test_oversized_upload_is_413_under_gunicorn(live_server):
@@ -67,4 +71,4 @@ def test_a_real_sized_photo_uploads(live_server):
                              data={"mesh": "false"}, timeout=60)
     assert response.status_code == 202, response.text
     view = wait_done(live_server, response.json()["status_url"])
-    assert view["status"] == "done" and view["info"]["width"] == 700
+    assert view["status"] == "done" and view["info"]["camera"]["width"] == 700

@@ -38,7 +38,7 @@ def convert(client, data: bytes, **fields) -> dict:
 
 def count_predictions(app, monkeypatch) -> list:
     """Wrap the process-wide model's predict to count its calls; returns the list it appends to."""
-    model = app.extensions["image_to_3d"]["converter"].depth_model
+    model = app.extensions["image_to_3d"].converter.depth_model
     calls = []
     original = model.predict
 
@@ -84,7 +84,7 @@ def test_rebuild_changes_the_geometry_without_calling_the_model(app, client, mon
     assert rebuilt["info"]["camera"]["fov_x_deg"] == pytest.approx(30.0)
     assert rebuilt["info"]["camera"]["source"] == "user:fov"
     assert rebuilt["info"]["rebuilt_from"] == first["id"]
-    assert rebuilt["info"]["points"] == first["info"]["points"]  # same detail: kept from the source job
+    assert rebuilt["info"]["point_count"] == first["info"]["point_count"]  # same detail: kept from the source job
     sidecar = json.loads(fetch(client, rebuilt["files"]["json"]).data)
     assert sidecar["camera"]["fov_x_deg"] == pytest.approx(30.0)
     assert sidecar["job"]["options"]["fov_deg"] == 30.0
@@ -153,7 +153,7 @@ def test_rebuild_of_unknown_failed_or_expired_jobs_is_refused_clearly(app, clien
     done = convert(client, picture())
     bad = post(client, f"/api/v1/conversions/{done['id']}/rebuild", fov="500")
     assert bad.status_code == 400 and "field of view" in bad.get_json()["error"].lower()
-    store = app.extensions["image_to_3d"]["store"]
+    store = app.extensions["image_to_3d"].store
     job = store.get(done["id"])
     job.expires = time.time() - 1
     store.save(job)
@@ -184,13 +184,13 @@ def test_same_upload_again_skips_the_model(app, client, monkeypatch):
     assert len(calls) == 1 and len(list(cache.glob("*.npz"))) == 1
 
     # The job sweep leaves the cache alone; the retention sweep deletes entries older than the time to live.
-    store = app.extensions["image_to_3d"]["store"]
+    store = app.extensions["image_to_3d"].store
     store.sweep()
     assert len(list(cache.glob("*.npz"))) == 1
     entry = next(cache.glob("*.npz"))
     old = time.time() - app.config["RESULT_TTL_SECONDS"] - 10
     os.utime(entry, (old, old))
-    app.extensions["image_to_3d"]["sweeper"].run_once()
+    app.extensions["image_to_3d"].sweeper.run_once()
     assert not entry.exists()
 
 
@@ -298,11 +298,11 @@ def test_retention_sweep_deletes_old_comparison_records(two_model_app):
     for url in body["jobs"]:
         wait_for_job(client, url.replace("/api/v1/conversions/", "/jobs/"))
     record = Path(two_model_app.config["OUTPUT_FOLDER"]) / f"compare-{body['id']}.json"
-    two_model_app.extensions["image_to_3d"]["sweeper"].run_once()
+    two_model_app.extensions["image_to_3d"].sweeper.run_once()
     assert record.is_file()
     old = time.time() - two_model_app.config["RESULT_TTL_SECONDS"] - 10
     os.utime(record, (old, old))
-    two_model_app.extensions["image_to_3d"]["sweeper"].run_once()
+    two_model_app.extensions["image_to_3d"].sweeper.run_once()
     assert not record.exists()
     assert client.get(body["url"]).status_code == 404
 

@@ -1,158 +1,190 @@
-"""What a web job does: convert the upload and write every download into the job's folder."""
+"""What a web job does, and how its other downloads come to exist later.
+
+A job converts and writes only what the result page needs (the point cloud for the viewer, the two previews and
+``result.json``), plus what lets anyone rebuild the result without the model (the working image and the depth
+prediction); then it is done. Every other download is written on its first request, once, under a lock on the job
+folder, from those kept files: concurrent requests wait for the same file, and a download is always whole.
+"""
 
 from __future__ import annotations
 
-import tempfile
-import zipfile
+import contextlib
+import fcntl
+import threading
+from collections import OrderedDict
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
-
-from converter import Converter, export
+from converter import Converter
 from converter.errors import ConversionError, OutputError
-from converter.images import load_image
-from converter.mesh import mesh_from_result
+from converter.export import atomic_output
+from converter.images import LoadedImage, load_image
+from converter.outputs import OUTPUTS, Artifacts, picture_of, write_outputs
+from converter.pipeline import build_point_cloud
+from converter.stages import LOADING_MODEL, WRITING_FILES
 
 from .depth_cache import DepthCache, load_prediction, save_prediction
-from .jobs import DOWNLOADS, IMAGE_FILE, PREDICTION_FILE, PREVIEWS, Job
+from .job_request import JobRequest
+from .jobs import IMAGE_FILE, PREDICTION_FILE, Job, JobStore, Upload
 
-DEFAULT_STL_WIDTH_MM = 100.0
-PRIVATE_OPTIONS = ("rebuild_of",)  # internal job fields that are not conversion options
+FIRST_KINDS = ("ply", "json", "input", "depth_preview")  # what the result page needs at once
+MESH_KINDS = ("glb", "obj", "mesh_ply")
+GONE = "The result to rebuild has expired and was deleted. Convert the image again."
 
-PREVIEW_MAX_SIDE = 1024
+
+def offered_kinds(request: JobRequest) -> list[str]:
+    """Every output a job offers: all kinds, less the meshes when the job was asked for none."""
+    return [name for name in OUTPUTS if request.mesh or name not in MESH_KINDS]
 
 
-def run_conversion(converter: Converter, store, job: Job, image_path: Path, depth_path: Path | None, report,
-                   cache: DepthCache | None = None) -> dict:
-    """Convert and write the job's files, recording each in ``job.files`` as soon as it exists. Returns the info
-    shown on the result page and in the API.
+def converter_for(base: Converter, model: str) -> Converter:
+    """A converter for ``model`` with the app's device, precision and pixel cap (models are cached per process)."""
+    if not model or model == base.model:
+        return base
+    return Converter(model=model, device=base.device, precision=base.precision, max_pixels=base.max_pixels)
 
-    A rebuild (``job.options["rebuild_of"]``) reuses the source job's stored prediction; otherwise a model
+
+def run_job(base: Converter, store: JobStore, job: Job, upload: Upload | None, report,
+            cache: DepthCache | None = None) -> dict:
+    """Convert, write the first files and what later downloads need; returns the job's info (= result.json).
+
+    A rebuild (``request.rebuild_of``) reuses the source job's kept image and prediction; otherwise a model
     prediction of the same upload bytes is taken from ``cache`` when there is one. Either way the model is not run.
     """
-    options = dict(job.options)
-    model = options.pop("model", None)
-    make_mesh = options.pop("mesh", True)
-    stl_width_mm = options.pop("stl_width_mm", DEFAULT_STL_WIDTH_MM)
-    rebuild_of = options.pop("rebuild_of", None)
-    if model and model != converter.model:
-        converter = Converter(model=model, device=converter.device, precision=converter.precision,
-                              max_pixels=converter.max_pixels)
-    prediction, cache_key = None, None
-    if rebuild_of:
-        prediction = load_prediction(store.folder(rebuild_of) / PREDICTION_FILE)
-        if prediction is None:
-            raise ConversionError("The result to rebuild has expired and was deleted. Convert the image again.")
-    elif depth_path is None and cache is not None:
-        cache_key = cache.key(Path(image_path).read_bytes(), converter.model, converter.precision)
-        prediction = cache.get(cache_key)
-    if prediction is None and depth_path is None and not converter.is_loaded:
-        report("loading model")
-    if prediction is not None:
-        options.pop("depth_kind", None)
-    result = converter.convert(image_path, depth=None if prediction is not None else depth_path,
-                               prediction=prediction, progress=report, **options)
+    request = JobRequest.from_dict(job.request)
+    converter = converter_for(base, request.model)
+    prediction, cache_key, depth = None, None, None
+    if request.rebuild_of:
+        source = store.get(request.rebuild_of)
+        folder = store.folder(request.rebuild_of)
+        prediction = load_prediction(folder / PREDICTION_FILE)
+        if source is None or prediction is None:
+            raise ConversionError(GONE)
+        loaded = load_kept_image(folder, source.image, converter.max_pixels)
+    else:
+        depth = upload.depth
+        loaded = upload.image
+        if not isinstance(loaded, LoadedImage):  # bytes: this job runs away from the request that took them
+            loaded = load_image(loaded, converter.max_pixels, draft_points=0 if depth else request.options.max_points)
+        if depth is None and cache is not None and upload.sha256:
+            cache_key = cache.key(upload.sha256, converter.model, converter.precision)
+            prediction = cache.get(cache_key)
+    if prediction is None and depth is None and not converter.is_loaded:
+        report(LOADING_MODEL)
+    result = converter.convert(loaded, depth=None if prediction is not None else depth, options=request.options,
+                               prediction=prediction, progress=report)
     if cache_key is not None and prediction is None:
         cache.put(cache_key, result.prediction)
-    report("writing files")
+    report(WRITING_FILES)
     folder = store.folder(job.id)
+    info = {**result.metadata(), "job": {"id": job.id, "options": request.public()},
+            "depth_cached": cache_key is not None and prediction is not None, "rebuilt_from": request.rebuild_of}
+    job.image = {"focal_px": loaded.focal_px, "focal_source": loaded.focal_source, "scale": loaded.scale,
+                 "format": loaded.format}
+    # Kept first: the downloads written later are made from these two (the image before any paper was removed).
+    _keep(folder / IMAGE_FILE, _write_image, loaded)
+    _keep(folder / PREDICTION_FILE, save_prediction, result.prediction)
+    job.files += [IMAGE_FILE, PREDICTION_FILE]
+    artifacts = Artifacts(result, request.output_settings, metadata=info)
+    for name in FIRST_KINDS:
+        write_outputs(result, {name: folder / OUTPUTS[name].file_name}, artifacts=artifacts)
+        job.files.append(OUTPUTS[name].file_name)
+    _remember(job.id, artifacts)
+    return info
 
-    def write(kind: str, writer, *args) -> None:
-        name = (DOWNLOADS.get(kind) or PREVIEWS[kind])[0]
-        writer(folder / name, *args)
-        job.files.append(name)
 
-    def keep(name: str, writer, *args) -> None:
-        """A file the job keeps for rebuilds, not a download."""
+def ensure_output(store: JobStore, job: Job, kind: str, max_pixels: int) -> Path:
+    """The path of a finished job's output ``kind``, written now if it is not there yet (once: other requests for
+    the same job wait on its lock, then find the file). Raises KeyError for a kind the job does not offer."""
+    request = JobRequest.from_dict(job.request)
+    if kind not in offered_kinds(request):
+        raise KeyError(kind)
+    folder = store.folder(job.id)
+    path = folder / OUTPUTS[kind].file_name
+    if path.is_file():
+        return path
+    with _job_lock(folder):
+        if path.is_file():  # written while we waited
+            return path
+        artifacts = _recalled(job.id)
+        if artifacts is None:
+            artifacts = _rebuild_artifacts(store, job, request, max_pixels)
+            _remember(job.id, artifacts)
+        write_outputs(artifacts.result, {kind: path}, artifacts=artifacts)
+    return path
+
+
+def load_kept_image(folder: Path, meta: dict, max_pixels: int) -> LoadedImage:
+    """A job's kept working image with how it was decoded (scale, EXIF focal length: image.png has no EXIF)."""
+    try:
+        plain = load_image(folder / IMAGE_FILE, max_pixels)
+    except ConversionError:
+        raise ConversionError(GONE) from None
+    return LoadedImage(rgb=plain.rgb, alpha=plain.alpha, focal_px=meta.get("focal_px"),
+                       focal_source=meta.get("focal_source"), format=meta.get("format"),
+                       scale=float(meta.get("scale") or 1.0))
+
+
+def _rebuild_artifacts(store: JobStore, job: Job, request: JobRequest, max_pixels: int) -> Artifacts:
+    """The job's result made again from its kept image and prediction: the same geometry, no model."""
+    folder = store.folder(job.id)
+    prediction = load_prediction(folder / PREDICTION_FILE)
+    if prediction is None:
+        raise ConversionError("This result's files are gone. Convert the image again.")
+    loaded = load_kept_image(folder, job.image, max_pixels)
+    result = build_point_cloud(loaded, prediction.resized(loaded.width, loaded.height), request.options)
+    result.model = job.info.get("model")
+    return Artifacts(result, request.output_settings, metadata=job.info)
+
+
+def _keep(path: Path, writer, *args) -> None:
+    """A file the job keeps for rebuilds and later downloads: a failure to write it is an OutputError."""
+    try:
+        writer(path, *args)
+    except OSError:
+        raise OutputError("The server could not store the result: it is out of disk space or its output "
+                          "folder is not writable. Please try again later.") from None
+
+
+def _write_image(path: Path, image: LoadedImage) -> None:
+    """The image the depth belongs to, lossless (RGBA if it has alpha), at the working size."""
+    with atomic_output(path) as temporary:
+        picture_of(image).save(temporary, format="PNG", compress_level=1)
+
+
+@contextlib.contextmanager
+def _job_lock(folder: Path):
+    """An exclusive lock on a job folder, across threads and processes (``flock`` on ``.outputs.lock``)."""
+    with _thread_lock(folder), open(folder / ".outputs.lock", "a+b") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
         try:
-            writer(folder / name, *args)
-        except OSError:
-            raise OutputError("The server could not store the result: it is out of disk space or its output "
-                              "folder is not writable. Please try again later.") from None
-        job.files.append(name)
-
-    write("ply", lambda path: result.save(path))
-    if make_mesh:
-        mesh = mesh_from_result(result)  # once, for the three mesh formats
-        write("glb", lambda path: result.save(path, triangles=mesh))
-        write("obj", _write_obj_zip, result, mesh)
-        write("mesh_ply", lambda path: result.save(path, mesh=True, triangles=mesh))
-    write("json", lambda path: result.save_metadata(
-        path, extra={"job": {"id": job.id, "options": public_options(job.options)}}))
-    write("stl", lambda path: result.save(path, width_mm=stl_width_mm))
-    working_image = result.image
-    if result.options.paper_background:  # keep the image before the paper was cut away
-        working_image = load_image(image_path, converter.max_pixels,
-                                   draft_points=0 if depth_path is not None else result.options.max_points)
-    keep(IMAGE_FILE, _write_working_image, working_image)
-    keep(PREDICTION_FILE, save_prediction, result.prediction)
-    valid = result.depth > 0
-    write("depth_png", export.write_depth_png16, result.depth)
-    write("depth_npy", export.write_depth_npy, result.depth)
-    write("depth_preview", export.write_depth_preview_png, _preview_size(result.depth), None)
-    write("input", _write_input_preview, result.image)
-    store.save(job)
-    k = result.intrinsics
-    return {
-        "points": int(len(result.points)),
-        "faces": int(len(mesh.faces)) if make_mesh else None,
-        "width": k.width,
-        "height": k.height,
-        "units": result.units,
-        "model": result.model,
-        "depth_kind": result.prediction.kind,
-        "valid_fraction": float(valid.mean()),
-        "camera": k.to_dict(),
-        "timings": {stage: round(seconds, 4) for stage, seconds in result.timings.items()},
-        "notes": result.notes,
-        "mode": result.mode,
-        "looks_like_drawing": bool(result.looks_like_drawing),
-        "depth_cached": cache_key is not None and prediction is not None,
-        "rebuilt_from": rebuild_of,
-        "options": public_options(job.options),
-    }
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def public_options(options: dict) -> dict:
-    """A job's options as shown to people (result.json, the API, the rebuild form): no internal fields."""
-    return {name: value for name, value in options.items() if name not in PRIVATE_OPTIONS}
+_STRIPES = [threading.Lock() for _ in range(64)]
 
 
-def _picture(image) -> Image.Image:
-    """A LoadedImage as a PIL image, RGBA when it has alpha."""
-    if image.alpha is not None:
-        return Image.fromarray(np.dstack([image.rgb, image.alpha]), "RGBA")
-    return Image.fromarray(image.rgb, "RGB")
+def _thread_lock(folder: Path) -> threading.Lock:
+    """flock is per open file description, so threads of one process also take a plain lock (one of a fixed set)."""
+    return _STRIPES[hash(str(folder)) % len(_STRIPES)]
 
 
-def _write_working_image(path: Path, image) -> None:
-    """The image the depth belongs to, lossless (RGBA if it has alpha), at the working size: rebuilds read it."""
-    picture = _picture(image)
-    with export.atomic_output(path) as temporary:
-        picture.save(temporary, format="PNG", compress_level=1)
+# The last few results stay in memory with their shared pieces: the downloads a person fetches right after a
+# conversion (mesh, zipped OBJ, STL) then reuse the result and its mesh instead of rebuilding them from disk.
+_RECENT_RESULTS = 2
+_recent: OrderedDict[str, Artifacts] = OrderedDict()
+_recent_lock = threading.Lock()
 
 
-def _preview_size(depth: np.ndarray) -> np.ndarray:
-    """A depth map small enough for a web page (nearest sampling keeps 0 = no depth intact)."""
-    height, width = depth.shape
-    step = max(1, int(np.ceil(max(height, width) / PREVIEW_MAX_SIDE)))
-    return depth[::step, ::step]
+def _remember(job_id: str, artifacts: Artifacts) -> None:
+    with _recent_lock:
+        _recent[job_id] = artifacts
+        _recent.move_to_end(job_id)
+        while len(_recent) > _RECENT_RESULTS:
+            _recent.popitem(last=False)
 
 
-def _write_input_preview(path: Path, image) -> None:
-    picture = _picture(image)
-    picture.thumbnail((PREVIEW_MAX_SIDE, PREVIEW_MAX_SIDE))
-    with export.atomic_output(path) as temporary:
-        picture.save(temporary, format="PNG")
-
-
-def _write_obj_zip(path: Path, result, mesh) -> None:
-    """OBJ, MTL and texture PNG in one zip: one download that a person can unpack and open."""
-    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".obj-") as folder:
-        result.save(Path(folder) / "mesh.obj", triangles=mesh)
-        # Level 1: several times faster than the default on ~100 MB of OBJ text, and only slightly larger.
-        with export.atomic_output(path) as temporary, \
-                zipfile.ZipFile(temporary, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as bundle:
-            for file in sorted(Path(folder).iterdir()):
-                bundle.write(file, arcname=file.name)
+def _recalled(job_id: str) -> Artifacts | None:
+    with _recent_lock:
+        return _recent.get(job_id)

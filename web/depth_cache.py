@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from converter.depth import DepthMap
+from converter.errors import OutputError
+from converter.export import atomic_output
 
 log = logging.getLogger(__name__)
 
@@ -29,16 +31,10 @@ DEFAULT_ENTRIES = 64
 def save_prediction(path: str | os.PathLike, prediction: DepthMap) -> Path:
     """Write ``prediction`` to ``path`` (.npz) atomically."""
     path = Path(path)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    try:
-        with open(temporary, "wb") as file:
-            np.savez(file, values=np.asarray(prediction.values, np.float32),
-                     native=np.asarray(prediction.native, np.float32), kind=np.array(prediction.kind),
-                     source=np.array(prediction.source))
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+    with atomic_output(path) as temporary, open(temporary, "wb") as file:
+        np.savez(file, values=np.asarray(prediction.values, np.float32),
+                 native=np.asarray(prediction.native, np.float32), kind=np.array(prediction.kind),
+                 source=np.array(prediction.source))
     return path
 
 
@@ -64,9 +60,9 @@ class DepthCache:
         self._lock = threading.Lock()
 
     @staticmethod
-    def key(data: bytes, model: str, precision: str = "fp32") -> str:
-        digest = hashlib.sha256(data).hexdigest()
-        return hashlib.sha256(f"{digest}\0{model}\0{precision}".encode()).hexdigest()
+    def key(upload_sha256: str, model: str, precision: str = "fp32") -> str:
+        """The entry for an upload (its bytes' SHA-256, computed once when it arrived) under a model and precision."""
+        return hashlib.sha256(f"{upload_sha256}\0{model}\0{precision}".encode()).hexdigest()
 
     def path(self, key: str) -> Path:
         return self.folder / f"{key}.npz"
@@ -91,7 +87,7 @@ class DepthCache:
             self.folder.mkdir(parents=True, exist_ok=True)
             save_prediction(self.path(key), prediction)
             self.evict()
-        except OSError as error:
+        except (OSError, OutputError) as error:
             log.warning("could not cache a depth prediction: %s", error)
 
     def entries(self) -> list[Path]:

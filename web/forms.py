@@ -1,27 +1,59 @@
-"""Read conversion options from a web form or API fields into ConversionOptions keyword arguments."""
+"""Form and API fields → a JobRequest, validated once (by ConversionOptions and JobRequest themselves)."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 from converter.errors import OptionError
-from converter.options import ConversionOptions
+from converter.options import DEPTH_KIND_CHOICES, DETAIL_LEVELS, MODES, ConversionOptions
+from converter.outputs import parse_simplify
 
-JOB_FIELDS = ("model", "mesh", "stl_width_mm")  # options of the job, not of the geometry
-MODES = {"perspective": "Perspective (a photo seen by a camera)", "relief": "Relief (drawings, logos, bas-reliefs)"}
+from .job_request import DEFAULT_STL_WIDTH_MM, JobRequest
+
 # What a rebuild may change: geometry only (the depth, hence the model and any depth map, stays the job's).
 REBUILD_FIELDS = ("fov", "focal_px", "relief", "mode", "detail", "max_points", "clean", "drop_background",
-                  "paper_background", "mesh", "stl_width_mm")
-DETAIL_LEVELS = {"low": 250_000, "medium": 1_000_000, "high": 2_000_000, "full": 0}
+                  "paper_background", "mesh", "stl_width_mm", "simplify", "known_length")
+_NUMBERS = (("fov", "fov_deg", "Field of view"), ("focal_px", "focal_px", "Focal length"), ("relief", "relief", "Relief"),
+            ("drop_background", "drop_background_percent", "Background to drop"))
 
 
-def parse_options(form, models: list[str], default_model: str) -> dict:
-    """Form fields → options for Converter.convert plus JOB_FIELDS. Blank fields mean "automatic"."""
-    options: dict = {}
+def parse_request(form, models: list[str], default_model: str) -> JobRequest:
+    """A new conversion's fields → JobRequest. Blank fields mean "automatic"."""
     model = (form.get("model") or default_model).strip()
     if model not in models:
         raise OptionError(f"Unknown model '{model[:80]}'. Choose one of: {', '.join(models)}.")
-    options["model"] = model
+    changes, job = _fields(form)
+    depth_kind = (form.get("depth_kind") or "").strip().lower()
+    if depth_kind:
+        if depth_kind not in DEPTH_KIND_CHOICES:
+            raise OptionError(f"The depth kind must be one of: {', '.join(DEPTH_KIND_CHOICES)}.")
+        changes["depth_kind"] = depth_kind
+    return JobRequest(options=ConversionOptions(**changes), model=model, mesh=job.get("mesh", True),
+                      stl_width_mm=job.get("stl_width_mm", DEFAULT_STL_WIDTH_MM))
+
+
+def parse_rebuild(form, source: JobRequest, source_camera: dict | None = None) -> JobRequest:
+    """A rebuild's geometry fields on top of the source job's request (same model, same depth). Fields left out keep
+    the source's values; a new field of view replaces the source's focal length and back."""
+    if (form.get("depth_kind") or "").strip():
+        raise OptionError("A rebuild reuses the job's depth: the depth kind cannot change.")
+    changes, job = _fields(form)
+    if "fov_deg" in changes:
+        changes.setdefault("focal_px", None)
+    if "focal_px" in changes and changes["focal_px"] is not None:
+        changes.setdefault("fov_deg", None)
+    camera = source_camera or {}
+    from_exif = str(camera.get("source", "")).startswith("exif")
+    if not {"fov_deg", "focal_px"} & set(changes) and from_exif and camera.get("fx"):
+        changes["focal_px"] = float(camera["fx"])  # the stored image.png has no EXIF: keep its focal length
+    return replace(source, options=replace(source.options, **changes), rebuild_of=None, **job)
+
+
+def _fields(form) -> tuple[dict, dict]:
+    """(ConversionOptions fields, JobRequest fields) given in the form; nothing for blank fields."""
+    options: dict = {}
+    job: dict = {}
     detail = (form.get("detail") or "").strip().lower()
     if detail:
         if detail not in DETAIL_LEVELS:
@@ -32,17 +64,14 @@ def parse_options(form, models: list[str], default_model: str) -> dict:
         if max_points != int(max_points) or max_points < 0:
             raise OptionError("Maximum points must be a whole number, 0 or more.")
         options["max_points"] = int(max_points)
-    for field, option, label in (("fov", "fov_deg", "Field of view"), ("focal_px", "focal_px", "Focal length"),
-                                 ("relief", "relief", "Relief"),
-                                 ("drop_background", "drop_background_percent", "Background to drop")):
-        value = _number(form, field, label)
+    for name, option, label in _NUMBERS:
+        value = _number(form, name, label)
         if value is not None:
             options[option] = value
     submitted_by_form = bool(form.get("checkboxes_submitted"))  # an unticked box sends nothing at all
-    if form.get("clean") is not None or submitted_by_form:
-        options["clean"] = _flag(form.get("clean"))
-    if form.get("paper_background") is not None or submitted_by_form:
-        options["paper_background"] = _flag(form.get("paper_background"))
+    for name in ("clean", "paper_background"):
+        if form.get(name) is not None or submitted_by_form:
+            options[name] = _flag(form.get(name))
     mode = (form.get("mode") or "").strip().lower()
     if mode:
         if mode not in MODES:
@@ -52,34 +81,29 @@ def parse_options(form, models: list[str], default_model: str) -> dict:
     if stl_width is not None:
         if not 1 <= stl_width <= 2000:
             raise OptionError("STL width must be between 1 and 2000 millimetres.")
-        options["stl_width_mm"] = stl_width
-    options["mesh"] = _flag(form.get("mesh")) if (form.get("mesh") is not None or submitted_by_form) else True
-    depth_kind = (form.get("depth_kind") or "").strip().lower()
-    if depth_kind:
-        options["depth_kind"] = depth_kind
-    ConversionOptions.from_kwargs(**{k: v for k, v in options.items() if k not in JOB_FIELDS})  # reject bad values now
-    return options
+        job["stl_width_mm"] = stl_width
+    if form.get("mesh") is not None or submitted_by_form:
+        job["mesh"] = _flag(form.get("mesh"))
+    simplify = (form.get("simplify") or "").strip()
+    if simplify:
+        job["simplify"] = parse_simplify(simplify)
+    known = (form.get("known_length") or "").strip()
+    if known:
+        options["known_length"] = _numbers(known, "The known length", 5)
+    return options, job
 
 
-def parse_rebuild_options(form, base: dict) -> dict:
-    """Geometry fields of a rebuild form on top of the source job's options ``base`` (same model, same depth).
-    Fields left out keep the source's values; a new field of view replaces the source's focal length and back."""
-    unknown_kind = (form.get("depth_kind") or "").strip()
-    if unknown_kind:
-        raise OptionError("A rebuild reuses the job's depth: the depth kind cannot change.")
-    given = parse_options(form, [base.get("model") or ""], base.get("model") or "")
-    options = {name: value for name, value in base.items() if name != "rebuild_of"}
-    submitted_by_form = bool(form.get("checkboxes_submitted"))
-    if form.get("mesh") is None and not submitted_by_form:
-        given.pop("mesh", None)  # not asked: keep the source's choice
-    if "fov_deg" in given:
-        options.pop("focal_px", None)
-    if "focal_px" in given:
-        options.pop("fov_deg", None)
-    options.update(given)
-    options["model"] = base.get("model")
-    ConversionOptions.from_kwargs(**{k: v for k, v in options.items() if k not in JOB_FIELDS})
-    return options
+def _numbers(text: str, label: str, count: int) -> tuple[float, ...]:
+    """"x1 y1 x2 y2 m" (spaces or commas) → floats; the option itself checks what they mean."""
+    parts = text.replace(",", " ").split()
+    try:
+        values = tuple(float(part) for part in parts)
+    except ValueError:
+        values = ()
+    if len(values) != count or not all(math.isfinite(value) for value in values):
+        raise OptionError(f"{label} must be {count} numbers: X1 Y1 X2 Y2 (two pixels of the image) and the real "
+                          "distance between them in metres.")
+    return values
 
 
 def _number(form, field: str, label: str) -> float | None:

@@ -20,34 +20,24 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from converter import OUTPUTS
 from converter.errors import ConversionError, OutputError
+from converter.export import write_json
+from converter.stages import DONE, FAILED, QUEUED, RUNNING, progress_of
 
 log = logging.getLogger(__name__)
 
-QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
-STAGES = {  # stage → progress fraction reached when it starts
-    "queued": 0.0, "running": 0.02, "loading model": 0.05, "decoding": 0.1, "estimating depth": 0.2,
-    "building geometry": 0.7, "writing files": 0.85, "done": 1.0, "failed": 1.0,
-}
 _JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 TIMED_OUT = "Processing timed out: the image took too long to convert. Try a smaller image or lower detail."
 WORKER_DIED = "The server stopped while converting this image. Please try again."
 
-# Download kinds → (file name in the job folder, media type, label). One table for routes, pages and the API.
-DOWNLOADS = {
-    "ply": ("cloud.ply", "application/octet-stream", "Point cloud (.ply)"),
-    "glb": ("mesh.glb", "model/gltf-binary", "Mesh, glTF binary (.glb)"),
-    "obj": ("mesh-obj.zip", "application/zip", "Mesh, Wavefront (.obj + .mtl + texture, zipped)"),
-    "mesh_ply": ("mesh.ply", "application/octet-stream", "Mesh (.ply)"),
-    "depth_png": ("depth.png", "image/png", "Depth map, 16-bit PNG"),
-    "depth_npy": ("depth.npy", "application/octet-stream", "Depth map (.npy)"),
-    "json": ("result.json", "application/json", "Camera, units and options (.json)"),
-    "stl": ("relief.stl", "model/stl", "3D-print relief (.stl)"),
-}
-PREVIEWS = {"input": ("input.png", "image/png"), "depth_preview": ("depth_preview.png", "image/png")}
-# Kept in the job folder for rebuilds (not downloadable): the working image and the depth prediction.
+# One table for routes, pages and the API: the converter's output kinds (downloads, then the page's previews).
+DOWNLOADS = {name: kind for name, kind in OUTPUTS.items() if kind.download}
+PREVIEWS = {name: kind for name, kind in OUTPUTS.items() if not kind.download}
+# Kept in the job folder for rebuilds and later downloads (not downloadable): the working image, the prediction.
 IMAGE_FILE, PREDICTION_FILE = "image.png", "prediction.npz"
 COMPARISON_PREFIX = "compare-"  # OUTPUT_FOLDER/compare-<uuid4 hex>.json: a pair of jobs shown side by side
+BATCH_PREFIX = "batch-"  # OUTPUT_FOLDER/batch-<uuid4 hex>.json (+ its zips): the jobs of one multi-image upload
 
 
 class QueueFullError(Exception):
@@ -67,12 +57,14 @@ class Job:
     error: str | None = None
     error_code: str | None = None
     files: list[str] = field(default_factory=list)
-    options: dict = field(default_factory=dict)
+    request: dict = field(default_factory=dict)  # a web.job_request.JobRequest, as JobRequest.to_dict() gives it
     info: dict = field(default_factory=dict)
+    image: dict = field(default_factory=dict)  # how the kept image.png was decoded (scale, EXIF focal length)
     created: float = field(default_factory=time.time)
     updated: float = field(default_factory=time.time)
     expires: float = 0.0
     owner: str = ""
+    attempt: int = 1  # which run of the job this is: a job whose worker died is run once more (web.celery_jobs)
 
     @property
     def finished(self) -> bool:
@@ -109,38 +101,34 @@ def process_alive(token: str) -> bool:
 class JobStore:
     """Job folders under ``root``: create, read, update, expire, and look up files by (job id, download kind)."""
 
-    def __init__(self, root: str | os.PathLike, ttl_seconds: float = 24 * 3600):
+    def __init__(self, root: str | os.PathLike, ttl_seconds: float = 24 * 3600, alive=None):
         self.root = Path(root)
         self.ttl_seconds = ttl_seconds
+        # Whether an unfinished job still has someone working on it (True), not (False) or nobody can tell (None).
+        self.alive = alive or (lambda job: process_alive(job.owner))
 
     def folder(self, job_id: str) -> Path:
         if not valid_job_id(job_id):
             raise KeyError(job_id)
         return self.root / job_id
 
-    def create(self, options: dict) -> Job:
+    def create(self, request: dict) -> Job:
         now = time.time()
-        job = Job(id=uuid.uuid4().hex, options=options, created=now, expires=now + self.ttl_seconds,
+        job = Job(id=uuid.uuid4().hex, request=request, created=now, expires=now + self.ttl_seconds,
                   owner=process_token())
         try:
             self.folder(job.id).mkdir(parents=True)
             self.save(job)
-        except OSError:
+        except (OSError, OutputError):
             self.delete(job.id)
             raise OutputError("The server cannot store results right now (its output folder is full or not "
                               "writable). Please try again later.") from None
         return job
 
     def save(self, job: Job) -> None:
+        """Write the job's record atomically (OutputError when the disk refuses)."""
         job.updated = time.time()
-        folder = self.folder(job.id)
-        temporary = folder / f".job.{os.getpid()}.{threading.get_ident()}.tmp"
-        try:
-            temporary.write_text(json.dumps(asdict(job)))
-            os.replace(temporary, folder / "job.json")
-        except OSError:
-            temporary.unlink(missing_ok=True)
-            raise
+        write_json(self.folder(job.id) / "job.json", asdict(job))
 
     def get(self, job_id: str) -> Job | None:
         """The job, with a dead owner's unfinished job settled as failed; None if unknown or unreadable."""
@@ -149,7 +137,7 @@ class JobStore:
             job = Job(**data)
         except (KeyError, OSError, ValueError, TypeError):
             return None
-        if not job.finished and not process_alive(job.owner):
+        if not job.finished and self.alive(job) is False:
             job.status, job.stage, job.progress = FAILED, "failed", 1.0
             job.error, job.error_code, job.files = WORKER_DIED, "worker_died", []
             try:
@@ -163,11 +151,11 @@ class JobStore:
 
     def file(self, job: Job, kind: str) -> tuple[Path, str] | None:
         """(path, media type) of a finished job's file, or None if there is no such file."""
-        entry = DOWNLOADS.get(kind) or PREVIEWS.get(kind)
-        if entry is None or entry[0] not in job.files or job.status != DONE:
+        entry = OUTPUTS.get(kind)
+        if entry is None or entry.file_name not in job.files or job.status != DONE:
             return None
-        path = self.folder(job.id) / entry[0]
-        return (path, entry[1]) if path.is_file() else None
+        path = self.folder(job.id) / entry.file_name
+        return (path, entry.media_type) if path.is_file() else None
 
     def delete(self, job_id: str) -> None:
         shutil.rmtree(self.folder(job_id), ignore_errors=True)
@@ -197,22 +185,87 @@ def sweep_uploads(folder: str | os.PathLike, max_age_seconds: float) -> int:
     return removed
 
 
-def sweep_comparisons(root: str | os.PathLike, max_age_seconds: float) -> int:
-    """Delete comparison records older than ``max_age_seconds`` (their jobs expire at the same time)."""
-    removed, now = 0, time.time()
-    for path in Path(root).glob(COMPARISON_PREFIX + "*.json") if Path(root).is_dir() else ():
-        if path.is_file() and now - _mtime(path) > max_age_seconds:
-            path.unlink(missing_ok=True)
-            removed += 1
-    return removed
+class ComparisonStore:
+    """Comparison records beside the job folders: ``compare-<uuid4 hex>.json`` holding the two job ids and models.
+    They expire with their jobs."""
+
+    def __init__(self, root: str | os.PathLike, ttl_seconds: float = 24 * 3600):
+        self.root = Path(root)
+        self.ttl_seconds = ttl_seconds
+
+    def path(self, comparison_id: str) -> Path:
+        if not valid_job_id(comparison_id):
+            raise KeyError(comparison_id)
+        return self.root / f"{COMPARISON_PREFIX}{comparison_id}.json"
+
+    def create(self, job_ids: list[str], models: list[str]) -> dict:
+        comparison = {"id": uuid.uuid4().hex, "job_ids": list(job_ids), "models": list(models), "created": time.time()}
+        write_json(self.path(comparison["id"]), comparison)
+        return comparison
+
+    def get(self, comparison_id: str) -> dict | None:
+        try:
+            return json.loads(self.path(comparison_id).read_text())
+        except (KeyError, OSError, ValueError):
+            return None
+
+    def expired(self, comparison: dict) -> bool:
+        return time.time() - comparison.get("created", 0) > self.ttl_seconds
+
+    def sweep(self) -> int:
+        """Delete records older than the time to live (their jobs expire at the same time). Returns how many."""
+        removed, now = 0, time.time()
+        for path in self.root.glob(COMPARISON_PREFIX + "*.json") if self.root.is_dir() else ():
+            if path.is_file() and now - _mtime(path) > self.ttl_seconds:
+                path.unlink(missing_ok=True)
+                removed += 1
+        return removed
+
+
+class BatchStore:
+    """Batch records (``batch-<uuid4 hex>.json``: job ids in upload order) and their zips, beside the job folders.
+    They expire with their jobs."""
+
+    def __init__(self, root: str | os.PathLike, ttl_seconds: float = 24 * 3600):
+        self.root = Path(root)
+        self.ttl_seconds = ttl_seconds
+
+    def path(self, batch_id: str, suffix: str = ".json") -> Path:
+        if not valid_job_id(batch_id):
+            raise KeyError(batch_id)
+        return self.root / f"{BATCH_PREFIX}{batch_id}{suffix}"
+
+    def create(self, job_ids: list[str]) -> dict:
+        batch = {"id": uuid.uuid4().hex, "job_ids": list(job_ids), "created": time.time()}
+        write_json(self.path(batch["id"]), batch)
+        return batch
+
+    def get(self, batch_id: str) -> dict | None:
+        try:
+            return json.loads(self.path(batch_id).read_text())
+        except (KeyError, OSError, ValueError):
+            return None
+
+    def expired(self, batch: dict) -> bool:
+        return time.time() - batch.get("created", 0) > self.ttl_seconds
+
+    def sweep(self) -> int:
+        removed, now = 0, time.time()
+        for path in self.root.glob(BATCH_PREFIX + "*") if self.root.is_dir() else ():
+            if path.is_file() and now - _mtime(path) > self.ttl_seconds:
+                path.unlink(missing_ok=True)
+                removed += 1
+        return removed
 
 
 class Sweeper:
     """Deletes expired results and orphaned uploads every ``interval_seconds``, whether or not anyone asks."""
 
-    def __init__(self, store: JobStore, uploads: str | os.PathLike, interval_seconds: float, cache=None):
+    def __init__(self, store: JobStore, uploads: str | os.PathLike, interval_seconds: float, cache=None,
+                 records=()):
         self.store, self.uploads, self.interval_seconds = store, uploads, interval_seconds
         self.cache = cache  # a web.depth_cache.DepthCache, swept by age and count
+        self.records = tuple(records)  # ComparisonStore, BatchStore: records that expire with their jobs
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="retention-sweep", daemon=True)
 
@@ -226,7 +279,8 @@ class Sweeper:
     def run_once(self) -> int:
         removed = self.store.sweep()
         removed += sweep_uploads(self.uploads, max(self.store.ttl_seconds, 3600))
-        removed += sweep_comparisons(self.store.root, self.store.ttl_seconds)
+        for records in self.records:
+            removed += records.sweep()
         if self.cache is not None:
             removed += self.cache.sweep()
         return removed
@@ -248,19 +302,29 @@ def _mtime(path: Path) -> float:
         return 0.0
 
 
+@dataclass(frozen=True)
+class Upload:
+    """What a request hands to its job: the image already decoded once (a converter LoadedImage) or, where the
+    job runs elsewhere, its bytes; the SHA-256 of those bytes (the depth cache's key, hashed once); a depth map."""
+
+    image: object
+    sha256: str | None = None
+    depth: bytes | None = None
+
+
 class JobRunner:
     """Runs conversions on a fixed number of threads, with at most ``max_queued`` jobs waiting.
 
     ``timeout_seconds`` bounds a job from the moment it starts: past it the job is failed at once ("processing
     timed out") and whatever it still produces is thrown away. A model forward cannot be interrupted, so the
     thread is busy until that forward ends, but the user hears at the deadline and no file is left behind.
+    Uploads wait in memory, already decoded: nothing of them is written to disk.
     """
 
-    def __init__(self, store: JobStore, uploads: str | os.PathLike, convert, workers: int = 1, max_queued: int = 8,
+    def __init__(self, store: JobStore, convert, workers: int = 1, max_queued: int = 8,
                  timeout_seconds: float = 300.0):
         self.store = store
-        self.uploads = Path(uploads)
-        self.convert = convert  # (job, image_path, depth_path, report) → dict of info; writes the job's files
+        self.convert = convert  # (job, upload, report) → dict of info; writes the job's files
         self.capacity = workers + max_queued
         self.timeout_seconds = timeout_seconds
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="convert")
@@ -268,23 +332,14 @@ class JobRunner:
         self._waiting: list[str] = []
         self._active = 0
 
-    def submit(self, image: bytes, depth: bytes | None, options: dict) -> Job:
-        """Store the upload and queue the job; raises QueueFullError when the service is at capacity."""
+    def submit(self, request: dict, upload: Upload | None) -> Job:
+        """Queue the job (``request``: a JobRequest as a dict); raises QueueFullError at capacity."""
         with self._lock:
             if self._active + len(self._waiting) >= self.capacity:
                 raise QueueFullError()
-            job = self.store.create(options)
+            job = self.store.create(request)
             self._waiting.append(job.id)
-        try:
-            image_path = self._keep_upload(job.id, "image", image)
-            depth_path = self._keep_upload(job.id, "depth", depth) if depth else None
-        except OSError:
-            self._forget(job.id)
-            self._discard_uploads(job.id)
-            self.store.delete(job.id)
-            raise OutputError("The server cannot store uploads right now (its disk is full or not writable). "
-                              "Please try again later.") from None
-        self._executor.submit(self._run, job.id, image_path, depth_path)
+        self._executor.submit(self._run, job.id, upload)
         return job
 
     def queue_position(self, job_id: str) -> int | None:
@@ -292,24 +347,15 @@ class JobRunner:
         with self._lock:
             return self._waiting.index(job_id) + 1 if job_id in self._waiting else None
 
+    def room(self) -> int:
+        """How many more jobs would be accepted now (a batch is accepted whole or not at all)."""
+        with self._lock:
+            return max(0, self.capacity - self._active - len(self._waiting))
+
     def shutdown(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
-    def _keep_upload(self, job_id: str, role: str, data: bytes) -> Path:
-        path = self.uploads / f"{job_id}.{role}"
-        path.write_bytes(data)
-        return path
-
-    def _discard_uploads(self, job_id: str) -> None:
-        for role in ("image", "depth"):
-            (self.uploads / f"{job_id}.{role}").unlink(missing_ok=True)
-
-    def _forget(self, job_id: str) -> None:
-        with self._lock:
-            if job_id in self._waiting:
-                self._waiting.remove(job_id)
-
-    def _run(self, job_id: str, image_path: Path, depth_path: Path | None) -> None:
+    def _run(self, job_id: str, upload: Upload | None) -> None:
         with self._lock:
             self._waiting.remove(job_id)
             self._active += 1
@@ -337,12 +383,12 @@ class JobRunner:
                 with guard:
                     if cancelled.is_set():
                         raise JobCancelled()
-                    job.stage, job.progress = stage, STAGES.get(stage, job.progress)
+                    job.stage, job.progress = stage, progress_of(stage)
                     self.store.save(job)
 
             try:
-                report("running")
-                info = self.convert(job, image_path, depth_path, report)
+                report(RUNNING)
+                info = self.convert(job, upload, report)
                 with guard:
                     if cancelled.is_set():
                         raise JobCancelled()
@@ -363,7 +409,6 @@ class JobRunner:
                     self._save_quietly(job)
         finally:
             watchdog.cancel()
-            self._discard_uploads(job_id)  # privacy: the upload is not kept once converted
             with self._lock:
                 self._active -= 1
 
@@ -384,5 +429,5 @@ class JobRunner:
     def _save_quietly(self, job: Job) -> None:
         try:
             self.store.save(job)
-        except OSError:
+        except (OSError, OutputError):
             log.warning("could not record the end of job %s", job.id)

@@ -36,10 +36,10 @@ class DepthMap:
         if self.values.shape == (height, width):
             return self
         if self.source == "user":
+            from ..geometry import nearest_indices
+
             h, w = self.values.shape
-            rows = np.minimum((np.arange(height) + 0.5) * h / height, h - 1).astype(np.int64)
-            columns = np.minimum((np.arange(width) + 0.5) * w / width, w - 1).astype(np.int64)
-            values = self.values[np.ix_(rows, columns)]
+            values = self.values[np.ix_(nearest_indices(h, height), nearest_indices(w, width))]
         else:
             import torch
 

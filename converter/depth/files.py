@@ -9,6 +9,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import DepthFileError
+from ..geometry import nearest_indices
 from .depthmap import INVERSE_RELATIVE, METRIC, DepthMap
 
 DEPTH_KINDS = {"metric": METRIC, "disparity": INVERSE_RELATIVE}
@@ -98,8 +99,6 @@ def fit_depth_to_image(depth: DepthMap, width: int, height: int) -> tuple[DepthM
         raise DepthFileError(
             f"The depth map is {w} x {h} pixels but the image is {width} x {height}: their shapes differ."
         )
-    rows = np.minimum((np.arange(height) + 0.5) * h / height, h - 1).astype(np.int64)
-    columns = np.minimum((np.arange(width) + 0.5) * w / width, w - 1).astype(np.int64)
-    values = depth.values[rows[:, None], columns[None, :]]
+    values = depth.values[np.ix_(nearest_indices(h, height), nearest_indices(w, width))]
     note = f"The depth map ({w} x {h}) was resized to the image's {width} x {height} pixels."
     return DepthMap(values=values, native=depth.native, kind=depth.kind, source=depth.source), note

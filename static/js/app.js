@@ -4,7 +4,9 @@
 const form = document.getElementById("upload-form");
 if (form) setUpUpload(form);
 const jobSection = document.getElementById("job");
+const batchSection = document.getElementById("batch");
 if (jobSection) followJob(jobSection);
+else if (batchSection) followBatch(batchSection);
 else if (document.querySelector("[data-viewer]")) startViewers(document);
 
 function setUpUpload(form) {
@@ -14,10 +16,11 @@ function setUpUpload(form) {
   const chosen = document.getElementById("chosen-name");
   let previewUrl = null;
 
-  function show(file) {
+  function show(file, count = 1) {
     if (previewUrl) URL.revokeObjectURL(previewUrl);
     previewUrl = null;
-    chosen.textContent = file ? `${file.name} · ${(file.size / 1048576).toFixed(1)} MB` : "";
+    chosen.textContent = !file ? "" : count > 1 ? `${count} files: a batch, one result each`
+      : `${file.name} · ${(file.size / 1048576).toFixed(1)} MB`;
     if (file && file.type.startsWith("image/")) {
       previewUrl = URL.createObjectURL(file);
       preview.src = previewUrl;
@@ -28,14 +31,14 @@ function setUpUpload(form) {
     }
   }
 
-  function use(file) {
+  function use(...files) {
     const transfer = new DataTransfer();
-    transfer.items.add(file);
+    for (const file of files) transfer.items.add(file);
     input.files = transfer.files;
-    show(file);
+    show(files[0], files.length);
   }
 
-  input.addEventListener("change", () => show(input.files[0]));
+  input.addEventListener("change", () => show(input.files[0], input.files.length));
   for (const name of ["dragenter", "dragover"]) {
     zone.addEventListener(name, (event) => { event.preventDefault(); zone.classList.add("dragging"); });
   }
@@ -44,8 +47,8 @@ function setUpUpload(form) {
   }
   zone.addEventListener("drop", (event) => {
     event.preventDefault();
-    const file = event.dataTransfer.files[0];
-    if (file) use(file);
+    const files = [...event.dataTransfer.files];
+    if (files.length) use(...files);
   });
   document.addEventListener("paste", (event) => {
     const item = [...(event.clipboardData?.items || [])].find((entry) => entry.type.startsWith("image/"));
@@ -96,7 +99,93 @@ function followJob(section) {
   poll();
 }
 
+// A batch: one request for all its jobs' states, each row updated in place; the zip link opens when all are done.
+function followBatch(section) {
+  if (section.dataset.status === "done") return;
+  async function poll() {
+    let batch;
+    try {
+      const response = await fetch(section.dataset.batchUrl, { headers: { Accept: "application/json" } });
+      if (!response.ok) throw new Error(`status ${response.status}`);
+      batch = await response.json();
+    } catch (error) {
+      setTimeout(poll, 2000);
+      return;
+    }
+    for (const view of batch.views) {
+      const row = section.querySelector(`[data-job-id="${view.id}"]`);
+      if (!row) continue;
+      row.dataset.status = view.status;
+      const bar = row.querySelector("progress");
+      if (bar && view.progress !== undefined) bar.value = view.progress;
+      const stage = row.querySelector(".batch-stage");
+      if (stage) stage.textContent = view.status === "failed" ? view.error : view.stage || view.status;
+      if (view.status === "done" && !row.querySelector("img") && view.files?.input) {
+        const thumb = document.createElement("img");
+        thumb.className = "batch-thumb";
+        thumb.alt = `Image ${row.querySelector(".batch-number").textContent}`;
+        thumb.src = view.files.input;
+        row.querySelector(".batch-number").after(thumb);
+      }
+    }
+    section.dataset.status = batch.status;
+    if (batch.status === "done") {
+      const link = document.getElementById("batch-download");
+      link.removeAttribute("aria-disabled");
+      link.classList.remove("disabled");
+      section.dispatchEvent(new CustomEvent("batch:finished", { detail: batch, bubbles: true }));
+      return;
+    }
+    setTimeout(poll, 800);
+  }
+  poll();
+}
+
+// True scale: two measured points of the view and their real distance become a rebuild with a known length. The
+// points are projected back to the pixels they came from (the inverse of the back-projection in the README), in
+// the uploaded file's pixels, which is what the server's known_length takes.
+function setUpScaleForm(root) {
+  const form = root.querySelector("#scale-form");
+  if (!form) return;
+  const metres = form.querySelector("#scale-metres");
+  const button = form.querySelector("#set-scale");
+  let pixels = null;
+  const d = form.dataset;
+  const number = (name) => Number(d[name]);
+
+  function toFilePixel([x, y, z]) {
+    let u, v;
+    if (d.mode === "relief") {
+      const f = number("scaleFactor"), w = number("width"), h = number("height");
+      u = (x / f + 0.5) * w - 0.5;
+      v = (h / (2 * w) - y / f) * w - 0.5;
+    } else {
+      u = number("fx") * x / -z + number("cx");
+      v = number("cy") - number("fy") * y / -z;
+    }
+    const s = number("imageScale");
+    return [(u + 0.5) / s - 0.5, (v + 0.5) / s - 0.5].map((value) => Number(value.toFixed(3)));
+  }
+
+  root.addEventListener("viewer:measure", (event) => {
+    pixels = [toFilePixel(event.detail.a), toFilePixel(event.detail.b)];
+    metres.disabled = false;
+    button.disabled = false;
+    form.dataset.pixels = pixels.flat().join(" ");
+    metres.focus();
+  });
+  form.addEventListener("submit", (event) => {
+    if (!pixels || !(Number(metres.value) > 0)) {
+      event.preventDefault();
+      return;
+    }
+    form.querySelector("#known-length").value = `${pixels.flat().join(" ")} ${metres.value}`;
+    button.disabled = true;
+  });
+}
+
 async function startViewers(root) {
+  setUpScaleForm(root);
   if (!root.querySelector("[data-viewer]")) return;
   const viewer = await import("./viewer.js");
   viewer.initAll(root);

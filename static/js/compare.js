@@ -29,7 +29,7 @@ function showResult(side, view) {
   viewer.setAttribute("aria-label", `Interactive 3D view of the point cloud from ${side.dataset.model}`);
   const facts = document.createElement("p");
   facts.className = "facts";
-  facts.append(`${view.info.points.toLocaleString()} points · ${view.info.units} · `);
+  facts.append(`${view.info.point_count.toLocaleString()} points · ${view.info.units} · `);
   const link = document.createElement("a");
   link.href = jobUrl;
   link.textContent = "full result and downloads";

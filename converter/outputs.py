@@ -1,0 +1,351 @@
+"""Every file a conversion can become, in one table, and the one writer layer that produces them.
+
+A kind (``"ply"``, ``"glb"``, ``"stl"``, …) has a file name inside a web job's folder, the suffixes that select it on
+the command line and in ``ConversionResult.save``, a media type, a label for people and a writer. The writers of one
+result share an :class:`Artifacts`: the mesh, the encoded texture, the relief solid and the header comments are each
+built at most once, however many formats are written, and only when a written format needs them.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from PIL import Image
+
+from . import export, mesh_export, printing
+from .errors import OptionError
+from .mesh import DEFAULT_MAX_DEPTH_RATIO, Mesh, mesh_from_result, texture_image
+
+PREVIEW_MAX_SIDE = 1024  # previews are for a web page
+PARALLAX_MAX_SIDE, PARALLAX_FPS = 720, 24  # a 3 s clip: about 0.3 MB and several seconds to render
+
+
+@dataclass(frozen=True)
+class OutputSettings:
+    """How outputs are made, beyond the conversion itself: the printable relief's size in millimetres, the mesh's
+    discontinuity threshold (see :mod:`converter.mesh`) and how far the simplified mesh is simplified (a detail level
+    of :data:`converter.decimate.DETAIL_FRACTIONS` or a target number of triangles)."""
+
+    stl_width_mm: float = printing.DEFAULT_WIDTH_MM
+    stl_base_mm: float = printing.DEFAULT_BASE_MM
+    max_depth_ratio: float = DEFAULT_MAX_DEPTH_RATIO
+    simplify: str | int = "low"
+
+    def __post_init__(self):
+        printing.check_size(self.stl_width_mm, self.stl_base_mm)
+        object.__setattr__(self, "simplify", parse_simplify(self.simplify))
+        if not (isinstance(self.max_depth_ratio, (int, float)) and math.isfinite(self.max_depth_ratio)
+                and self.max_depth_ratio >= 1.0):
+            raise OptionError("The mesh's depth-ratio threshold must be a number of at least 1.")
+
+    @classmethod
+    def from_keywords(cls, width_mm: float = printing.DEFAULT_WIDTH_MM, base_mm: float = printing.DEFAULT_BASE_MM,
+                      max_depth_ratio: float = DEFAULT_MAX_DEPTH_RATIO) -> "OutputSettings":
+        """The keyword names ``ConversionResult.save`` has always taken."""
+        return cls(stl_width_mm=width_mm, stl_base_mm=base_mm, max_depth_ratio=max_depth_ratio)
+
+
+class Artifacts:
+    """What several outputs of one result share, each built on first use and then kept."""
+
+    def __init__(self, result, settings: OutputSettings | None = None, metadata: dict | None = None):
+        self.result = result
+        self.settings = settings or OutputSettings()
+        self.given_metadata = metadata  # a description that contains result.metadata() (a web job's info)
+
+    @cached_property
+    def metadata(self) -> dict:
+        return self.given_metadata or self.result.metadata()
+
+    @cached_property
+    def comments(self) -> list[str]:
+        from .pipeline import comment_lines
+
+        return comment_lines(self.metadata)
+
+    @cached_property
+    def mesh(self) -> Mesh:
+        return mesh_from_result(self.result, max_depth_ratio=self.settings.max_depth_ratio)
+
+    @cached_property
+    def texture(self) -> mesh_export.Texture:
+        return mesh_export.Texture.of(texture_image(self.result.image))
+
+    @cached_property
+    def simplified_mesh(self) -> Mesh:
+        """The mesh decimated to the settings' detail level or face count, its texture still registered."""
+        from .decimate import decimate_mesh, faces_for_detail
+
+        source, simplify = self.mesh, self.settings.simplify
+        target = faces_for_detail(source.face_count, simplify) if isinstance(simplify, str) else simplify
+        return decimate_mesh(self.coarse_mesh(target), target, self.to_uv)
+
+    def coarse_mesh(self, target_faces: int) -> Mesh:
+        """The grid mesh, or for a small target the mesh of every k-th grid sample: quadric decimation costs in
+        proportion to its input (about 36 s for 2 M triangles on one core), and an input at most 2 × the target
+        still leaves it room to place vertices where the shape needs them."""
+        from .mesh import mesh_on_grid
+
+        stride = math.ceil(math.sqrt(max(1.0, self.mesh.face_count / (2.0 * max(target_faces, 1)))))
+        if stride <= 1:
+            return self.mesh
+        r = self.result
+        rows, columns = np.arange(0, len(r.grid_rows), stride), np.arange(0, len(r.grid_columns), stride)
+        keep = r.keep[np.ix_(rows, columns)]
+        index = np.cumsum(r.keep.ravel()).reshape(r.keep.shape) - 1  # cloud index of each kept grid sample
+        picked = index[np.ix_(rows, columns)][keep]
+        return mesh_on_grid(r.points[picked], keep, r.grid_rows[rows], r.grid_columns[columns],
+                            (r.image.width, r.image.height), r.colors[picked],
+                            depth=r.grid_depth()[np.ix_(rows, columns)],
+                            max_depth_ratio=self.settings.max_depth_ratio)
+
+    def to_uv(self, vertices: np.ndarray) -> np.ndarray:
+        """Texture coordinates of points of this result: each projected back into the image it came from."""
+        from . import geometry
+
+        r = self.result
+        size = (r.image.width, r.image.height)
+        if r.mode == "relief":
+            pixels = geometry.relief_to_pixels(vertices, size)
+        else:
+            pixels = geometry.project_to_pixels(vertices, r.intrinsics)
+        return geometry.pixels_to_uv(pixels, size)
+
+    @cached_property
+    def stereo_pair(self) -> tuple[np.ndarray, np.ndarray]:
+        """(left, right) eye views [H, W, 3] uint8 of the working image (see :mod:`converter.stereo`)."""
+        from .stereo import stereo_pair
+
+        r = self.result
+        return stereo_pair(r.image.rgb, r.depth, r.image.alpha)
+
+    @cached_property
+    def relief_solid(self) -> printing.Solid:
+        return printing.relief_solid_from_result(
+            self.result, width_mm=self.settings.stl_width_mm, base_mm=self.settings.stl_base_mm)
+
+
+@dataclass(frozen=True)
+class OutputKind:
+    """One kind of output file. ``suffixes``: what selects it in a path (the first is the one written by the CLI's
+    ``--format``); none for previews, which exist for the web page only."""
+
+    name: str
+    file_name: str
+    suffixes: tuple[str, ...]
+    media_type: str
+    label: str
+    write: Callable[[Path, Artifacts], None]
+    download: bool = True
+
+    @property
+    def suffix(self) -> str:
+        return self.suffixes[0]
+
+
+def _point_cloud_ply(path: Path, a: Artifacts) -> None:
+    r = a.result
+    export.write_point_cloud_ply(path, r.points, r.colors, r.normals, comments=a.comments)
+
+
+def _mesh_ply(path: Path, a: Artifacts) -> None:
+    mesh_export.write_mesh_ply(path, a.mesh, comments=a.comments)
+
+
+def _glb(path: Path, a: Artifacts) -> None:
+    r = a.result
+    mesh_export.write_glb(path, a.mesh, a.texture, extras={
+        "axes": r.axes, "units": r.units, "camera": r.intrinsics.to_dict(), "mode": r.mode,
+    })
+
+
+def _obj(path: Path, a: Artifacts) -> None:
+    """``.obj``: the OBJ, ``.mtl`` and texture PNG side by side; ``.zip``: the three in one download."""
+    if path.suffix.lower() != ".zip":
+        mesh_export.write_obj(path, a.mesh, a.texture, comments=a.comments)
+        return
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".obj-") as folder:
+        mesh_export.write_obj(Path(folder) / "mesh.obj", a.mesh, a.texture, comments=a.comments)
+        # Level 1: several times faster than the default on ~100 MB of OBJ text, and only slightly larger.
+        with export.atomic_output(path) as temporary, \
+                zipfile.ZipFile(temporary, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as bundle:
+            for file in sorted(Path(folder).iterdir()):
+                bundle.write(file, arcname=file.name)
+
+
+def _simplified_glb(path: Path, a: Artifacts) -> None:
+    r = a.result
+    mesh_export.write_glb(path, a.simplified_mesh, a.texture, extras={
+        "axes": r.axes, "units": r.units, "camera": r.intrinsics.to_dict(), "mode": r.mode,
+        "simplified": a.settings.simplify,
+    })
+
+
+def _usdz(path: Path, a: Artifacts) -> None:
+    from .usdz import write_usdz
+
+    write_usdz(path, a.mesh, a.texture, metres_per_unit=1.0 if a.result.units == "metres" else None)
+
+
+def _pcd(path: Path, a: Artifacts) -> None:
+    from .cloud_formats import write_pcd
+
+    write_pcd(path, a.result.points, a.result.colors, a.result.normals)
+
+
+def _las(path: Path, a: Artifacts) -> None:
+    from .cloud_formats import write_las
+
+    write_las(path, a.result.points, a.result.colors, metric=a.result.units == "metres")
+
+
+def _side_by_side(path: Path, a: Artifacts) -> None:
+    from .stereo import side_by_side, write_png
+
+    write_png(path, side_by_side(*a.stereo_pair))
+
+
+def _anaglyph(path: Path, a: Artifacts) -> None:
+    from .stereo import anaglyph, write_png
+
+    write_png(path, anaglyph(*a.stereo_pair))
+
+
+def _parallax_mp4(path: Path, a: Artifacts) -> None:
+    from .parallax import parallax_frames, write_mp4
+
+    r = a.result
+    write_mp4(path, parallax_frames(r.image.rgb, r.depth, r.image.alpha, max_side=PARALLAX_MAX_SIDE), PARALLAX_FPS)
+
+
+def _stl(path: Path, a: Artifacts) -> None:
+    mesh_export.write_stl(path, a.relief_solid, header=f"image-to-3d relief {a.settings.stl_width_mm:g} mm")
+
+
+def _json(path: Path, a: Artifacts) -> None:
+    export.write_json(path, a.metadata)
+
+
+def _depth_png(path: Path, a: Artifacts) -> None:
+    export.write_depth_png16(path, a.result.depth)
+
+
+def _depth_npy(path: Path, a: Artifacts) -> None:
+    export.write_depth_npy(path, a.result.depth)
+
+
+def _depth_preview(path: Path, a: Artifacts) -> None:
+    depth = a.result.depth
+    step = max(1, math.ceil(max(depth.shape) / PREVIEW_MAX_SIDE))  # nearest sampling keeps 0 = no depth intact
+    export.write_depth_preview_png(path, depth[::step, ::step])
+
+
+def _input_preview(path: Path, a: Artifacts) -> None:
+    picture = picture_of(a.result.image)
+    picture.thumbnail((PREVIEW_MAX_SIDE, PREVIEW_MAX_SIDE))
+    with export.atomic_output(path) as temporary:
+        picture.save(temporary, format="PNG")
+
+
+def picture_of(image) -> Image.Image:
+    """A LoadedImage as a PIL image, RGBA when it has alpha."""
+    if image.alpha is not None:
+        return Image.fromarray(np.dstack([image.rgb, image.alpha]), "RGBA")
+    return Image.fromarray(image.rgb, "RGB")
+
+
+OUTPUTS: dict[str, OutputKind] = {kind.name: kind for kind in (
+    OutputKind("ply", "cloud.ply", (".ply",), "application/octet-stream", "Point cloud (.ply)", _point_cloud_ply),
+    OutputKind("glb", "mesh.glb", (".glb",), "model/gltf-binary", "Mesh, glTF binary (.glb)", _glb),
+    OutputKind("obj", "mesh-obj.zip", (".obj", ".zip"), "application/zip",
+               "Mesh, Wavefront (.obj + .mtl + texture, zipped)", _obj),
+    OutputKind("mesh_ply", "mesh.ply", (".mesh.ply",), "application/octet-stream", "Mesh (.ply)", _mesh_ply),
+    OutputKind("depth_png", "depth.png", (".depth.png",), "image/png", "Depth map, 16-bit PNG", _depth_png),
+    OutputKind("depth_npy", "depth.npy", (".npy",), "application/octet-stream", "Depth map (.npy)", _depth_npy),
+    OutputKind("json", "result.json", (".json",), "application/json", "Camera, units and options (.json)", _json),
+    OutputKind("stl", "relief.stl", (".stl",), "model/stl", "3D-print relief (.stl)", _stl),
+    OutputKind("simplified_glb", "mesh-simplified.glb", (".simplified.glb",), "model/gltf-binary",
+               "Mesh, simplified for games and the web (.glb)", _simplified_glb),
+    OutputKind("usdz", "mesh.usdz", (".usdz",), "model/vnd.usdz+zip", "Mesh for AR Quick Look on iPhone/iPad (.usdz)",
+               _usdz),
+    OutputKind("sbs", "stereo.sbs.png", (".sbs.png",), "image/png",
+               "Stereo pair, side by side for VR viewers and 3D TVs (.png)", _side_by_side),
+    OutputKind("anaglyph", "stereo.anaglyph.png", (".anaglyph.png",), "image/png",
+               "Anaglyph for red-cyan glasses (.png)", _anaglyph),
+    OutputKind("mp4", "parallax.mp4", (".mp4",), "video/mp4", "Parallax clip, 3 s (.mp4)", _parallax_mp4),
+    OutputKind("pcd", "cloud.pcd", (".pcd",), "application/octet-stream", "Point cloud, PCL (.pcd)", _pcd),
+    OutputKind("las", "cloud.las", (".las",), "application/octet-stream", "Point cloud, LAS for survey tools (.las)",
+               _las),
+    OutputKind("input", "input.png", (), "image/png", "Input picture", _input_preview, download=False),
+    OutputKind("depth_preview", "depth_preview.png", (), "image/png", "Depth picture", _depth_preview,
+               download=False),
+)}
+MESH_KINDS = ("glb", "obj", "mesh_ply", "simplified_glb", "usdz")
+
+
+def parse_simplify(value) -> str | int:
+    """A detail level ("low", "medium", "high") or a whole number of triangles (at least 4) → itself; else an
+    OptionError. Text holding a number counts as the number."""
+    from .decimate import DETAIL_FRACTIONS, MIN_TARGET_FACES
+
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in DETAIL_FRACTIONS:
+            return text
+        if text.isdigit():
+            value = int(text)
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= MIN_TARGET_FACES:
+        return int(value)
+    raise OptionError(f"Simplify to a detail level ({', '.join(DETAIL_FRACTIONS)}) or a number of triangles "
+                      f"(at least {MIN_TARGET_FACES}).")
+
+
+def kind_for_path(path: str | Path) -> OutputKind:
+    """The output kind a file name asks for, by its longest known suffix (``x.depth.png`` before ``.png``)."""
+    name = Path(path).name.lower()
+    matches = [(len(suffix), kind) for kind in OUTPUTS.values() for suffix in kind.suffixes if name.endswith(suffix)]
+    if not matches:
+        raise OptionError(f"Cannot write '{Path(path).name}': the output must end in one of "
+                          f"{', '.join(suffix for kind in OUTPUTS.values() for suffix in kind.suffixes)}.")
+    return max(matches, key=lambda match: match[0])[1]
+
+
+def parse_kinds(text: str) -> list[str]:
+    """``"ply,glb,stl"`` → known kind names, in the given order, without repeats; an unknown one is an OptionError."""
+    names = []
+    for name in (part.strip().lower() for part in str(text).split(",")):
+        if not name or name in names:
+            continue
+        kind = OUTPUTS.get(name)
+        if kind is None or not kind.suffixes:
+            choices = ", ".join(k.name for k in OUTPUTS.values() if k.suffixes)
+            raise OptionError(f"Unknown output format '{name[:40]}'. Choose from: {choices}.")
+        names.append(name)
+    if not names:
+        raise OptionError("Name at least one output format.")
+    return names
+
+
+def write_outputs(result, targets: dict[str, Path] | str | Path, settings: OutputSettings | None = None, *,
+                  kinds=None, artifacts: Artifacts | None = None) -> dict[str, Path]:
+    """Write several outputs of one result, sharing what they have in common.
+
+    ``targets``: kind name → path; or a folder, with ``kinds`` (names) written under their ``file_name``.
+    ``artifacts``: reuse the shared pieces of an earlier call for the same result. Returns kind → path written.
+    """
+    if not isinstance(targets, dict):
+        folder = Path(targets)
+        targets = {name: folder / OUTPUTS[name].file_name for name in kinds}
+    shared = artifacts or Artifacts(result, settings)
+    written = {}
+    for name, path in targets.items():
+        OUTPUTS[name].write(Path(path), shared)
+        written[name] = Path(path)
+    return written

@@ -1,0 +1,65 @@
+"""Conversions, their status and rebuilds: each action one view on two addresses, the page's form address and the
+JSON API's, answering by content negotiation (a redirect to the job's page, or 202 with JSON)."""
+
+from __future__ import annotations
+
+from flask import Blueprint, jsonify, redirect, request, url_for
+
+from .errors import wants_json
+from .service import get_service
+
+bp = Blueprint("api", __name__)
+
+
+def created(job):
+    """A new job: the API gets 202 with its status address, a browser is sent to its page."""
+    status_url = url_for("api.job_status", job_id=job.id)
+    if wants_json():
+        return jsonify({"id": job.id, "status_url": status_url}), 202, {"Location": status_url}
+    return redirect(url_for("pages.job_page", job_id=job.id), code=303)
+
+
+def create_conversion():
+    """One image: one job. Several images, or a zip of them: a batch (web.batches), one job each."""
+    images = [part for part in request.files.getlist("image") if part.filename or part.content_length]
+    if len(images) > 1 or any(_is_zip(part) for part in images):
+        from .batches import create
+
+        return create()
+    return created(get_service().submit(request.form, request.files))
+
+
+def _is_zip(part) -> bool:
+    head = part.stream.read(4)
+    part.stream.seek(0)
+    return head == b"PK\x03\x04"
+
+
+def rebuild(job_id):
+    return created(get_service().rebuild(job_id, request.form))
+
+
+def job_status(job_id):
+    service = get_service()
+    return jsonify(service.job_view(service.job_or_404(job_id)))
+
+
+# One view, two addresses each: the page's (endpoint ``*_form``/``*_page``) and the JSON API's.
+bp.add_url_rule("/convert", "convert_form", create_conversion, methods=["POST"])
+bp.add_url_rule("/api/v1/conversions", "create_conversion", create_conversion, methods=["POST"])
+bp.add_url_rule("/jobs/<job_id>/rebuild", "rebuild_form", rebuild, methods=["POST"])
+bp.add_url_rule("/api/v1/conversions/<job_id>/rebuild", "rebuild", rebuild, methods=["POST"])
+bp.add_url_rule("/jobs/<job_id>/status", "job_status_page", job_status)
+bp.add_url_rule("/api/v1/conversions/<job_id>", "job_status", job_status)
+
+
+@bp.get("/healthz")
+def healthz():
+    return jsonify({"status": "ok"})
+
+
+@bp.get("/readyz")
+def readyz():
+    status = get_service().model_status
+    body = {"status": status.state, "model": status.converter.model, "message": status.message}
+    return jsonify(body), (200 if status.ready else 503)

@@ -1,0 +1,105 @@
+"""Errors as people and scripts see them, and the headers every response carries.
+
+An error is an HTML page or, for the API and for clients that ask for JSON, ``{"error": ..., "code": ...}``; never a
+traceback, a server path or a library's message.
+"""
+
+from __future__ import annotations
+
+from flask import Flask, current_app, jsonify, render_template, request
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from converter.errors import (
+    ConversionError,
+    DamagedImageError,
+    ImageTooLargeError,
+    ModelUnavailableError,
+    OutputError,
+    UnsupportedImageError,
+)
+
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+        "connect-src 'self'; media-src 'self' blob:; worker-src 'self' blob:; object-src 'none'; base-uri 'none'; "
+        "form-action 'self'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+}
+STATUS_FOR_ERROR = {
+    UnsupportedImageError: 415,
+    DamagedImageError: 422,
+    ImageTooLargeError: 422,
+    ModelUnavailableError: 503,
+    OutputError: 507,
+}
+HTTP_MESSAGES = {404: "There is nothing here. Results expire after a while; convert the image again.",
+                 405: "That is not how this address is used.", 400: "The request could not be understood."}
+EXPIRED = "This result has expired and was deleted. Convert the image again."
+
+
+class UserError(Exception):
+    """A request the user can fix (or retry), with its HTTP status."""
+
+    def __init__(self, status: int, code: str, message: str, retry_after: int | None = None):
+        super().__init__(message)
+        self.status, self.code, self.message, self.retry_after = status, code, message, retry_after
+
+
+def wants_json() -> bool:
+    """The API and status paths answer JSON; elsewhere, whatever the client prefers (HTML unless it asks)."""
+    if request.path.startswith("/api/") or request.path.endswith("/status"):
+        return True
+    best = request.accept_mimetypes.best_match(["text/html", "application/json"])
+    return best == "application/json" and request.accept_mimetypes[best] > request.accept_mimetypes["text/html"]
+
+
+def error_response(status_code: int, code: str, message: str, headers: dict | None = None):
+    if wants_json():
+        response = jsonify({"error": message, "code": code})
+    else:
+        from .service import page_context
+
+        response = current_app.make_response(render_template("error.html", message=message, status=status_code,
+                                                             **page_context()))
+    response.status_code = status_code
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+def init_app(app: Flask) -> None:
+    """Register the error handlers and the security headers."""
+
+    @app.after_request
+    def security_headers(response):
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        return response
+
+    @app.errorhandler(UserError)
+    def user_error(error):
+        headers = {"Retry-After": str(error.retry_after)} if error.retry_after else {}
+        return error_response(error.status, error.code, error.message, headers)
+
+    @app.errorhandler(ConversionError)
+    def conversion_error(error):
+        status = next((code for kind, code in STATUS_FOR_ERROR.items() if isinstance(error, kind)), 400)
+        return error_response(status, error.code, error.message)
+
+    @app.errorhandler(RequestEntityTooLarge)
+    def too_large(error):
+        limit = app.config["MAX_UPLOAD_MB"]
+        return error_response(413, "too_large", f"The upload is too large: the limit is {limit} MB.")
+
+    @app.errorhandler(HTTPException)
+    def http_error(error):
+        message = HTTP_MESSAGES.get(error.code, error.name)
+        return error_response(error.code or 500, error.name.lower().replace(" ", "_"), message)
+
+    @app.errorhandler(Exception)
+    def internal_error(error):
+        app.logger.exception("unhandled error")
+        return error_response(500, "internal_error", "Something went wrong on our side. Please try again.")

@@ -1,0 +1,60 @@
+"""What a web job is asked to do, as one typed object: parsed once from the form or API, stored with the job, read
+back whole by whoever runs it (a thread of this process or a Celery worker on another machine)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+
+from converter import ConversionOptions, OutputSettings
+
+DEFAULT_STL_WIDTH_MM = OutputSettings().stl_width_mm
+DEFAULT_SIMPLIFY = OutputSettings().simplify
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    """options: the conversion. model: the depth model (Hub id or folder). mesh: offer the mesh downloads.
+    stl_width_mm: width of the printable relief. simplify: detail level or triangle count of the simplified mesh.
+    rebuild_of: the job whose image and depth a rebuild reuses (no
+    model run)."""
+
+    options: ConversionOptions = field(default_factory=ConversionOptions)
+    model: str = ""
+    mesh: bool = True
+    stl_width_mm: float = DEFAULT_STL_WIDTH_MM
+    simplify: str | int = DEFAULT_SIMPLIFY
+    rebuild_of: str | None = None
+
+    def __post_init__(self):
+        settings = self.output_settings  # the same checks as every other way in
+        object.__setattr__(self, "simplify", settings.simplify)
+
+    @property
+    def output_settings(self) -> OutputSettings:
+        return OutputSettings(stl_width_mm=self.stl_width_mm, simplify=self.simplify)
+
+    def public(self) -> dict:
+        """As people see it (result.json, the API, the rebuild form): the options plus the job's own choices."""
+        return {**_plain(self.options.to_dict()), "model": self.model, "mesh": self.mesh,
+                "stl_width_mm": self.stl_width_mm, "simplify": self.simplify}
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["options"] = _plain(self.options.to_dict())
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "JobRequest":
+        data = dict(data)
+        options = dict(data.pop("options", {}))
+        for name in ("principal_point", "known_length"):
+            if options.get(name) is not None:
+                options[name] = tuple(options[name])
+        return cls(options=ConversionOptions(**options), **data)
+
+    def with_changes(self, **changes) -> "JobRequest":
+        return replace(self, **changes)
+
+
+def _plain(values: dict) -> dict:
+    return {name: list(value) if isinstance(value, tuple) else value for name, value in values.items()}

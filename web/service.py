@@ -1,0 +1,235 @@
+"""The app's resources and the actions its routes share (submit, rebuild, compare, describe a job).
+
+One ``Service`` per app, made and started by ``init_app`` (the Flask pattern: configuration in ``create_app``,
+resources and their threads here). Pages, the API and comparisons are thin blueprints over it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+from flask import Flask, current_app, url_for
+
+from converter import KNOWN_MODELS, Converter
+from converter.errors import OptionError
+from converter.images import load_image, probe_header
+from converter.options import DETAIL_LEVELS, MODES
+
+from .conversion import offered_kinds, run_job
+from .depth_cache import DepthCache
+from .errors import EXPIRED, UserError
+from .forms import parse_rebuild, parse_request
+from .job_request import DEFAULT_STL_WIDTH_MM, JobRequest
+from .jobs import (
+    DONE,
+    FAILED,
+    IMAGE_FILE,
+    PREDICTION_FILE,
+    BatchStore,
+    ComparisonStore,
+    Job,
+    JobRunner,
+    JobStore,
+    QueueFullError,
+    Sweeper,
+    Upload,
+    valid_job_id,
+)
+from .model_status import UNAVAILABLE, ModelStatus
+
+BUSY = "The server is busy with other conversions. Please try again in a minute."
+
+
+class Service:
+    """Converter, model readiness, job and comparison stores, the depth cache, the job runner and the sweeper."""
+
+    def __init__(self, config):
+        self.config = config
+        self.converter = Converter(model=config["DEPTH_MODEL"], device=config["DEVICE"],
+                                   precision=config["PRECISION"], max_pixels=config["MAX_PIXELS"])
+        self.store = JobStore(config["OUTPUT_FOLDER"], ttl_seconds=config["RESULT_TTL_SECONDS"])
+        self.comparisons = ComparisonStore(config["OUTPUT_FOLDER"], ttl_seconds=config["RESULT_TTL_SECONDS"])
+        self.batches = BatchStore(config["OUTPUT_FOLDER"], ttl_seconds=config["RESULT_TTL_SECONDS"])
+        self.cache = DepthCache(os.path.join(config["OUTPUT_FOLDER"], ".cache"),
+                                max_entries=config["DEPTH_CACHE_ENTRIES"], ttl_seconds=config["RESULT_TTL_SECONDS"])
+        os.makedirs(self.cache.folder, exist_ok=True)  # made now, not by the first job: the layout is fixed
+        self.backend = config.get("JOB_BACKEND", "embedded")
+        if self.backend == "celery":  # Celery workers convert; this process loads no model (web/celery_jobs.py)
+            from . import celery_jobs
+
+            self.runner = celery_jobs.CeleryJobRunner(self.store, config["REDIS_URL"],
+                                                      max_queued=config["MAX_QUEUED_JOBS"])
+            self.store.alive = self.runner.alive
+            self.model_status = celery_jobs.WorkersModelStatus(self.runner.board, self.converter)
+        elif self.backend == "embedded":
+            self.model_status = ModelStatus(self.converter, threads=config["TORCH_THREADS"] or _threads_per_process())
+            self.runner = JobRunner(
+                self.store, lambda job, upload, report: run_job(self.converter, self.store, job, upload, report,
+                                                                self.cache),
+                workers=config["CONVERSION_WORKERS"], max_queued=config["MAX_QUEUED_JOBS"],
+                timeout_seconds=config["JOB_TIMEOUT_SECONDS"],
+            )
+        else:
+            raise ValueError(f"JOB_BACKEND must be 'embedded' or 'celery', not {self.backend!r}")
+        self.sweeper = Sweeper(self.store, config["UPLOAD_FOLDER"], config["SWEEP_INTERVAL_SECONDS"],
+                               cache=self.cache, records=(self.comparisons, self.batches))
+
+    def start(self) -> "Service":
+        if self.config["PRELOAD_MODEL"]:
+            self.model_status.start()
+        self.sweeper.start()
+        return self
+
+    def stop(self) -> None:
+        self.sweeper.stop()
+        self.runner.shutdown()
+
+    # ------------------------------------------------------------------------------------------------ actions
+
+    def submit(self, form, files) -> Job:
+        """A new conversion of the uploaded image with the form's options."""
+        data, depth = _uploads(files)
+        job_request = parse_request(form, self.config["MODELS"], self.config["DEPTH_MODEL"])
+        upload = self.decode_upload(data, depth, job_request)
+        self.check_model(job_request.model, depth)
+        return self._queue(job_request, upload)
+
+    def rebuild(self, job_id: str, form) -> Job:
+        """A new job converting a finished job's kept image with its kept depth: no model run."""
+        source = self.store.get(job_id) if valid_job_id(job_id) else None
+        if source is None:
+            raise UserError(404, "not_found", "There is no such conversion to rebuild. Results expire after a "
+                                              "while; convert the image again.")
+        if source.finished and self.store.expired(source):
+            raise UserError(410, "expired", EXPIRED)
+        folder = self.store.folder(source.id)
+        if source.status != DONE or IMAGE_FILE not in source.files or not (folder / PREDICTION_FILE).is_file():
+            raise UserError(404, "not_rebuildable", "This conversion has no finished result to rebuild (it failed "
+                                                    "or is still running). Convert the image again.")
+        changed = parse_rebuild(form, JobRequest.from_dict(source.request), (source.info or {}).get("camera"))
+        return self._queue(changed.with_changes(rebuild_of=source.id), None)
+
+    def compare(self, form, files) -> dict:
+        """Two jobs, one per model, on the same upload (decoded once for both)."""
+        data, _ = _uploads(files)
+        fields = form.to_dict()
+        first = (fields.get("model_a") or fields.get("model") or self.config["DEPTH_MODEL"]).strip()
+        second = (fields.get("model_b") or "").strip()
+        if not second:
+            raise OptionError("Choose a second model to compare with.")
+        chosen = [parse_request({**fields, "model": model}, self.config["MODELS"], self.config["DEPTH_MODEL"])
+                  for model in (first, second)]
+        upload = self.decode_upload(data, None, chosen[0])
+        for job_request in chosen:
+            self.check_model(job_request.model)
+        jobs = [self._queue(job_request, upload) for job_request in chosen]
+        return self.comparisons.create([job.id for job in jobs], [job_request.model for job_request in chosen])
+
+    # --------------------------------------------------------------------------------------------- reading
+
+    def job_or_404(self, job_id: str) -> Job:
+        job = self.store.get(job_id) if valid_job_id(job_id) else None
+        if job is None:
+            raise UserError(404, "not_found", "There is nothing here. Results expire after a while; convert the "
+                                              "image again.")
+        if job.finished and self.store.expired(job):
+            raise UserError(410, "expired", EXPIRED)
+        return job
+
+    def job_view(self, job: Job) -> dict:
+        """The job as the API and the page's script see it."""
+        files = {}
+        if job.status == DONE:
+            files = {kind: url_for("pages.job_file", job_id=job.id, kind=kind)
+                     for kind in offered_kinds(JobRequest.from_dict(job.request))}
+        view = {
+            "id": job.id, "status": job.status, "stage": job.stage, "progress": round(job.progress, 3),
+            "error": job.error if job.status == FAILED else None, "code": job.error_code,
+            "queue_position": self.runner.queue_position(job.id), "files": files,
+            "result_url": url_for("pages.job_result_fragment", job_id=job.id),
+            "status_url": url_for("api.job_status", job_id=job.id),
+            "rebuild_url": url_for("api.rebuild", job_id=job.id),
+        }
+        if job.status == DONE:
+            view["info"] = job.info
+        return view
+
+    def comparison_or_404(self, comparison_id: str) -> dict:
+        comparison = self.comparisons.get(comparison_id)
+        if comparison is None:
+            raise UserError(404, "not_found", "There is no such comparison. Results expire after a while.")
+        if self.comparisons.expired(comparison):
+            raise UserError(410, "expired", "This comparison has expired and was deleted. Compare again.")
+        return comparison
+
+    def comparison_view(self, comparison: dict) -> dict:
+        return {"id": comparison["id"], "url": url_for("pages.compare_page", comparison_id=comparison["id"]),
+                "models": comparison["models"],
+                "jobs": [url_for("api.job_status", job_id=job_id) for job_id in comparison["job_ids"]]}
+
+    # ------------------------------------------------------------------------------------------------ helpers
+
+    def decode_upload(self, data: bytes, depth: bytes | None, job_request: JobRequest) -> Upload:
+        """Decode the upload once, now (a damaged or oversized image is a 4xx at once), and hash its bytes once.
+        With Celery the worker decodes it: only its headers are checked here (format, pixels of every frame)."""
+        if self.backend == "celery":
+            probe_header(data, self.config["MAX_PIXELS"])
+            return Upload(image=data, sha256=hashlib.sha256(data).hexdigest(), depth=depth or None)
+        draft = 0 if depth else job_request.options.max_points
+        image = load_image(data, self.config["MAX_PIXELS"], draft_points=draft)
+        return Upload(image=image, sha256=hashlib.sha256(data).hexdigest(), depth=depth or None)
+
+    def check_model(self, model: str, depth: bytes | None = None) -> None:
+        if not depth and self.model_status.state == UNAVAILABLE and model == self.converter.model:
+            raise UserError(503, "model_unavailable", self.model_status.message)
+
+    def _queue(self, job_request: JobRequest, upload: Upload | None) -> Job:
+        try:
+            return self.runner.submit(job_request.to_dict(), upload)
+        except QueueFullError:
+            raise UserError(503, "busy", BUSY, retry_after=30) from None
+
+
+def _uploads(files) -> tuple[bytes, bytes]:
+    image = files.get("image")
+    data = image.read() if image else b""
+    if not data:
+        raise UserError(400, "no_image", "No image was uploaded. Choose an image file and try again.")
+    depth_file = files.get("depth")
+    return data, (depth_file.read() if depth_file else b"")
+
+
+def _threads_per_process() -> int:
+    """Share the cores between gunicorn's worker processes (WEB_CONCURRENCY) so they do not oversubscribe them."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // max(1, int(os.environ.get("WEB_CONCURRENCY", 1))))
+
+
+def get_service() -> Service:
+    return current_app.extensions["image_to_3d"]
+
+
+def page_context() -> dict:
+    """What every page template needs."""
+    service = get_service()
+    config = service.config
+    return {
+        "model_status": service.model_status, "models": config["MODELS"], "known_models": KNOWN_MODELS,
+        "max_upload_mb": config["MAX_UPLOAD_MB"], "max_megapixels": config["MAX_PIXELS"] / 1e6,
+        "max_batch_images": config["MAX_BATCH_IMAGES"],
+        "detail_levels": DETAIL_LEVELS, "modes": MODES, "default_stl_width_mm": DEFAULT_STL_WIDTH_MM,
+    }
+
+
+def model_label(model: str) -> str:
+    if model in KNOWN_MODELS:
+        return KNOWN_MODELS[model].label
+    return os.path.basename(model.rstrip("/")) or model
+
+
+def init_app(app: Flask) -> Service:
+    """Make the app's Service and start its threads (model preload, retention sweep)."""
+    service = Service(app.config)
+    app.extensions["image_to_3d"] = service
+    return service.start()

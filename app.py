@@ -36,7 +36,9 @@ def create_app(test_config: dict | None = None) -> Flask:
         OUTPUT_FOLDER=os.environ.get("OUTPUT_FOLDER", os.path.join(ROOT, "outputs")),
         MAX_UPLOAD_MB=_env_int("MAX_UPLOAD_MB", 25),
         MAX_PIXELS=_env_int("MAX_PIXELS", DEFAULT_MAX_PIXELS),
-        CONVERSION_WORKERS=_env_int("CONVERSION_WORKERS", 1),
+        CONVERSION_WORKERS=_env_int("CONVERSION_WORKERS", 0),  # 0: 1 on a CPU, 8 on CUDA
+        BATCH_SIZE=_env_int("BATCH_SIZE", 0),  # forwards shared by concurrent conversions; 0: 1 on a CPU, 8 on CUDA
+        BATCH_WAIT_MS=float(os.environ.get("BATCH_WAIT_MS", 5)),  # how long a forward waits for company
         MAX_QUEUED_JOBS=_env_int("MAX_QUEUED_JOBS", 8),
         PRELOAD_MODEL=os.environ.get("PRELOAD_MODEL", "1") != "0",
         JOB_TIMEOUT_SECONDS=float(os.environ.get("JOB_TIMEOUT_SECONDS", 300)),

@@ -358,6 +358,96 @@ def throughput(model: Path, photo: Path, workers: int, threads: int, conversions
         }
 
 
+def photo_variants(photo: Path, count: int) -> list[Path]:
+    """``count`` distinct JPEGs of the same size (the photo with a little different noise): repeated bytes would let the
+    web app's depth cache skip the model, which is not what a service of many users sees."""
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(photo) as picture:
+        base = np.asarray(picture.convert("RGB")).astype(np.int16)
+        exif = picture.info.get("exif", b"")
+    paths = []
+    for number in range(count):
+        path = OUT / f"variant-{photo.stem}-{number}.jpg"
+        if not path.exists():
+            noise = np.random.default_rng(100 + number).integers(-3, 4, base.shape, dtype=np.int16)
+            Image.fromarray(np.clip(base + noise, 0, 255).astype(np.uint8)).save(path, quality=92, exif=exif)
+        paths.append(path)
+    return paths
+
+
+def worker_library(args) -> dict:
+    """The library end to end, sequentially: Converter.convert + result.save(".ply") per photo (model loaded)."""
+    from converter import Converter
+    from converter.depth import set_torch_threads
+
+    set_torch_threads(args.threads)
+    photos = [Path(path) for path in args.image.split(",")]
+    converter = Converter(model=args.model, device="cpu").load()
+    converter.convert(photos[0]).save(OUT / "library-warmup.ply")
+    started = time.perf_counter()
+    for number, photo in enumerate(photos):
+        converter.convert(photo).save(OUT / f"library-{number}.ply")
+    elapsed = time.perf_counter() - started
+    return {"route": "library", "conversions": len(photos), "seconds": elapsed,
+            "per_minute": 60.0 * len(photos) / elapsed}
+
+
+def serving(model: Path, conversions: int, threads: int) -> dict:
+    """Web (make run defaults: one gunicorn worker, 4 threads, one conversion at a time) against the library, on the
+    same distinct 1 MP photos, one after the other in this run; then every offered download of every web job is
+    fetched to show that lazily written files all exist."""
+    import tempfile
+    import urllib.request
+    import uuid
+    from concurrent.futures import ThreadPoolExecutor
+
+    photos = photo_variants(make_photo("1mp"), conversions + 2)
+    library = run_worker("library", model, ",".join(str(path) for path in photos[2:]),
+                         argparse.Namespace(threads=threads, repeat=1))
+
+    def post(url: str, photo: Path) -> str:
+        boundary = uuid.uuid4().hex
+        payload = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"p.jpg\"\r\n"
+                   f"Content-Type: image/jpeg\r\n\r\n").encode() + photo.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
+        request = urllib.request.Request(url + "/api/v1/conversions", data=payload, method="POST",
+                                         headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return json.loads(response.read())["status_url"]
+
+    def wait(url: str, status_url: str) -> dict:
+        while True:
+            with urllib.request.urlopen(url + status_url, timeout=60) as response:
+                view = json.loads(response.read())
+            if view["status"] in ("done", "failed"):
+                if view["status"] == "failed":
+                    raise RuntimeError(view)
+                return view
+            time.sleep(0.25)  # the page polls every 0.6 s
+
+    with tempfile.TemporaryDirectory() as folder, serve(model, folder, 1, 4) as server:
+        for photo in photos[:2]:  # warm-up
+            wait(server.url, post(server.url, photo))
+        started = time.perf_counter()
+        with ThreadPoolExecutor(max_workers=2) as pool:  # two clients, uploads overlap the running conversion
+            status_urls = list(pool.map(lambda photo: post(server.url, photo), photos[2:]))
+        views = [wait(server.url, status_url) for status_url in status_urls]
+        elapsed = time.perf_counter() - started
+        fetched, download_seconds = 0, time.perf_counter()
+        for view in views:
+            for kind, file_url in view["files"].items():
+                with urllib.request.urlopen(server.url + file_url, timeout=300) as response:
+                    if response.status != 200 or not response.read():
+                        raise RuntimeError(f"{kind} of {view['id']} could not be fetched")
+                fetched += 1
+        download_seconds = time.perf_counter() - download_seconds
+    web = {"route": "web", "conversions": conversions, "seconds": elapsed, "per_minute": 60.0 * conversions / elapsed}
+    return {"library": library, "web": web, "ratio": web["per_minute"] / library["per_minute"],
+            "downloads_fetched": fetched, "download_seconds": download_seconds,
+            "kinds": sorted(views[0]["files"])}
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # report
 
@@ -405,6 +495,7 @@ def main() -> int:
     parser.add_argument("--throughput", action="store_true", help="gunicorn conversions per minute for 1 MP photos")
     parser.add_argument("--conversions", type=int, default=12, help="conversions per throughput setting")
     parser.add_argument("--no-routes", action="store_true", help="skip ours-vs-tutorial (with --precision/--throughput)")
+    parser.add_argument("--serving", action="store_true", help="web jobs against the library, 1 MP, in one run")
     parser.add_argument("--json", type=Path, help="also write every figure to this file")
     # internal: one measurement in this process
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -415,7 +506,8 @@ def main() -> int:
     parser.add_argument("--max-points", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        worker = {"ours": worker_ours, "tutorial": worker_tutorial, "precision": worker_precision}[args.worker]
+        worker = {"ours": worker_ours, "tutorial": worker_tutorial, "precision": worker_precision,
+                  "library": worker_library}[args.worker]
         print(json.dumps(worker(args)))
         return 0
 
@@ -462,6 +554,15 @@ def main() -> int:
             print(f"| {workers} | {threads} | {row['per_minute']:.1f} | {row['median_latency']:.2f} | "
                   f"{', '.join(f'{v:.0f}' for v in row['worker_rss_mb'])} | "
                   f"{', '.join(f'{v:.0f}' for v in row['worker_uss_mb'])} | {row['ready_seconds']:.1f} |", flush=True)
+    if args.serving:
+        report = serving(model_folder(names[0]), args.conversions, args.threads)
+        figures["serving"] = report
+        library, web = report["library"], report["web"]
+        print(f"\n## Serving ({names[0]}, {args.conversions} distinct 1 MP photos)\n\n"
+              f"library (convert + .ply): {library['per_minute']:.1f} conversions/min; web (make run defaults, JSON "
+              f"API): {web['per_minute']:.1f}/min; web / library = {report['ratio']:.2f}. Then every offered download "
+              f"of every job fetched: {report['downloads_fetched']} files in {report['download_seconds']:.1f} s "
+              f"({', '.join(report['kinds'])}).", flush=True)
     if args.json:
         args.json.write_text(json.dumps(figures, indent=1))
     return 0

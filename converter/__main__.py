@@ -146,9 +146,11 @@ def plan_outputs(inputs: list[Path], output: str | None, mesh: bool = False,
     if mesh and kinds:
         raise ValueError("--mesh goes with a single .ply output; with --format, ask for mesh_ply")
     target = Path(output) if output is not None else None
-    if target is not None and len(inputs) == 1 and not target.is_dir() and target.suffix:
+    # A folder: one that exists, or a name ending in "/". With --format, any other name is the base name.
+    folder = target is not None and (target.is_dir() or output.endswith(("/", os.sep)))
+    if target is not None and len(inputs) == 1 and not folder and (target.suffix or kinds):
         if kinds:
-            stem = target.name[:-len(kind_for_path(target).suffix)] if _known_suffix(target) else target.stem
+            stem = target.name[:-len(_matched(target, kind_for_path(target)))] if _known_suffix(target) else target.name
             return [(inputs[0], _targets(target.with_name(stem), kinds))]
         kind = kind_for_path(target)
         if mesh and kind.name != "ply":

@@ -15,6 +15,7 @@ import numpy as np
 
 from .depth.depthmap import METRIC
 from .depth.tensor_preprocess import pil_pass_sizes
+from . import geometry
 from .geometry import DEFAULT_EDGE_RTOL, DEFAULT_RELIEF, RELIEF_HEIGHT, Intrinsics, relief_grid
 
 
@@ -219,8 +220,8 @@ def point_cloud_on_device(rgb, alpha, native, *, kind: str, user_depth: bool, op
         if options.clean:
             edges = depth_edges(native_depth, options.edge_rtol)
             native_h, native_w = native_depth.shape
-            native_rows = np.minimum((rows + 0.5) * native_h / height, native_h - 1).astype(np.int64)
-            native_columns = np.minimum((columns + 0.5) * native_w / width, native_w - 1).astype(np.int64)
+            native_rows = geometry.nearest_indices(native_h, height)[rows]
+            native_columns = geometry.nearest_indices(native_w, width)[columns]
             keep &= ~edges.index_select(0, _small(native_rows, depth)).index_select(1, _small(native_columns, depth))
         if options.mode == "relief":
             heights = relief_heights(grid_depth, keep, kind != METRIC, options.relief)

@@ -171,7 +171,7 @@ def colorize_depth(depth: np.ndarray, valid: np.ndarray | None = None) -> np.nda
 
 def write_depth_preview_png(path: str | os.PathLike, depth: np.ndarray, valid: np.ndarray | None = None) -> None:
     with atomic_output(path) as temporary:
-        Image.fromarray(colorize_depth(depth, valid), "RGB").save(temporary, format="PNG")
+        Image.fromarray(colorize_depth(depth, valid), "RGB").save(temporary, format="PNG", compress_level=1)
 
 
 def write_depth_png16(path: str | os.PathLike, depth: np.ndarray, scale: float = 1000.0) -> None:

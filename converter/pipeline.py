@@ -178,19 +178,35 @@ class Converter:
         device: str = "auto",
         precision: str = "fp32",
         max_pixels: int = DEFAULT_MAX_PIXELS,
+        *,
+        on_device: bool | None = None,
+        batch_size: int = 1,
+        batch_wait_ms: float = 0.0,
     ):
+        """``on_device``: preprocessing and geometry as torch ops on the model's device, only the final arrays
+        coming back (None: on CUDA only; the CPU keeps the exact PIL + numpy path). ``batch_size`` > 1: concurrent
+        conversions in this process share forwards, waiting at most ``batch_wait_ms`` for each other."""
         self.model = resolve_model_name(model)
         self.device = device
         self.precision = precision
         self.max_pixels = max_pixels
+        self.on_device = on_device
+        self.batch_size, self.batch_wait_ms = batch_size, batch_wait_ms
 
     @property
     def depth_model(self):
-        return get_depth_model(self.model, self.device, self.precision)
+        return get_depth_model(self.model, self.device, self.precision, **self._model_settings())
 
     @property
     def is_loaded(self) -> bool:
-        return is_model_loaded(self.model, self.device, self.precision)
+        return is_model_loaded(self.model, self.device, self.precision, **self._model_settings())
+
+    def _model_settings(self) -> dict:
+        return {"tensor_preprocess": self.on_device, "batch_size": self.batch_size,
+                "batch_wait_ms": self.batch_wait_ms}
+
+    def runs_on_device(self, depth_model) -> bool:
+        return self.on_device if self.on_device is not None else depth_model.device.startswith("cuda")
 
     def load(self) -> "Converter":
         """Load the model now (raises ModelUnavailableError) instead of on the first conversion."""
@@ -235,9 +251,17 @@ class Converter:
         else:
             report(stages.ESTIMATING_DEPTH)
             depth_model = self.depth_model
+            model_name = self.model
+            if self.runs_on_device(depth_model):
+                with clock("model"):
+                    native, _ = depth_model.predict_on_device(loaded.rgb, timings=timings)
+                report(stages.BUILDING_GEOMETRY)
+                with clock("geometry"):
+                    result = build_point_cloud_on_device(loaded, native, depth_model.kind, model_name, opts, clock)
+                result.model, result.notes, result.timings = model_name, notes, timings
+                return result
             with clock("model"):
                 prediction = depth_model.predict(loaded.to_pil(), timings=timings)
-            model_name = self.model
         report(stages.BUILDING_GEOMETRY)
         with clock("geometry"):
             result = build_point_cloud(loaded, prediction, opts, clock)
@@ -247,16 +271,12 @@ class Converter:
         return result
 
 
-def build_point_cloud(loaded: LoadedImage, prediction: DepthMap, opts: ConversionOptions, clock=None) -> ConversionResult:
-    """The geometry half of a conversion, without the model: depth units, camera, sampling, cleaning, points."""
-    clock = clock or _Clock({})
+def _image_camera_grid(loaded: LoadedImage, opts: ConversionOptions, clock):
+    """What stays on the CPU whatever the device: drawing detection, paper removal, the camera and the grid."""
     drawing = looks_like_drawing(loaded)
     if opts.paper_background:
         with clock("paper_background"):
             loaded = remove_paper_background(loaded)
-    opaque = None if loaded.alpha is None else loaded.alpha > 0
-    with clock("depth_units"):
-        depth, native_depth = _to_depth(prediction, opaque, opts.relief)
     width, height = loaded.width, loaded.height
     focal_px, principal_point = opts.focal_px, opts.principal_point
     if loaded.scale != 1.0:  # a draft-decoded JPEG: the user's pixels are the file's; ours are the working size's
@@ -268,6 +288,45 @@ def build_point_cloud(loaded: LoadedImage, prediction: DepthMap, opts: Conversio
         exif_focal_px=loaded.focal_px, exif_source=loaded.focal_source,
     )
     columns, rows = geometry.pixel_grid(width, height, opts.max_points)
+    return loaded, drawing, intrinsics, columns, rows
+
+
+def build_point_cloud_on_device(loaded: LoadedImage, native, kind: str, source: str, opts: ConversionOptions,
+                                clock=None) -> ConversionResult:
+    """:func:`build_point_cloud` for a model's native prediction that is a tensor on its device (CUDA): the depth
+    units, cleaning, back-projection and colours run there (:mod:`converter.device_geometry`); only the final
+    arrays come back."""
+    import torch
+
+    from .device_geometry import point_cloud_on_device
+
+    clock = clock or _Clock({})
+    loaded, drawing, intrinsics, columns, rows = _image_camera_grid(loaded, opts, clock)
+    device = native.device
+    with clock("device_geometry"):
+        rgb = torch.from_numpy(loaded.rgb).to(device, non_blocking=True)
+        alpha = None if loaded.alpha is None else torch.from_numpy(loaded.alpha).to(device, non_blocking=True)
+        cloud = point_cloud_on_device(rgb, alpha, native, kind=kind, user_depth=False, options=opts,
+                                      intrinsics=intrinsics, columns=columns, rows=rows)
+    prediction = DepthMap(values=cloud.values, native=native.float().cpu().numpy(), kind=kind, source=source)
+    result = ConversionResult(
+        points=cloud.points, colors=cloud.colors, normals=cloud.normals, depth=cloud.depth, prediction=prediction,
+        intrinsics=intrinsics, units=RELIEF_UNITS if opts.mode == "relief" else UNITS[kind], options=opts,
+        model=None, grid_rows=rows, grid_columns=columns, keep=cloud.keep, image=loaded, looks_like_drawing=drawing,
+    )
+    if opts.known_length is not None:
+        apply_known_length(result, opts.known_length)
+    return result
+
+
+def build_point_cloud(loaded: LoadedImage, prediction: DepthMap, opts: ConversionOptions, clock=None) -> ConversionResult:
+    """The geometry half of a conversion, without the model: depth units, camera, sampling, cleaning, points."""
+    clock = clock or _Clock({})
+    loaded, drawing, intrinsics, columns, rows = _image_camera_grid(loaded, opts, clock)
+    opaque = None if loaded.alpha is None else loaded.alpha > 0
+    with clock("depth_units"):
+        depth, native_depth = _to_depth(prediction, opaque, opts.relief)
+    width, height = loaded.width, loaded.height
     grid_depth = depth[np.ix_(rows, columns)]
     keep = geometry.valid_depth(grid_depth)
     if loaded.alpha is not None:

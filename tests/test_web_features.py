@@ -37,16 +37,18 @@ def convert(client, data: bytes, **fields) -> dict:
 
 
 def count_predictions(app, monkeypatch) -> list:
-    """Wrap the process-wide model's predict to count its calls; returns the list it appends to."""
+    """Wrap the process-wide model's predictions (the CPU path's predict, the CUDA path's predict_on_device) to count
+    its calls; returns the list it appends to."""
     model = app.extensions["image_to_3d"].converter.depth_model
     calls = []
-    original = model.predict
+    for name in ("predict", "predict_on_device"):
+        original = getattr(model, name)
 
-    def counting(*args, **kwargs):
-        calls.append(1)
-        return original(*args, **kwargs)
+        def counting(*args, original=original, **kwargs):
+            calls.append(1)
+            return original(*args, **kwargs)
 
-    monkeypatch.setattr(model, "predict", counting)
+        monkeypatch.setattr(model, name, counting)
     return calls
 
 
@@ -67,7 +69,7 @@ def test_rebuild_changes_the_geometry_without_calling_the_model(app, client, mon
     first = convert(client, picture(), fov="60")
     assert len(calls) == 1
     folder = job_folder(app, first["id"])
-    assert (folder / "image.png").is_file() and (folder / "prediction.npz").is_file()
+    assert (folder / "image.npz").is_file() and (folder / "prediction.npz").is_file()
     with np.load(folder / "prediction.npz") as stored:
         assert {"values", "native", "kind", "source"} <= set(stored.files)
     # kept for rebuilds, but not downloadable
@@ -111,7 +113,7 @@ def test_rebuild_keeps_a_focal_length_read_from_exif(client):
     response = post(client, f"/api/v1/conversions/{first['id']}/rebuild", relief="2")
     rebuilt = wait_for_job(client, f"/jobs/{response.get_json()['id']}")
     assert rebuilt["status"] == "done"
-    assert rebuilt["info"]["camera"]["fx"] == pytest.approx(first["info"]["camera"]["fx"])  # image.png has no EXIF
+    assert rebuilt["info"]["camera"]["fx"] == pytest.approx(first["info"]["camera"]["fx"])  # the kept image has no EXIF
 
 
 def test_result_page_offers_the_rebuild_form_and_shows_the_camera(client):

@@ -14,11 +14,13 @@ import threading
 from collections import OrderedDict
 from pathlib import Path
 
+import numpy as np
+
 from converter import Converter
 from converter.errors import ConversionError, OutputError
 from converter.export import atomic_output
 from converter.images import LoadedImage, load_image
-from converter.outputs import OUTPUTS, Artifacts, picture_of, write_outputs
+from converter.outputs import MESH_KINDS, OUTPUTS, Artifacts, write_outputs
 from converter.pipeline import build_point_cloud
 from converter.stages import LOADING_MODEL, WRITING_FILES
 
@@ -27,7 +29,6 @@ from .job_request import JobRequest
 from .jobs import IMAGE_FILE, PREDICTION_FILE, Job, JobStore, Upload
 
 FIRST_KINDS = ("ply", "json", "input", "depth_preview")  # what the result page needs at once
-MESH_KINDS = ("glb", "obj", "mesh_ply")
 GONE = "The result to rebuild has expired and was deleted. Convert the image again."
 
 
@@ -114,14 +115,17 @@ def ensure_output(store: JobStore, job: Job, kind: str, max_pixels: int) -> Path
 
 
 def load_kept_image(folder: Path, meta: dict, max_pixels: int) -> LoadedImage:
-    """A job's kept working image with how it was decoded (scale, EXIF focal length: image.png has no EXIF)."""
+    """A job's kept working image with how it was decoded (scale, EXIF focal length: the arrays have no EXIF)."""
     try:
-        plain = load_image(folder / IMAGE_FILE, max_pixels)
-    except ConversionError:
+        with np.load(folder / IMAGE_FILE, allow_pickle=False) as kept:
+            rgb = kept["rgb"]
+            alpha = kept["alpha"] if "alpha" in kept.files else None
+    except (OSError, KeyError, ValueError):
         raise ConversionError(GONE) from None
-    return LoadedImage(rgb=plain.rgb, alpha=plain.alpha, focal_px=meta.get("focal_px"),
-                       focal_source=meta.get("focal_source"), format=meta.get("format"),
-                       scale=float(meta.get("scale") or 1.0))
+    if rgb.ndim != 3 or rgb.shape[0] * rgb.shape[1] > max_pixels:
+        raise ConversionError(GONE)
+    return LoadedImage(rgb=rgb, alpha=alpha, focal_px=meta.get("focal_px"), focal_source=meta.get("focal_source"),
+                       format=meta.get("format"), scale=float(meta.get("scale") or 1.0))
 
 
 def _rebuild_artifacts(store: JobStore, job: Job, request: JobRequest, max_pixels: int) -> Artifacts:
@@ -146,9 +150,11 @@ def _keep(path: Path, writer, *args) -> None:
 
 
 def _write_image(path: Path, image: LoadedImage) -> None:
-    """The image the depth belongs to, lossless (RGBA if it has alpha), at the working size."""
-    with atomic_output(path) as temporary:
-        picture_of(image).save(temporary, format="PNG", compress_level=1)
+    """The image the depth belongs to, at the working size, as its arrays (rgb and, if any, alpha): lossless and
+    written in milliseconds, where even a fast PNG costs a twentieth of a conversion."""
+    arrays = {"rgb": image.rgb} if image.alpha is None else {"rgb": image.rgb, "alpha": image.alpha}
+    with atomic_output(path) as temporary, open(temporary, "wb") as handle:
+        np.savez(handle, **arrays)
 
 
 @contextlib.contextmanager

@@ -9,7 +9,7 @@ from converter.errors import OptionError
 from converter.options import DEPTH_KIND_CHOICES, DETAIL_LEVELS, MODES, ConversionOptions
 from converter.outputs import parse_simplify
 
-from .job_request import DEFAULT_STL_WIDTH_MM, JobRequest
+from .job_request import JobRequest
 
 # What a rebuild may change: geometry only (the depth, hence the model and any depth map, stays the job's).
 REBUILD_FIELDS = ("fov", "focal_px", "relief", "mode", "detail", "max_points", "clean", "drop_background",
@@ -29,8 +29,7 @@ def parse_request(form, models: list[str], default_model: str) -> JobRequest:
         if depth_kind not in DEPTH_KIND_CHOICES:
             raise OptionError(f"The depth kind must be one of: {', '.join(DEPTH_KIND_CHOICES)}.")
         changes["depth_kind"] = depth_kind
-    return JobRequest(options=ConversionOptions(**changes), model=model, mesh=job.get("mesh", True),
-                      stl_width_mm=job.get("stl_width_mm", DEFAULT_STL_WIDTH_MM))
+    return JobRequest(options=ConversionOptions(**changes), model=model, **job)
 
 
 def parse_rebuild(form, source: JobRequest, source_camera: dict | None = None) -> JobRequest:
@@ -46,7 +45,7 @@ def parse_rebuild(form, source: JobRequest, source_camera: dict | None = None) -
     camera = source_camera or {}
     from_exif = str(camera.get("source", "")).startswith("exif")
     if not {"fov_deg", "focal_px"} & set(changes) and from_exif and camera.get("fx"):
-        changes["focal_px"] = float(camera["fx"])  # the stored image.png has no EXIF: keep its focal length
+        changes["focal_px"] = float(camera["fx"])  # the kept image has no EXIF: keep its focal length
     return replace(source, options=replace(source.options, **changes), rebuild_of=None, **job)
 
 

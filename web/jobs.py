@@ -35,7 +35,7 @@ WORKER_DIED = "The server stopped while converting this image. Please try again.
 DOWNLOADS = {name: kind for name, kind in OUTPUTS.items() if kind.download}
 PREVIEWS = {name: kind for name, kind in OUTPUTS.items() if not kind.download}
 # Kept in the job folder for rebuilds and later downloads (not downloadable): the working image, the prediction.
-IMAGE_FILE, PREDICTION_FILE = "image.png", "prediction.npz"
+IMAGE_FILE, PREDICTION_FILE = "image.npz", "prediction.npz"
 COMPARISON_PREFIX = "compare-"  # OUTPUT_FOLDER/compare-<uuid4 hex>.json: a pair of jobs shown side by side
 BATCH_PREFIX = "batch-"  # OUTPUT_FOLDER/batch-<uuid4 hex>.json (+ its zips): the jobs of one multi-image upload
 
@@ -59,7 +59,7 @@ class Job:
     files: list[str] = field(default_factory=list)
     request: dict = field(default_factory=dict)  # a web.job_request.JobRequest, as JobRequest.to_dict() gives it
     info: dict = field(default_factory=dict)
-    image: dict = field(default_factory=dict)  # how the kept image.png was decoded (scale, EXIF focal length)
+    image: dict = field(default_factory=dict)  # how the kept image.npz was decoded (scale, EXIF focal length)
     created: float = field(default_factory=time.time)
     updated: float = field(default_factory=time.time)
     expires: float = 0.0

@@ -39,6 +39,7 @@ from .jobs import (
 from .model_status import UNAVAILABLE, ModelStatus
 
 BUSY = "The server is busy with other conversions. Please try again in a minute."
+GPU_CONVERSION_WORKERS, GPU_BATCH_SIZE = 8, 8  # the defaults on CUDA (CONVERSION_WORKERS, BATCH_SIZE = 0)
 
 
 class Service:
@@ -46,15 +47,20 @@ class Service:
 
     def __init__(self, config):
         self.config = config
+        self.backend = config.get("JOB_BACKEND", "embedded")
+        gpu = self.backend == "embedded" and _uses_cuda(config["DEVICE"])
+        # On a GPU several conversions run at once and their forwards are batched; on a CPU that only adds waiting.
+        workers = config["CONVERSION_WORKERS"] or (GPU_CONVERSION_WORKERS if gpu else 1)
+        batch_size = config["BATCH_SIZE"] or (GPU_BATCH_SIZE if gpu else 1)
         self.converter = Converter(model=config["DEPTH_MODEL"], device=config["DEVICE"],
-                                   precision=config["PRECISION"], max_pixels=config["MAX_PIXELS"])
+                                   precision=config["PRECISION"], max_pixels=config["MAX_PIXELS"],
+                                   batch_size=batch_size, batch_wait_ms=config["BATCH_WAIT_MS"])
         self.store = JobStore(config["OUTPUT_FOLDER"], ttl_seconds=config["RESULT_TTL_SECONDS"])
         self.comparisons = ComparisonStore(config["OUTPUT_FOLDER"], ttl_seconds=config["RESULT_TTL_SECONDS"])
         self.batches = BatchStore(config["OUTPUT_FOLDER"], ttl_seconds=config["RESULT_TTL_SECONDS"])
         self.cache = DepthCache(os.path.join(config["OUTPUT_FOLDER"], ".cache"),
                                 max_entries=config["DEPTH_CACHE_ENTRIES"], ttl_seconds=config["RESULT_TTL_SECONDS"])
         os.makedirs(self.cache.folder, exist_ok=True)  # made now, not by the first job: the layout is fixed
-        self.backend = config.get("JOB_BACKEND", "embedded")
         if self.backend == "celery":  # Celery workers convert; this process loads no model (web/celery_jobs.py)
             from . import celery_jobs
 
@@ -67,7 +73,7 @@ class Service:
             self.runner = JobRunner(
                 self.store, lambda job, upload, report: run_job(self.converter, self.store, job, upload, report,
                                                                 self.cache),
-                workers=config["CONVERSION_WORKERS"], max_queued=config["MAX_QUEUED_JOBS"],
+                workers=workers, max_queued=config["MAX_QUEUED_JOBS"],
                 timeout_seconds=config["JOB_TIMEOUT_SECONDS"],
             )
         else:
@@ -198,6 +204,16 @@ def _uploads(files) -> tuple[bytes, bytes]:
         raise UserError(400, "no_image", "No image was uploaded. Choose an image file and try again.")
     depth_file = files.get("depth")
     return data, (depth_file.read() if depth_file else b"")
+
+
+def _uses_cuda(device: str) -> bool:
+    """Whether conversions will run on CUDA (``auto`` asks torch, which the embedded backend loads anyway)."""
+    device = (device or "auto").strip().lower()
+    if device == "auto":
+        import torch
+
+        return torch.cuda.is_available()
+    return device.startswith("cuda")
 
 
 def _threads_per_process() -> int:

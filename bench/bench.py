@@ -305,6 +305,20 @@ def serve(model: Path, folder: str, workers: int, threads: int):
         log.close()
 
 
+def wait_for_job(url: str, status_url: str, interval: float) -> dict:
+    """Poll a job's status until it is done (its view) or failed (RuntimeError)."""
+    import urllib.request
+
+    while True:
+        with urllib.request.urlopen(url + status_url, timeout=60) as response:
+            view = json.loads(response.read())
+        if view["status"] == "done":
+            return view
+        if view["status"] == "failed":
+            raise RuntimeError(view)
+        time.sleep(interval)
+
+
 def throughput(model: Path, photo: Path, workers: int, threads: int, conversions: int) -> dict:
     import tempfile
     import urllib.request
@@ -331,14 +345,8 @@ def throughput(model: Path, photo: Path, workers: int, threads: int, conversions
                 if error.code != 503:
                     raise
                 time.sleep(0.2)
-        while True:
-            with urllib.request.urlopen(url + status_url, timeout=60) as response:
-                view = json.loads(response.read())
-            if view["status"] in ("done", "failed"):
-                if view["status"] == "failed":
-                    raise RuntimeError(view)
-                return time.perf_counter() - started
-            time.sleep(0.05)
+        wait_for_job(url, status_url, 0.05)
+        return time.perf_counter() - started
 
     with tempfile.TemporaryDirectory() as folder, serve(model, folder, workers, threads) as server:
         master = psutil.Process(server.process.pid)
@@ -417,14 +425,7 @@ def serving(model: Path, conversions: int, threads: int) -> dict:
             return json.loads(response.read())["status_url"]
 
     def wait(url: str, status_url: str) -> dict:
-        while True:
-            with urllib.request.urlopen(url + status_url, timeout=60) as response:
-                view = json.loads(response.read())
-            if view["status"] in ("done", "failed"):
-                if view["status"] == "failed":
-                    raise RuntimeError(view)
-                return view
-            time.sleep(0.25)  # the page polls every 0.6 s
+        return wait_for_job(url, status_url, 0.25)  # the page polls every 0.6 s
 
     with tempfile.TemporaryDirectory() as folder, serve(model, folder, 1, 4) as server:
         for photo in photos[:2]:  # warm-up

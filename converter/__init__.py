@@ -28,7 +28,8 @@ def convert(image, output=None, *, model: str | None = None, device: str = "auto
             **options) -> ConversionResult:
     """One-call conversion with a process-wide model; writes ``output`` when given. ``options``: the fields of
     :class:`ConversionOptions` as keywords (``fov_deg=60, max_points=500_000``)."""
-    result = Converter(model=model, device=device).convert(image, depth, options=ConversionOptions.from_kwargs(**options))
+    converter = Converter(model=model, device=device)
+    result = converter.convert(image, depth, options=ConversionOptions.from_kwargs(**options))
     if output is not None:
         result.save(output)
     return result

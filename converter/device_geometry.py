@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import geometry
 from .depth.depthmap import METRIC
 from .depth.tensor_preprocess import pil_pass_sizes
-from . import geometry
 from .geometry import DEFAULT_EDGE_RTOL, DEFAULT_RELIEF, RELIEF_HEIGHT, Intrinsics, relief_grid
 
 

@@ -66,7 +66,8 @@ def test_a_batch_converts_every_image_and_zips_everything(client):
     assert download.status_code == 200 and download.mimetype == "application/zip"
     with zipfile.ZipFile(io.BytesIO(download.data)) as bundle:
         names = sorted(bundle.namelist())
-        assert names == sorted(f"{n:02d}/{file}" for n in (1, 2, 3) for file in ("cloud.ply", "mesh.glb", "result.json"))
+        files = ("cloud.ply", "mesh.glb", "result.json")
+        assert names == sorted(f"{n:02d}/{file}" for n in (1, 2, 3) for file in files)
         for number, job_id in enumerate(view["job_ids"], start=1):
             cloud = PlyData.read(io.BytesIO(bundle.read(f"{number:02d}/cloud.ply")))["vertex"]
             job = client.get(f"/api/v1/conversions/{job_id}").get_json()
@@ -151,7 +152,7 @@ def test_unknown_batches_and_bad_formats(client):
 
 def test_expired_batches_are_swept(tmp_path):
     store = BatchStore(tmp_path, ttl_seconds=0.0)
-    batch = store.create(["a" * 32])
+    batch = store.create(job_ids=["a" * 32])
     assert store.get(batch["id"])["job_ids"] == ["a" * 32]
     time.sleep(0.01)
     assert store.expired(store.get(batch["id"])) and store.sweep() == 1 and store.get(batch["id"]) is None

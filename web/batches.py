@@ -96,7 +96,7 @@ def create_batch(form, files) -> dict:
             jobs.append(service.runner.submit(job_request.to_dict(), upload))
         except QueueFullError:  # another request took the room meanwhile: the jobs queued so far still run
             raise UserError(503, "busy", BUSY, retry_after=30) from None
-    return batch_store().create([job.id for job in jobs])
+    return batch_store().create(job_ids=[job.id for job in jobs])
 
 
 def batch_or_404(batch_id: str) -> dict:

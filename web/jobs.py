@@ -185,77 +185,55 @@ def sweep_uploads(folder: str | os.PathLike, max_age_seconds: float) -> int:
     return removed
 
 
-class ComparisonStore:
-    """Comparison records beside the job folders: ``compare-<uuid4 hex>.json`` holding the two job ids and models.
-    They expire with their jobs."""
+class RecordStore:
+    """Small JSON records beside the job folders (``<prefix><uuid4 hex>.json``) that expire with their jobs; files
+    derived from a record (``<prefix><id>-*.zip``) go with it."""
+
+    prefix = ""
 
     def __init__(self, root: str | os.PathLike, ttl_seconds: float = 24 * 3600):
         self.root = Path(root)
         self.ttl_seconds = ttl_seconds
 
-    def path(self, comparison_id: str) -> Path:
-        if not valid_job_id(comparison_id):
-            raise KeyError(comparison_id)
-        return self.root / f"{COMPARISON_PREFIX}{comparison_id}.json"
+    def path(self, record_id: str, suffix: str = ".json") -> Path:
+        if not valid_job_id(record_id):
+            raise KeyError(record_id)
+        return self.root / f"{self.prefix}{record_id}{suffix}"
 
-    def create(self, job_ids: list[str], models: list[str]) -> dict:
-        comparison = {"id": uuid.uuid4().hex, "job_ids": list(job_ids), "models": list(models), "created": time.time()}
-        write_json(self.path(comparison["id"]), comparison)
-        return comparison
+    def create(self, **fields) -> dict:
+        record = {"id": uuid.uuid4().hex, **fields, "created": time.time()}
+        write_json(self.path(record["id"]), record)
+        return record
 
-    def get(self, comparison_id: str) -> dict | None:
+    def get(self, record_id: str) -> dict | None:
         try:
-            return json.loads(self.path(comparison_id).read_text())
+            return json.loads(self.path(record_id).read_text())
         except (KeyError, OSError, ValueError):
             return None
 
-    def expired(self, comparison: dict) -> bool:
-        return time.time() - comparison.get("created", 0) > self.ttl_seconds
+    def expired(self, record: dict) -> bool:
+        return time.time() - record.get("created", 0) > self.ttl_seconds
 
     def sweep(self) -> int:
-        """Delete records older than the time to live (their jobs expire at the same time). Returns how many."""
+        """Delete records (and their derived files) older than the time to live. Returns how many files."""
         removed, now = 0, time.time()
-        for path in self.root.glob(COMPARISON_PREFIX + "*.json") if self.root.is_dir() else ():
+        for path in self.root.glob(self.prefix + "*") if self.root.is_dir() else ():
             if path.is_file() and now - _mtime(path) > self.ttl_seconds:
                 path.unlink(missing_ok=True)
                 removed += 1
         return removed
 
 
-class BatchStore:
-    """Batch records (``batch-<uuid4 hex>.json``: job ids in upload order) and their zips, beside the job folders.
-    They expire with their jobs."""
+class ComparisonStore(RecordStore):
+    """Comparisons: the two job ids and models of one image converted with two models."""
 
-    def __init__(self, root: str | os.PathLike, ttl_seconds: float = 24 * 3600):
-        self.root = Path(root)
-        self.ttl_seconds = ttl_seconds
+    prefix = COMPARISON_PREFIX
 
-    def path(self, batch_id: str, suffix: str = ".json") -> Path:
-        if not valid_job_id(batch_id):
-            raise KeyError(batch_id)
-        return self.root / f"{BATCH_PREFIX}{batch_id}{suffix}"
 
-    def create(self, job_ids: list[str]) -> dict:
-        batch = {"id": uuid.uuid4().hex, "job_ids": list(job_ids), "created": time.time()}
-        write_json(self.path(batch["id"]), batch)
-        return batch
+class BatchStore(RecordStore):
+    """Batches: the job ids of one multi-image upload, in upload order, and the zips made of them."""
 
-    def get(self, batch_id: str) -> dict | None:
-        try:
-            return json.loads(self.path(batch_id).read_text())
-        except (KeyError, OSError, ValueError):
-            return None
-
-    def expired(self, batch: dict) -> bool:
-        return time.time() - batch.get("created", 0) > self.ttl_seconds
-
-    def sweep(self) -> int:
-        removed, now = 0, time.time()
-        for path in self.root.glob(BATCH_PREFIX + "*") if self.root.is_dir() else ():
-            if path.is_file() and now - _mtime(path) > self.ttl_seconds:
-                path.unlink(missing_ok=True)
-                removed += 1
-        return removed
+    prefix = BATCH_PREFIX
 
 
 class Sweeper:

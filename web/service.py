@@ -39,6 +39,7 @@ from .jobs import (
 from .model_status import UNAVAILABLE, ModelStatus
 
 BUSY = "The server is busy with other conversions. Please try again in a minute."
+NOTHING_HERE = "There is nothing here. Results expire after a while; convert the image again."
 GPU_CONVERSION_WORKERS, GPU_BATCH_SIZE = 8, 8  # the defaults on CUDA (CONVERSION_WORKERS, BATCH_SIZE = 0)
 
 
@@ -103,12 +104,8 @@ class Service:
 
     def rebuild(self, job_id: str, form) -> Job:
         """A new job converting a finished job's kept image with its kept depth: no model run."""
-        source = self.store.get(job_id) if valid_job_id(job_id) else None
-        if source is None:
-            raise UserError(404, "not_found", "There is no such conversion to rebuild. Results expire after a "
-                                              "while; convert the image again.")
-        if source.finished and self.store.expired(source):
-            raise UserError(410, "expired", EXPIRED)
+        source = self.job_or_404(job_id, missing="There is no such conversion to rebuild. Results expire after a "
+                                                 "while; convert the image again.")
         folder = self.store.folder(source.id)
         if source.status != DONE or IMAGE_FILE not in source.files or not (folder / PREDICTION_FILE).is_file():
             raise UserError(404, "not_rebuildable", "This conversion has no finished result to rebuild (it failed "
@@ -130,15 +127,16 @@ class Service:
         for job_request in chosen:
             self.check_model(job_request.model)
         jobs = [self._queue(job_request, upload) for job_request in chosen]
-        return self.comparisons.create([job.id for job in jobs], [job_request.model for job_request in chosen])
+        return self.comparisons.create(job_ids=[job.id for job in jobs],
+                                       models=[job_request.model for job_request in chosen])
 
     # --------------------------------------------------------------------------------------------- reading
 
-    def job_or_404(self, job_id: str) -> Job:
+    def job_or_404(self, job_id: str, missing: str = NOTHING_HERE) -> Job:
+        """The job, or 404 (``missing`` says why to a person), or 410 once its result has expired."""
         job = self.store.get(job_id) if valid_job_id(job_id) else None
         if job is None:
-            raise UserError(404, "not_found", "There is nothing here. Results expire after a while; convert the "
-                                              "image again.")
+            raise UserError(404, "not_found", missing)
         if job.finished and self.store.expired(job):
             raise UserError(410, "expired", EXPIRED)
         return job

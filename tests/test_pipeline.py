@@ -55,7 +55,7 @@ def test_public_api():
 def test_every_input_kind_gives_the_same_result(dpt_model, photo, tmp_path):
     path = tmp_path / "photo.png"
     path.write_bytes(png(photo))
-    model = Converter(model=dpt_model, device="auto")
+    model = Converter(model=dpt_model, device="cpu")  # bit-exact repeats: the CPU path (a GPU need not be)
     results = [
         model.convert(source)
         for source in (str(path), path, path.read_bytes(), io.BytesIO(path.read_bytes()), Image.fromarray(photo), photo)
@@ -83,11 +83,13 @@ def test_result_record(dpt_model, photo):
 
 
 def test_timings(dpt_model, photo):
-    result = Converter(model=dpt_model).convert(photo)
+    """The numpy path's stages (on CUDA, geometry is one "device_geometry" stage: tests/test_pipeline_on_device.py)."""
+    converter = Converter(model=dpt_model, device="cpu")
+    result = converter.convert(photo)
     for stage in ("decode", "model", "geometry", "depth_units", "cleaning", "backproject"):
         assert stage in result.timings and result.timings[stage] >= 0
     assert result.timings["geometry"] >= result.timings["backproject"]
-    assert "cleaning" not in Converter(model=dpt_model).convert(photo, options=ConversionOptions(clean=False)).timings
+    assert "cleaning" not in converter.convert(photo, options=ConversionOptions(clean=False)).timings
 
 
 def test_progress_reports_the_stages(dpt_model, photo):
@@ -100,12 +102,13 @@ def test_progress_reports_the_stages(dpt_model, photo):
 
 
 def test_points_are_the_back_projected_depth_and_colours_the_pixels(dpt_model, photo):
-    result = Converter(model=dpt_model).convert(photo, options=ConversionOptions(max_points=0, clean=False))
+    converter = Converter(model=dpt_model, device="cpu")  # two runs compared bit for bit: the CPU path
+    result = converter.convert(photo, options=ConversionOptions(max_points=0, clean=False))
     assert len(result.points) == 96 * 128
     expected = geometry.backproject(result.depth, result.intrinsics).reshape(-1, 3)
     np.testing.assert_array_equal(result.points, expected)
     np.testing.assert_array_equal(result.colors, photo.reshape(-1, 3))
-    cleaned = Converter(model=dpt_model).convert(photo, options=ConversionOptions(max_points=0))
+    cleaned = converter.convert(photo, options=ConversionOptions(max_points=0))
     np.testing.assert_array_equal(cleaned.points, expected.reshape(96, 128, 3)[cleaned.keep])
     np.testing.assert_array_equal(cleaned.colors, photo[cleaned.keep])
 

@@ -8,41 +8,19 @@ LAS header says "y up" in its system identifier so that nobody has to guess.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from .errors import OutputError
-from .export import atomic_output
+from .export import atomic_output, atomic_output_named
 from .mesh_export import GENERATOR
 
 LAS_METRIC_SCALE = 0.001  # metres per stored integer step: millimetres
 LAS_RELATIVE_RESOLUTION = 1e-6  # relative clouds: at most this fraction of their extent per integer step
 _LAS_INT_RANGE = 2**31 - 2  # LAS stores coordinates as int32
-
-
-@contextlib.contextmanager
-def atomic_output_named(path: str | os.PathLike, name: str | None = None):
-    """Like :func:`~converter.export.atomic_output`, but the temporary path is called ``name`` (default: the
-    target's own name), for libraries that choose the format from the suffix (Open3D, USD's packager).
-
-    The file is written into a private temporary folder beside the target, then renamed onto atomic_output's
-    temporary file, which is renamed into place; the folder is always removed. OSError becomes OutputError.
-    """
-    path = Path(path)
-    with atomic_output(path) as temporary:
-        folder = tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            target = Path(folder) / (name or path.name)
-            yield target
-            os.replace(target, temporary)
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------------------------------------- PCD

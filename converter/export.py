@@ -8,6 +8,8 @@ import errno
 import json
 import os
 import secrets
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +35,25 @@ def atomic_output(path: str | os.PathLike):
     except BaseException:
         _remove(temporary)
         raise
+
+
+@contextlib.contextmanager
+def atomic_output_named(path: str | os.PathLike, name: str | None = None):
+    """Like :func:`atomic_output`, but the temporary path is called ``name`` (default: the
+    target's own name), for libraries that choose the format from the suffix (Open3D, USD's packager).
+
+    The file is written into a private temporary folder beside the target, then renamed onto atomic_output's
+    temporary file, which is renamed into place; the folder is always removed. OSError becomes OutputError.
+    """
+    path = Path(path)
+    with atomic_output(path) as temporary:
+        folder = tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            target = Path(folder) / (name or path.name)
+            yield target
+            os.replace(target, temporary)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _create_temporary(path: Path) -> str:

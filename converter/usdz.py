@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .cloud_formats import atomic_output_named
 from .errors import OutputError
+from .export import atomic_output_named
 from .mesh import Mesh
 from .mesh_export import GENERATOR, Texture
 

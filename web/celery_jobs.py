@@ -259,7 +259,7 @@ class CeleryJobRunner:
             return False
         log.warning("job %s: its worker died on attempt %d; queueing it again", job.id, job.attempt)
         job.attempt += 1
-        job.status, job.stage, job.progress, job.files = QUEUED, "queued", 0.0, []
+        job.status, job.stage, job.progress, job.files = QUEUED, QUEUED, 0.0, []
         _remove_outputs(folder, keep_uploads=True)
         self.store.save(job)
         try:

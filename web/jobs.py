@@ -52,7 +52,7 @@ class JobCancelled(Exception):
 class Job:
     id: str
     status: str = QUEUED
-    stage: str = "queued"
+    stage: str = QUEUED
     progress: float = 0.0
     error: str | None = None
     error_code: str | None = None

@@ -64,6 +64,7 @@ def test_eight_threads_share_forwards_and_get_their_own_results(model):
     assert not torch.equal(results[0], results[1])  # different images, different answers
 
 
+@pytest.mark.slow  # about a second or more: make test runs it, make test-fast does not
 def test_mixed_shapes_run_in_separate_forwards(tiny_models):
     model = get_depth_model(str(tiny_models["depth_anything"]), device="cpu").model
     requests = inputs(3, 56, 84, seed=1) + inputs(3, 84, 56, seed=2)
@@ -78,6 +79,7 @@ def test_mixed_shapes_run_in_separate_forwards(tiny_models):
     assert results[0].shape != results[-1].shape
 
 
+@pytest.mark.slow  # about a second or more: make test runs it, make test-fast does not
 def test_an_error_reaches_only_its_own_forwards_callers(model):
     good = inputs(3)
     bad = torch.randn(1, 5, 64, 64)  # five channels: the model's first convolution refuses it

@@ -219,6 +219,7 @@ def test_unwritable_target_is_an_output_error_and_leaves_nothing(tmp_path, write
     assert os.listdir(tmp_path / f"cloud.{writer}") == []
 
 
+@pytest.mark.slow  # about a second or more: make test runs it, make test-fast does not
 def test_full_disk_is_an_output_error_and_leaves_nothing(tmp_path):
     """A file-size limit makes writes fail as a full disk does. Open3D does not notice (it returns True with a
     truncated file), so write_pcd checks the size itself."""

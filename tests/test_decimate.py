@@ -110,6 +110,7 @@ def test_pixels_to_uv_matches_the_grid_mesher():
     ],
     ids=["plane", "sphere-cap"],
 )
+@pytest.mark.slow  # about a second or more: make test runs it, make test-fast does not
 def test_decimated_mesh_stays_on_the_surface_with_registered_texture(depth, distance_to_surface, tolerance):
     mesh = perspective_mesh(depth())
     target = mesh.face_count // 10
@@ -142,6 +143,7 @@ def test_decimated_mesh_stays_on_the_surface_with_registered_texture(depth, dist
     assert np.abs(decimated.colors.mean(0) - mesh.colors.mean(0)).max() < 12
 
 
+@pytest.mark.slow  # about a second or more: make test runs it, make test-fast does not
 def test_relief_mesh_keeps_its_texture_through_decimation():
     rows, columns = np.mgrid[0:H, 0:W]
     heights = (0.05 * np.sin(columns / 15.0) * np.cos(rows / 11.0)).astype(np.float32)

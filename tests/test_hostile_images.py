@@ -150,6 +150,7 @@ def mutated_files(draw):
 
 @settings(max_examples=300, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@pytest.mark.slow  # about a second or more: make test runs it, make test-fast does not
 @given(mutated_files())
 def test_fuzzed_files_give_an_image_or_a_documented_error(data):
     try:

@@ -83,6 +83,7 @@ def test_queue_beyond_capacity_is_503_with_retry_after(make_app, photo):
                        data={"image": (io.BytesIO(png_bytes(photo)), "p.png")}).status_code == 202
 
 
+@pytest.mark.slow  # about a second or more: make test runs it, make test-fast does not
 def test_a_job_over_its_time_limit_fails_and_leaves_no_files(make_app, photo):
     app = make_app(JOB_TIMEOUT_SECONDS=0.2)
     runner = app.extensions["image_to_3d"].runner
@@ -122,6 +123,7 @@ def test_a_job_whose_process_died_is_reported_failed(app, client):
     assert json.loads((store.folder(job.id) / "job.json").read_text())["status"] == FAILED
 
 
+@pytest.mark.slow  # about a second or more: make test runs it, make test-fast does not
 def test_results_expire_with_410_and_the_sweep_deletes_them(make_app, photo):
     app = make_app(RESULT_TTL_SECONDS=1.0)
     client = app.test_client()
@@ -138,6 +140,7 @@ def test_results_expire_with_410_and_the_sweep_deletes_them(make_app, photo):
     assert client.get(f"/jobs/{job_id}").status_code == 404
 
 
+@pytest.mark.slow  # about a second or more: make test runs it, make test-fast does not
 def test_the_sweep_runs_by_itself(make_app, photo):
     app = make_app(RESULT_TTL_SECONDS=0.5, SWEEP_INTERVAL_SECONDS=0.2)
     client = app.test_client()

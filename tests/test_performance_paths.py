@@ -96,6 +96,7 @@ def test_converter_uses_draft_for_jpeg_and_full_size_for_max_points_0(dpt_model)
     assert small.intrinsics.fov_x_deg == pytest.approx(full.intrinsics.fov_x_deg, rel=1e-3)
 
 
+@pytest.mark.slow  # about a second or more: make test runs it, make test-fast does not
 def test_large_non_jpeg_images_are_box_reduced_before_heavy_work_keeping_orientation_and_focal():
     """A PNG (no DCT scaling) far larger than the point grid is averaged down k × k once, upright, focal scaled."""
     import io

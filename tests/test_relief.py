@@ -339,6 +339,7 @@ def run_cli(*args) -> subprocess.CompletedProcess:
                           env=env, cwd=ROOT, timeout=180)
 
 
+@pytest.mark.slow  # about a second or more: make test runs it, make test-fast does not
 def test_cli_relief_paper_background_and_stl(tmp_path):
     picture, parts = pencil_drawing()
     image = tmp_path / "sketch.png"
@@ -367,6 +368,7 @@ def test_cli_relief_paper_background_and_stl(tmp_path):
     assert json.loads((tmp_path / "sketch.json").read_text())["options"]["relief"] == 0.5
 
 
+@pytest.mark.slow  # about a second or more: make test runs it, make test-fast does not
 def test_cli_rejects_a_bad_mode_and_bad_sizes(tmp_path):
     image = tmp_path / "photo.png"
     image.write_bytes(png_bytes(noise_image()))

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import pytest
-
 import os
 import resource
 import signal
 import time
 
 import numpy as np
+import pytest
 import requests
 from conftest import png_bytes, serve
 

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import pytest
-
 import io
 
 import numpy as np
+import pytest
 import requests
 from conftest import png_bytes
 from conftest import wait_for_server_job as wait_done

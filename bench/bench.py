@@ -7,6 +7,8 @@ Run by hand (never part of ``make test``):
     .venv/bin/python bench/bench.py --models all    # also DPT-SwinV2-Tiny and Depth Anything V2 Small
     .venv/bin/python bench/bench.py --precision     # bf16 vs fp32: speed-up and largest difference
     .venv/bin/python bench/bench.py --throughput    # gunicorn, N workers: conversions per minute, memory per worker
+    .venv/bin/python bench/bench.py --no-routes --serving             # web jobs against the library, in one run
+    .venv/bin/python bench/bench.py --quick --serving --device cuda --precision   # the same on a GPU (fp16)
 
 The models are randomly initialised copies of the published architectures (see bench/models.py), saved under
 bench/out/models and loaded through ``Converter(model=folder)`` like real checkpoints. Every measurement runs in a
@@ -105,10 +107,13 @@ def bare_forward(depth_model, image, repeat: int) -> float:
     inputs = depth_model.processor(images=image, return_tensors="pt")
     inputs = {k: v.to(depth_model.device, dtype=depth_model.dtype) for k, v in inputs.items()}
     best = float("inf")
+    cuda = str(depth_model.device).startswith("cuda")
     with torch.inference_mode():
         for _ in range(repeat):
             started = time.perf_counter()
             depth_model.model(**inputs)
+            if cuda:
+                torch.cuda.synchronize()
             best = min(best, time.perf_counter() - started)
     return best
 
@@ -119,7 +124,7 @@ def worker_ours(args) -> dict:
 
     set_torch_threads(args.threads)
     started = time.perf_counter()
-    converter = Converter(model=args.model, device="cpu", precision=args.precision_name).load()
+    converter = Converter(model=args.model, device=args.device, precision=args.precision_name).load()
     load_seconds = time.perf_counter() - started
     rss_loaded = rss_mb()
     output = OUT / f"ours-{Path(args.image).stem}.ply"
@@ -247,7 +252,8 @@ def cpu_flags() -> list[str]:
 
 def run_worker(kind: str, model: Path, image: Path | None, args, **extra) -> dict:
     command = [sys.executable, str(Path(__file__).resolve()), "--worker", kind, "--model-folder", str(model),
-               "--threads", str(args.threads), "--repeat", str(args.repeat)]
+               "--threads", str(args.threads), "--repeat", str(args.repeat), "--device", args.device,
+               "--precision-name", getattr(args, "precision_name", "fp32")]
     if image:
         command += ["--image", str(image)]
     for name, value in extra.items():
@@ -263,7 +269,7 @@ def run_worker(kind: str, model: Path, image: Path | None, args, **extra) -> dic
 
 
 @contextlib.contextmanager
-def serve(model: Path, folder: str, workers: int, threads: int):
+def serve(model: Path, folder: str, workers: int, threads: int, **environment):
     """gunicorn on 127.0.0.1 as `make run` starts it, until the block ends.
 
     (Not tests/conftest.serve: the benchmark runs without pytest, from `make bench`'s runtime set-up.)"""
@@ -275,7 +281,8 @@ def serve(model: Path, folder: str, workers: int, threads: int):
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     env = dict(os.environ, DEPTH_MODEL=str(model), UPLOAD_FOLDER=f"{folder}/uploads", OUTPUT_FOLDER=f"{folder}/outputs",
-               HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT), WEB_CONCURRENCY=str(workers), MAX_QUEUED_JOBS="64")
+               HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT), WEB_CONCURRENCY=str(workers), MAX_QUEUED_JOBS="64",
+               **environment)
     log = open(f"{folder}/gunicorn.log", "wb")
     process = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", str(workers), "--threads",
@@ -392,7 +399,7 @@ def worker_library(args) -> dict:
 
     set_torch_threads(args.threads)
     photos = [Path(path) for path in args.image.split(",")]
-    converter = Converter(model=args.model, device="cpu").load()
+    converter = Converter(model=args.model, device=args.device, precision=args.precision_name).load()
     converter.convert(photos[0]).save(OUT / "library-warmup.ply")
     started = time.perf_counter()
     for number, photo in enumerate(photos):
@@ -402,7 +409,7 @@ def worker_library(args) -> dict:
             "per_minute": 60.0 * len(photos) / elapsed}
 
 
-def serving(model: Path, conversions: int, threads: int) -> dict:
+def serving(model: Path, conversions: int, threads: int, device: str = "cpu", precision: str = "fp32") -> dict:
     """Web (make run defaults: one gunicorn worker, 4 threads, one conversion at a time) against the library, on the
     same distinct 1 MP photos, one after the other in this run; then every offered download of every web job is
     fetched to show that lazily written files all exist."""
@@ -413,12 +420,13 @@ def serving(model: Path, conversions: int, threads: int) -> dict:
 
     photos = photo_variants(make_photo("1mp"), conversions + 2)
     library = run_worker("library", model, ",".join(str(path) for path in photos[2:]),
-                         argparse.Namespace(threads=threads, repeat=1))
+                         argparse.Namespace(threads=threads, repeat=1, device=device, precision_name=precision))
 
     def post(url: str, photo: Path) -> str:
         boundary = uuid.uuid4().hex
-        payload = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"p.jpg\"\r\n"
-                   f"Content-Type: image/jpeg\r\n\r\n").encode() + photo.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
+        head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"p.jpg\"\r\n"
+                f"Content-Type: image/jpeg\r\n\r\n").encode()
+        payload = head + photo.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
         request = urllib.request.Request(url + "/api/v1/conversions", data=payload, method="POST",
                                          headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
         with urllib.request.urlopen(request, timeout=60) as response:
@@ -427,7 +435,8 @@ def serving(model: Path, conversions: int, threads: int) -> dict:
     def wait(url: str, status_url: str) -> dict:
         return wait_for_job(url, status_url, 0.25)  # the page polls every 0.6 s
 
-    with tempfile.TemporaryDirectory() as folder, serve(model, folder, 1, 4) as server:
+    environment = {"DEVICE": device, "PRECISION": precision}
+    with tempfile.TemporaryDirectory() as folder, serve(model, folder, 1, 4, **environment) as server:
         for photo in photos[:2]:  # warm-up
             wait(server.url, post(server.url, photo))
         started = time.perf_counter()
@@ -497,6 +506,8 @@ def main() -> int:
     parser.add_argument("--conversions", type=int, default=12, help="conversions per throughput setting")
     parser.add_argument("--no-routes", action="store_true", help="skip ours-vs-tutorial (with --precision/--throughput)")
     parser.add_argument("--serving", action="store_true", help="web jobs against the library, 1 MP, in one run")
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda: where ours, the library and the web "
+                        "app run (the tutorial route stays on the CPU)")
     parser.add_argument("--json", type=Path, help="also write every figure to this file")
     # internal: one measurement in this process
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -556,7 +567,8 @@ def main() -> int:
                   f"{', '.join(f'{v:.0f}' for v in row['worker_rss_mb'])} | "
                   f"{', '.join(f'{v:.0f}' for v in row['worker_uss_mb'])} | {row['ready_seconds']:.1f} |", flush=True)
     if args.serving:
-        report = serving(model_folder(names[0]), args.conversions, args.threads)
+        precision = "fp16" if args.device.startswith("cuda") and args.precision else "fp32"
+        report = serving(model_folder(names[0]), args.conversions, args.threads, args.device, precision)
         figures["serving"] = report
         library, web = report["library"], report["web"]
         print(f"\n## Serving ({names[0]}, {args.conversions} distinct 1 MP photos)\n\n"

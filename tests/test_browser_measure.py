@@ -35,9 +35,26 @@ def coordinates(value: str) -> np.ndarray:
     return np.array([float(part) for part in value.split(",")])
 
 
-def test_measure_on_a_metric_depth_map_matches_the_downloaded_cloud(chrome, live_server, tmp_path):
+def measure_left_to_right(chrome, viewer) -> None:
+    """Big points (easy targets), Measure on, click the left half's colour then the right half's."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
+
+    canvas = viewer.find_element(By.TAG_NAME, "canvas")
+    chrome.execute_script("arguments[0].scrollIntoView({block: 'center'})", canvas)
+    viewer.find_element(By.CSS_SELECTOR, "input[type=range]").send_keys(Keys.END)
+    wait_until(lambda: viewer.find_element(By.CSS_SELECTOR, "output").text == "10 px")
+    time.sleep(0.3)  # the next frame draws the bigger points
+    pixels = canvas_pixels(chrome, canvas)
+    viewer.find_element(By.XPATH, ".//button[normalize-space()='Measure']").click()
+    click_pixel(chrome, canvas, *solid_pixel(pixels, LEFT))
+    wait_until(lambda: viewer.get_attribute("data-measure-a"), 10)
+    click_pixel(chrome, canvas, *solid_pixel(pixels, RIGHT))
+    wait_until(lambda: viewer.get_attribute("data-measure-distance"), 10)
+
+
+def test_measure_on_a_metric_depth_map_matches_the_downloaded_cloud(chrome, live_server, tmp_path):
+    from selenium.webdriver.common.by import By
 
     picture = np.zeros((30, 40, 3), np.uint8)
     picture[:, :20] = LEFT
@@ -60,18 +77,7 @@ def test_measure_on_a_metric_depth_map_matches_the_downloaded_cloud(chrome, live
     assert viewer.get_attribute("data-units") == "metres"
     chrome.execute_script("window.measureEvents = [];"
                           "document.addEventListener('viewer:measure', (e) => window.measureEvents.push(e.detail));")
-    canvas = viewer.find_element(By.TAG_NAME, "canvas")
-    chrome.execute_script("arguments[0].scrollIntoView({block: 'center'})", canvas)
-    viewer.find_element(By.CSS_SELECTOR, "input[type=range]").send_keys(Keys.END)  # big points: easy targets
-    wait_until(lambda: viewer.find_element(By.CSS_SELECTOR, "output").text == "10 px")
-    time.sleep(0.3)  # the next frame draws the bigger points
-    pixels = canvas_pixels(chrome, canvas)
-
-    viewer.find_element(By.XPATH, ".//button[normalize-space()='Measure']").click()
-    click_pixel(chrome, canvas, *solid_pixel(pixels, LEFT))
-    wait_until(lambda: viewer.get_attribute("data-measure-a"), 10)
-    click_pixel(chrome, canvas, *solid_pixel(pixels, RIGHT))
-    wait_until(lambda: viewer.get_attribute("data-measure-distance"), 10)
+    measure_left_to_right(chrome, viewer)
     readout = viewer.find_element(By.CSS_SELECTOR, ".viewer-measure-readout").text
 
     # The point cloud the page offers, read by an independent reader.
@@ -108,7 +114,6 @@ def test_a_known_length_rescales_the_result_to_metres(chrome, live_server, tmp_p
     """Relative depth (a disparity map): measure two points, type their real distance, and the rebuilt result is in
     metres with exactly that distance between the same two points of the new cloud."""
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.common.keys import Keys
 
     picture = np.zeros((30, 40, 3), np.uint8)
     picture[:, :20] = LEFT
@@ -130,17 +135,7 @@ def test_a_known_length_rescales_the_result_to_metres(chrome, live_server, tmp_p
     viewer = chrome.find_element(By.CSS_SELECTOR, "[data-viewer]")
     assert viewer.get_attribute("data-units") == "relative units"
     assert chrome.find_element(By.ID, "set-scale").get_attribute("disabled")  # nothing measured yet
-    canvas = viewer.find_element(By.TAG_NAME, "canvas")
-    chrome.execute_script("arguments[0].scrollIntoView({block: 'center'})", canvas)
-    viewer.find_element(By.CSS_SELECTOR, "input[type=range]").send_keys(Keys.END)
-    wait_until(lambda: viewer.find_element(By.CSS_SELECTOR, "output").text == "10 px")
-    time.sleep(0.3)
-    pixels = canvas_pixels(chrome, canvas)
-    viewer.find_element(By.XPATH, ".//button[normalize-space()='Measure']").click()
-    click_pixel(chrome, canvas, *solid_pixel(pixels, LEFT))
-    wait_until(lambda: viewer.get_attribute("data-measure-a"), 10)
-    click_pixel(chrome, canvas, *solid_pixel(pixels, RIGHT))
-    wait_until(lambda: viewer.get_attribute("data-measure-distance"), 10)
+    measure_left_to_right(chrome, viewer)
     a, b = (coordinates(viewer.get_attribute(name)) for name in ("data-measure-a", "data-measure-b"))
 
     chrome.find_element(By.ID, "scale-metres").send_keys("0.5")

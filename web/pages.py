@@ -7,6 +7,7 @@ from flask import Blueprint, abort, render_template, send_file
 from converter.errors import ConversionError
 
 from .conversion import ensure_output
+from .errors import EXPIRED, UserError
 from .jobs import DONE, DOWNLOADS, PREVIEWS
 from .service import get_service, model_label, page_context
 
@@ -46,7 +47,7 @@ def job_file(job_id, kind):
         abort(404)
     except ConversionError:
         if service.store.expired(job) or not service.store.folder(job.id).is_dir():
-            abort(410)
+            raise UserError(410, "expired", EXPIRED) from None
         raise
     if kind in PREVIEWS:
         return send_file(path, mimetype=entry.media_type, max_age=3600)

@@ -245,8 +245,7 @@ def _values_at(native, height: int, width: int, user_depth: bool):
         return native
     if user_depth:
         h, w = native.shape
-        rows = np.minimum((np.arange(height) + 0.5) * h / height, h - 1).astype(np.int64)
-        columns = np.minimum((np.arange(width) + 0.5) * w / width, w - 1).astype(np.int64)
+        rows, columns = geometry.nearest_indices(h, height), geometry.nearest_indices(w, width)
         return native.index_select(0, _small(rows, native)).index_select(1, _small(columns, native))
     return torch.nn.functional.interpolate(native[None, None], size=(height, width), mode="bicubic",
                                            align_corners=False)[0, 0]

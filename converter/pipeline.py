@@ -282,7 +282,7 @@ def _image_camera_grid(loaded: LoadedImage, opts: ConversionOptions, clock):
     if loaded.scale != 1.0:  # a draft-decoded JPEG: the user's pixels are the file's; ours are the working size's
         focal_px = None if focal_px is None else focal_px * loaded.scale
         if principal_point is not None:
-            principal_point = tuple((value + 0.5) * loaded.scale - 0.5 for value in principal_point)
+            principal_point = tuple(working_pixel(value, loaded.scale) for value in principal_point)
     intrinsics = geometry.make_intrinsics(
         width, height, fov_deg=opts.fov_deg, focal_px=focal_px, principal_point=principal_point,
         exif_focal_px=loaded.focal_px, exif_source=loaded.focal_source,
@@ -388,10 +388,16 @@ def apply_known_length(result: ConversionResult, known_length) -> None:
     }
 
 
+def working_pixel(file_pixel: float, scale: float) -> float:
+    """A pixel coordinate of the file (the user's) in the working image decoded at ``scale``: centres map to
+    centres."""
+    return (file_pixel + 0.5) * scale - 0.5
+
+
 def _surface_point(result: ConversionResult, x: float, y: float) -> np.ndarray:
     """[3] float64: the unscaled 3D point of the surface under file pixel (x, y)."""
     scale = result.image.scale
-    u, v = (x + 0.5) * scale - 0.5, (y + 0.5) * scale - 0.5  # the working image's pixels
+    u, v = working_pixel(x, scale), working_pixel(y, scale)
     width, height = result.image.width, result.image.height
     if not (-0.5 <= u < width - 0.5 and -0.5 <= v < height - 0.5):
         raise OptionError(f"The known length's pixel ({x:g}, {y:g}) lies outside the image.")

@@ -16,6 +16,7 @@ TEST_SYSTEM_LIBS := chromium chromium-driver redis-server
 REDIS_URL ?= redis://127.0.0.1:6379/0
 REDIS_PORT ?= 6379
 CONCURRENCY ?= 1
+POOL ?= prefork  # on a GPU: POOL=threads CONCURRENCY=8 BATCH_SIZE=8 (one model copy, batched forwards)
 
 .PHONY: setup setup-test system-libs run worker redis test test-fast download-model bench clean
 
@@ -49,7 +50,7 @@ run: setup
 # Redis at REDIS_URL. It reads the same variables as the web app (OUTPUT_FOLDER, DEPTH_MODEL, DEVICE, PRECISION, ...).
 # It needs only Redis's Python client; the server runs wherever REDIS_URL points (`make redis` for one here).
 worker: setup
-	DEPTH_MODEL="$(DEPTH_MODEL)" REDIS_URL="$(REDIS_URL)" $(PY) -m celery -A web.celery_jobs worker --pool prefork \
+	DEPTH_MODEL="$(DEPTH_MODEL)" REDIS_URL="$(REDIS_URL)" $(PY) -m celery -A web.celery_jobs worker --pool $(POOL) \
 		--concurrency $(CONCURRENCY) --prefetch-multiplier 1 --without-gossip --without-mingle --without-heartbeat \
 		--queues image-to-3d --loglevel INFO
 

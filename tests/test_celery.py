@@ -66,13 +66,14 @@ class Workers:
     def __init__(self, folder: Path, env: dict):
         self.folder, self.env, self.processes = folder, env, []
 
-    def start(self, count: int) -> None:
+    def start(self, count: int, pool: str = "prefork", concurrency: int = 1) -> None:
         for _ in range(count):
             index = len(self.processes)
             with open(self.folder / f"worker{index}.log", "wb") as log:
                 self.processes.append(subprocess.Popen(
-                    [sys.executable, "-m", "celery", "-A", "web.celery_jobs", "worker", "--concurrency", "1", "--pool",
-                     "prefork", "--prefetch-multiplier", "1", "--without-gossip", "--without-mingle",
+                    [sys.executable, "-m", "celery", "-A", "web.celery_jobs", "worker", "--concurrency",
+                     str(concurrency), "--pool", pool, "--prefetch-multiplier", "1", "--without-gossip",
+                     "--without-mingle",
                      "--without-heartbeat", "-Q", "image-to-3d", "-n", f"w{index}@%h", "--loglevel", "INFO"],
                     cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
 
@@ -275,3 +276,55 @@ def test_a_worker_killed_mid_job_the_job_ends_on_the_other_worker_or_fails_clear
         assert record["attempt"] == 2 and view["files"]
     else:
         assert view["error"] == "The server stopped while converting this image. Please try again."
+
+
+def test_a_threads_pool_worker_batches_the_forwards_of_its_jobs(tmp_path, make_app):
+    """One worker process with `--pool threads --concurrency 4` and BATCH_SIZE=4 (the GPU set-up: one model copy):
+    four jobs run at once and share forwards, as the worker's published counts show."""
+    if REDIS_SERVER is None:
+        pytest.skip("needs Debian's redis-server (make setup-test installs it)")
+    import model_factory
+
+    model = model_factory.dpt_hybrid(tmp_path / "dpt-hybrid")
+    outputs = tmp_path / "outputs"
+    outputs.mkdir()
+    redis_server = Redis(tmp_path / "redis")
+    redis_server.start()
+    env = dict(os.environ, REDIS_URL=redis_server.url, OUTPUT_FOLDER=str(outputs), DEPTH_MODEL=str(model),
+               HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT), TORCH_THREADS="1", BATCH_SIZE="4", BATCH_WAIT_MS="500")
+    workers = Workers(tmp_path, env)
+    try:
+        workers.start(1, pool="threads", concurrency=4)
+        deadline = time.monotonic() + 90
+        while ready_workers(redis_server) < 1:
+            assert time.monotonic() < deadline, workers.logs()
+            time.sleep(0.2)
+        app = make_app(JOB_BACKEND="celery", REDIS_URL=redis_server.url, OUTPUT_FOLDER=str(outputs),
+                       DEPTH_MODEL=str(model))
+        client = app.test_client()
+        ids = []
+        for number in range(4):
+            response = client.post("/api/v1/conversions", content_type="multipart/form-data",
+                                   data={"image": (io.BytesIO(photo(96, 128 + 8 * number)), "p.png")})
+            assert response.status_code == 202, response.get_data(as_text=True)
+            ids.append(response.get_json()["id"])
+        deadline = time.monotonic() + 90
+        while True:
+            views = [client.get(f"/api/v1/conversions/{job_id}").get_json() for job_id in ids]
+            if all(view["status"] in FINISHED for view in views):
+                break
+            assert time.monotonic() < deadline, workers.logs()
+            time.sleep(0.1)
+        assert [view["status"] for view in views] == ["done"] * 4, views
+        deadline = time.monotonic() + 10
+        while True:  # the worker publishes its counts every few seconds
+            [state] = [json.loads(value) for value in redis_server.client().mget(
+                list(redis_server.client().scan_iter("*worker:*")))]
+            if state.get("predictions", 0) >= 4:
+                break
+            assert time.monotonic() < deadline, state
+            time.sleep(0.5)
+        assert 1 <= state["forwards"] < state["predictions"] == 4
+    finally:
+        workers.stop_all()
+        redis_server.stop()

@@ -357,6 +357,9 @@ def settings_from_env(environ=os.environ) -> dict:
         "RESULT_TTL_SECONDS": float(environ.get("RESULT_TTL_SECONDS", 24 * 3600)),
         "JOB_TIMEOUT_SECONDS": float(environ.get("JOB_TIMEOUT_SECONDS", 300)),
         "REDIS_URL": environ.get("REDIS_URL", DEFAULT_REDIS_URL),
+        # With `--pool threads --concurrency N` one process runs N jobs at once and shares their forwards.
+        "BATCH_SIZE": int(environ.get("BATCH_SIZE", 1)),
+        "BATCH_WAIT_MS": float(environ.get("BATCH_WAIT_MS", 5)),
     }
 
 
@@ -368,7 +371,9 @@ class Worker:
         self.settings = settings
         self.name = f"{socket.gethostname()}:{process_token()}"
         self.converter = Converter(model=settings["DEPTH_MODEL"], device=settings["DEVICE"],
-                                   precision=settings["PRECISION"], max_pixels=settings["MAX_PIXELS"])
+                                   precision=settings["PRECISION"], max_pixels=settings["MAX_PIXELS"],
+                                   batch_size=settings.get("BATCH_SIZE", 1),
+                                   batch_wait_ms=settings.get("BATCH_WAIT_MS", 5.0))
         # The worker never judges liveness (a job's owner token names a process on another machine).
         self.store = JobStore(settings["OUTPUT_FOLDER"], ttl_seconds=settings["RESULT_TTL_SECONDS"],
                               alive=lambda job: None)
@@ -391,11 +396,19 @@ class Worker:
             try:
                 self.board.publish_worker(self.name, {
                     "model": self.converter.model, "state": self.model_status.state,
-                    "message": self.model_status.message, "host": socket.gethostname(), "pid": os.getpid()})
+                    "message": self.model_status.message, "host": socket.gethostname(), "pid": os.getpid(),
+                    **self._batching()})
             except redis.RedisError:
                 pass
             if self._stop.wait(PRESENCE_EVERY):
                 return
+
+    def _batching(self) -> dict:
+        """How many forwards served how many predictions, when this process batches them."""
+        if self.converter.batch_size <= 1 or not self.converter.is_loaded:
+            return {}
+        stats = self.converter.depth_model.batcher.stats
+        return {"forwards": stats.forwards, "predictions": stats.requests}
 
     def run(self, job_id: str, attempt: int) -> None:
         """Run ``attempt`` of the job unless it is stale (the job moved on) or was started before."""
@@ -534,7 +547,8 @@ _worker_lock = threading.Lock()
 
 
 def worker() -> Worker:
-    """This process's Worker, built on first use (``--pool solo``) or right after the pool forks (prefork)."""
+    """This process's Worker, built on first use (``--pool solo`` or ``threads``) or right after the pool forks
+    (prefork)."""
     global _worker
     with _worker_lock:
         if _worker is None:
@@ -546,6 +560,16 @@ def worker() -> Worker:
 @signals.worker_process_init.connect
 def _load_after_fork(**_) -> None:
     worker()
+
+
+@signals.worker_ready.connect
+def _load_in_a_pool_without_children(sender=None, **_) -> None:
+    """Threads and solo pools run jobs in this process: load the model now so the worker reports ready at once
+    (prefork loads in each child, after the fork: CUDA must not be touched before it)."""
+    pool = getattr(getattr(sender, "controller", None), "pool_cls", None)
+    module = getattr(pool, "__module__", str(pool))
+    if "prefork" not in module:
+        worker()
 
 
 @app.task(name=TASK_NAME, ignore_result=True)

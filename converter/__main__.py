@@ -101,6 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.depth and len(jobs) > 1:
         print("error: --depth goes with one input image only", file=sys.stderr)
         return EXIT_USAGE
+    if args.known_length and len(jobs) > 1:  # its pixels belong to one picture
+        print("error: --known-length goes with one input image only", file=sys.stderr)
+        return EXIT_USAGE
     _quiet_libraries()
     converter = Converter(model=args.model, device=args.device, precision=args.precision)
     failures = 0

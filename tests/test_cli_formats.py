@@ -174,3 +174,10 @@ def test_known_length_on_a_pixel_without_depth_fails_cleanly(inputs, tmp_path, c
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and "no depth at the known length's pixel (3, 4)" in lines[0]
     assert names(tmp_path) == {"photo.png", "d.npy", "holes.npy"}
+
+
+def test_known_length_goes_with_one_image_only(inputs, tmp_path, capsys):
+    image, _ = inputs
+    assert run(image, image, "-o", tmp_path / "out/", "--known-length", 1, 1, 5, 5, 1.0) == EXIT_USAGE
+    assert "one input image only" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())

@@ -198,6 +198,27 @@ def test_a_job_posted_to_one_instance_is_followed_and_downloaded_from_the_other(
     assert again["status"] == "done" and again["info"]["rebuilt_from"] == view["id"]
 
 
+def test_a_batch_posted_to_one_instance_is_followed_and_zipped_by_the_other(cluster):
+    import zipfile
+
+    files = [("images", ("a.png", photo(96, 128))), ("images", ("b.png", photo(80, 120)))]
+    accepted = requests.post(cluster.a.url + "/api/v1/batches", files=files, data={"detail": "low"}, timeout=30)
+    assert accepted.status_code == 202, accepted.text
+    batch = accepted.json()
+    deadline = time.monotonic() + 90
+    while (view := requests.get(cluster.b.url + f"/api/v1/batches/{batch['id']}", timeout=10).json())["status"] \
+            != "done":
+        assert time.monotonic() < deadline, view
+        time.sleep(0.2)
+    assert [job["status"] for job in view["views"]] == ["done", "done"]
+    archive = requests.get(cluster.b.url + view["download_url"] + "?formats=ply,json", timeout=60)
+    assert archive.status_code == 200
+    with zipfile.ZipFile(io.BytesIO(archive.content)) as bundle:
+        assert sorted(bundle.namelist()) == ["01/cloud.ply", "01/result.json", "02/cloud.ply", "02/result.json"]
+        widths = [json.loads(bundle.read(f"{n}/result.json"))["image"]["width"] for n in ("01", "02")]
+    assert widths == [128, 120]  # upload order kept
+
+
 def test_probe_header_refuses_from_headers_without_decoding():
     from PIL import Image
 

@@ -163,6 +163,7 @@ def test_fuzzed_files_give_an_image_or_a_documented_error(data):
     assert loaded.rgb.shape[0] * loaded.rgb.shape[1] <= 2_000_000
 
 
+@pytest.mark.slow  # about a second or more: make test runs it, make test-fast does not
 @settings(max_examples=60, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(mutated_files())

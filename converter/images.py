@@ -69,6 +69,12 @@ class LoadedImage:
         """The RGB picture the depth model sees (transparent pixels keep their stored colour)."""
         return Image.fromarray(self.rgb, "RGB")
 
+    def picture(self) -> Image.Image:
+        """The picture as people see it: RGB, or RGBA when it has transparency (textures, previews)."""
+        if self.alpha is None:
+            return self.to_pil()
+        return Image.fromarray(np.dstack([self.rgb, self.alpha]), "RGBA")
+
 
 def load_image(source, max_pixels: int = DEFAULT_MAX_PIXELS, draft_points: int = 0) -> LoadedImage:
     """Decode ``source`` (path, bytes, binary file object, PIL image or [H, W, 3|4] uint8 array).

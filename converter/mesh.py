@@ -248,10 +248,7 @@ def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
 def texture_image(loaded, max_size: int = MAX_TEXTURE_SIZE) -> Image.Image:
     """The input picture as a texture: RGB, or RGBA when it has transparency, downscaled (keeping its aspect) when a
     side exceeds ``max_size``. Texture coordinates are relative, so they hold at any texture size."""
-    if loaded.alpha is None:
-        picture = Image.fromarray(loaded.rgb, "RGB")
-    else:
-        picture = Image.fromarray(np.dstack([loaded.rgb, loaded.alpha]), "RGBA")
+    picture = loaded.picture()
     longest = max(picture.size)
     if longest > max_size:
         scale = max_size / longest

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-from PIL import Image
 
 from . import export, mesh_export, printing
 from .errors import OptionError
@@ -250,20 +249,13 @@ def _depth_preview(path: Path, a: Artifacts) -> None:
 def _input_preview(path: Path, a: Artifacts) -> None:
     """The picture at most PREVIEW_MAX_SIDE on its longer side: a box average by a whole factor (fast, no
     ringing), PNG at the fastest compression. A web job writes it before it is done, so it must cost little."""
-    picture = picture_of(a.result.image)
+    picture = a.result.image.picture()
     factor = math.ceil(max(picture.size) / PREVIEW_MAX_SIDE)
     if factor > 1:
         picture = picture.reduce(factor) if picture.mode == "RGB" else \
             picture.convert("RGBa").reduce(factor).convert("RGBA")
     with export.atomic_output(path) as temporary:
         picture.save(temporary, format="PNG", compress_level=1)
-
-
-def picture_of(image) -> Image.Image:
-    """A LoadedImage as a PIL image, RGBA when it has alpha."""
-    if image.alpha is not None:
-        return Image.fromarray(np.dstack([image.rgb, image.alpha]), "RGBA")
-    return Image.fromarray(image.rgb, "RGB")
 
 
 OUTPUTS: dict[str, OutputKind] = {kind.name: kind for kind in (

@@ -112,21 +112,27 @@ def ready_workers(redis_server: Redis) -> int:
     return 0
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    """Redis, two workers, two web instances A and B on one shared OUTPUT_FOLDER."""
+def worker_setting(root: Path, **extra):
+    """A running redis-server, a tiny model, an output folder and the workers' environment, all under ``root``."""
     if REDIS_SERVER is None:
         pytest.skip("needs Debian's redis-server (make setup-test installs it)")
     import model_factory
 
-    root = tmp_path_factory.mktemp("celery")
     model = model_factory.dpt_hybrid(root / "dpt-hybrid")
     outputs = root / "shared-outputs"
     outputs.mkdir()
     redis_server = Redis(root / "redis")
     redis_server.start()
     env = dict(os.environ, REDIS_URL=redis_server.url, OUTPUT_FOLDER=str(outputs), DEPTH_MODEL=str(model),
-               HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT), TORCH_THREADS="1", JOB_TIMEOUT_SECONDS="120")
+               HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT), TORCH_THREADS="1", **extra)
+    return redis_server, model, outputs, env
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """Redis, two workers, two web instances A and B on one shared OUTPUT_FOLDER."""
+    root = tmp_path_factory.mktemp("celery")
+    redis_server, model, outputs, env = worker_setting(root, JOB_TIMEOUT_SECONDS="120")
     workers = Workers(root, env)
     with contextlib.ExitStack() as stack:
         stack.callback(redis_server.stop)
@@ -302,17 +308,7 @@ def test_a_worker_killed_mid_job_the_job_ends_on_the_other_worker_or_fails_clear
 def test_a_threads_pool_worker_batches_the_forwards_of_its_jobs(tmp_path, make_app):
     """One worker process with `--pool threads --concurrency 4` and BATCH_SIZE=4 (the GPU set-up: one model copy):
     four jobs run at once and share forwards, as the worker's published counts show."""
-    if REDIS_SERVER is None:
-        pytest.skip("needs Debian's redis-server (make setup-test installs it)")
-    import model_factory
-
-    model = model_factory.dpt_hybrid(tmp_path / "dpt-hybrid")
-    outputs = tmp_path / "outputs"
-    outputs.mkdir()
-    redis_server = Redis(tmp_path / "redis")
-    redis_server.start()
-    env = dict(os.environ, REDIS_URL=redis_server.url, OUTPUT_FOLDER=str(outputs), DEPTH_MODEL=str(model),
-               HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT), TORCH_THREADS="1", BATCH_SIZE="4", BATCH_WAIT_MS="500")
+    redis_server, model, outputs, env = worker_setting(tmp_path, BATCH_SIZE="4", BATCH_WAIT_MS="500")
     workers = Workers(tmp_path, env)
     try:
         workers.start(1, pool="threads", concurrency=4)

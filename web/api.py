@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify, redirect, request, url_for
 
+from . import batches
 from .errors import wants_json
 from .service import get_service
 
@@ -22,17 +23,10 @@ def created(job):
 def create_conversion():
     """One image: one job. Several images, or a zip of them: a batch (web.batches), one job each."""
     images = [part for part in request.files.getlist("image") if part.filename or part.content_length]
-    if len(images) > 1 or any(_is_zip(part) for part in images):
-        from .batches import create
-
-        return create()
+    if len(images) > 1 or any(batches.is_zip(part) for part in images):
+        return batches.create()
     return created(get_service().submit(request.form, request.files))
 
-
-def _is_zip(part) -> bool:
-    head = part.stream.read(4)
-    part.stream.seek(0)
-    return head == b"PK\x03\x04"
 
 
 def rebuild(job_id):

@@ -22,7 +22,7 @@ from .conversion import ensure_output, offered_kinds
 from .errors import UserError, wants_json
 from .forms import parse_request
 from .job_request import JobRequest
-from .jobs import DONE, FAILED, BatchStore, QueueFullError
+from .jobs import DONE, FAILED, QueueFullError
 from .service import BUSY, get_service, page_context
 
 DEFAULT_FORMATS = ("ply", "glb", "json")
@@ -31,8 +31,11 @@ ZIP_MAGIC = b"PK\x03\x04"
 bp = Blueprint("batches", __name__)
 
 
-def batch_store() -> BatchStore:
-    return get_service().batches
+def is_zip(part) -> bool:
+    """Whether an uploaded part is a zip, by its first bytes (the stream is left at its start)."""
+    head = part.stream.read(len(ZIP_MAGIC))
+    part.stream.seek(0)
+    return head == ZIP_MAGIC
 
 
 def read_images(files, config) -> list[bytes]:
@@ -96,11 +99,11 @@ def create_batch(form, files) -> dict:
             jobs.append(service.runner.submit(job_request.to_dict(), upload))
         except QueueFullError:  # another request took the room meanwhile: the jobs queued so far still run
             raise UserError(503, "busy", BUSY, retry_after=30) from None
-    return batch_store().create(job_ids=[job.id for job in jobs])
+    return get_service().batches.create(job_ids=[job.id for job in jobs])
 
 
 def batch_or_404(batch_id: str) -> dict:
-    store = batch_store()
+    store = get_service().batches
     batch = store.get(batch_id)
     if batch is None:
         raise UserError(404, "not_found", "There is no such batch. Results expire after a while.")
@@ -161,7 +164,7 @@ def download(batch_id):
     view = batch_view(batch)
     if view["status"] != "done":
         raise UserError(409, "not_finished", "The batch is still converting; download it when every image is done.")
-    target = batch_store().path(batch_id, f"-{'-'.join(sorted(set(formats)))}.zip")
+    target = service.batches.path(batch_id, f"-{'-'.join(sorted(set(formats)))}.zip")
     if not target.is_file():
         with atomic_output(target) as temporary, zipfile.ZipFile(temporary, "w", zipfile.ZIP_DEFLATED,
                                                                  compresslevel=1) as bundle:

@@ -11,9 +11,6 @@ from converter.outputs import parse_simplify
 
 from .job_request import JobRequest
 
-# What a rebuild may change: geometry only (the depth, hence the model and any depth map, stays the job's).
-REBUILD_FIELDS = ("fov", "focal_px", "relief", "mode", "detail", "max_points", "clean", "drop_background",
-                  "paper_background", "mesh", "stl_width_mm", "simplify", "known_length")
 _NUMBERS = (("fov", "fov_deg", "Field of view"), ("focal_px", "focal_px", "Focal length"),
             ("relief", "relief", "Relief"),
             ("drop_background", "drop_background_percent", "Background to drop"))

@@ -81,20 +81,15 @@ class HuggingFaceDepthModel:
             prepared = clock()
             outputs = self.model(**inputs)
             native = outputs.predicted_depth[0].float()
-            if self.device != "cpu":
-                torch.cuda.synchronize() if self.device.startswith("cuda") else None
+            _synchronize(self.device)
             forwarded = clock()
             outputs.predicted_depth = outputs.predicted_depth.float()
             resized = self.processor.post_process_depth_estimation(outputs, target_sizes=[target_size])
             values = resized[0]["predicted_depth"]
             values = values.cpu().numpy().astype(np.float32, copy=False)
             native = native.cpu().numpy()
-        if timings is not None:
-            for stage, seconds in (("preprocess", prepared - started), ("forward", forwarded - prepared),
-                                   ("postprocess", clock() - forwarded)):
-                timings[stage] = timings.get(stage, 0.0) + seconds
+        _add_timings(timings, started, prepared, forwarded, clock())
         return DepthMap(values=values, native=native, kind=self.kind, source=self.model_id)
-
 
     def predict_on_device(self, image, timings: dict | None = None):
         """Image (PIL RGB, [H, W, 3] uint8 array or tensor) → (native [h, w], values [H, W]) float32 tensors on the
@@ -135,10 +130,7 @@ class HuggingFaceDepthModel:
             values = values[0]["predicted_depth"].float()
             if timings is not None:
                 _synchronize(self.device)
-        if timings is not None:
-            for stage, seconds in (("preprocess", prepared - started), ("forward", forwarded - prepared),
-                                   ("postprocess", clock() - forwarded)):
-                timings[stage] = timings.get(stage, 0.0) + seconds
+        _add_timings(timings, started, prepared, forwarded, clock())
         return native, values
 
     def close(self) -> None:
@@ -156,6 +148,14 @@ def _rgb_tensor(image):
     if hasattr(image, "mode") and image.mode != "RGB":
         image = image.convert("RGB")
     return torch.from_numpy(np.array(image, dtype=np.uint8, order="C"))  # a writable copy: torch wants one
+
+
+def _add_timings(timings: dict | None, started: float, prepared: float, forwarded: float, finished: float) -> None:
+    """Add the seconds of "preprocess", "forward" and "postprocess" to ``timings`` (when one is given)."""
+    if timings is not None:
+        for stage, seconds in (("preprocess", prepared - started), ("forward", forwarded - prepared),
+                               ("postprocess", finished - forwarded)):
+            timings[stage] = timings.get(stage, 0.0) + seconds
 
 
 def _synchronize(device: str) -> None:

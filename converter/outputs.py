@@ -159,10 +159,13 @@ def _mesh_ply(path: Path, a: Artifacts) -> None:
 
 
 def _glb(path: Path, a: Artifacts) -> None:
+    mesh_export.write_glb(path, a.mesh, a.texture, extras=_glb_extras(a))
+
+
+def _glb_extras(a: Artifacts, **more) -> dict:
+    """What a GLB's ``asset.extras`` say about the numbers in it."""
     r = a.result
-    mesh_export.write_glb(path, a.mesh, a.texture, extras={
-        "axes": r.axes, "units": r.units, "camera": r.intrinsics.to_dict(), "mode": r.mode,
-    })
+    return {"axes": r.axes, "units": r.units, "camera": r.intrinsics.to_dict(), "mode": r.mode, **more}
 
 
 def _obj(path: Path, a: Artifacts) -> None:
@@ -180,11 +183,7 @@ def _obj(path: Path, a: Artifacts) -> None:
 
 
 def _simplified_glb(path: Path, a: Artifacts) -> None:
-    r = a.result
-    mesh_export.write_glb(path, a.simplified_mesh, a.texture, extras={
-        "axes": r.axes, "units": r.units, "camera": r.intrinsics.to_dict(), "mode": r.mode,
-        "simplified": a.settings.simplify,
-    })
+    mesh_export.write_glb(path, a.simplified_mesh, a.texture, extras=_glb_extras(a, simplified=a.settings.simplify))
 
 
 def _usdz(path: Path, a: Artifacts) -> None:

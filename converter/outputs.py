@@ -204,6 +204,12 @@ def _las(path: Path, a: Artifacts) -> None:
     write_las(path, a.result.points, a.result.colors, metric=a.result.units == "metres")
 
 
+def _splat_ply(path: Path, a: Artifacts) -> None:
+    from .splats import splats_from_result, write_splat_ply
+
+    write_splat_ply(path, splats_from_result(a.result, a.settings.max_depth_ratio), comments=a.comments)
+
+
 def _side_by_side(path: Path, a: Artifacts) -> None:
     from .stereo import side_by_side, write_png
 
@@ -279,6 +285,8 @@ OUTPUTS: dict[str, OutputKind] = {kind.name: kind for kind in (
     OutputKind("pcd", "cloud.pcd", (".pcd",), "application/octet-stream", "Point cloud, PCL (.pcd)", _pcd),
     OutputKind("las", "cloud.las", (".las",), "application/octet-stream", "Point cloud, LAS for survey tools (.las)",
                _las),
+    OutputKind("splat_ply", "splats.splat.ply", (".splat.ply",), "application/octet-stream",
+               "Gaussian splats for splat viewers (.splat.ply)", _splat_ply),
     OutputKind("input", "input.png", (), "image/png", "Input picture", _input_preview, download=False),
     OutputKind("depth_preview", "depth_preview.png", (), "image/png", "Depth picture", _depth_preview,
                download=False),

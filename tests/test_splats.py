@@ -1,0 +1,263 @@
+"""Gaussian splats (converter.splats, the ``splat_ply`` output): the file as 3DGS tools read it, the Gaussians'
+shapes on analytic surfaces, and renders by an independent rasterizer (tests/splat_render.py) from the original
+camera and from a camera moved 5° around the scene.
+
+Results come from a user-supplied metric depth map, so the true surface is known and no model runs.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+
+import numpy as np
+import pytest
+from conftest import png_bytes, wait_for_job
+from PIL import Image, ImageDraw, ImageFilter
+from plyfile import PlyData
+from splat_render import Camera, psnr, read_splats, render
+
+from converter import ConversionOptions
+from converter.__main__ import main
+from converter.outputs import OUTPUTS, kind_for_path
+from converter.pipeline import Converter
+from converter.splats import FOOTPRINT_SIGMA, OPACITY, PROPERTIES, SH_C0, splats_from_result
+
+H, W = 96, 128
+
+
+def photo_like(height=H, width=W, seed=0) -> np.ndarray:
+    """[H, W, 3] uint8 with a photo's statistics: smooth shading at several scales, a few sharp-edged round objects,
+    a slight blur (a lens) and sensor grain."""
+    rng = np.random.default_rng(seed)
+    picture = np.zeros((height, width, 3))
+    for cells, weight in ((3, 0.5), (8, 0.3), (24, 0.15), (64, 0.08)):
+        coarse = (rng.random((cells, max(2, cells * width // height), 3)) * 255).astype(np.uint8)
+        smooth = np.asarray(Image.fromarray(coarse).resize((width, height), Image.Resampling.BICUBIC), float) / 255
+        picture += weight * (smooth - 0.5)
+    image = Image.fromarray((np.clip(0.5 + picture, 0, 1) * 255).astype(np.uint8))
+    draw = ImageDraw.Draw(image)
+    for _ in range(6):
+        x, y, r = int(rng.integers(0, width)), int(rng.integers(0, height)), int(rng.integers(4, 20))
+        draw.ellipse((x - r, y - r, x + r, y + r), fill=tuple(int(c) for c in rng.integers(0, 256, 3)))
+    grain = rng.integers(-6, 7, (height, width, 3))
+    return np.clip(np.asarray(image.filter(ImageFilter.GaussianBlur(0.6)), np.int16) + grain, 0, 255).astype(np.uint8)
+
+
+def bump_depth(rows, columns) -> np.ndarray:
+    """Metres at (fractional) pixel positions: a plane sloping away to the right and down, with a smooth round bump
+    half a metre towards the camera. Continuous, so nothing is hidden from a camera moved a few degrees."""
+    r2 = ((columns - 0.55 * W) ** 2 + (rows - 0.45 * H) ** 2) / (0.22 * W) ** 2
+    return 3.0 + 0.6 * columns / W + 0.3 * rows / H - 0.5 * np.exp(-r2)
+
+
+def npy_bytes(depth: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, np.asarray(depth, dtype=np.float32))
+    return buffer.getvalue()
+
+
+def convert(image, depth, **options):
+    options.setdefault("max_points", 0)
+    return Converter().convert(image, depth=npy_bytes(depth), options=ConversionOptions(depth_kind="metric",
+                                                                                         **options))
+
+
+def camera_of(result) -> Camera:
+    k = result.intrinsics
+    return Camera(k.width, k.height, k.fx, k.fy, k.cx, k.cy)
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory):
+    """(picture, result, path of its .splat.ply) for the photo-like picture on the bump."""
+    picture = photo_like()
+    rows, columns = np.mgrid[0:H, 0:W].astype(np.float64)
+    result = convert(picture, bump_depth(rows, columns))
+    path = tmp_path_factory.mktemp("splats") / "scene.splat.ply"
+    result.save(path)
+    return picture, result, path
+
+
+# ------------------------------------------------------------------------------------------------ the file itself
+
+
+def test_plyfile_reads_every_3dgs_property_as_float32(scene):
+    _, result, path = scene
+    ply = PlyData.read(str(path))
+    assert not ply.text and ply.byte_order == "<" and [element.name for element in ply.elements] == ["vertex"]
+    vertex = ply["vertex"]
+    assert [p.name for p in vertex.properties] == ["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2",
+                                                   "opacity", "scale_0", "scale_1", "scale_2",
+                                                   "rot_0", "rot_1", "rot_2", "rot_3"] == list(PROPERTIES)
+    assert all(p.val_dtype == "f4" for p in vertex.properties)
+    assert vertex.count == len(result.points) == H * W
+    for name in PROPERTIES:
+        assert vertex[name].dtype == np.float32 and np.isfinite(vertex[name]).all(), name
+    assert any(comment.startswith("units: metres") for comment in ply.comments)
+
+
+def test_values_are_stored_as_3dgs_stores_them(scene):
+    _, result, path = scene
+    vertex = PlyData.read(str(path))["vertex"]
+    np.testing.assert_array_equal(np.column_stack([vertex["x"], vertex["y"], vertex["z"]]), result.points)
+    colour = 0.5 + SH_C0 * np.column_stack([vertex[f"f_dc_{c}"] for c in range(3)])
+    np.testing.assert_allclose(colour * 255, result.colors, atol=1e-3)
+    np.testing.assert_allclose(1 / (1 + np.exp(-vertex["opacity"].astype(np.float64))), OPACITY, rtol=1e-6)
+    quaternions = np.column_stack([vertex[f"rot_{i}"] for i in range(4)])
+    np.testing.assert_allclose(np.linalg.norm(quaternions, axis=1), 1.0, atol=1e-5)
+    normals = np.column_stack([vertex["nx"], vertex["ny"], vertex["nz"]])
+    np.testing.assert_allclose(np.linalg.norm(normals, axis=1), 1.0, atol=1e-5)
+    scales = np.exp(np.column_stack([vertex[f"scale_{i}"] for i in range(3)]))
+    assert (scales[:, 2] < 0.05 * scales[:, 1]).all()  # flat along the third axis
+
+
+def test_the_kind_is_a_download_a_suffix_and_a_cli_format():
+    kind = OUTPUTS["splat_ply"]
+    assert kind.download and kind.suffix == ".splat.ply" and kind.file_name.endswith(".splat.ply")
+    assert kind_for_path("x.splat.ply") is kind and kind_for_path("x.ply") is OUTPUTS["ply"]
+
+
+# ------------------------------------------------------------------------------------- shapes on known surfaces
+
+
+def test_a_fronto_parallel_wall_gets_round_flat_splats_of_its_pixel_footprint():
+    depth = np.full((24, 32), 2.5, np.float32)
+    result = convert(photo_like(24, 32), depth)
+    splats = splats_from_result(result)
+    k = result.intrinsics
+    np.testing.assert_allclose(splats.scales[:, :2], FOOTPRINT_SIGMA * 2.5 / k.fx, rtol=1e-4)
+    np.testing.assert_allclose(splats.normals, np.tile([0, 0, 1], (len(splats), 1)), atol=1e-6)
+
+
+def test_a_slanted_plane_turns_its_splats_to_its_normal_and_stretches_them_along_the_slope():
+    rows, columns = np.mgrid[0:24, 0:32].astype(np.float64)
+    # A wall turned away, 2 … 3.2 m, through a long lens: each pixel's patch is about 2.5 × longer across than high.
+    result = convert(photo_like(24, 32), 1.0 / (0.5 - 0.006 * columns), clean=False, focal_px=200.0)
+    points = result.points.astype(np.float64)
+    centred = points - points.mean(axis=0)
+    plane_normal = np.linalg.svd(centred, full_matrices=False)[2][2]
+    plane_normal *= np.sign(plane_normal[2])  # facing the camera (+z)
+    splats = splats_from_result(result)
+    assert np.degrees(np.arccos(np.clip(splats.normals @ plane_normal, -1, 1))).max() < 0.5
+    w, x, y, z = splats.rotations.T  # the Gaussian's own x axis (its longest) is the first column of R
+    major = np.column_stack([1 - 2 * (y * y + z * z), 2 * (x * y + w * z), 2 * (x * z - w * y)])
+    slope = np.cross([0.0, 1.0, 0.0], plane_normal)  # the horizontal direction within the plane
+    assert (np.abs(major @ (slope / np.linalg.norm(slope))) > 0.99).all()
+    depth = -points[:, 2]
+    stretch = splats.scales[:, 0] / (FOOTPRINT_SIGMA * depth / result.intrinsics.fx)
+    assert stretch.min() > 2 and (splats.scales[:, 1] / splats.scales[:, 0] < 0.5).all()
+
+
+def test_splats_are_sized_to_the_grid_cell_when_the_grid_is_coarser_than_the_picture():
+    depth = np.full((48, 64), 2.0, np.float32)
+    result = convert(photo_like(48, 64), depth, max_points=48 * 64 // 16)  # 4 × 4 pixels per sample
+    assert (len(result.grid_rows), len(result.grid_columns)) == (12, 16)
+    splats = splats_from_result(result)
+    np.testing.assert_allclose(splats.scales[:, :2], FOOTPRINT_SIGMA * 4 * 2.0 / result.intrinsics.fx, rtol=1e-4)
+
+
+def test_splats_do_not_bridge_a_depth_discontinuity():
+    depth = np.full((24, 32), 4.0, np.float32)
+    depth[:, :16] = 2.0  # a box in front of a wall, kept edge pixels included
+    result = convert(photo_like(24, 32), depth, clean=False)
+    splats = splats_from_result(result)
+    footprint = FOOTPRINT_SIGMA * -result.points[:, 2] / result.intrinsics.fx
+    np.testing.assert_allclose(splats.scales[:, :2], np.column_stack([footprint, footprint]), rtol=1e-4)
+
+
+def test_transparent_pixels_make_no_splats_and_partial_alpha_lowers_opacity():
+    picture = np.dstack([photo_like(24, 32), np.full((24, 32), 255, np.uint8)])
+    picture[:, :8, 3] = 0
+    picture[:, 8:12, 3] = 128
+    result = Converter().convert(png_bytes(picture), depth=npy_bytes(np.full((24, 32), 2.0)),
+                                 options=ConversionOptions(depth_kind="metric", max_points=0))
+    splats = splats_from_result(result)
+    assert len(splats) == 24 * 24
+    opacity = splats.opacities.reshape(24, 24)
+    np.testing.assert_allclose(opacity[:, :4], OPACITY * 128 / 255, rtol=1e-6)
+    np.testing.assert_allclose(opacity[:, 4:], OPACITY, rtol=1e-6)
+
+
+def test_relief_mode_splats_the_height_field(tmp_path):
+    result = convert(photo_like(24, 32), np.full((24, 32), 2.0, np.float32), mode="relief")
+    splats = splats_from_result(result)
+    np.testing.assert_array_equal(splats.centres, result.points)
+    np.testing.assert_allclose(splats.scales[:, :2], FOOTPRINT_SIGMA / 32, rtol=1e-4)  # a cell is 1/W wide
+    np.testing.assert_allclose(splats.normals[:, 2], 1.0, atol=1e-6)
+    assert PlyData.read(str(result.save(tmp_path / "relief.splat.ply")))["vertex"].count == 24 * 32
+
+
+# ------------------------------------------------------------------------------------------------------ renders
+
+
+def test_rendered_from_the_original_camera_the_splats_are_the_picture(scene):
+    picture, result, path = scene
+    rgb, coverage = render(read_splats(path), camera_of(result))
+    assert coverage.min() > 0.95  # every pixel closed
+    assert psnr(rgb, picture / 255.0) >= 25.0
+
+
+def surface_mask(camera: Camera, result, margin: int) -> np.ndarray:
+    """[h, w] bool: the pixels the true bump surface covers in ``camera``'s view, ``margin`` pixels in from its
+    outline (from the analytic surface sampled 4 × finer than the picture)."""
+    k = result.intrinsics
+    rows, columns = np.mgrid[0:4 * H, 0:4 * W].astype(np.float64)
+    v, u = (rows + 0.5) / 4 - 0.5, (columns + 0.5) / 4 - 0.5
+    depth = bump_depth(v, u)
+    points = np.stack([(u - k.cx) * depth / k.fx, -(v - k.cy) * depth / k.fy, -depth], axis=-1).reshape(-1, 3)
+    pu, pv, _ = camera.project(camera.view(points))
+    pu, pv = np.rint(pu).astype(int), np.rint(pv).astype(int)
+    inside = (pu >= 0) & (pu < camera.width) & (pv >= 0) & (pv < camera.height)
+    mask = np.zeros((camera.height, camera.width), bool)
+    mask[pv[inside], pu[inside]] = True
+    for _ in range(margin):
+        padded = np.pad(mask, 1)
+        mask = padded[1:-1, 1:-1] & padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
+    return mask
+
+
+@pytest.mark.parametrize("degrees", [5.0, -5.0])
+def test_a_camera_moved_five_degrees_around_the_scene_sees_no_holes(scene, degrees):
+    """At twice the picture's resolution, so the viewer's 0.3 px² screen-space filter cannot hide gaps."""
+    _, result, path = scene
+    centre = -result.depth[H // 2, W // 2]
+    camera = camera_of(result).orbited(degrees, (0.0, 0.0, centre)).zoomed(2)
+    surface = surface_mask(camera, result, margin=4)
+    splats = read_splats(path)
+    _, coverage = render(splats, camera)
+    assert surface.sum() > 0.8 * camera.width * camera.height
+    assert np.mean(coverage[surface] >= 0.5) == 1.0 and coverage[surface].min() > 0.9
+    splats["scales"] = splats["scales"] / 3  # the same centres as points: the check sees the gaps
+    _, sparse = render(splats, camera)
+    assert np.mean(sparse[surface] >= 0.5) < 0.9
+
+
+# --------------------------------------------------------------------------------------------- CLI and the web
+
+
+def test_the_cli_writes_splats(tmp_path):
+    image, depth = tmp_path / "photo.png", tmp_path / "d.npy"
+    Image.fromarray(photo_like(24, 32)).save(image)
+    np.save(depth, np.full((24, 32), 2.0, np.float32))
+    assert main([str(image), "--depth", str(depth), "--format", "splat_ply,ply", "-q"]) == 0
+    splats, cloud = PlyData.read(tmp_path / "photo.splat.ply")["vertex"], PlyData.read(tmp_path / "photo.ply")["vertex"]
+    assert splats.count == cloud.count == 24 * 32 and "rot_0" in [p.name for p in splats.properties]
+    assert (tmp_path / "photo.json").is_file()
+
+
+def test_the_web_offers_splats_as_a_download(client):
+    form = {"max_points": "0", "image": (io.BytesIO(png_bytes(photo_like(24, 32))), "p.png"),
+            "depth": (io.BytesIO(npy_bytes(np.full((24, 32), 2.0))), "d.npy"), "depth_kind": "metric"}
+    answer = client.post("/api/v1/conversions", data=form, content_type="multipart/form-data")
+    assert answer.status_code == 202, answer.get_data(as_text=True)
+    view = wait_for_job(client, f"/jobs/{answer.get_json()['id']}")
+    assert view["status"] == "done", view
+    download = client.get(view["files"]["splat_ply"])
+    data = download.get_data()
+    download.close()
+    assert download.status_code == 200 and download.mimetype == "application/octet-stream"
+    assert "attachment" in download.headers["Content-Disposition"]
+    assert download.headers["Content-Disposition"].rstrip('"').endswith("splats.splat.ply")
+    vertex = PlyData.read(io.BytesIO(data))["vertex"]
+    assert vertex.count == 24 * 32 and math.isfinite(float(vertex["scale_0"][0]))

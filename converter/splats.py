@@ -147,33 +147,26 @@ def _plane_gaussians(t_u, t_v, normal, sigma: float):
     # The Gaussian's own x axis is the major direction, turned θ from e1 in the plane; its z axis is the normal.
     axis_x = np.cos(theta)[:, None] * e1 + np.sin(theta)[:, None] * e2
     axis_y = np.cross(n, axis_x)
-    rotations = _quaternions(np.stack([axis_x, axis_y, n], axis=2))
+    rotations = _quaternions(axis_x, axis_y, n)
     scales = np.column_stack([major, minor, THICKNESS * minor]).astype(np.float32)
     return scales, rotations.astype(np.float32), n.astype(np.float32)
 
 
-def _quaternions(matrices: np.ndarray) -> np.ndarray:
-    """Rotation matrices [N, 3, 3] → unit quaternions [N, 4] (w, x, y, z), w ≥ 0, by the largest of the four
-    squared components (stable for every rotation)."""
-    m = matrices.astype(np.float64)
-    trace = m[:, 0, 0] + m[:, 1, 1] + m[:, 2, 2]
-    squares = np.stack([1 + trace, 1 + 2 * m[:, 0, 0] - trace, 1 + 2 * m[:, 1, 1] - trace,
-                        1 + 2 * m[:, 2, 2] - trace], axis=1)  # 4 w², 4 x², 4 y², 4 z²
-    largest = np.argmax(squares, axis=1)
-    root = np.sqrt(np.maximum(squares[np.arange(len(m)), largest], 1e-12))  # 2 |q_largest|
-    sums = {  # 4 q_i q_j for the pairs each case needs
-        "wx": m[:, 2, 1] - m[:, 1, 2], "wy": m[:, 0, 2] - m[:, 2, 0], "wz": m[:, 1, 0] - m[:, 0, 1],
-        "xy": m[:, 0, 1] + m[:, 1, 0], "xz": m[:, 0, 2] + m[:, 2, 0], "yz": m[:, 1, 2] + m[:, 2, 1],
-    }
-    cases = [
-        np.stack([root * root, sums["wx"], sums["wy"], sums["wz"]], axis=1),
-        np.stack([sums["wx"], root * root, sums["xy"], sums["xz"]], axis=1),
-        np.stack([sums["wy"], sums["xy"], root * root, sums["yz"]], axis=1),
-        np.stack([sums["wz"], sums["xz"], sums["yz"], root * root], axis=1),
-    ]
-    q = np.choose(largest[:, None], cases) / root[:, None]  # each case is 4 q_largest · q: proportional to q
+def _quaternions(x_axis: np.ndarray, y_axis: np.ndarray, z_axis: np.ndarray) -> np.ndarray:
+    """The rotations whose columns are the unit axes [N, 3] → unit quaternions [N, 4] (w, x, y, z), w ≥ 0. Each
+    row is built from the largest of its four squared components, so it is stable for every rotation."""
+    (m00, m10, m20), (m01, m11, m21), (m02, m12, m22) = x_axis.T, y_axis.T, z_axis.T
+    trace = m00 + m11 + m22
+    squares = [1 + trace, 1 + 2 * m00 - trace, 1 + 2 * m11 - trace, 1 + 2 * m22 - trace]  # 4 w², 4 x², 4 y², 4 z²
+    largest = np.argmax(np.stack(squares, axis=1), axis=1)
+    wx, wy, wz = m21 - m12, m02 - m20, m10 - m01  # 4 w x, 4 w y, 4 w z
+    xy, xz, yz = m01 + m10, m02 + m20, m12 + m21  # 4 x y, 4 x z, 4 y z
+    # Row by row, 4 q_largest · (w, x, y, z): proportional to the quaternion, so normalising gives it.
+    q = np.stack([np.choose(largest, [squares[0], wx, wy, wz]), np.choose(largest, [wx, squares[1], xy, xz]),
+                  np.choose(largest, [wy, xy, squares[2], yz]), np.choose(largest, [wz, xz, yz, squares[3]])], axis=1)
     q /= np.linalg.norm(q, axis=1, keepdims=True)
-    return np.where(q[:, :1] < 0, -q, q)
+    q[q[:, 0] < 0] *= -1
+    return q
 
 
 def _grid_alpha(result) -> np.ndarray:

@@ -77,8 +77,9 @@ def splats_from_result(result, max_depth_ratio: float = DEFAULT_MAX_DEPTH_RATIO)
     t_u = _tangent(grid, same[0], axis=1)
     t_v = _tangent(grid, same[1], axis=0)
     if result.mode == "relief":  # the height field seen from +z: a cell is cell/W of the unit-wide image
-        flat_u = np.broadcast_to(np.float32(cell_u / width), keep.shape)
-        flat_v = np.broadcast_to(np.float32(cell_v / width), keep.shape)
+        factor = result.scale["factor"] if result.scale else 1.0  # a known length scaled the points
+        flat_u = np.broadcast_to(np.float32(factor * cell_u / width), keep.shape)
+        flat_v = np.broadcast_to(np.float32(factor * cell_v / width), keep.shape)
     else:
         k = result.intrinsics
         flat_u, flat_v = depth * np.float32(cell_u / k.fx), depth * np.float32(cell_v / k.fy)

@@ -198,6 +198,18 @@ def test_rendered_from_the_original_camera_the_splats_are_the_picture(scene):
     assert psnr(rgb, picture / 255.0) >= 25.0
 
 
+def test_a_box_in_front_of_a_wall_renders_closed_from_the_camera(tmp_path):
+    """Depth edges: every splat keeps its own depth's footprint, so from the camera nothing opens between the box
+    and the wall (cleaning off keeps the edge pixels; on, it drops them and only a few corner pixels stay open)."""
+    depth = np.full((H, W), 4.0, np.float32)
+    depth[20:70, 30:90] = 2.0
+    picture = photo_like(seed=1)
+    result = convert(picture, depth, clean=False)
+    path = result.save(tmp_path / "box.splat.ply")
+    rgb, coverage = render(read_splats(path), camera_of(result))
+    assert coverage.min() > 0.95 and psnr(rgb, picture / 255.0) >= 25.0
+
+
 def surface_mask(camera: Camera, result, margin: int) -> np.ndarray:
     """[h, w] bool: the pixels the true bump surface covers in ``camera``'s view, ``margin`` pixels in from its
     outline (from the analytic surface sampled 4 × finer than the picture)."""

@@ -179,6 +179,18 @@ def test_transparent_pixels_make_no_splats_and_partial_alpha_lowers_opacity():
     np.testing.assert_allclose(opacity[:, 4:], OPACITY, rtol=1e-6)
 
 
+@pytest.mark.parametrize("height, width, alpha", [(1, 40, 255), (30, 1, 255), (8, 8, 0)],
+                         ids=["one-row", "one-column", "all-transparent"])
+def test_degenerate_grids_give_finite_splats_or_none(tmp_path, height, width, alpha):
+    picture = np.dstack([photo_like(height, width), np.full((height, width), alpha, np.uint8)])
+    result = Converter().convert(png_bytes(picture), depth=npy_bytes(np.full((height, width), 2.0)),
+                                 options=ConversionOptions(depth_kind="metric", max_points=0))
+    path = result.save(tmp_path / "thin.splat.ply")
+    vertex = PlyData.read(str(path))["vertex"]
+    assert vertex.count == (height * width if alpha else 0)
+    assert all(np.isfinite(vertex[name]).all() for name in PROPERTIES)
+
+
 def test_relief_mode_splats_the_height_field(tmp_path):
     result = convert(photo_like(24, 32), np.full((24, 32), 2.0, np.float32), mode="relief")
     splats = splats_from_result(result)

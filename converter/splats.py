@@ -78,26 +78,23 @@ def splats_from_result(result, max_depth_ratio: float = DEFAULT_MAX_DEPTH_RATIO)
     t_v = _tangent(grid, same[1], axis=0)
     if result.mode == "relief":  # the height field seen from +z: a cell is cell/W of the unit-wide image
         factor = result.scale["factor"] if result.scale else 1.0  # a known length scaled the points
-        flat_u = np.broadcast_to(np.float32(factor * cell_u / width), keep.shape)
-        flat_v = np.broadcast_to(np.float32(factor * cell_v / width), keep.shape)
-    else:
+        across, down = np.full(len(result.points), factor * cell_u / width), np.full(len(result.points),
+                                                                                     factor * cell_v / width)
+    else:  # the cell seen at the sample's depth, facing the camera
         k = result.intrinsics
-        flat_u, flat_v = depth * np.float32(cell_u / k.fx), depth * np.float32(cell_v / k.fy)
+        across, down = depth[keep] * (cell_u / k.fx), depth[keep] * (cell_v / k.fy)
+    zero = np.zeros_like(across)
+    seen_u = np.column_stack([across, zero, zero]).astype(np.float32)
+    seen_v = np.column_stack([zero, -down, zero]).astype(np.float32)  # rows go down the picture, y goes up
     t_u, t_v = t_u[keep], t_v[keep]
-    frame_u, frame_v = flat_u[keep], flat_v[keep]
-    missing_u, missing_v = ~np.isfinite(t_u[:, 0]), ~np.isfinite(t_v[:, 0])  # no neighbour on that axis: as seen
-    t_u[missing_u] = np.column_stack([frame_u[missing_u], 0 * frame_u[missing_u], 0 * frame_u[missing_u]])
-    t_v[missing_v] = np.column_stack([0 * frame_v[missing_v], -frame_v[missing_v], 0 * frame_v[missing_v]])
+    t_u = np.where(np.isfinite(t_u[:, :1]), t_u, seen_u)  # no neighbour on that axis: the cell as seen
+    t_v = np.where(np.isfinite(t_v[:, :1]), t_v, seen_v)
     # t_v follows the rows, which go down the picture: t_v × t_u faces the camera (+z).
     normal = np.cross(t_v, t_u)
-    area = np.linalg.norm(normal, axis=1)
     lengths = np.linalg.norm(t_u, axis=1) * np.linalg.norm(t_v, axis=1)
-    lonely = ~(np.isfinite(area) & (area > 1e-3 * lengths) & (lengths > 0))  # no tangent plane: face the camera
-    t_u[lonely] = 0.0
-    t_u[lonely, 0] = frame_u[lonely]
-    t_v[lonely] = 0.0
-    t_v[lonely, 1] = -frame_v[lonely]
-    normal[lonely] = np.cross(t_v[lonely], t_u[lonely])
+    lonely = ~(np.linalg.norm(normal, axis=1) > 1e-3 * lengths)[:, None]  # the tangents are (nearly) parallel
+    t_u, t_v = np.where(lonely, seen_u, t_u), np.where(lonely, seen_v, t_v)
+    normal = np.where(lonely, np.cross(seen_v, seen_u), normal)
     scales, rotations, normal = _plane_gaussians(t_u, t_v, normal, FOOTPRINT_SIGMA)
     return Splats(centres=result.points.astype(np.float32), normals=normal, scales=scales, rotations=rotations,
                   colors=result.colors, opacities=OPACITY * _grid_alpha(result)[keep])
@@ -119,12 +116,12 @@ def _same_surface(keep, depth, rows, columns, max_depth_ratio) -> tuple[np.ndarr
 def _tangent(grid: np.ndarray, joined: np.ndarray, axis: int) -> np.ndarray:
     """[Hg, Wg, 3]: the 3D step per grid sample along ``axis`` (1: columns, 0: rows), central where both neighbours
     are on the same surface (``joined``: each sample with its next one), one-sided where one is, NaN where none."""
-    step = np.diff(grid, axis=axis)
+    step = np.where(joined[..., None], np.diff(grid, axis=axis), np.float32(np.nan))
     pad = [(0, 0), (0, 0), (0, 0)]
     pad[axis] = (1, 0)
-    before = np.pad(np.where(joined[..., None], step, np.nan), pad, constant_values=np.nan)  # to the previous sample
+    before = np.pad(step, pad, constant_values=np.nan)  # from the previous sample
     pad[axis] = (0, 1)
-    after = np.pad(np.where(joined[..., None], step, np.nan), pad, constant_values=np.nan)  # to the next sample
+    after = np.pad(step, pad, constant_values=np.nan)  # to the next sample
     both = np.isfinite(before[..., 0]) & np.isfinite(after[..., 0])
     tangent = np.where(np.isfinite(before), before, after)
     tangent[both] = 0.5 * (before[both] + after[both])

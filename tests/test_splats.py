@@ -200,6 +200,19 @@ def test_relief_mode_splats_the_height_field(tmp_path):
     assert PlyData.read(str(result.save(tmp_path / "relief.splat.ply")))["vertex"].count == 24 * 32
 
 
+@pytest.mark.parametrize("mode", ["perspective", "relief"])
+def test_a_known_length_scales_the_splats_with_the_points(mode):
+    depth = np.full((24, 32), 2.0, np.float32)
+    depth[10:14, 14:18] = np.nan  # a hole: samples beside it take one-sided steps
+    depth[3, 3] = 1.0  # alone in front: a splat without neighbours on its surface
+    plain = convert(photo_like(24, 32), depth, mode=mode, clean=False)
+    scaled = convert(photo_like(24, 32), depth, mode=mode, clean=False, known_length=(0, 23, 31, 23, 5.0))
+    factor = scaled.scale["factor"]
+    assert factor != pytest.approx(1.0)
+    np.testing.assert_allclose(splats_from_result(scaled).scales, factor * splats_from_result(plain).scales,
+                               rtol=1e-4)
+
+
 # ------------------------------------------------------------------------------------------------------ renders
 
 
@@ -286,15 +299,3 @@ def test_the_web_offers_splats_as_a_download(client):
     vertex = PlyData.read(io.BytesIO(data))["vertex"]
     assert vertex.count == 24 * 32 and math.isfinite(float(vertex["scale_0"][0]))
 
-
-@pytest.mark.parametrize("mode", ["perspective", "relief"])
-def test_a_known_length_scales_the_splats_with_the_points(mode):
-    depth = np.full((24, 32), 2.0, np.float32)
-    depth[10:14, 14:18] = np.nan  # a hole: samples beside it take one-sided steps
-    depth[3, 3] = 1.0  # alone in front: a splat without neighbours on its surface
-    plain = convert(photo_like(24, 32), depth, mode=mode, clean=False)
-    scaled = convert(photo_like(24, 32), depth, mode=mode, clean=False, known_length=(0, 23, 31, 23, 5.0))
-    factor = scaled.scale["factor"]
-    assert factor != pytest.approx(1.0)
-    np.testing.assert_allclose(splats_from_result(scaled).scales, factor * splats_from_result(plain).scales,
-                               rtol=1e-4)

@@ -167,6 +167,28 @@ def test_security_headers_on_every_response(client):
         assert headers["Referrer-Policy"] == "no-referrer"
 
 
+STRICT_CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+              "connect-src 'self'; media-src 'self' blob:; worker-src 'self' blob:; object-src 'none'; "
+              "base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+
+
+def test_only_the_job_page_may_compile_webassembly(client, photo):
+    """The job page runs the splat viewer (Spark sorts splats in WebAssembly): its CSP adds 'wasm-unsafe-eval' and
+    nothing else; every other response, the job's fragment, files and errors included, keeps the strict CSP."""
+    location = upload(client, png_bytes(photo)).headers["Location"]
+    wait_for_job(client, location)
+    page = client.get(location)
+    assert page.status_code == 200
+    assert page.headers["Content-Security-Policy"] == STRICT_CSP.replace(
+        "script-src 'self';", "script-src 'self' 'wasm-unsafe-eval';")
+    assert f'data-splat-url="{location}/files/splat_ply"' in page.get_data(as_text=True)
+    for path in ("/", "/healthz", "/nowhere", location + "/result", location + "/status", "/jobs/" + "a" * 32,
+                 "/static/js/viewer.js", "/api/models"):
+        response = fetch(client, path)
+        assert response.headers["Content-Security-Policy"] == STRICT_CSP, path
+    assert fetch(client, location + "/files/ply").headers["Content-Security-Policy"] == STRICT_CSP
+
+
 def test_errors_are_json_for_api_clients(client):
     response = client.get("/nowhere", headers={"Accept": "application/json"})
     assert response.status_code == 404

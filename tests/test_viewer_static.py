@@ -98,6 +98,24 @@ def write_glb(path: Path) -> None:
     path.write_bytes(mesh.export(file_type="glb"))
 
 
+def write_splat_ply(path: Path) -> None:
+    """A 3D Gaussian Splatting PLY of the same red square (one flat, round, opaque Gaussian per point)."""
+    names = ["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2", "opacity",
+             "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"]
+    xs, ys = np.meshgrid(np.linspace(-0.4, 0.4, 20), np.linspace(-0.4, 0.4, 20))
+    splats = np.zeros(xs.size, dtype=[(name, "<f4") for name in names])
+    splats["x"], splats["y"], splats["z"], splats["nz"] = xs.ravel(), ys.ravel(), -2.0, 1.0
+    for channel, value in zip(("f_dc_0", "f_dc_1", "f_dc_2"), RED):
+        splats[channel] = (value / 255 - 0.5) / 0.28209479
+    splats["opacity"] = 4.0  # logit: about 0.98
+    splats["scale_0"] = splats["scale_1"] = np.log(0.03)
+    splats["scale_2"] = np.log(0.0003)
+    splats["rot_0"] = 1.0
+    header = "\n".join(["ply", "format binary_little_endian 1.0", f"element vertex {len(splats)}",
+                        *[f"property float {name}" for name in names], "end_header", ""])
+    path.write_bytes(header.encode("ascii") + splats.tobytes())
+
+
 def page(body: str) -> str:
     return f"""<!doctype html>
 <html lang="en">
@@ -119,7 +137,7 @@ def page(body: str) -> str:
 
 # A classic script runs before the module, so no event can be missed; it is a file because inline script is banned.
 EVENTS_JS = """window.viewerEvents = [];
-for (const type of ['viewer:ready', 'viewer:error', 'viewer:mesh']) {
+for (const type of ['viewer:ready', 'viewer:error', 'viewer:mesh', 'viewer:splats']) {
   document.addEventListener(type, (event) => {
     window.viewerEvents.push({ type, target: event.target.id, detail: event.detail });
   });
@@ -155,6 +173,9 @@ def site(tmp_path_factory):
     (root / "index.html").write_text(page(
         '<div id="v" data-viewer data-ply-url="/cloud.ply" data-mesh-url="/mesh.glb" data-units="metres" '
         'aria-label="Interactive 3D view of the point cloud"></div>'))
+    write_splat_ply(root / "splats.ply")
+    (root / "splats.html").write_text(page(
+        '<div id="v" data-viewer data-ply-url="/cloud.ply" data-splat-url="/splats.ply"></div>'))
     (root / "missing.html").write_text(page('<div id="v" data-viewer data-ply-url="/no-such-file.ply"></div>'))
     (root / "broken.html").write_text(page('<div id="v" data-viewer data-ply-url="/events.js"></div>'))
 
@@ -561,3 +582,25 @@ def test_measure_says_relative_units_without_a_real_scale(site, driver, tmp_path
     [event] = driver.execute_script("return window.measureEvents")
     assert event["units"] == "relative units" and abs(event["distance"] - expected) < 1e-5
     assert console_problems(driver) == []
+
+
+def test_splats_refused_by_a_strict_csp_leave_the_points(site, driver):
+    """The splat renderer compiles WebAssembly, which this server's CSP (no 'wasm-unsafe-eval', like every page of
+    the app but the job page) refuses: the viewer says so and keeps drawing the points instead of going blank."""
+    assert open_viewer(driver, site["url"] + "/splats.html") == "ready"
+    before = canvas_pixels(driver)
+    assert near(before, RED).any()
+    driver.execute_script("""window.refused = [];
+        document.addEventListener('securitypolicyviolation', (e) => window.refused.push([e.effectiveDirective, e.blockedURI]));""")
+    driver.find_element(By.XPATH, "//div[@id='v']//label[normalize-space()='Show splats']").click()
+    WebDriverWait(driver, 30).until(
+        lambda d: d.find_element(By.ID, "v").get_attribute("data-splat-state") in ("ready", "error"))
+    assert driver.find_element(By.ID, "v").get_attribute("data-splat-state") == "error", status_text(driver)
+    assert status_text(driver).startswith("The splats cannot be shown here: this page does not allow the WebAssembly")
+    assert status_text(driver).endswith("The point cloud is still shown.")
+    events = driver.execute_script("return window.viewerEvents")
+    assert events[-1]["type"] == "viewer:splats" and events[-1]["detail"]["state"] == "error"
+    assert not driver.find_element(By.CSS_SELECTOR, "#v input[type=checkbox]").is_selected()
+    assert driver.find_element(By.CSS_SELECTOR, "#v input[type=range]").is_enabled()
+    wait_for_pixels(driver, lambda p: np.array_equal(p, before))
+    assert driver.execute_script("return window.refused") == [["script-src", "wasm-eval"]]  # the CSP said no

@@ -28,6 +28,10 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "X-Frame-Options": "DENY",
 }
+# The job page's viewer draws Gaussian splats with Spark (static/vendor/spark), which sorts them in WebAssembly:
+# that page alone may compile WebAssembly ('wasm-unsafe-eval' allows WebAssembly.compile, not JavaScript eval).
+VIEWER_CSP = SECURITY_HEADERS["Content-Security-Policy"].replace(
+    "script-src 'self';", "script-src 'self' 'wasm-unsafe-eval';", 1)
 STATUS_FOR_ERROR = {
     UnsupportedImageError: 415,
     DamagedImageError: 422,
@@ -67,6 +71,12 @@ def error_response(status_code: int, code: str, message: str, headers: dict | No
     response.status_code = status_code
     for name, value in (headers or {}).items():
         response.headers[name] = value
+    return response
+
+
+def allow_webassembly(response):
+    """Give one response (the job page, which runs the splat viewer) the CSP that also lets it compile WebAssembly."""
+    response.headers["Content-Security-Policy"] = VIEWER_CSP
     return response
 
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, abort, render_template, send_file
+from flask import Blueprint, abort, current_app, render_template, send_file
 
 from converter.errors import ConversionError
 
 from .conversion import ensure_output
-from .errors import EXPIRED, UserError
+from .errors import EXPIRED, UserError, allow_webassembly
 from .jobs import DONE, DOWNLOADS, PREVIEWS
 from .service import get_service, model_label, page_context
 
@@ -23,7 +23,8 @@ def index():
 def job_page(job_id):
     service = get_service()
     job = service.job_or_404(job_id)
-    return render_template("job.html", job=job, view=service.job_view(job), downloads=DOWNLOADS, **page_context())
+    page = render_template("job.html", job=job, view=service.job_view(job), downloads=DOWNLOADS, **page_context())
+    return allow_webassembly(current_app.make_response(page))
 
 
 @bp.get("/jobs/<job_id>/result")

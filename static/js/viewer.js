@@ -11,10 +11,14 @@
  *   Attributes read:   data-viewer (marks the element), data-ply-url (required; binary or ASCII PLY with
  *                      x, y, z and optional red, green, blue; y up, camera at the origin looking down -z),
  *                      data-mesh-url (optional .glb/.gltf; adds a "Show mesh" toggle, loaded on first use),
+ *                      data-splat-url (optional 3D Gaussian Splatting .ply, same frame as the cloud; adds a
+ *                                      "Show splats" toggle, loaded on first use with the vendored Spark renderer,
+ *                                      which needs the page's CSP to allow 'wasm-unsafe-eval'),
  *                      data-units (optional words such as "metres" or "relative units", shown with the size).
  *   Attributes set:    data-viewer-state  = "loading" | "ready" | "error"
  *                      data-point-count   = number of points drawn (when ready)
  *                      data-mesh-state    = "loading" | "ready" | "error" (only once the mesh was asked for)
+ *                      data-splat-state   = "loading" | "ready" | "error" (only once the splats were asked for)
  *                      data-measure-a, data-measure-b = "x,y,z" (6 decimals, the PLY file's own coordinates) of the
  *                                           picked points while measuring; data-measure-distance = their distance
  *                                           (6 decimals). Removed when the measurement is cleared.
@@ -22,9 +26,11 @@
  *                      viewer:ready  detail {points}          after the first frame with the cloud is drawn
  *                      viewer:error  detail {message}         when the cloud cannot be shown
  *                      viewer:mesh   detail {state, triangles | message}   after a mesh load succeeds or fails
+ *                      viewer:splats detail {state, splats | message}      after a splat load succeeds or fails
  *                      viewer:measure detail {a, b, distance, units}       when a measurement is complete; a and b
  *                                           are [x, y, z] in the file's frame, units is "metres" when data-units
  *                                           says metres, otherwise "relative units"
+ *   The mesh and the splats are shown in place of the points, one at a time: ticking one unticks the other.
  *   Measuring: the "Measure" toggle (aria-pressed). While on, a click (a press that moves less than a few pixels;
  *   orbit drags do not count) picks the drawn point under the cursor: point A, then point B and the distance A–B;
  *   a third click starts again. Escape clears the measurement (a second Escape, or the toggle, ends measuring).
@@ -132,6 +138,9 @@ class Viewer {
 		this.points = null;
 		this.mesh = null;
 		this.meshPromise = null;
+		this.splatUrl = (element.dataset.splatUrl || '').trim();
+		this.splats = null;
+		this.splatPromise = null;
 		this.summary = '';
 		this.buildDom();
 	}
@@ -180,6 +189,15 @@ class Viewer {
 			meshLabel.textContent = 'Show mesh';
 			meshField.append(this.meshInput, meshLabel);
 			toolbar.append(meshField);
+		}
+
+		if (this.splatUrl) {
+			const splatField = make('span', 'viewer-field viewer-splats');
+			this.splatInput = make('input', null, { type: 'checkbox', id: `${this.id}-splats`, disabled: '' });
+			const splatLabel = make('label', null, { for: `${this.id}-splats` });
+			splatLabel.textContent = 'Show splats';
+			splatField.append(this.splatInput, splatLabel);
+			toolbar.append(splatField);
 		}
 
 		this.status = make('p', 'viewer-status', { role: 'status', 'aria-live': 'polite' });
@@ -429,6 +447,10 @@ class Viewer {
 			this.meshInput.disabled = false;
 			this.meshInput.addEventListener('change', () => this.toggleMesh(this.meshInput.checked));
 		}
+		if (this.splatInput) {
+			this.splatInput.disabled = false;
+			this.splatInput.addEventListener('change', () => this.toggleSplats(this.splatInput.checked));
+		}
 		this.wireMeasuring();
 	}
 
@@ -643,11 +665,78 @@ class Viewer {
 			this.element.dispatchEvent(new CustomEvent('viewer:mesh', { bubbles: true, detail: { state: 'ready', triangles: this.triangles } }));
 		}
 		if (!this.mesh) return;
-		this.mesh.visible = show;
-		this.points.visible = !show;
-		this.sizeInput.disabled = show; // point size means nothing for the mesh
-		this.setStatus(show ? `Mesh: ${this.triangles.toLocaleString('en')} triangles` : this.summary);
+		if (show && this.splatInput) this.splatInput.checked = false;
+		this.showChosen();
+	}
+
+	/** Draw what the toggles ask for: the splats, else the mesh, else the points (only one at a time). */
+	showChosen() {
+		const splats = Boolean(this.splats && this.splatInput?.checked);
+		const mesh = Boolean(!splats && this.mesh && this.meshInput?.checked);
+		if (this.splats) this.splats.visible = splats;
+		if (this.mesh) this.mesh.visible = mesh;
+		this.points.visible = !splats && !mesh;
+		this.sizeInput.disabled = splats || mesh; // point size means nothing for the mesh or the splats
+		if (splats) this.setStatus(`Splats: ${this.splatCount.toLocaleString('en')} Gaussians`);
+		else if (mesh) this.setStatus(`Mesh: ${this.triangles.toLocaleString('en')} triangles`);
+		else this.setStatus(this.summary);
 		this.requestRender();
+	}
+
+	async toggleSplats(show) {
+		if (show && !this.splats) {
+			this.splatInput.disabled = true;
+			this.element.dataset.splatState = 'loading';
+			this.setStatus('Loading the splats…');
+			try {
+				this.splatPromise ??= this.loadSplats();
+				await this.splatPromise;
+			} catch (error) {
+				this.splatPromise = null; // allow another try
+				if (this.disposed) return;
+				const message = error instanceof LoadError ? error.message
+					: 'The splats could not be shown: the file is damaged, or this browser cannot run the splat renderer.';
+				this.splatInput.checked = false;
+				this.splatInput.disabled = false;
+				this.element.dataset.splatState = 'error';
+				this.setStatus(`${message} The ${this.meshInput?.checked && this.mesh ? 'mesh' : 'point cloud'} is still shown.`, 'error');
+				this.element.dispatchEvent(new CustomEvent('viewer:splats', { bubbles: true, detail: { state: 'error', message } }));
+				return;
+			}
+			if (this.disposed) return;
+			this.splatInput.disabled = false;
+			this.element.dataset.splatState = 'ready';
+			this.element.dispatchEvent(new CustomEvent('viewer:splats', { bubbles: true, detail: { state: 'ready', splats: this.splatCount } }));
+		}
+		if (!this.splats) return;
+		if (this.splatInput.checked && this.meshInput) this.meshInput.checked = false;
+		this.showChosen();
+	}
+
+	/** Spark is imported only now: it compiles WebAssembly as it loads, which only the job page's CSP allows. */
+	async loadSplats() {
+		// Spark waits forever when the page's CSP refuses WebAssembly, so ask first with the smallest module there is.
+		try {
+			new WebAssembly.Module(new Uint8Array([0, 0x61, 0x73, 0x6d, 1, 0, 0, 0]));
+		} catch {
+			throw new LoadError('The splats cannot be shown here: this page does not allow the WebAssembly that the splat renderer needs. Download the .splat.ply file to open it in a splat viewer.');
+		}
+		const [{ SparkRenderer, SplatMesh }, bytes] = await Promise.all([
+			import('../vendor/spark/spark.module.min.js'),
+			fetchBytes(this.splatUrl, 'splats'),
+		]);
+		if (this.disposed) return;
+		// Spark sorts the splats for the current view in a worker; onDirty asks for a frame when a new order is ready.
+		const spark = new SparkRenderer({ renderer: this.renderer, onDirty: () => this.requestRender() });
+		this.scene.add(spark);
+		const splats = new SplatMesh({ fileBytes: bytes, fileType: 'ply' });
+		await splats.initialized;
+		if (this.disposed) return;
+		this.splatCount = splats.splats?.getNumSplats?.() ?? splats.packedSplats?.numSplats ?? 0;
+		splats.visible = false;
+		this.scene.add(splats);
+		this.spark = spark;
+		this.splats = splats;
 	}
 
 	async loadMesh() {
@@ -712,6 +801,8 @@ class Viewer {
 		if (this.frame) cancelAnimationFrame(this.frame);
 		this.resizeObserver?.disconnect();
 		this.controls?.dispose();
+		this.splats?.dispose();
+		this.spark?.dispose?.();
 		this.scene?.traverse((object) => {
 			object.geometry?.dispose();
 			const materials = Array.isArray(object.material) ? object.material : object.material ? [object.material] : [];

@@ -101,6 +101,17 @@ def test_splats_toggle_draws_the_splat_file_in_place_of_the_points(chrome, live_
     columns = np.arange(splats.shape[1])
     assert (columns * left).sum() / left.sum() < (columns * right).sum() / right.sum()  # not mirrored
 
+    # The mesh and the splats take turns: ticking one unticks the other.
+    mesh_box, splat_box = (viewer.find_element(By.CSS_SELECTOR, f"input[id$=-{name}]") for name in ("mesh", "splats"))
+    viewer.find_element(By.XPATH, ".//label[normalize-space()='Show mesh']").click()
+    wait_until(lambda: viewer.get_attribute("data-mesh-state") in ("ready", "error"), 60)
+    assert viewer.get_attribute("data-mesh-state") == "ready"
+    assert mesh_box.is_selected() and not splat_box.is_selected()
+    assert viewer.find_element(By.CSS_SELECTOR, ".viewer-status").text.startswith("Mesh: ")
+    toggle.click()
+    assert splat_box.is_selected() and not mesh_box.is_selected()
+    assert viewer.find_element(By.CSS_SELECTOR, ".viewer-status").text == f"Splats: {count:,} Gaussians"
+
     # Unticking brings back the points, exactly as they were drawn before.
     toggle.click()
     wait_for_canvas(chrome, canvas, lambda p: np.mean(np.any(p != points, axis=-1)) < 0.002, 10)

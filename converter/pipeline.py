@@ -409,7 +409,12 @@ def _surface_point(result: ConversionResult, x: float, y: float) -> np.ndarray:
                               "object.")
         px, py = geometry.relief_grid(width, height, np.array([u]), np.array([v]))
         return np.array([px[0], py[0], float(result.relief_heights()[row, column])])
-    z = float(result.depth[int(round(v)), int(round(u))])
+    row, column = int(round(v)), int(round(u))
+    alpha = result.image.alpha
+    if alpha is not None and alpha[row, column] == 0:  # no surface there: the cloud has no point at a clear pixel
+        raise OptionError(f"There is no surface at the known length's pixel ({x:g}, {y:g}): it is transparent; "
+                          "pick points on the object.")
+    z = float(result.depth[row, column])
     if not (np.isfinite(z) and z > 0):
         raise OptionError(f"There is no depth at the known length's pixel ({x:g}, {y:g}): pick points on the object.")
     k = result.intrinsics

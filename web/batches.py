@@ -30,16 +30,16 @@ from .jobs import DONE, FAILED, QueueFullError, Upload
 from .service import BUSY, get_service, page_context
 
 DEFAULT_FORMATS = ("ply", "glb", "json")
-ZIP_MAGIC = b"PK\x03\x04"
+ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")  # a zip's first entry, or the end record of an empty zip
 
 bp = Blueprint("batches", __name__)
 
 
 def is_zip(part) -> bool:
     """Whether an uploaded part is a zip, by its first bytes (the stream is left at its start)."""
-    head = part.stream.read(len(ZIP_MAGIC))
+    head = part.stream.read(4)
     part.stream.seek(0)
-    return head == ZIP_MAGIC
+    return head in ZIP_MAGICS
 
 
 def read_images(files, config) -> list[tuple[str, bytes]]:
@@ -53,7 +53,7 @@ def read_images(files, config) -> list[tuple[str, bytes]]:
         data = part.read()
         if not data:
             continue
-        if data.startswith(ZIP_MAGIC):
+        if data.startswith(ZIP_MAGICS):
             entries = unzip.unpack(data, max_files=limit,
                                    max_total_bytes=config["MAX_BATCH_UNPACKED_MB"] * 1024 * 1024,
                                    max_entry_bytes=config["MAX_UPLOAD_MB"] * 1024 * 1024)

@@ -107,7 +107,8 @@ def _read_entry(data: bytes, info: zipfile.ZipInfo, label: str, allowed: int) ->
     except _CODEC_ERRORS:
         raise _damaged(f"The zip's {label} is damaged: its compressed data cannot be read.") from None
     if len(content) > info.file_size:
-        raise _damaged(f"The zip's {label} unpacks to more than the {info.file_size} bytes its header declares.")
+        raise _damaged(f"The zip's {label} is damaged or hostile: it unpacks to more than the {info.file_size} "
+                       "bytes its header declares.")
     if len(content) < info.file_size:
         raise _damaged(f"The zip's {label} is damaged: it unpacks to fewer bytes than its header declares.")
     if zlib.crc32(content) != info.CRC:

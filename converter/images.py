@@ -223,7 +223,8 @@ _TRANSPOSES = {
     5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
     8: Image.Transpose.ROTATE_90,
 }
-_REDUCIBLE_MODES = ("RGB", "RGBA", "L", "LA", "CMYK")
+_REDUCIBLE_MODES = ("RGB", "RGBA", "L", "LA", "CMYK", "1", "P")
+_BAND_BYTES = 8 * 1024 * 1024  # a 1-bit or palette image is widened to RGBA one band of rows at a time
 
 
 def _reduction_factor(image: Image.Image, points: int) -> int:
@@ -238,11 +239,27 @@ def _reduction_factor(image: Image.Image, points: int) -> int:
 
 def _box_reduce(image: Image.Image, factor: int) -> Image.Image:
     """k × k box average; with alpha, weighted by it so transparent pixels do not darken the edges."""
+    if image.mode in ("1", "P"):
+        return _reduce_in_bands(image, factor)
     if image.mode in ("RGBA", "LA"):
         premultiplied = "RGBa" if image.mode == "RGBA" else "La"
         return image.convert(premultiplied).reduce(factor).convert(image.mode)
     reduced = image.reduce(factor)
     reduced.info = dict(image.info)  # keeps the ICC profile for the colour conversion that follows
+    return reduced
+
+
+def _reduce_in_bands(image: Image.Image, factor: int) -> Image.Image:
+    """A 1-bit or palette image reduced k × k, widened (to L, RGB or RGBA) a band of rows at a time: a 50 MP page
+    never exists at 3 or 4 bytes a pixel, only its reduced picture does."""
+    width, height = image.size
+    wide = "L" if image.mode == "1" else ("RGBA" if "transparency" in image.info else "RGB")
+    rows = factor * max(1, _BAND_BYTES // (width * 4 * factor))
+    reduced = Image.new(wide, (-(-width // factor), -(-height // factor)))
+    for top in range(0, height, rows):
+        band = image.crop((0, top, width, min(height, top + rows))).convert(wide)
+        reduced.paste(_box_reduce(band, factor), (0, top // factor))
+    reduced.info = {key: value for key, value in image.info.items() if key != "transparency"}
     return reduced
 
 
@@ -350,6 +367,10 @@ def _to_srgb(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
         scale = 1.0 / 257.0 if mode != "F" else (255.0 if values.max(initial=0.0) <= 1.0 else 1.0 / 257.0)
         grey = np.clip(np.rint(values * scale), 0, 255).astype(np.uint8)
         return np.repeat(grey[:, :, None], 3, axis=2), None
+    if mode in ("1", "L") and "transparency" not in image.info and "icc_profile" not in image.info:
+        return _grey_to_rgb(image), None
+    if mode == "P" and image.palette is not None and image.palette.mode == "RGB":
+        return _palette_to_rgb(image)
     if mode == "P" or (mode in ("L", "RGB") and "transparency" in image.info):
         # A palette, or a grey/RGB PNG whose tRNS chunk makes one colour transparent.
         image = image.convert("RGBA" if "transparency" in image.info else "RGB")
@@ -365,6 +386,35 @@ def _to_srgb(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
     if image.mode != "RGB":
         image = image.convert("RGB")
     return np.asarray(image).copy(), None
+
+
+def _grey_to_rgb(image: Image.Image) -> np.ndarray:
+    """[H, W, 3] uint8 from a 1-bit or grey image, widened once (no full-size RGB Pillow copy on the way)."""
+    grey = np.asarray(image if image.mode == "L" else image.convert("L"))
+    rgb = np.empty(grey.shape + (3,), dtype=np.uint8)
+    rgb[...] = grey[:, :, None]
+    return rgb
+
+
+def _palette_to_rgb(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
+    """A palette image through its palette: the 256 colours go through the ICC profile (if any), then one lookup
+    per pixel makes the [H, W, 3] picture and the [H, W] alpha (None when every pixel is opaque)."""
+    colours = np.zeros((256, 3), dtype=np.uint8)
+    palette = np.frombuffer(bytes(image.getpalette("RGB") or b""), dtype=np.uint8).reshape(-1, 3)[:256]
+    colours[:len(palette)] = palette
+    swatch = Image.fromarray(colours[None, :, :], "RGB")
+    swatch.info = {"icc_profile": image.info["icc_profile"]} if image.info.get("icc_profile") else {}
+    colours = np.asarray(_apply_icc_profile(swatch).convert("RGB"))[0]
+    opacity = np.full(256, 255, dtype=np.uint8)
+    transparency = image.info.get("transparency")
+    if isinstance(transparency, int) and 0 <= transparency < 256:
+        opacity[transparency] = 0
+    elif isinstance(transparency, bytes):
+        opacity[:len(transparency[:256])] = np.frombuffer(transparency[:256], dtype=np.uint8)
+    indices = np.asarray(image)
+    used = np.bincount(indices.ravel(), minlength=256) > 0
+    alpha = opacity[indices] if opacity[used[:256]].min() < 255 else None
+    return colours[indices], alpha
 
 
 def _apply_icc_profile(image: Image.Image) -> Image.Image:

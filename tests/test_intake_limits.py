@@ -125,3 +125,31 @@ def test_a_single_huge_one_bit_image_at_full_detail_stays_within_the_memory_boun
     assert response.status_code == 202, response.get_data(as_text=True)
     assert elapsed < 20
     assert memory.growth < MAX_GROWTH_BYTES, memory.growth / MB
+
+
+@pytest.mark.parametrize("transparency", [None, 3, bytes([255, 0, 128, 255])])
+def test_palette_and_one_bit_images_decode_as_pillow_widens_them(transparency):
+    """The lean paths (palette lookup, grey widened once, banded reduction) give Pillow's own pixels."""
+    from converter.images import load_image
+
+    rng = np.random.default_rng(5)
+    palette_image = Image.fromarray(rng.integers(0, 8, size=(64, 96), dtype=np.uint8), "P")
+    palette_image.putpalette(list(rng.integers(0, 256, size=8 * 3)))
+    if transparency is not None:
+        palette_image.info["transparency"] = transparency
+    buffer = io.BytesIO()
+    palette_image.save(buffer, format="PNG")
+    with Image.open(io.BytesIO(buffer.getvalue())) as reference:
+        widened = np.asarray(reference.convert("RGBA"))
+    loaded = load_image(buffer.getvalue())
+    assert np.array_equal(loaded.rgb, widened[:, :, :3])
+    if transparency is None:
+        assert loaded.alpha is None
+    else:
+        assert np.array_equal(loaded.alpha, widened[:, :, 3])
+    reduced = load_image(buffer.getvalue(), draft_points=64 * 96 // 16)
+    assert reduced.scale < 1 and reduced.rgb.shape[0] < 64
+    page = Image.fromarray(rng.integers(0, 2, size=(40, 50), dtype=np.uint8) * 255).convert("1")
+    buffer = io.BytesIO()
+    page.save(buffer, format="PNG")
+    assert np.array_equal(load_image(buffer.getvalue()).rgb, np.asarray(page.convert("RGB")))

@@ -17,10 +17,11 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageCms, ImageFile, ImageOps, UnidentifiedImageError, features
 
-from .errors import DamagedImageError, ImageTooLargeError, UnsupportedImageError
+from .errors import DamagedImageError, ImageTooLargeError, ImageTooSmallError, UnsupportedImageError
 
 ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF") + (("AVIF",) if features.check("avif") else ())
 DEFAULT_MAX_PIXELS = 50_000_000
+MIN_SIDE_PX = 2  # to convert: a surface needs neighbours both ways (a 1-pixel-wide picture loads, but has no shape)
 
 # EXIF tags (CIPA DC-008) used for the focal length.
 _EXIF_IFD = 0x8769
@@ -107,6 +108,14 @@ def load_image(source, max_pixels: int = DEFAULT_MAX_PIXELS, draft_points: int =
     if hasattr(source, "read"):
         return _decode(source, max_pixels, draft_points)
     raise TypeError(f"cannot load an image from {type(source).__name__}")
+
+
+def check_convertible_size(width: int, height: int) -> None:
+    """An ImageTooSmallError unless the picture has at least ``MIN_SIDE_PX`` pixels a side (loading does not care;
+    converting does)."""
+    if min(width, height) < MIN_SIDE_PX:
+        raise ImageTooSmallError(f"The image is too small: {width} x {height} pixels; converting needs at least "
+                                 f"{MIN_SIDE_PX} pixels a side.")
 
 
 def probe_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> LoadedImage:

@@ -22,7 +22,14 @@ from .depth import (
 )
 from .depth.models import resolve_model_name
 from .errors import OptionError
-from .images import DEFAULT_MAX_PIXELS, LoadedImage, load_image, looks_like_drawing, remove_paper_background
+from .images import (
+    DEFAULT_MAX_PIXELS,
+    LoadedImage,
+    check_convertible_size,
+    load_image,
+    looks_like_drawing,
+    remove_paper_background,
+)
 from .options import ConversionOptions
 
 AXES = "right-handed, y up, camera at the origin looking down -z (OpenGL/glTF)"
@@ -237,6 +244,7 @@ class Converter:
         with clock("decode"):
             # A JPEG is decoded at the smallest DCT scale that still gives the point grid (max_points=0: full size).
             loaded = load_image(image, self.max_pixels, draft_points=0 if depth is not None else opts.max_points)
+        check_convertible_size(loaded.width, loaded.height)
         notes: list[str] = []
         if prediction is not None:
             prediction = prediction.resized(loaded.width, loaded.height)

@@ -153,3 +153,14 @@ def test_palette_and_one_bit_images_decode_as_pillow_widens_them(transparency):
     buffer = io.BytesIO()
     page.save(buffer, format="PNG")
     assert np.array_equal(load_image(buffer.getvalue()).rgb, np.asarray(page.convert("RGB")))
+
+
+@pytest.mark.parametrize("size", [(1, 1), (1, 40), (40, 1)])
+def test_a_one_pixel_wide_image_is_422_not_an_internal_error(client, size):
+    """Found by the schemathesis run: such an image used to fail its job with "internal error"."""
+    image = png_bytes(np.full((size[1], size[0], 3), 90, np.uint8))
+    single = client.post("/api/v1/conversions", data={"image": (io.BytesIO(image), "dot.png")})
+    assert single.status_code == 422 and single.get_json()["code"] == "image_too_small"
+    assert f"{size[0]} x {size[1]} pixels" in single.get_json()["error"]
+    batch = post_batch(client, [("images", pictures(1)[0]), ("images", image)])
+    assert batch.status_code == 422 and batch.get_json()["error"].startswith("Image 2 of the batch: The image is too")

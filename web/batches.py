@@ -19,7 +19,7 @@ from flask import Blueprint, abort, jsonify, redirect, render_template, request,
 
 from converter.errors import ConversionError, InputError, OptionError
 from converter.export import atomic_output
-from converter.images import probe_header
+from converter.images import check_convertible_size, probe_header
 
 from . import unzip
 from .conversion import ensure_output, offered_kinds
@@ -72,7 +72,8 @@ def read_images(files, config) -> list[tuple[str, bytes]]:
 def _checked(label: str, data: bytes, config) -> tuple[str, bytes]:
     """(label, data) once the image's headers pass: format by content, declared pixels of every frame."""
     try:
-        probe_header(data, config["MAX_PIXELS"])
+        _, width, height = probe_header(data, config["MAX_PIXELS"])
+        check_convertible_size(width, height)
     except InputError as error:
         error.message = f"{label}: {error.message}"
         raise

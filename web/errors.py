@@ -13,6 +13,7 @@ from converter.errors import (
     ConversionError,
     DamagedImageError,
     ImageTooLargeError,
+    ImageTooSmallError,
     ModelUnavailableError,
     OutputError,
     UnsupportedImageError,
@@ -32,6 +33,7 @@ STATUS_FOR_ERROR = {
     UnsupportedImageError: 415,
     DamagedImageError: 422,
     ImageTooLargeError: 422,
+    ImageTooSmallError: 422,
     ModelUnavailableError: 503,
     OutputError: 507,
 }

@@ -20,7 +20,7 @@ ERRORS = {
     413: "A limit was hit (upload size, form parts or a text field, images in a batch, a zip's unpacked size, "
          "its number of entries); the sentence names the limit.",
     415: "A file is not an image in a supported format (by content, never by name).",
-    422: "An image is damaged or has too many pixels, or a zip is damaged, empty or unsafe (a path out of the "
+    422: "An image is damaged, has too many pixels or too few (under 2 a side), or a zip is damaged, empty or unsafe (a path out of the "
          "zip, a link, an encrypted entry); the sentence names the image or the zip's entry.",
     503: "The model is unavailable, or the queue is full (then with Retry-After).",
     507: "The server could not write the result (its disk is full).",

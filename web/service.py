@@ -13,7 +13,7 @@ from flask import Flask, current_app, url_for
 
 from converter import KNOWN_MODELS, Converter
 from converter.errors import OptionError
-from converter.images import load_image, probe_header
+from converter.images import check_convertible_size, load_image, probe_header
 from converter.options import DETAIL_LEVELS, MODES
 
 from .conversion import offered_kinds, run_job
@@ -178,10 +178,12 @@ class Service:
         """Decode the upload once, now (a damaged or oversized image is a 4xx at once), and hash its bytes once.
         With Celery the worker decodes it: only its headers are checked here (format, pixels of every frame)."""
         if self.backend == "celery":
-            probe_header(data, self.config["MAX_PIXELS"])
+            _, width, height = probe_header(data, self.config["MAX_PIXELS"])
+            check_convertible_size(width, height)
             return Upload(image=data, sha256=hashlib.sha256(data).hexdigest(), depth=depth or None)
         draft = 0 if depth else job_request.options.max_points
         image = load_image(data, self.config["MAX_PIXELS"], draft_points=draft)
+        check_convertible_size(image.width, image.height)
         return Upload(image=image, sha256=hashlib.sha256(data).hexdigest(), depth=depth or None)
 
     def check_model(self, model: str, depth: bytes | None = None) -> None:

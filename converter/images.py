@@ -15,7 +15,7 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageCms, ImageFile, ImageOps, UnidentifiedImageError, features
+from PIL import Image, ImageCms, ImageFile, UnidentifiedImageError, features
 
 from .errors import DamagedImageError, ImageTooLargeError, ImageTooSmallError, UnsupportedImageError
 
@@ -217,10 +217,8 @@ def _from_pil(image: Image.Image, max_pixels: int, scale: float = 1.0, reduce_po
             scale /= factor
             focal_px = None if focal_px is None else focal_px / factor
         else:
-            try:
-                upright = ImageOps.exif_transpose(image)
-            except Exception:  # broken EXIF must not stop a conversion; the pixels are fine
-                upright = image
+            orientation = _orientation(image)  # transposed only when needed: exif_transpose copies even then
+            upright = image.transpose(_TRANSPOSES[orientation]) if orientation in _TRANSPOSES else image
     rgb, alpha = _to_srgb(upright)
     return LoadedImage(
         rgb=rgb, alpha=alpha, focal_px=focal_px, focal_source=focal_source, format=image.format, scale=scale
@@ -389,19 +387,38 @@ def _to_srgb(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
         image = image.convert("L")
     image = _apply_icc_profile(image)
     if image.mode == "RGBA":
-        array = np.asarray(image)
-        alpha = np.ascontiguousarray(array[:, :, 3])
-        return np.ascontiguousarray(array[:, :, :3]), (None if alpha.min() == 255 else alpha)
+        rgb, alpha = _bands(image, 3), _bands(image.getchannel("A"), 1)
+        return rgb, (None if alpha.min() == 255 else alpha)
     if image.mode != "RGB":
         image = image.convert("RGB")
-    return np.asarray(image).copy(), None
+    return _pixels(image), None
+
+
+def _pixels(image: Image.Image) -> np.ndarray:
+    return _bands(image, len(image.getbands()))
+
+
+def _bands(image: Image.Image, channels: int) -> np.ndarray:
+    """The first ``channels`` of an 8-bit image as [H, W, C] uint8 ([H, W] for one), writable, copied out of
+    Pillow a band of rows at a time: the picture exists twice (Pillow's and ours), never three times
+    (np.asarray goes through a whole-image bytes copy)."""
+    width, height = image.size
+    out = np.empty((height, width, channels) if channels > 1 else (height, width), dtype=np.uint8)
+    rows = max(1, _BAND_BYTES // max(1, width * len(image.getbands())))
+    for top in range(0, height, rows):
+        band = np.asarray(image.crop((0, top, width, min(height, top + rows))))
+        out[top:top + rows] = band[:, :, :channels] if channels > 1 and band.ndim == 3 else band
+    return out
 
 
 def _grey_to_rgb(image: Image.Image) -> np.ndarray:
     """[H, W, 3] uint8 from a 1-bit or grey image, widened once (no full-size RGB Pillow copy on the way)."""
-    grey = np.asarray(image if image.mode == "L" else image.convert("L"))
-    rgb = np.empty(grey.shape + (3,), dtype=np.uint8)
-    rgb[...] = grey[:, :, None]
+    width, height = image.size
+    rgb = np.empty((height, width, 3), dtype=np.uint8)
+    rows = max(1, _BAND_BYTES // max(1, width * 3))
+    for top in range(0, height, rows):
+        band = image.crop((0, top, width, min(height, top + rows)))
+        rgb[top:top + rows] = np.asarray(band if band.mode == "L" else band.convert("L"))[:, :, None]
     return rgb
 
 

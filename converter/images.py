@@ -246,8 +246,12 @@ def _reduction_factor(image: Image.Image, points: int) -> int:
 
 def _box_reduce(image: Image.Image, factor: int) -> Image.Image:
     """k × k box average; with alpha, weighted by it so transparent pixels do not darken the edges."""
-    if image.mode in ("1", "P"):
+    if image.mode in ("1", "P") or (image.mode in ("RGBA", "LA") and image.size[0] * image.size[1] * 4 > _BAND_BYTES):
         return _reduce_in_bands(image, factor)
+    return _reduce_whole(image, factor)
+
+
+def _reduce_whole(image: Image.Image, factor: int) -> Image.Image:
     if image.mode in ("RGBA", "LA"):
         premultiplied = "RGBa" if image.mode == "RGBA" else "La"
         return image.convert(premultiplied).reduce(factor).convert(image.mode)
@@ -257,15 +261,19 @@ def _box_reduce(image: Image.Image, factor: int) -> Image.Image:
 
 
 def _reduce_in_bands(image: Image.Image, factor: int) -> Image.Image:
-    """A 1-bit or palette image reduced k × k, widened (to L, RGB or RGBA) a band of rows at a time: a 50 MP page
-    never exists at 3 or 4 bytes a pixel, only its reduced picture does."""
+    """A large image reduced k × k a band of rows at a time, widened on the way (1-bit to L, palette to RGB or
+    RGBA, alpha premultiplied): a 50 MP page never exists again at 3 or 4 bytes a pixel, only its reduced picture
+    does."""
     width, height = image.size
-    wide = "L" if image.mode == "1" else ("RGBA" if "transparency" in image.info else "RGB")
+    if image.mode in ("RGBA", "LA"):
+        wide = image.mode
+    else:
+        wide = "L" if image.mode == "1" else ("RGBA" if "transparency" in image.info else "RGB")
     rows = factor * max(1, _BAND_BYTES // (width * 4 * factor))
     reduced = Image.new(wide, (-(-width // factor), -(-height // factor)))
     for top in range(0, height, rows):
         band = image.crop((0, top, width, min(height, top + rows))).convert(wide)
-        reduced.paste(_box_reduce(band, factor), (0, top // factor))
+        reduced.paste(_reduce_whole(band, factor), (0, top // factor))
     reduced.info = {key: value for key, value in image.info.items() if key != "transparency"}
     return reduced
 

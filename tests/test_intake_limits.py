@@ -164,3 +164,17 @@ def test_a_one_pixel_wide_image_is_422_not_an_internal_error(client, size):
     assert f"{size[0]} x {size[1]} pixels" in single.get_json()["error"]
     batch = post_batch(client, [("images", pictures(1)[0]), ("images", image)])
     assert batch.status_code == 422 and batch.get_json()["error"].startswith("Image 2 of the batch: The image is too")
+
+
+def test_a_large_transparent_image_is_reduced_in_bands_as_it_would_be_whole(monkeypatch):
+    """The banded reduction (what keeps a 50 MP RGBA page from being widened whole) gives the whole-image result,
+    last short band included."""
+    from converter import images
+
+    monkeypatch.setattr(images, "_BAND_BYTES", 40_000)
+    rng = np.random.default_rng(9)
+    rgba = rng.integers(0, 256, size=(257, 300, 4), dtype=np.uint8)
+    rgba[:50, :, 3] = 0
+    image = Image.fromarray(rgba, "RGBA")
+    assert image.size[0] * image.size[1] * 4 > images._BAND_BYTES  # the banded path is the one taken
+    assert np.array_equal(np.asarray(images._box_reduce(image, 4)), np.asarray(images._reduce_whole(image, 4)))

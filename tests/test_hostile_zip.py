@@ -308,10 +308,12 @@ def test_random_damage_anywhere_in_a_zip_is_never_a_500(small_app):
 
 
 class PeakMemory:
-    """Peak growth of this process's resident memory while the block runs (sampled every 2 ms)."""
+    """Peak growth of a process's resident memory (this one by default) while the block runs, sampled every 2 ms."""
+
+    def __init__(self, process: psutil.Process | None = None):
+        self.process = process or psutil.Process()
 
     def __enter__(self):
-        self.process = psutil.Process()
         self.start = self.peak = self.process.memory_info().rss
         self.running = True
         self.thread = threading.Thread(target=self._sample, daemon=True)
@@ -369,3 +371,30 @@ def test_an_upload_at_the_size_limit_stays_within_the_memory_bound(make_app):
     assert response.status_code == 202, response.get_data(as_text=True)
     assert elapsed < 30, elapsed
     assert memory.growth < MAX_GROWTH_BYTES, memory.growth / MB
+
+
+@pytest.mark.slow
+def test_real_gunicorn_survives_the_corpus_with_bounded_worker_memory(tiny_models, tmp_path, bombs):
+    """The corpus over HTTP against real gunicorn (one worker): every answer a 4xx with its sentence, the worker's
+    peak resident memory within the bound, nothing written outside the server's folders, nothing in its log."""
+    import requests
+    from conftest import serve
+
+    corpus = {f"bomb-{name}": body for name, body in bombs.items()}
+    for name, method in METHODS.items():
+        for case, (build, status, _, _) in CASES.items():
+            corpus[f"{case}-{name}"] = zip_of(member("first.png", picture(), method), build(method))
+    corpus["symlink"] = zip_of(member("a.png", b"/etc/passwd", 0, unix_mode=0o120777))
+    corpus["escape"] = zip_of(member("../../../../tmp/escaped.png", picture(), 8))
+    corpus["empty"] = zip_of()
+    with serve(tiny_models["dpt_hybrid"], tmp_path, workers=1, threads=2, MAX_UPLOAD_MB=25) as server:
+        worker = psutil.Process(server.process.pid).children()[0]
+        for name, body in corpus.items():
+            with PeakMemory(worker) as memory:
+                response = requests.post(server.url + "/api/v1/batches", files={"zip": ("a.zip", body)}, timeout=60)
+            assert 400 <= response.status_code < 500, (name, response.status_code, response.text[:200])
+            assert response.json()["error"].endswith("."), name
+            assert memory.growth < MAX_GROWTH_BYTES, (name, memory.growth / MB)
+        assert not (tmp_path.parent / "escaped.png").exists() and not list(tmp_path.rglob("escaped.png"))
+        log = server.log.read_text()
+        assert "Traceback" not in log

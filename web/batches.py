@@ -6,8 +6,8 @@ in the queue for one more job (``503`` with ``Retry-After``), at most ``MAX_BATC
 unpacking to at most ``MAX_BATCH_UNPACKED_MB`` and each file to at most ``MAX_UPLOAD_MB``, counted as unpacked
 (``413``: web.unzip), every file an image by its headers (``415``/``422`` naming it). A damaged or unsafe zip is
 ``422`` naming the entry. Pixels are decoded by each job, not by the request.
-Names are never shown or used: images are numbered in upload order (zip entries in the zip's order), and the zip
-download holds ``01/cloud.ply``, ``02/cloud.ply``, …
+Names are never used: images are numbered in upload order (zip entries in the zip's order), and the zip
+download holds ``01/cloud.ply``, ``02/cloud.ply``, …; an error about a zip's entry shows the sender its own name for it.
 """
 
 from __future__ import annotations

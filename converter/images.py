@@ -230,7 +230,8 @@ _TRANSPOSES = {
     5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
     8: Image.Transpose.ROTATE_90,
 }
-_REDUCIBLE_MODES = ("RGB", "RGBA", "L", "LA", "CMYK", "1", "P")
+_DEEP_GREY_MODES = ("I;16", "I;16B", "I;16L", "I", "F")
+_REDUCIBLE_MODES = ("RGB", "RGBA", "L", "LA", "CMYK", "1", "P") + _DEEP_GREY_MODES
 _BAND_BYTES = 8 * 1024 * 1024  # a 1-bit or palette image is widened to RGBA one band of rows at a time
 
 
@@ -246,7 +247,7 @@ def _reduction_factor(image: Image.Image, points: int) -> int:
 
 def _box_reduce(image: Image.Image, factor: int) -> Image.Image:
     """k × k box average; with alpha, weighted by it so transparent pixels do not darken the edges."""
-    if image.mode in ("1", "P") or (image.mode in ("RGBA", "LA") and image.size[0] * image.size[1] * 4 > _BAND_BYTES):
+    if image.mode in ("1", "P") + _DEEP_GREY_MODES or (image.mode in ("RGBA", "LA") and image.size[0] * image.size[1] * 4 > _BAND_BYTES):
         return _reduce_in_bands(image, factor)
     return _reduce_whole(image, factor)
 
@@ -268,11 +269,16 @@ def _reduce_in_bands(image: Image.Image, factor: int) -> Image.Image:
     if image.mode in ("RGBA", "LA"):
         wide = image.mode
     else:
-        wide = "L" if image.mode == "1" else ("RGBA" if "transparency" in image.info else "RGB")
+        wide = "L" if image.mode in ("1",) + _DEEP_GREY_MODES else ("RGBA" if "transparency" in image.info else "RGB")
+    deep_scale = _deep_grey_scale(image) if image.mode in _DEEP_GREY_MODES else None
     rows = factor * max(1, _BAND_BYTES // (width * 4 * factor))
     reduced = Image.new(wide, (-(-width // factor), -(-height // factor)))
     for top in range(0, height, rows):
-        band = image.crop((0, top, width, min(height, top + rows))).convert(wide)
+        band = image.crop((0, top, width, min(height, top + rows)))
+        if deep_scale is None:
+            band = band.convert(wide)
+        else:  # 16-bit or float grey: scaled to 8 bits as _to_srgb scales it, with the whole image's scale
+            band = Image.fromarray(_grey8(np.asarray(band), deep_scale), "L")
         reduced.paste(_reduce_whole(band, factor), (0, top // factor))
     reduced.info = {key: value for key, value in image.info.items() if key != "transparency"}
     return reduced
@@ -378,9 +384,7 @@ def _to_srgb(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
     mode = image.mode
     if mode.startswith("I") or mode == "F":
         # 16-bit and float greyscale: Pillow's convert("L") clips instead of scaling.
-        values = np.asarray(image).astype(np.float32)
-        scale = 1.0 / 257.0 if mode != "F" else (255.0 if values.max(initial=0.0) <= 1.0 else 1.0 / 257.0)
-        grey = np.clip(np.rint(values * scale), 0, 255).astype(np.uint8)
+        grey = _grey8(np.asarray(image), _deep_grey_scale(image))
         return np.repeat(grey[:, :, None], 3, axis=2), None
     if mode in ("1", "L") and "transparency" not in image.info and "icc_profile" not in image.info:
         return _grey_to_rgb(image), None
@@ -417,6 +421,18 @@ def _bands(image: Image.Image, channels: int) -> np.ndarray:
         band = np.asarray(image.crop((0, top, width, min(height, top + rows))))
         out[top:top + rows] = band[:, :, :channels] if channels > 1 and band.ndim == 3 else band
     return out
+
+
+def _deep_grey_scale(image: Image.Image) -> float:
+    """The factor to 8 bits of a 16-bit or float grey image: 1/257, or 255 for a float image within [0, 1]."""
+    if image.mode != "F":
+        return 1.0 / 257.0
+    extrema = image.getextrema()
+    return 255.0 if extrema and extrema[1] <= 1.0 else 1.0 / 257.0
+
+
+def _grey8(values: np.ndarray, scale: float) -> np.ndarray:
+    return np.clip(np.rint(values.astype(np.float32) * np.float32(scale)), 0, 255).astype(np.uint8)
 
 
 def _grey_to_rgb(image: Image.Image) -> np.ndarray:

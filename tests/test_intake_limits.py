@@ -178,3 +178,15 @@ def test_a_large_transparent_image_is_reduced_in_bands_as_it_would_be_whole(monk
     image = Image.fromarray(rgba, "RGBA")
     assert image.size[0] * image.size[1] * 4 > images._BAND_BYTES  # the banded path is the one taken
     assert np.array_equal(np.asarray(images._box_reduce(image, 4)), np.asarray(images._reduce_whole(image, 4)))
+
+
+def test_a_sixteen_bit_image_is_reduced_like_its_eight_bit_picture(monkeypatch):
+    """16-bit grey is scaled to 8 bits a band at a time (not widened to float whole), then reduced."""
+    from converter import images
+
+    monkeypatch.setattr(images, "_BAND_BYTES", 40_000)
+    values = np.random.default_rng(3).integers(0, 65536, size=(130, 200), dtype=np.uint16)
+    image = Image.fromarray(values)
+    assert image.mode == "I;16"
+    expected = Image.fromarray(images._grey8(values, 1 / 257), "L").reduce(4)
+    assert np.array_equal(np.asarray(images._box_reduce(image, 4)), np.asarray(expected))

@@ -398,3 +398,14 @@ def test_real_gunicorn_survives_the_corpus_with_bounded_worker_memory(tiny_model
         assert not (tmp_path.parent / "escaped.png").exists() and not list(tmp_path.rglob("escaped.png"))
         log = server.log.read_text()
         assert "Traceback" not in log
+
+
+def test_an_entry_name_shown_in_an_error_page_is_escaped(small_app):
+    """The sender's own entry name comes back in the sentence: as text, never as markup."""
+    body = zip_of(member("<script>alert(1)</script>.png", b"/etc/passwd", 0, unix_mode=0o120777))
+    response = small_app.test_client().post(
+        "/convert", data=b"--b\r\nContent-Disposition: form-data; name=\"image\"; filename=\"a.zip\"\r\n\r\n" + body
+        + b"\r\n--b--\r\n", content_type="multipart/form-data; boundary=b", headers={"Accept": "text/html"})
+    page = response.get_data(as_text=True)
+    assert response.status_code == 422 and response.mimetype == "text/html"
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;.png" in page and "<script>alert" not in page

@@ -1,10 +1,11 @@
 """The API's contract: /api/v1/openapi.json is a valid OpenAPI 3.1 document that names every route of /api/v1, and
 (slow tier) schemathesis fuzzes every operation against real gunicorn: no status >= 500 but 503, every response
-matching its schema."""
+matching its schema (FUZZ_EXAMPLES examples per operation and mode, 25 by default)."""
 
 from __future__ import annotations
 
 import io
+import os
 import re
 
 import pytest
@@ -54,6 +55,7 @@ def test_real_responses_match_their_schemas(client):
 @pytest.mark.slow
 def test_schemathesis_fuzzes_every_operation_against_real_gunicorn(tiny_models, tmp_path):
     import schemathesis
+    from schemathesis.generation.modes import GenerationMode
     from hypothesis import HealthCheck, settings
     from hypothesis import given as hypothesis_given
     from schemathesis.checks import not_a_server_error
@@ -73,9 +75,10 @@ def test_schemathesis_fuzzes_every_operation_against_real_gunicorn(tiny_models, 
             f"{method.upper()} {path}" for path, item in document["paths"].items() for method in item
         } - {"GET /api/v1/openapi.json"}  # schemathesis leaves out the document it was loaded from
         statuses: dict[str, set[int]] = {}
-        def fuzz(operation):
-            @settings(max_examples=25, deadline=None, database=None, suppress_health_check=list(HealthCheck))
-            @hypothesis_given(case=operation.as_strategy())
+        def fuzz(operation, mode):
+            @settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", 25)), deadline=None, database=None,
+                      suppress_health_check=list(HealthCheck))
+            @hypothesis_given(case=operation.as_strategy(mode))
             def run(case):
                 response = case.call(base_url=server.url, timeout=30)
                 statuses.setdefault(operation.label, set()).add(response.status_code)
@@ -88,7 +91,8 @@ def test_schemathesis_fuzzes_every_operation_against_real_gunicorn(tiny_models, 
             run()
 
         for operation in operations:
-            fuzz(operation)
+            for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):  # valid fields, then invalid ones
+                fuzz(operation, mode)
         assert set(statuses) == {operation.label for operation in operations}
         log = server.log.read_text()
         assert "Traceback" not in log and "unhandled error" not in log

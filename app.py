@@ -56,6 +56,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         # Werkzeug checks this against its multipart read buffer too (file data arrives in 64 kB chunks), so it
         # must stay well above the chunk size: Flask's default. Text fields are a few bytes each.
         MAX_FORM_MEMORY_SIZE=500_000,
+        MAX_FIELD_KB=64,  # the real cap on a text field, checked by web.errors (a 413 naming the field)
     )
     if test_config:
         app.config.update(test_config)

@@ -34,6 +34,12 @@ class ImageTooLargeError(InputError):
     code = "image_too_large"
 
 
+class ImageTooSmallError(InputError):
+    """Fewer pixels a side than a depth map and a surface need."""
+
+    code = "image_too_small"
+
+
 class DepthFileError(InputError):
     code = "bad_depth_file"
 

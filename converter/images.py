@@ -15,12 +15,13 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageCms, ImageFile, ImageOps, UnidentifiedImageError, features
+from PIL import Image, ImageCms, ImageFile, UnidentifiedImageError, features
 
-from .errors import DamagedImageError, ImageTooLargeError, UnsupportedImageError
+from .errors import DamagedImageError, ImageTooLargeError, ImageTooSmallError, UnsupportedImageError
 
 ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF") + (("AVIF",) if features.check("avif") else ())
 DEFAULT_MAX_PIXELS = 50_000_000
+MIN_SIDE_PX = 2  # to convert: a surface needs neighbours both ways (a 1-pixel-wide picture loads, but has no shape)
 
 # EXIF tags (CIPA DC-008) used for the focal length.
 _EXIF_IFD = 0x8769
@@ -107,6 +108,14 @@ def load_image(source, max_pixels: int = DEFAULT_MAX_PIXELS, draft_points: int =
     if hasattr(source, "read"):
         return _decode(source, max_pixels, draft_points)
     raise TypeError(f"cannot load an image from {type(source).__name__}")
+
+
+def check_convertible_size(width: int, height: int) -> None:
+    """An ImageTooSmallError unless the picture has at least ``MIN_SIDE_PX`` pixels a side (loading does not care;
+    converting does)."""
+    if min(width, height) < MIN_SIDE_PX:
+        raise ImageTooSmallError(f"The image is too small: {width} x {height} pixels; converting needs at least "
+                                 f"{MIN_SIDE_PX} pixels a side.")
 
 
 def probe_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> LoadedImage:
@@ -208,10 +217,8 @@ def _from_pil(image: Image.Image, max_pixels: int, scale: float = 1.0, reduce_po
             scale /= factor
             focal_px = None if focal_px is None else focal_px / factor
         else:
-            try:
-                upright = ImageOps.exif_transpose(image)
-            except Exception:  # broken EXIF must not stop a conversion; the pixels are fine
-                upright = image
+            orientation = _orientation(image)  # transposed only when needed: exif_transpose copies even then
+            upright = image.transpose(_TRANSPOSES[orientation]) if orientation in _TRANSPOSES else image
     rgb, alpha = _to_srgb(upright)
     return LoadedImage(
         rgb=rgb, alpha=alpha, focal_px=focal_px, focal_source=focal_source, format=image.format, scale=scale
@@ -223,7 +230,9 @@ _TRANSPOSES = {
     5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
     8: Image.Transpose.ROTATE_90,
 }
-_REDUCIBLE_MODES = ("RGB", "RGBA", "L", "LA", "CMYK")
+_DEEP_GREY_MODES = ("I;16", "I;16B", "I;16L", "I", "F")
+_REDUCIBLE_MODES = ("RGB", "RGBA", "L", "LA", "CMYK", "1", "P") + _DEEP_GREY_MODES
+_BAND_BYTES = 8 * 1024 * 1024  # a 1-bit or palette image is widened to RGBA one band of rows at a time
 
 
 def _reduction_factor(image: Image.Image, points: int) -> int:
@@ -238,11 +247,40 @@ def _reduction_factor(image: Image.Image, points: int) -> int:
 
 def _box_reduce(image: Image.Image, factor: int) -> Image.Image:
     """k × k box average; with alpha, weighted by it so transparent pixels do not darken the edges."""
+    if image.mode in ("1", "P") + _DEEP_GREY_MODES or (image.mode in ("RGBA", "LA") and image.size[0] * image.size[1] * 4 > _BAND_BYTES):
+        return _reduce_in_bands(image, factor)
+    return _reduce_whole(image, factor)
+
+
+def _reduce_whole(image: Image.Image, factor: int) -> Image.Image:
     if image.mode in ("RGBA", "LA"):
         premultiplied = "RGBa" if image.mode == "RGBA" else "La"
         return image.convert(premultiplied).reduce(factor).convert(image.mode)
     reduced = image.reduce(factor)
     reduced.info = dict(image.info)  # keeps the ICC profile for the colour conversion that follows
+    return reduced
+
+
+def _reduce_in_bands(image: Image.Image, factor: int) -> Image.Image:
+    """A large image reduced k × k a band of rows at a time, widened on the way (1-bit to L, palette to RGB or
+    RGBA, alpha premultiplied): a 50 MP page never exists again at 3 or 4 bytes a pixel, only its reduced picture
+    does."""
+    width, height = image.size
+    if image.mode in ("RGBA", "LA"):
+        wide = image.mode
+    else:
+        wide = "L" if image.mode in ("1",) + _DEEP_GREY_MODES else ("RGBA" if "transparency" in image.info else "RGB")
+    deep_scale = _deep_grey_scale(image) if image.mode in _DEEP_GREY_MODES else None
+    rows = factor * max(1, _BAND_BYTES // (width * 4 * factor))
+    reduced = Image.new(wide, (-(-width // factor), -(-height // factor)))
+    for top in range(0, height, rows):
+        band = image.crop((0, top, width, min(height, top + rows)))
+        if deep_scale is None:
+            band = band.convert(wide)
+        else:  # 16-bit or float grey: scaled to 8 bits as _to_srgb scales it, with the whole image's scale
+            band = Image.fromarray(_grey8(np.asarray(band), deep_scale), "L")
+        reduced.paste(_reduce_whole(band, factor), (0, top // factor))
+    reduced.info = {key: value for key, value in image.info.items() if key != "transparency"}
     return reduced
 
 
@@ -346,10 +384,12 @@ def _to_srgb(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
     mode = image.mode
     if mode.startswith("I") or mode == "F":
         # 16-bit and float greyscale: Pillow's convert("L") clips instead of scaling.
-        values = np.asarray(image).astype(np.float32)
-        scale = 1.0 / 257.0 if mode != "F" else (255.0 if values.max(initial=0.0) <= 1.0 else 1.0 / 257.0)
-        grey = np.clip(np.rint(values * scale), 0, 255).astype(np.uint8)
+        grey = _grey8(np.asarray(image), _deep_grey_scale(image))
         return np.repeat(grey[:, :, None], 3, axis=2), None
+    if mode in ("1", "L") and "transparency" not in image.info and "icc_profile" not in image.info:
+        return _grey_to_rgb(image), None
+    if mode == "P" and image.palette is not None and image.palette.mode == "RGB":
+        return _palette_to_rgb(image)
     if mode == "P" or (mode in ("L", "RGB") and "transparency" in image.info):
         # A palette, or a grey/RGB PNG whose tRNS chunk makes one colour transparent.
         image = image.convert("RGBA" if "transparency" in image.info else "RGB")
@@ -359,12 +399,72 @@ def _to_srgb(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
         image = image.convert("L")
     image = _apply_icc_profile(image)
     if image.mode == "RGBA":
-        array = np.asarray(image)
-        alpha = np.ascontiguousarray(array[:, :, 3])
-        return np.ascontiguousarray(array[:, :, :3]), (None if alpha.min() == 255 else alpha)
+        rgb, alpha = _bands(image, 3), _bands(image.getchannel("A"), 1)
+        return rgb, (None if alpha.min() == 255 else alpha)
     if image.mode != "RGB":
         image = image.convert("RGB")
-    return np.asarray(image).copy(), None
+    return _pixels(image), None
+
+
+def _pixels(image: Image.Image) -> np.ndarray:
+    return _bands(image, len(image.getbands()))
+
+
+def _bands(image: Image.Image, channels: int) -> np.ndarray:
+    """The first ``channels`` of an 8-bit image as [H, W, C] uint8 ([H, W] for one), writable, copied out of
+    Pillow a band of rows at a time: the picture exists twice (Pillow's and ours), never three times
+    (np.asarray goes through a whole-image bytes copy)."""
+    width, height = image.size
+    out = np.empty((height, width, channels) if channels > 1 else (height, width), dtype=np.uint8)
+    rows = max(1, _BAND_BYTES // max(1, width * len(image.getbands())))
+    for top in range(0, height, rows):
+        band = np.asarray(image.crop((0, top, width, min(height, top + rows))))
+        out[top:top + rows] = band[:, :, :channels] if channels > 1 and band.ndim == 3 else band
+    return out
+
+
+def _deep_grey_scale(image: Image.Image) -> float:
+    """The factor to 8 bits of a 16-bit or float grey image: 1/257, or 255 for a float image within [0, 1]."""
+    if image.mode != "F":
+        return 1.0 / 257.0
+    extrema = image.getextrema()
+    return 255.0 if extrema and extrema[1] <= 1.0 else 1.0 / 257.0
+
+
+def _grey8(values: np.ndarray, scale: float) -> np.ndarray:
+    return np.clip(np.rint(values.astype(np.float32) * np.float32(scale)), 0, 255).astype(np.uint8)
+
+
+def _grey_to_rgb(image: Image.Image) -> np.ndarray:
+    """[H, W, 3] uint8 from a 1-bit or grey image, widened once (no full-size RGB Pillow copy on the way)."""
+    width, height = image.size
+    rgb = np.empty((height, width, 3), dtype=np.uint8)
+    rows = max(1, _BAND_BYTES // max(1, width * 3))
+    for top in range(0, height, rows):
+        band = image.crop((0, top, width, min(height, top + rows)))
+        rgb[top:top + rows] = np.asarray(band if band.mode == "L" else band.convert("L"))[:, :, None]
+    return rgb
+
+
+def _palette_to_rgb(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
+    """A palette image through its palette: the 256 colours go through the ICC profile (if any), then one lookup
+    per pixel makes the [H, W, 3] picture and the [H, W] alpha (None when every pixel is opaque)."""
+    colours = np.zeros((256, 3), dtype=np.uint8)
+    palette = np.frombuffer(bytes(image.getpalette("RGB") or b""), dtype=np.uint8).reshape(-1, 3)[:256]
+    colours[:len(palette)] = palette
+    swatch = Image.fromarray(colours[None, :, :], "RGB")
+    swatch.info = {"icc_profile": image.info["icc_profile"]} if image.info.get("icc_profile") else {}
+    colours = np.asarray(_apply_icc_profile(swatch).convert("RGB"))[0]
+    opacity = np.full(256, 255, dtype=np.uint8)
+    transparency = image.info.get("transparency")
+    if isinstance(transparency, int) and 0 <= transparency < 256:
+        opacity[transparency] = 0
+    elif isinstance(transparency, bytes):
+        opacity[:len(transparency[:256])] = np.frombuffer(transparency[:256], dtype=np.uint8)
+    indices = np.asarray(image)
+    used = np.bincount(indices.ravel(), minlength=256) > 0
+    alpha = opacity[indices] if opacity[used[:256]].min() < 255 else None
+    return colours[indices], alpha
 
 
 def _apply_icc_profile(image: Image.Image) -> Image.Image:

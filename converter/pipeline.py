@@ -22,7 +22,14 @@ from .depth import (
 )
 from .depth.models import resolve_model_name
 from .errors import OptionError
-from .images import DEFAULT_MAX_PIXELS, LoadedImage, load_image, looks_like_drawing, remove_paper_background
+from .images import (
+    DEFAULT_MAX_PIXELS,
+    LoadedImage,
+    check_convertible_size,
+    load_image,
+    looks_like_drawing,
+    remove_paper_background,
+)
 from .options import ConversionOptions
 
 AXES = "right-handed, y up, camera at the origin looking down -z (OpenGL/glTF)"
@@ -237,6 +244,7 @@ class Converter:
         with clock("decode"):
             # A JPEG is decoded at the smallest DCT scale that still gives the point grid (max_points=0: full size).
             loaded = load_image(image, self.max_pixels, draft_points=0 if depth is not None else opts.max_points)
+        check_convertible_size(loaded.width, loaded.height)
         notes: list[str] = []
         if prediction is not None:
             prediction = prediction.resized(loaded.width, loaded.height)
@@ -409,7 +417,12 @@ def _surface_point(result: ConversionResult, x: float, y: float) -> np.ndarray:
                               "object.")
         px, py = geometry.relief_grid(width, height, np.array([u]), np.array([v]))
         return np.array([px[0], py[0], float(result.relief_heights()[row, column])])
-    z = float(result.depth[int(round(v)), int(round(u))])
+    row, column = int(round(v)), int(round(u))
+    alpha = result.image.alpha
+    if alpha is not None and alpha[row, column] == 0:  # no surface there: the cloud has no point at a clear pixel
+        raise OptionError(f"There is no surface at the known length's pixel ({x:g}, {y:g}): it is transparent; "
+                          "pick points on the object.")
+    z = float(result.depth[row, column])
     if not (np.isfinite(z) and z > 0):
         raise OptionError(f"There is no depth at the known length's pixel ({x:g}, {y:g}): pick points on the object.")
     k = result.intrinsics

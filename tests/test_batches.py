@@ -121,7 +121,9 @@ def test_batch_limits_are_stated_and_enforced(make_app, case, status, code, word
     assert not list(Path(app.config["OUTPUT_FOLDER"]).glob("batch-*"))
 
 
-def test_a_batch_is_accepted_whole_or_not_at_all(make_app):
+def test_a_batch_is_one_unit_of_admission(make_app):
+    """Room for 2 jobs: a batch of 3 still fits the idle server, whole; while it waits, another batch (or a
+    single image) is refused whole with 503 and Retry-After, and no job is created for it."""
     app = make_app(MAX_QUEUED_JOBS=1, CONVERSION_WORKERS=1)
     service = app.extensions["image_to_3d"]
     block = threading.Event()
@@ -129,11 +131,14 @@ def test_a_batch_is_accepted_whole_or_not_at_all(make_app):
     service.runner.convert = lambda *args: (block.wait(10), original(*args))[1]
     client = app.test_client()
     try:
-        response = post_batch(client, [("images", data) for data in pictures(3)])
-        assert response.status_code == 503 and response.headers["Retry-After"] == "30"
-        assert list(service.store.root.glob("[0-9a-f]" * 32)) == []  # no job was created for a refused batch
-        accepted = post_batch(client, [("images", data) for data in pictures(2)])
-        assert accepted.status_code == 202
+        accepted = post_batch(client, [("images", data) for data in pictures(3)])
+        assert accepted.status_code == 202, accepted.get_data(as_text=True)
+        assert len(accepted.get_json()["job_ids"]) == 3
+        jobs_before = set(service.store.root.glob("[0-9a-f]" * 32))
+        refused = post_batch(client, [("images", data) for data in pictures(2)])
+        assert refused.status_code == 503 and refused.headers["Retry-After"] == "30"
+        assert "busy" in refused.get_json()["error"]
+        assert set(service.store.root.glob("[0-9a-f]" * 32)) == jobs_before  # nothing created for the refused one
         early = client.get(accepted.get_json()["download_url"], headers={"Accept": "application/json"})
         assert early.status_code == 409 and "still converting" in early.get_json()["error"]
     finally:

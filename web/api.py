@@ -3,9 +3,9 @@ JSON API's, answering by content negotiation (a redirect to the job's page, or 2
 
 from __future__ import annotations
 
-from flask import Blueprint, jsonify, redirect, request, url_for
+from flask import Blueprint, current_app, jsonify, redirect, request, url_for
 
-from . import batches
+from . import batches, openapi
 from .errors import wants_json
 from .service import get_service
 
@@ -28,7 +28,6 @@ def create_conversion():
     return created(get_service().submit(request.form, request.files))
 
 
-
 def rebuild(job_id):
     return created(get_service().rebuild(job_id, request.form))
 
@@ -45,6 +44,12 @@ bp.add_url_rule("/jobs/<job_id>/rebuild", "rebuild_form", rebuild, methods=["POS
 bp.add_url_rule("/api/v1/conversions/<job_id>/rebuild", "rebuild", rebuild, methods=["POST"])
 bp.add_url_rule("/jobs/<job_id>/status", "job_status_page", job_status)
 bp.add_url_rule("/api/v1/conversions/<job_id>", "job_status", job_status)
+
+
+@bp.get("/api/v1/openapi.json")
+def openapi_document():
+    """The API's contract (web.openapi), with this server's limits and models."""
+    return jsonify(openapi.document(current_app.config))
 
 
 @bp.get("/healthz")

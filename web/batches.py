@@ -1,52 +1,67 @@
 """Batches: several images (or a zip of images) in one upload, one job each, followed on one page and downloaded
 as one zip.
 
-Limits, checked before any job is queued (a batch is accepted whole or not at all): at most ``MAX_BATCH_IMAGES``
-images (``413``), a zip unpacking to at most ``MAX_BATCH_UNPACKED_MB`` (``413``: no zip bombs), every entry an
-image by content (``415``/``422`` naming the entry's number), and room in the queue for all of them (``503``).
-Names are never shown or used: images are numbered in upload order (zip entries in the zip's order), and the zip
-download holds ``01/cloud.ply``, ``02/cloud.ply``, …
+Limits, checked before any job is queued (a batch is accepted whole or not at all, as one unit of admission): room
+in the queue for one more job (``503`` with ``Retry-After``), at most ``MAX_BATCH_IMAGES`` images (``413``), a zip
+unpacking to at most ``MAX_BATCH_UNPACKED_MB`` and each file to at most ``MAX_UPLOAD_MB``, counted as unpacked
+(``413``: web.unzip), every file an image by its headers (``415``/``422`` naming it). A damaged or unsafe zip is
+``422`` naming the entry. Pixels are decoded by each job, not by the request.
+Names are never used: images are numbered in upload order (zip entries in the zip's order), and the zip
+download holds ``01/cloud.ply``, ``02/cloud.ply``, …; an error about a zip's entry shows the sender its own name for it.
 """
 
 from __future__ import annotations
 
-import io
+import hashlib
 import zipfile
 
 from flask import Blueprint, abort, jsonify, redirect, render_template, request, send_file, url_for
 
 from converter.errors import ConversionError, InputError, OptionError
 from converter.export import atomic_output
+from converter.images import check_convertible_size, probe_header
 
+from . import unzip
 from .conversion import ensure_output, offered_kinds
 from .errors import UserError, wants_json
 from .forms import parse_request
 from .job_request import JobRequest
-from .jobs import DONE, FAILED, QueueFullError
+from .jobs import DONE, FAILED, QueueFullError, Upload
 from .service import BUSY, get_service, page_context
 
 DEFAULT_FORMATS = ("ply", "glb", "json")
-ZIP_MAGIC = b"PK\x03\x04"
+ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")  # a zip's first entry, or the end record of an empty zip
 
 bp = Blueprint("batches", __name__)
 
 
 def is_zip(part) -> bool:
     """Whether an uploaded part is a zip, by its first bytes (the stream is left at its start)."""
-    head = part.stream.read(len(ZIP_MAGIC))
+    head = part.stream.read(4)
     part.stream.seek(0)
-    return head == ZIP_MAGIC
+    return head in ZIP_MAGICS
 
 
-def read_images(files, config) -> list[bytes]:
-    """The uploaded images, in order: every ``image``/``images`` part, a zip's entries in the zip's order."""
+def read_images(files, config) -> list[tuple[str, bytes]]:
+    """The uploaded images as (label, bytes), in order: every ``image``/``images`` part, a zip's files in the zip's
+    order. Each is checked from its headers alone (format, pixels of every frame) as soon as it is read: nothing is
+    decoded here, and a zip is unpacked under web.unzip's budget."""
     limit = config["MAX_BATCH_IMAGES"]
-    images: list[bytes] = []
-    for part in files.getlist("image") + files.getlist("images") + files.getlist("zip"):
+    images: list[tuple[str, bytes]] = []
+    parts = files.getlist("image") + files.getlist("images") + files.getlist("zip")
+    for part in parts:
         data = part.read()
         if not data:
             continue
-        images += _zip_entries(data, config) if data.startswith(ZIP_MAGIC) else [data]
+        if data.startswith(ZIP_MAGICS):
+            entries = unzip.unpack(data, max_files=limit,
+                                   max_total_bytes=config["MAX_BATCH_UNPACKED_MB"] * 1024 * 1024,
+                                   max_entry_bytes=config["MAX_UPLOAD_MB"] * 1024 * 1024)
+            for entry in entries:
+                images.append(_checked(f"Image {len(images) + 1} of the batch (the zip's {entry.label})", entry.data,
+                                       config))
+        else:
+            images.append(_checked(f"Image {len(images) + 1} of the batch", data, config))
         if len(images) > limit:
             raise UserError(413, "too_many_images", f"Too many images: a batch holds at most {limit}.")
     if not images:
@@ -54,52 +69,38 @@ def read_images(files, config) -> list[bytes]:
     return images
 
 
-def _zip_entries(data: bytes, config) -> list[bytes]:
-    """The files of a zip (folders, hidden files and macOS metadata skipped), refusing a zip that unpacks to more
-    than the limit before reading any entry."""
-    limit_mb = config["MAX_BATCH_UNPACKED_MB"]
+def _checked(label: str, data: bytes, config) -> tuple[str, bytes]:
+    """(label, data) once the image's headers pass: format by content, declared pixels of every frame."""
     try:
-        with zipfile.ZipFile(io.BytesIO(data)) as bundle:
-            entries = [info for info in bundle.infolist() if not info.is_dir() and not _hidden(info.filename)]
-            if sum(info.file_size for info in entries) > limit_mb * 1024 * 1024:
-                raise UserError(413, "too_large", f"The zip unpacks to more than {limit_mb} MB, the limit for a "
-                                                  "batch.")
-            if len(entries) > config["MAX_BATCH_IMAGES"]:
-                raise UserError(413, "too_many_images",
-                                f"Too many images: a batch holds at most {config['MAX_BATCH_IMAGES']}.")
-            return [bundle.read(info) for info in entries]
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError, NotImplementedError):
-        raise UserError(422, "damaged_zip", "The zip file is damaged or uses an unsupported compression.") from None
-
-
-def _hidden(name: str) -> bool:
-    parts = name.replace("\\", "/").split("/")
-    return any(part.startswith(".") or part == "__MACOSX" for part in parts)
+        _, width, height = probe_header(data, config["MAX_PIXELS"])
+        check_convertible_size(width, height)
+    except InputError as error:
+        error.message = f"{label}: {error.message}"
+        raise
+    return label, data
 
 
 def create_batch(form, files) -> dict:
-    """Decode every image (once), check them all and the queue's room, then queue one job per image."""
+    """Admission before work: the options, the queue's room, then every image's headers; the jobs decode.
+
+    A batch is one unit of admission (see JobRunner.submit_batch): accepted whole while the queue has room for one
+    more job. The request itself holds only the uploaded bytes (at most ``MAX_UPLOAD_MB``, a zip's files at most
+    ``MAX_BATCH_UNPACKED_MB``) and decodes no pixels, whatever their number; each job decodes its image when it
+    starts, at its working scale.
+    """
     service = get_service()
-    images = read_images(files, service.config)
     job_request = parse_request(form, service.config["MODELS"], service.config["DEPTH_MODEL"])
-    uploads = []
-    for number, data in enumerate(images, start=1):
-        try:
-            uploads.append(service.decode_upload(data, None, job_request))
-        except InputError as error:
-            error.message = f"Image {number} of the batch: {error.message}"
-            raise
     service.check_model(job_request.model)
     room = getattr(service.runner, "room", None)
-    if room is not None and room() < len(uploads):
+    if room is not None and room() < 1:  # the cheapest refusal first: nothing read yet
         raise UserError(503, "busy", BUSY, retry_after=30)
-    jobs = []
-    for upload in uploads:
-        try:
-            jobs.append(service.runner.submit(job_request.to_dict(), upload))
-        except QueueFullError:  # another request took the room meanwhile: the jobs queued so far still run
-            raise UserError(503, "busy", BUSY, retry_after=30) from None
-    return get_service().batches.create(job_ids=[job.id for job in jobs])
+    images = read_images(files, service.config)
+    uploads = [Upload(image=data, sha256=hashlib.sha256(data).hexdigest()) for _, data in images]
+    try:
+        jobs = service.runner.submit_batch(job_request.to_dict(), uploads)
+    except QueueFullError:  # another request took the last place meanwhile
+        raise UserError(503, "busy", BUSY, retry_after=30) from None
+    return service.batches.create(job_ids=[job.id for job in jobs])
 
 
 def batch_or_404(batch_id: str) -> dict:
@@ -157,14 +158,11 @@ def download(batch_id):
     in upload order; a failed job contributes its error as ``NN/error.txt``. Written once per set of formats."""
     batch = batch_or_404(batch_id)
     service = get_service()
-    formats = [name.strip() for name in (request.args.get("formats") or ",".join(DEFAULT_FORMATS)).split(",")
-               if name.strip()]
-    if not formats or any(name not in offered_kinds(JobRequest()) for name in formats):
-        raise OptionError(f"Formats must be among: {', '.join(offered_kinds(JobRequest()))}.")
+    formats = download_formats(request.args.get("formats"))
     view = batch_view(batch)
     if view["status"] != "done":
         raise UserError(409, "not_finished", "The batch is still converting; download it when every image is done.")
-    target = service.batches.path(batch_id, f"-{'-'.join(sorted(set(formats)))}.zip")
+    target = service.batches.path(batch_id, f"-{'-'.join(formats)}.zip")
     if not target.is_file():
         with atomic_output(target) as temporary, zipfile.ZipFile(temporary, "w", zipfile.ZIP_DEFLATED,
                                                                  compresslevel=1) as bundle:
@@ -174,6 +172,18 @@ def download(batch_id):
         abort(404)
     return send_file(target, mimetype="application/zip", as_attachment=True,
                      download_name=f"batch-{batch_id[:8]}.zip")
+
+
+def download_formats(text: str | None) -> list[str]:
+    """``formats`` as a set: comma-separated kinds, deduplicated, in the fixed order of the downloads table (so
+    "glb,ply,ply" and "ply,glb" name the same zip); blank means the defaults; unknown kinds are a 400 naming them."""
+    names = {name.strip().lower() for name in (text or "").split(",") if name.strip()} or set(DEFAULT_FORMATS)
+    offered = offered_kinds(JobRequest())
+    unknown = sorted(names - set(offered))
+    if unknown:
+        shown = ", ".join(f"'{name[:40]}'" for name in unknown[:5]) + (" …" if len(unknown) > 5 else "")
+        raise OptionError(f"Unknown download formats: {shown}. Formats must be among: {', '.join(offered)}.")
+    return [name for name in offered if name in names]
 
 
 def _add_job(bundle: zipfile.ZipFile, service, job_id: str, prefix: str, formats: list[str]) -> None:

@@ -198,6 +198,9 @@ class CeleryJobRunner:
                 raise QueueFullError()
         except redis.RedisError:
             raise QueueUnavailableError(QUEUE_DOWN) from None
+        return self._submit(request, upload)
+
+    def _submit(self, request: dict, upload: Upload | None) -> Job:
         job = self.store.create(request)
         folder = self.store.folder(job.id)
         try:
@@ -214,6 +217,16 @@ class CeleryJobRunner:
             log.warning("could not queue job %s: %s", job.id, error)
             raise QueueUnavailableError(QUEUE_DOWN) from None
         return job
+
+    def submit_batch(self, request: dict, uploads: list[Upload]) -> list[Job]:
+        """A batch as one unit of admission (as JobRunner.submit_batch): queued whole when the broker's queue has
+        room for one more message, or QueueFullError."""
+        try:
+            if self.board.waiting() >= self.max_queued:
+                raise QueueFullError()
+        except redis.RedisError:
+            raise QueueUnavailableError(QUEUE_DOWN) from None
+        return [self._submit(request, upload) for upload in uploads]
 
     def room(self) -> int:
         """How many more jobs the queue takes now (0 when Redis cannot be reached): a batch goes whole or not."""

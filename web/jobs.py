@@ -320,6 +320,19 @@ class JobRunner:
         self._executor.submit(self._run, job.id, upload)
         return job
 
+    def submit_batch(self, request: dict, uploads: list[Upload]) -> list[Job]:
+        """Queue a batch's jobs as one unit of admission: accepted whole when there is room for one more job (the
+        batch may take the queue past ``capacity``; nothing else is accepted until it is back under), or
+        QueueFullError. So a batch of any size up to the batch limit fits an idle server."""
+        with self._lock:
+            if self._active + len(self._waiting) >= self.capacity:
+                raise QueueFullError()
+            jobs = [self.store.create(request) for _ in uploads]
+            self._waiting.extend(job.id for job in jobs)
+        for job, upload in zip(jobs, uploads):
+            self._executor.submit(self._run, job.id, upload)
+        return jobs
+
     def queue_position(self, job_id: str) -> int | None:
         """1 for the next job to start, None when the job is not waiting (here)."""
         with self._lock:

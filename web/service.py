@@ -13,7 +13,7 @@ from flask import Flask, current_app, url_for
 
 from converter import KNOWN_MODELS, Converter
 from converter.errors import OptionError
-from converter.images import load_image, probe_header
+from converter.images import check_convertible_size, load_image, probe_header
 from converter.options import DETAIL_LEVELS, MODES
 
 from .conversion import offered_kinds, run_job
@@ -40,6 +40,8 @@ from .model_status import UNAVAILABLE, ModelStatus
 
 BUSY = "The server is busy with other conversions. Please try again in a minute."
 NOTHING_HERE = "There is nothing here. Results expire after a while; convert the image again."
+# Bigger full-size pictures are decoded by their job, not the request (about 2 x 3 bytes a pixel while decoding).
+REQUEST_DECODE_PIXELS = 16_000_000
 GPU_CONVERSION_WORKERS, GPU_BATCH_SIZE = 8, 8  # the defaults on CUDA (CONVERSION_WORKERS, BATCH_SIZE = 0)
 
 
@@ -175,14 +177,18 @@ class Service:
     # ------------------------------------------------------------------------------------------------ helpers
 
     def decode_upload(self, data: bytes, depth: bytes | None, job_request: JobRequest) -> Upload:
-        """Decode the upload once, now (a damaged or oversized image is a 4xx at once), and hash its bytes once.
-        With Celery the worker decodes it: only its headers are checked here (format, pixels of every frame)."""
-        if self.backend == "celery":
-            probe_header(data, self.config["MAX_PIXELS"])
-            return Upload(image=data, sha256=hashlib.sha256(data).hexdigest(), depth=depth or None)
+        """Check the upload's headers (format, pixels of every frame, size), hash its bytes once, and decode it now
+        when its working picture is small (a damaged file is then a 4xx at once). A picture kept at full size
+        (``detail=full`` or a depth file) over ``REQUEST_DECODE_PIXELS`` is decoded by its job instead, as every
+        upload is with Celery: a request never holds such a picture twice."""
+        _, width, height = probe_header(data, self.config["MAX_PIXELS"])
+        check_convertible_size(width, height)
+        sha256 = hashlib.sha256(data).hexdigest()
         draft = 0 if depth else job_request.options.max_points
+        if self.backend == "celery" or (draft == 0 and width * height > REQUEST_DECODE_PIXELS):
+            return Upload(image=data, sha256=sha256, depth=depth or None)
         image = load_image(data, self.config["MAX_PIXELS"], draft_points=draft)
-        return Upload(image=image, sha256=hashlib.sha256(data).hexdigest(), depth=depth or None)
+        return Upload(image=image, sha256=sha256, depth=depth or None)
 
     def check_model(self, model: str, depth: bytes | None = None) -> None:
         if not depth and self.model_status.state == UNAVAILABLE and model == self.converter.model:

@@ -1,6 +1,7 @@
 """The API's contract: /api/v1/openapi.json is a valid OpenAPI 3.1 document that names every route of /api/v1, and
 (slow tier) schemathesis fuzzes every operation against real gunicorn: no status >= 500 but 503, every response
-matching its schema (FUZZ_EXAMPLES examples per operation and mode, 25 by default)."""
+matching its schema (FUZZ_EXAMPLES examples per operation and mode, 25 by default; the same examples every run
+unless FUZZ_RANDOM=1)."""
 
 from __future__ import annotations
 
@@ -77,6 +78,7 @@ def test_schemathesis_fuzzes_every_operation_against_real_gunicorn(tiny_models, 
         statuses: dict[str, set[int]] = {}
         def fuzz(operation, mode):
             @settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", 25)), deadline=None, database=None,
+                      derandomize=not os.environ.get("FUZZ_RANDOM"),  # CI repeats itself; FUZZ_RANDOM=1 explores
                       suppress_health_check=list(HealthCheck))
             @hypothesis_given(case=operation.as_strategy(mode))
             def run(case):

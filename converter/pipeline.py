@@ -11,6 +11,9 @@ import numpy as np
 from PIL import Image
 
 from . import geometry, stages
+from .align import Alignment
+from .align import align as align_prediction
+from .align import camera_model
 from .depth import (
     INVERSE_RELATIVE,
     METRIC,
@@ -58,6 +61,7 @@ class ConversionResult:
     notes: list[str] = field(default_factory=list)
     looks_like_drawing: bool = False
     scale: dict | None = None  # set by a known length: the factor applied and the reference points
+    alignment: Alignment | None = None  # set by align_to: the fit, both raw predictions, the disagreement map
     _relief_heights: np.ndarray | None = field(default=None, repr=False)
 
     @property
@@ -104,6 +108,9 @@ class ConversionResult:
         }
         if self.scale is not None:
             info["scale"] = dict(self.scale)
+        if self.alignment is not None:
+            info["alignment"] = self.alignment.describe()
+            info["depth_source"] = self.prediction.source
         if self.mode == "relief":
             info["relief"] = {"height": geometry.RELIEF_HEIGHT * float(self.options.relief),
                               "mapping": "z = RELIEF_HEIGHT * relief * t, t in [0, 1] normalised over the kept pixels "
@@ -192,8 +199,10 @@ class Converter:
         on_device: bool | None = None,
         batch_size: int = 1,
         batch_wait_ms: float = 0.0,
+        align_to: str | None = None,
     ):
-        """``on_device``: preprocessing and geometry as torch ops on the model's device, only the final arrays
+        """``align_to``: a metric model (name, Hub id or folder) to which this converter's model is fitted in inverse
+        depth (:mod:`converter.align`): metres with the first model's detail. ``on_device``: preprocessing and geometry as torch ops on the model's device, only the final arrays
         coming back (None: on CUDA only; the CPU keeps the exact PIL + numpy path). ``batch_size`` > 1: concurrent
         conversions in this process share forwards, waiting at most ``batch_wait_ms`` for each other."""
         self.model = resolve_model_name(model)
@@ -202,6 +211,12 @@ class Converter:
         self.max_pixels = max_pixels
         self.on_device = on_device
         self.batch_size, self.batch_wait_ms = batch_size, batch_wait_ms
+        self.align_to = resolve_model_name(align_to) if align_to and str(align_to).strip() else None
+
+    @property
+    def reference_model(self):
+        """The metric model of ``align_to`` (loaded on first use, shared per process like any model)."""
+        return get_depth_model(self.align_to, self.device, self.precision) if self.align_to else None
 
     @property
     def depth_model(self):
@@ -230,12 +245,15 @@ class Converter:
         *,
         options: ConversionOptions | None = None,
         prediction: DepthMap | None = None,
+        reference: DepthMap | None = None,
         progress: Callable[[str], None] | None = None,
     ) -> ConversionResult:
         """Convert ``image`` (path, bytes, file, PIL image, array, or an already decoded LoadedImage). ``depth``: a
         user depth map to use instead of the model (.npy or 16-bit PNG; path, bytes or file). ``prediction``: a
         DepthMap from an earlier conversion of the same image (``result.prediction``), to change the geometry
-        without running the model again. ``progress`` is called with each stage name of :mod:`converter.stages`."""
+        without running the model again. ``reference``: the same for the ``align_to`` model's prediction (with
+        ``align_to``, ``prediction`` is the unaligned one: ``result.alignment.relative``). ``progress`` is called
+        with each stage name of :mod:`converter.stages`."""
         opts = options if options is not None else ConversionOptions()
         if not isinstance(opts, ConversionOptions):
             raise TypeError("options must be a ConversionOptions (keyword options: converter.convert(...))")
@@ -248,6 +266,7 @@ class Converter:
             # A JPEG is decoded at the smallest DCT scale that still gives the point grid (max_points=0: full size).
             loaded = load_image(image, self.max_pixels, draft_points=0 if depth is not None else opts.max_points)
         notes: list[str] = []
+        aligning = self.align_to is not None and depth is None
         if prediction is not None:
             prediction = prediction.resized(loaded.width, loaded.height)
             model_name = None if prediction.source == "user" else prediction.source
@@ -262,7 +281,7 @@ class Converter:
             report(stages.ESTIMATING_DEPTH)
             depth_model = self.depth_model
             model_name = self.model
-            if self.runs_on_device(depth_model):
+            if self.runs_on_device(depth_model) and not aligning:
                 camera: dict = {}
                 with clock("model"):
                     native, values = depth_model.predict_on_device(loaded.rgb, timings=timings, camera=camera)
@@ -275,9 +294,19 @@ class Converter:
                 return result
             with clock("model"):
                 prediction = depth_model.predict(loaded.to_pil(), timings=timings)
+        alignment = None
+        if aligning:
+            if reference is None:
+                report(stages.ESTIMATING_DEPTH)
+                with clock("model_align_to"):
+                    reference = self.reference_model.predict(loaded.to_pil())
+            with clock("align"):
+                prediction, alignment = align_prediction(prediction, reference.resized(loaded.width, loaded.height),
+                                                         None if loaded.alpha is None else loaded.alpha > 0)
         report(stages.BUILDING_GEOMETRY)
         with clock("geometry"):
             result = build_point_cloud(loaded, prediction, opts, clock)
+        result.alignment = alignment
         result.model = model_name
         result.notes = notes
         result.timings = timings
@@ -348,7 +377,7 @@ def build_point_cloud(loaded: LoadedImage, prediction: DepthMap, opts: Conversio
     """The geometry half of a conversion, without the model: depth units, camera, sampling, cleaning, points."""
     clock = clock or _Clock({})
     loaded, drawing, intrinsics, columns, rows = _image_camera_grid(
-        loaded, opts, clock, prediction.focal_px, None if prediction.source == "user" else prediction.source)
+        loaded, opts, clock, prediction.focal_px, camera_model(prediction.source))
     opaque = None if loaded.alpha is None else loaded.alpha > 0
     with clock("depth_units"):
         depth, native_depth = _to_depth(prediction, opaque, opts.relief)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 
+from converter.depth.models import KNOWN_MODELS
 from converter.errors import OptionError
 from converter.options import DEPTH_KIND_CHOICES, DETAIL_LEVELS, MODES, ConversionOptions
 from converter.outputs import parse_simplify
@@ -28,6 +29,9 @@ def parse_request(form, models: list[str], default_model: str) -> JobRequest:
             raise OptionError(f"Unknown model to align to '{align_to[:80]}'. Choose one of: {', '.join(models)}.")
         if align_to == model:
             raise OptionError("Align the depth model to a different, metric model (not to itself).")
+        known = KNOWN_MODELS.get(align_to)
+        if known is not None and not known.metric:
+            raise OptionError(f"{known.label} gives relative depth: align to a metric model (one that gives metres).")
         job["align_to"] = align_to
     depth_kind = (form.get("depth_kind") or "").strip().lower()
     if depth_kind:

@@ -133,3 +133,18 @@ def test_web_shows_the_models_camera_and_a_rebuild_keeps_it(make_app, depth_pro,
     user = wait_for_job(client, f"/jobs/{overridden.get_json()['id']}")
     assert user["info"]["camera"]["source"] == "user:fov"
     assert user["info"]["camera"]["model_focal_px"] == pytest.approx(camera["model_focal_px"])
+
+
+def test_the_metric_models_are_offered_by_name_each_with_a_line_in_the_readme():
+    from pathlib import Path
+
+    from converter.depth import KNOWN_MODELS, resolve_model_name
+
+    assert resolve_model_name("depth-pro") == "apple/DepthPro-hf"
+    metric = {info.name for info in KNOWN_MODELS.values() if info.metric}
+    assert metric == {"depth-anything-v2-metric-indoor-small", "depth-anything-v2-metric-outdoor-small",
+                      "zoedepth-nyu-kitti", "depth-pro"}
+    assert [info.name for info in KNOWN_MODELS.values() if info.camera] == ["depth-pro"]
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    for info in KNOWN_MODELS.values():
+        assert f"| `{info.name}` | `{info.hub_id}` |" in readme, info.name

@@ -144,6 +144,8 @@ def test_web_aligns_caches_both_predictions_and_a_rebuild_keeps_the_fit(make_app
         assert view["status"] == "done", view
         return view
 
+    form = client.get("/").get_data(as_text=True)
+    assert 'name="align_to"' in form and f'<option value="{metric}">' in form
     first = convert(align_to=metric)
     info = first["info"]
     assert info["units"] == "metres" and info["job"]["options"]["align_to"] == metric

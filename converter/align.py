@@ -101,9 +101,9 @@ def fit_inverse_depth(disparity: np.ndarray, metric_depth: np.ndarray, mask: np.
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         scales = (y2 - y1) / (x2 - x1)
         shifts = y1 - scales * x1
-    good = np.isfinite(scales) & (scales != 0)
+    good = np.isfinite(scales) & np.isfinite(shifts) & (scales > 0)  # larger disparity is nearer: s > 0
     if not good.any():
-        raise OptionError("The relative depth map is flat: it cannot be aligned.")
+        raise OptionError("The relative depth map does not follow the metric one anywhere: it cannot be aligned.")
     scales, shifts = scales[good], shifts[good]
     # [hypotheses, pixels] relative error of inverse depth; scored in chunks to bound memory
     best, best_count = 0, -1

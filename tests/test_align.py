@@ -176,3 +176,14 @@ def test_web_aligns_caches_both_predictions_and_a_rebuild_keeps_the_fit(make_app
     refused = client.post("/api/v1/conversions", data={"image": (io.BytesIO(photo_bytes), "p.png"),
                                                        "align_to": relative}, content_type="multipart/form-data")
     assert refused.status_code == 400 and "different" in refused.get_json()["error"]
+
+
+def test_only_a_positive_scale_is_fitted_even_when_most_pixels_say_otherwise():
+    z, clean, _, _ = scene(2)
+    metric = z.copy()
+    inverted = np.zeros(z.shape, bool)
+    inverted[:, :100] = True  # 62 % of the metric map is ordered the wrong way round (a broken model)
+    metric[inverted] = 1 / (0.5 - 0.05 * clean[inverted])
+    fit = fit_inverse_depth(clean.astype(np.float32), metric.astype(np.float32))
+    assert fit.scale > 0
+    np.testing.assert_allclose(apply_fit(clean, fit)[:, 100:], z[:, 100:], rtol=0.01)

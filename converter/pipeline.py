@@ -257,6 +257,9 @@ class Converter:
         opts = options if options is not None else ConversionOptions()
         if not isinstance(opts, ConversionOptions):
             raise TypeError("options must be a ConversionOptions (keyword options: converter.convert(...))")
+        if self.align_to is not None and depth is not None:
+            raise OptionError("Aligning to a metric model fits a model's depth; it does not go with your own depth "
+                              "map. Leave out one of them.")
         report = progress or (lambda stage: None)
         timings: dict[str, float] = {}
         clock = _Clock(timings)

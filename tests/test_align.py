@@ -187,3 +187,12 @@ def test_only_a_positive_scale_is_fitted_even_when_most_pixels_say_otherwise():
     fit = fit_inverse_depth(clean.astype(np.float32), metric.astype(np.float32))
     assert fit.scale > 0
     np.testing.assert_allclose(apply_fit(clean, fit)[:, 100:], z[:, 100:], rtol=0.01)
+
+
+def test_aligning_does_not_go_with_a_depth_file():
+    from converter import Converter
+
+    depth = io.BytesIO()
+    np.save(depth, np.ones((8, 8), np.float32))
+    with pytest.raises(OptionError, match="own depth map"):
+        Converter(align_to="depth-pro").convert(np.zeros((8, 8, 3), np.uint8), depth=depth.getvalue())

@@ -195,6 +195,20 @@ def disagreement_picture(disagreement: np.ndarray, reference_name: str = "the me
     return canvas
 
 
+def disagreement_layer(disagreement: np.ndarray, max_side: int = 768):
+    """The disagreement map alone as an RGBA PIL image to lay over the picture: the colours of
+    :func:`disagreement_picture`, transparent where nothing was compared, at most ``max_side`` on its longer side
+    (nearest sampling: a NaN never bleeds into a neighbour)."""
+    from PIL import Image
+
+    step = max(1, -(-max(disagreement.shape) // max_side))
+    sampled = disagreement[::step, ::step]
+    rgba = np.zeros(sampled.shape + (4,), np.uint8)
+    rgba[..., :3] = _diverging(np.clip(np.nan_to_num(sampled) / DISAGREEMENT_RANGE, -1, 1))
+    rgba[..., 3] = np.where(np.isfinite(sampled), 255, 0)
+    return Image.fromarray(rgba, "RGBA")
+
+
 def _diverging(values: np.ndarray) -> np.ndarray:
     """[...] in [-1, 1] → [..., 3] uint8: blue (−1) → white (0) → red (+1)."""
     blue, white, red = np.array([33, 102, 172.0]), np.array([247, 247, 247.0]), np.array([178, 24, 43.0])

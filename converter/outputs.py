@@ -258,6 +258,17 @@ def _disagreement(path: Path, a: Artifacts) -> None:
         picture.save(temporary, format="PNG", compress_level=1)
 
 
+def _disagreement_layer(path: Path, a: Artifacts) -> None:
+    """The same map without its legend, transparent where not compared: a layer over the page's picture."""
+    from .align import disagreement_layer
+
+    if a.result.alignment is None:
+        raise OptionError("The disagreement map exists only for a conversion aligned to a metric model.")
+    with export.atomic_output(path) as temporary:
+        disagreement_layer(a.result.alignment.disagreement, PREVIEW_MAX_SIDE).save(temporary, format="PNG",
+                                                                                   compress_level=1)
+
+
 def _input_preview(path: Path, a: Artifacts) -> None:
     """The picture at most PREVIEW_MAX_SIDE on its longer side: a box average by a whole factor (fast, no
     ringing), PNG at the fastest compression. A web job writes it before it is done, so it must cost little."""
@@ -294,12 +305,14 @@ OUTPUTS: dict[str, OutputKind] = {kind.name: kind for kind in (
                _las),
     OutputKind("disagreement", "disagreement.png", (".disagreement.png",), "image/png",
                "Disagreement of the two models after alignment (.png)", _disagreement),
+    OutputKind("disagreement_layer", "disagreement_layer.png", (), "image/png", "Disagreement layer",
+               _disagreement_layer, download=False),
     OutputKind("input", "input.png", (), "image/png", "Input picture", _input_preview, download=False),
     OutputKind("depth_preview", "depth_preview.png", (), "image/png", "Depth picture", _depth_preview,
                download=False),
 )}
 MESH_KINDS = ("glb", "obj", "mesh_ply", "simplified_glb", "usdz")
-ALIGNMENT_KINDS = ("disagreement",)  # only for a conversion aligned to a metric model
+ALIGNMENT_KINDS = ("disagreement", "disagreement_layer")  # only for a conversion aligned to a metric model
 
 
 def parse_simplify(value) -> str | int:

@@ -10,7 +10,14 @@ import numpy as np
 import pytest
 from conftest import png_bytes, wait_for_job
 
-from converter.align import Alignment, align, apply_fit, disagreement_picture, fit_inverse_depth
+from converter.align import (
+    Alignment,
+    align,
+    apply_fit,
+    disagreement_layer,
+    disagreement_picture,
+    fit_inverse_depth,
+)
 from converter.depth import INVERSE_RELATIVE, METRIC, DepthMap
 from converter.errors import OptionError
 
@@ -79,6 +86,9 @@ def test_the_disagreement_picture_has_a_colour_scale_and_grey_where_nothing_was_
     assert bar[22][2] > bar[22][0] and bar[-23][0] > bar[-23][2]
     text = picture[60:]
     assert (text.sum(axis=2) < 200).any()  # the labels are drawn
+    layer = np.asarray(disagreement_layer(disagreement, max_side=30))  # the page's layer: no legend, transparent gaps
+    assert layer.shape == (20, 30, 4)
+    assert tuple(layer[10, 2]) == (33, 102, 172, 255) and layer[1, 15, 3] == 0
 
 
 def test_a_relative_model_is_not_a_reference():
@@ -153,7 +163,10 @@ def test_web_aligns_caches_both_predictions_and_a_rebuild_keeps_the_fit(make_app
     picture = fetch(client, first["files"]["disagreement"])
     assert picture.status_code == 200 and picture.data[:8] == b"\x89PNG\r\n\x1a\n"
     html = client.get(f"/jobs/{first['id']}").get_data(as_text=True)
-    assert 'id="disagreement-layer"' in html and first["files"]["disagreement"] in html and 'id="alignment"' in html
+    assert 'id="disagreement-layer"' in html and first["files"]["disagreement_layer"] in html
+    assert 'id="alignment"' in html and first["files"]["disagreement"] in html  # the download
+    layer = fetch(client, first["files"]["disagreement_layer"])
+    assert layer.status_code == 200 and layer.data[:8] == b"\x89PNG\r\n\x1a\n"
 
     calls = []
     for model in (app.extensions["image_to_3d"].converter.depth_model, get_depth_model(metric, "auto")):
@@ -164,7 +177,7 @@ def test_web_aligns_caches_both_predictions_and_a_rebuild_keeps_the_fit(make_app
     assert again["info"]["alignment"]["scale"] == pytest.approx(info["alignment"]["scale"])
     plain = convert()  # the relative model alone reuses its cached prediction too
     assert calls == [] and plain["info"]["depth_cached"] is True and "alignment" not in plain["info"]
-    assert "disagreement" not in plain["files"] and plain["info"]["units"] != "metres"
+    assert not {"disagreement", "disagreement_layer"} & set(plain["files"]) and plain["info"]["units"] != "metres"
 
     response = client.post(f"/api/v1/conversions/{first['id']}/rebuild", data={"fov": "40"})
     rebuilt = wait_for_job(client, f"/jobs/{response.get_json()['id']}")

@@ -71,11 +71,12 @@ def run_job(base: Converter, store: JobStore, job: Job, upload: Upload | None, r
         loaded = load_kept_image(folder, source.image, converter.max_pixels)
         if request.align_to:  # the kept prediction is the aligned one: the fit and its map come along
             carried = {"alignment": (source.info or {}).get("alignment")}
-            if not (folder / OUTPUTS["disagreement"].file_name).is_file():
-                raise ConversionError(GONE)
-            _keep(store.folder(job.id) / OUTPUTS["disagreement"].file_name, _copy,
-                  folder / OUTPUTS["disagreement"].file_name)
-            job.files.append(OUTPUTS["disagreement"].file_name)
+            for name in ALIGNMENT_KINDS:
+                file_name = OUTPUTS[name].file_name
+                if not (folder / file_name).is_file():
+                    raise ConversionError(GONE)
+                _keep(store.folder(job.id) / file_name, _copy, folder / file_name)
+                job.files.append(file_name)
     else:
         depth = upload.depth
         loaded = upload.image

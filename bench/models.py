@@ -113,8 +113,8 @@ def depth_pro():
     return DepthProForDepthEstimation(config), processor
 
 
-BUILDERS = {"dpt-hybrid": dpt_hybrid, "dpt-swinv2-tiny": dpt_swinv2_tiny, "depth-anything-v2-small": depth_anything_v2_small,
-            "depth-pro": depth_pro}
+BUILDERS = {"dpt-hybrid": dpt_hybrid, "dpt-swinv2-tiny": dpt_swinv2_tiny,
+            "depth-anything-v2-small": depth_anything_v2_small, "depth-pro": depth_pro}
 
 
 def build(name: str, root: Path, seed: int = 0) -> tuple[Path, int]:

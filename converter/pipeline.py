@@ -202,9 +202,10 @@ class Converter:
         align_to: str | None = None,
     ):
         """``align_to``: a metric model (name, Hub id or folder) to which this converter's model is fitted in inverse
-        depth (:mod:`converter.align`): metres with the first model's detail. ``on_device``: preprocessing and geometry as torch ops on the model's device, only the final arrays
-        coming back (None: on CUDA only; the CPU keeps the exact PIL + numpy path). ``batch_size`` > 1: concurrent
-        conversions in this process share forwards, waiting at most ``batch_wait_ms`` for each other."""
+        depth (:mod:`converter.align`): metres with the first model's detail. ``on_device``: preprocessing and geometry
+        as torch ops on the model's device, only the final arrays coming back (None: on CUDA only; the CPU keeps the
+        exact PIL + numpy path). ``batch_size`` > 1: concurrent conversions in this process share forwards, waiting at
+        most ``batch_wait_ms`` for each other."""
         self.model = resolve_model_name(model)
         self.device = device
         self.precision = precision

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 from transformers import (
+    BeitConfig,
     BitConfig,
     DepthAnythingConfig,
     DepthAnythingForDepthEstimation,
@@ -19,8 +20,11 @@ from transformers import (
     DPTConfig,
     DPTForDepthEstimation,
     Swinv2Config,
+    ZoeDepthConfig,
+    ZoeDepthForDepthEstimation,
 )
 from transformers.models.dpt.image_processing_pil_dpt import DPTImageProcessorPil
+from transformers.models.zoedepth.image_processing_pil_zoedepth import ZoeDepthImageProcessorPil
 
 _VIT = dict(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64)
 _NECK = dict(neck_hidden_sizes=[16, 32, 64, 64], fusion_hidden_size=32)
@@ -101,6 +105,23 @@ def depth_pro(folder: Path) -> Path:
     return folder
 
 
+def zoedepth(folder: Path) -> Path:
+    """ZoeDepth (metric bins on a BEiT DPT), the architecture of Intel/zoedepth-nyu-kitti; its processor pads the
+    image by reflection, which the post-processing removes (converter/depth/zoedepth.py)."""
+    backbone = BeitConfig(
+        image_size=64, patch_size=16, out_features=["stage1", "stage2", "stage3", "stage4"],
+        reshape_hidden_states=False, use_relative_position_bias=True, **_VIT,
+    )
+    config = ZoeDepthConfig(
+        backbone_config=backbone, neck_hidden_sizes=[16, 32, 64, 64], fusion_hidden_size=32, bottleneck_features=32,
+        num_relative_features=8, bin_embedding_dim=16, patch_size=16, hidden_size=32,
+        reassemble_factors=[4, 2, 1, 0.5],
+    )
+    processor = ZoeDepthImageProcessorPil(size={"height": 64, "width": 64}, keep_aspect_ratio=True,
+                                          ensure_multiple_of=16)
+    return _save(folder, ZoeDepthForDepthEstimation(config), processor)
+
+
 def _save(folder: Path, model, processor) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     model.eval().save_pretrained(folder)
@@ -116,4 +137,5 @@ def build_all(root: Path, seed: int = 0) -> dict[str, Path]:
         "depth_anything": depth_anything(root / "depth-anything"),
         "depth_anything_metric": depth_anything(root / "depth-anything-metric", metric=True),
         "depth_pro": depth_pro(root / "depth-pro"),
+        "zoedepth": zoedepth(root / "zoedepth"),
     }

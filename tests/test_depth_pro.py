@@ -121,7 +121,8 @@ def test_web_shows_the_models_camera_and_a_rebuild_keeps_it(make_app, depth_pro,
     camera = first["info"]["camera"]
     assert camera["source"] == f"model:{depth_pro}"
     html = client.get(f"/jobs/{first['id']}").get_data(as_text=True)
-    expected = f"focal length estimated by the\n      model: {camera['model_focal_px']:,.0f} px ({camera['model_fov_x_deg']:.0f}°"
+    expected = (f"focal length estimated by the model: {camera['model_focal_px']:,.0f} px "
+                f"({camera['model_fov_x_deg']:.0f}°")
     assert " ".join(expected.split()) in " ".join(html.split())
 
     rebuilt = client.post(f"/api/v1/conversions/{first['id']}/rebuild", data={"relief": "2"})
@@ -148,3 +149,28 @@ def test_the_metric_models_are_offered_by_name_each_with_a_line_in_the_readme():
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     for info in KNOWN_MODELS.values():
         assert f"| `{info.name}` | `{info.hub_id}` |" in readme, info.name
+
+
+def test_zoedepth_runs_without_torchvision_its_padding_removed(tiny_models, image):
+    """ZoeDepth's processor pads by reflection and its post-processing (torchvision's resize) removes the padding:
+    done here in torch, the depth at the image's size is the padded prediction's middle."""
+    import torch
+
+    from converter.depth import get_depth_model
+    from converter.depth.zoedepth import padding
+
+    model = get_depth_model(str(tiny_models["zoedepth"]), "cpu")
+    assert model.kind == METRIC and model.padded
+    from PIL import Image
+
+    picture = Image.fromarray(image)
+    prediction = model.predict(picture)
+    with torch.inference_mode():  # the model's raw output for the padded image, resized and cropped by hand
+        raw = model.model(**model.processor(images=picture, return_tensors="pt")).predicted_depth[0]
+    pad_h, pad_w = padding(60, 80)
+    padded = torch.nn.functional.interpolate(raw[None, None], size=(60 + 2 * pad_h, 80 + 2 * pad_w), mode="bicubic",
+                                             align_corners=False)[0, 0]
+    np.testing.assert_allclose(prediction.values, padded[pad_h:-pad_h, pad_w:-pad_w].numpy(), rtol=1e-5)
+    assert prediction.native.shape[0] < raw.shape[0] and prediction.native.shape[1] < raw.shape[1]
+    result = Converter(model=str(tiny_models["zoedepth"]), device="cpu").convert(image)
+    assert result.units == "metres" and len(result.points) > 0

@@ -97,7 +97,8 @@ def test_every_suffix_selects_its_kind(kind):
 
 
 @pytest.mark.parametrize("name, kind", [
-    ("a.disagreement.png", "disagreement"), ("a.depth.png", "depth_png"), ("a.sbs.png", "sbs"), ("a.anaglyph.png", "anaglyph"), ("a.mesh.ply", "mesh_ply"),
+    ("a.disagreement.png", "disagreement"),
+    ("a.depth.png", "depth_png"), ("a.sbs.png", "sbs"), ("a.anaglyph.png", "anaglyph"), ("a.mesh.ply", "mesh_ply"),
     ("a.ply", "ply"), ("a.simplified.glb", "simplified_glb"), ("a.glb", "glb"), ("a.zip", "obj"), ("a.obj", "obj"),
 ])
 def test_the_longest_suffix_wins(name, kind):

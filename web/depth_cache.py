@@ -1,7 +1,8 @@
 """Depth predictions kept on disk: each job's own (for rebuilds) and a small shared cache (for instant repeats).
 
 A prediction is stored as an ``.npz`` holding ``values`` [H, W] and ``native`` [h, w] float32, ``kind`` and
-``source`` (a converter DepthMap), and ``focal_px`` when the model estimated its camera (NaN when it did not). The cache lives in ``OUTPUT_FOLDER/.cache/<key>.npz``, where the key is the
+``source`` (a converter DepthMap), and ``focal_px`` when the model estimated its camera (NaN when it did not).
+The cache lives in ``OUTPUT_FOLDER/.cache/<key>.npz``, where the key is the
 SHA-256 of the upload's bytes, the model id and the precision: the same image converted again with the same model
 skips the model. It holds at most ``max_entries`` files (the least recently used go first) and the retention sweep
 deletes entries older than the result time to live. Every write is atomic (temporary file, then rename), so a

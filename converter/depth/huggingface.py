@@ -20,7 +20,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from ..errors import ModelUnavailableError, OptionError
-from . import depth_pro
+from . import depth_pro, zoedepth
 from .batching import MicroBatcher
 from .depthmap import INVERSE_RELATIVE, METRIC, DepthMap
 from .device import resolve_device
@@ -65,6 +65,8 @@ class HuggingFaceDepthModel:
         if tensor_preprocess is None:
             tensor_preprocess = self.device.startswith("cuda")
         # None where the processor is not one we reproduce: those models keep the PIL processor on every device.
+        # ZoeDepth hook: its post-processing removes the padding with torchvision; zoedepth.postprocess in torch.
+        self.padded = zoedepth.is_padded_zoedepth(config, self.processor)
         preprocess = self.processor.tensor if self.camera_head else build_tensor_preprocess(self.processor)
         self.tensor_preprocess = preprocess if tensor_preprocess else None
         self.batcher = MicroBatcher(self.model, batch_size, batch_wait_ms) if batch_size > 1 else None
@@ -97,6 +99,8 @@ class HuggingFaceDepthModel:
             if self.camera_head:  # Depth Pro hook: metric depth and focal length from its field of view
                 fov = outputs.field_of_view
                 native, values, focal_px = depth_pro.postprocess(native, None if fov is None else fov[0], target_size)
+            elif self.padded:  # ZoeDepth hook: the padding removed without torchvision
+                native, values = zoedepth.postprocess(native, target_size)
             else:
                 outputs.predicted_depth = outputs.predicted_depth.float()
                 resized = self.processor.post_process_depth_estimation(outputs, target_sizes=[target_size])
@@ -146,6 +150,8 @@ class HuggingFaceDepthModel:
             forwarded = clock()
             if self.camera_head:  # Depth Pro hook: metric depth and focal length from its field of view
                 native, values, focal_px = depth_pro.postprocess(native, fov, (height, width))
+            elif self.padded:  # ZoeDepth hook: the padding removed without torchvision
+                native, values = zoedepth.postprocess(native, (height, width))
             else:
                 outputs = SimpleNamespace(predicted_depth=native[None])
                 values = self.processor.post_process_depth_estimation(outputs, target_sizes=[(height, width)])

@@ -156,6 +156,31 @@ def worker_ours(args) -> dict:
     }
 
 
+def worker_cost(args) -> dict:
+    """One model's cost through our loading path: load, then a warm-up and ``repeat`` timed 1 MP conversions with
+    the model's stages (preprocess, forward, postprocess) from ``result.timings``. For models the transformers
+    pipeline cannot run here (Depth Pro's processor needs torchvision), so there is no tutorial route to compare."""
+    from converter import ConversionOptions, Converter
+    from converter.depth import set_torch_threads
+
+    set_torch_threads(args.threads)
+    started = time.perf_counter()
+    converter = Converter(model=args.model, device=args.device, precision=args.precision_name).load()
+    load_seconds = time.perf_counter() - started
+    rss_loaded = rss_mb()
+    best, best_timings = float("inf"), {}
+    for attempt in range(args.repeat + 1):
+        started = time.perf_counter()
+        result = converter.convert(args.image, options=ConversionOptions())
+        total = time.perf_counter() - started
+        if attempt > 0 and total < best:
+            best, best_timings = total, dict(result.timings)
+        camera = result.intrinsics.source
+        del result
+    return {"route": "ours", "total": best, "timings": best_timings, "load": load_seconds, "rss_loaded_mb": rss_loaded,
+            "peak_rss_mb": peak_rss_mb(), "camera": camera}
+
+
 def worker_tutorial(args) -> dict:
     """The route most tutorials take: transformers pipeline, Open3D create_from_rgbd_image at full resolution,
     [statistical outlier removal,] write_point_cloud."""
@@ -508,6 +533,8 @@ def main() -> int:
     parser.add_argument("--serving", action="store_true", help="web jobs against the library, 1 MP, in one run")
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda: where ours, the library and the web "
                         "app run (the tutorial route stays on the CPU)")
+    parser.add_argument("--cost", action="store_true", help="only each model's load and 1 MP conversion cost through "
+                        "our path (no tutorial route: for models whose transformers processor cannot run here)")
     parser.add_argument("--json", type=Path, help="also write every figure to this file")
     # internal: one measurement in this process
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -519,7 +546,7 @@ def main() -> int:
     args = parser.parse_args()
     if args.worker:
         worker = {"ours": worker_ours, "tutorial": worker_tutorial, "precision": worker_precision,
-                  "library": worker_library}[args.worker]
+                  "library": worker_library, "cost": worker_cost}[args.worker]
         print(json.dumps(worker(args)))
         return 0
 
@@ -534,6 +561,17 @@ def main() -> int:
         print(f"\n{name}: {parameters / 1e6:.1f} M parameters (published about {published} M, "
               f"{100 * (parameters / 1e6 - published) / published:+.1f} %)")
         figures.setdefault("parameters", {})[name] = parameters
+    if args.cost:
+        print("\n| model | load | conversion | preprocess | forward | postprocess | geometry | peak RSS | camera |")
+        print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+        for name in names:
+            row = run_worker("cost", model_folder(name), make_photo("1mp"), args)
+            t = row["timings"]
+            print(f"| {name} | {row['load']:.1f} s | {row['total']:.2f} s | {t.get('preprocess', 0):.3f} s | "
+                  f"{t.get('forward', 0):.2f} s | {t.get('postprocess', 0):.3f} s | {t.get('geometry', 0):.3f} s | "
+                  f"{row['peak_rss_mb']:.0f} MB | {row['camera']} |", flush=True)
+            figures.setdefault("cost", {})[name] = row
+        args.no_routes = True
     photos = [] if args.no_routes else ["1mp"] if args.quick else ["12mp", "1mp"]
     for name in names:
         folder = model_folder(name)

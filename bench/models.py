@@ -11,7 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 # name: published parameter count as the model cards round it (millions); ours must be within 2 %.
-PUBLISHED_MILLIONS = {"dpt-hybrid": 123.0, "dpt-swinv2-tiny": 41.0, "depth-anything-v2-small": 24.8}
+PUBLISHED_MILLIONS = {"dpt-hybrid": 123.0, "dpt-swinv2-tiny": 41.0, "depth-anything-v2-small": 24.8,
+                      "depth-pro": 952.0}
 MIDAS_NORMALISATION = dict(image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5])
 IMAGENET_NORMALISATION = dict(image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225])
 
@@ -80,7 +81,40 @@ def depth_anything_v2_small():
     return DepthAnythingForDepthEstimation(config), processor
 
 
-BUILDERS = {"dpt-hybrid": dpt_hybrid, "dpt-swinv2-tiny": dpt_swinv2_tiny, "depth-anything-v2-small": depth_anything_v2_small}
+class _PreprocessorConfig:
+    """A processor we cannot instantiate here (Depth Pro's needs torchvision), saved as its JSON."""
+
+    def __init__(self, **settings):
+        self.settings = settings
+
+    def save_pretrained(self, folder: Path) -> None:
+        import json
+
+        (Path(folder) / "preprocessor_config.json").write_text(json.dumps(self.settings, indent=2))
+
+
+def depth_pro():
+    """apple/DepthPro-hf: three DINOv2 ViT-L/16 encoders (patches at 3 scales of a 1536 × 1536 input, the whole
+    image, the field of view), fusion 256, field-of-view head; 952 M parameters."""
+    from transformers import DepthProConfig, DepthProForDepthEstimation
+
+    vit = dict(model_type="dinov2", hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, patch_size=16,
+               image_size=384, mlp_ratio=4, layerscale_value=1.0, use_swiglu_ffn=False)
+    config = DepthProConfig(
+        patch_size=384, fusion_hidden_size=256, intermediate_hook_ids=[11, 5], intermediate_feature_dims=[256, 256],
+        scaled_images_ratios=[0.25, 0.5, 1], scaled_images_overlap_ratios=[0.0, 0.5, 0.25],
+        scaled_images_feature_dims=[1024, 1024, 512], merge_padding_value=3, use_fov_model=True,
+        num_fov_head_layers=2, image_model_config=dict(vit), patch_model_config=dict(vit), fov_model_config=dict(vit),
+    )
+    processor = _PreprocessorConfig(
+        image_processor_type="DepthProImageProcessorFast", do_resize=True, do_rescale=True, do_normalize=True,
+        size={"height": 1536, "width": 1536}, resample=2, rescale_factor=1 / 255, **MIDAS_NORMALISATION,
+    )
+    return DepthProForDepthEstimation(config), processor
+
+
+BUILDERS = {"dpt-hybrid": dpt_hybrid, "dpt-swinv2-tiny": dpt_swinv2_tiny,
+            "depth-anything-v2-small": depth_anything_v2_small, "depth-pro": depth_pro}
 
 
 def build(name: str, root: Path, seed: int = 0) -> tuple[Path, int]:

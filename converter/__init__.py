@@ -25,10 +25,11 @@ from .pipeline import ConversionResult, Converter
 
 
 def convert(image, output=None, *, model: str | None = None, device: str = "auto", depth=None,
-            **options) -> ConversionResult:
-    """One-call conversion with a process-wide model; writes ``output`` when given. ``options``: the fields of
-    :class:`ConversionOptions` as keywords (``fov_deg=60, max_points=500_000``)."""
-    converter = Converter(model=model, device=device)
+            align_to: str | None = None, **options) -> ConversionResult:
+    """One-call conversion with a process-wide model; writes ``output`` when given. ``align_to``: a metric model to
+    fit ``model``'s depth to (metres with its detail). ``options``: the fields of :class:`ConversionOptions` as
+    keywords (``fov_deg=60, max_points=500_000``)."""
+    converter = Converter(model=model, device=device, align_to=align_to)
     result = converter.convert(image, depth, options=ConversionOptions.from_kwargs(**options))
     if output is not None:
         result.save(output)

@@ -41,6 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="auto = cuda, else mps, else cpu (default: $DEVICE or auto)")
     group.add_argument("--precision", default="fp32", choices=PRECISIONS,
                        help="model precision (bf16 on recent CPUs, fp16 on CUDA); default fp32")
+    group.add_argument("--align-to", metavar="METRIC_MODEL",
+                       help="a metric model (e.g. depth-pro, depth-anything-v2-metric-indoor-small) to fit --model's "
+                       "depth to, robustly in inverse depth: metres with --model's detail; the fit goes into the "
+                       ".json sidecar and the disagreement format shows where the two models still differ")
     group.add_argument("--depth", metavar="FILE", help="use this depth map instead of the model: .npy (float) or "
                        "16-bit PNG (millimetres); one input only")
     group.add_argument("--depth-kind", choices=tuple(DEPTH_KIND_CHOICES), default="metric",
@@ -53,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "(nearer = higher) for drawings, cartoons, logos and bas-reliefs (default %(default)s)")
     group.add_argument("--paper-background", action="store_true",
                        help="make near-white paper connected to the image border transparent (sketches on paper)")
-    group = parser.add_argument_group("camera (default: EXIF focal length, else a 60 degree horizontal field of view)")
+    group = parser.add_argument_group("camera (default: EXIF focal length, else the model's own estimate (Depth Pro), "
+                                      "else a 60 degree horizontal field of view)")
     group.add_argument("--fov", type=float, metavar="DEG", help="horizontal field of view in degrees")
     group.add_argument("--focal-px", type=float, metavar="F", help="focal length in pixels (overrides --fov)")
     group.add_argument("--principal-point", type=float, nargs=2, metavar=("CX", "CY"),
@@ -101,11 +106,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.depth and len(jobs) > 1:
         print("error: --depth goes with one input image only", file=sys.stderr)
         return EXIT_USAGE
+    if args.align_to and args.depth:
+        print("error: --align-to aligns a model's depth; it does not go with --depth", file=sys.stderr)
+        return EXIT_USAGE
+    if kinds and "disagreement" in kinds and not args.align_to:
+        print("error: the disagreement format needs --align-to", file=sys.stderr)
+        return EXIT_USAGE
     if args.known_length and len(jobs) > 1:  # its pixels belong to one picture
         print("error: --known-length goes with one input image only", file=sys.stderr)
         return EXIT_USAGE
     _quiet_libraries()
-    converter = Converter(model=args.model, device=args.device, precision=args.precision)
+    converter = Converter(model=args.model, device=args.device, precision=args.precision, align_to=args.align_to)
     failures = 0
     progress = _progress_bar(len(jobs), args.quiet)
     for source, targets in jobs:
@@ -206,8 +217,13 @@ def _program_name() -> str:
 def _summary(source: Path, targets: dict[str, Path], result, seconds: float) -> str:
     k = result.intrinsics
     files = ", ".join(str(path) for name, path in targets.items() if name != "json")
+    aligned = ""
+    if result.alignment is not None:
+        fit = result.alignment.fit
+        aligned = (f", aligned to {result.alignment.reference.source} ({fit.inlier_share:.0%} inliers, "
+                   f"residual {fit.residual_percent:.1f} %)")
     return (f"{source} -> {files}: {len(result.points):,} points, {result.units}, "
-            f"fov {k.fov_x_deg:.1f} deg ({k.source}), {seconds:.2f} s")
+            f"fov {k.fov_x_deg:.1f} deg ({k.source}){aligned}, {seconds:.2f} s")
 
 
 def _progress_bar(count: int, quiet: bool):

@@ -191,20 +191,22 @@ def grid_colors(rgb, alpha, grid_size: tuple[int, int]):
 
 
 def point_cloud_on_device(rgb, alpha, native, *, kind: str, user_depth: bool, options, intrinsics: Intrinsics,
-                          columns: np.ndarray, rows: np.ndarray) -> DeviceCloud:
+                          columns: np.ndarray, rows: np.ndarray, values=None) -> DeviceCloud:
     """``converter.pipeline.build_point_cloud`` on tensors, minus paper removal, drawing detection and intrinsics.
 
     rgb [H, W, 3] uint8, alpha [H, W] uint8 or None (after paper removal), native [h, w] float32 (the model's or the
     user's map at its own resolution), all on one device. kind: METRIC or INVERSE_RELATIVE; user_depth: the map is
     the user's (its zeros, NaN and inf mean "no depth"; resized with nearest neighbours). options: ConversionOptions;
-    columns [Wg], rows [Hg]: ``geometry.pixel_grid``. Returns numpy arrays (see :class:`DeviceCloud`).
+    columns [Wg], rows [Hg]: ``geometry.pixel_grid``. values [H, W]: the map at the image's size when the model's
+    post-processing made it otherwise than by a bicubic resize of ``native`` (Depth Pro); None: made here.
+    Returns numpy arrays (see :class:`DeviceCloud`).
     """
     import torch
 
     with torch.inference_mode():
         height, width = rgb.shape[:2]
         native = native.float()
-        values = _values_at(native, height, width, user_depth)
+        values = _values_at(native, height, width, user_depth) if values is None else values.float()
         opaque = None if alpha is None else alpha > 0
         depth, native_depth = _to_depth(values, native, kind, user_depth, opaque, options.relief)
         rows_t, columns_t = _small(rows, depth, torch.int64), _small(columns, depth, torch.int64)

@@ -53,14 +53,15 @@ class ModelUnavailableError(ConversionError):
 
     code = "model_unavailable"
 
-    def __init__(self, model: str, reason: str):
+    def __init__(self, model: str, reason: str, fix: str | None = None):
+        """``fix``: what to do instead of the usual download advice (a missing package is not fixed by a download)."""
         self.model = model
         self.reason = reason
         super().__init__(
             f"The depth model '{model}' is unavailable: {reason} "
-            "To fix it, run once with internet access so the model is downloaded into the Hugging Face cache "
-            "(`make download-model` fetches the default one), or set DEPTH_MODEL (CLI: --model) to a folder "
-            "holding a downloaded model."
+            + (fix or "To fix it, run once with internet access so the model is downloaded into the Hugging Face "
+                      "cache (`make download-model` fetches the default one), or set DEPTH_MODEL (CLI: --model) to "
+                      "a folder holding a downloaded model.")
         )
 
 

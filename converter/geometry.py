@@ -62,8 +62,11 @@ def make_intrinsics(
     principal_point: tuple[float, float] | None = None,
     exif_focal_px: float | None = None,
     exif_source: str | None = None,
+    model_focal_px: float | None = None,
+    model_name: str | None = None,
 ) -> Intrinsics:
-    """Intrinsics by precedence: user focal length, user field of view, EXIF, then a 60° horizontal FoV.
+    """Intrinsics by precedence: user focal length, user field of view, EXIF, the depth model's own estimate
+    (``model_focal_px``, source ``model:<model_name>``), then a 60° horizontal FoV.
 
     fov_deg is the horizontal field of view; pixels are square (fy = fx).
     """
@@ -73,6 +76,8 @@ def make_intrinsics(
         fx, source = focal_from_fov(width, fov_deg), "user:fov"
     elif exif_focal_px:
         fx, source = float(exif_focal_px), exif_source or "exif"
+    elif model_focal_px and math.isfinite(model_focal_px) and model_focal_px > 0:
+        fx, source = float(model_focal_px), f"model:{model_name or 'depth model'}"
     else:
         fx, source = focal_from_fov(width, DEFAULT_FOV_DEG), "default:fov60"
     if principal_point is None:
@@ -80,6 +85,24 @@ def make_intrinsics(
     else:
         cx, cy = float(principal_point[0]), float(principal_point[1])
     return Intrinsics(width=width, height=height, fx=fx, fy=fx, cx=cx, cy=cy, source=source)
+
+
+def depth_for_focal(depth: np.ndarray, made_with_focal_px: float | None, used_focal_px: float) -> np.ndarray:
+    """Metric depth made with the model's focal length, rescaled for the camera actually used.
+
+    A model that estimates the camera (Depth Pro) turns its scale-free output into metres with its focal length:
+    depth = f / (W · canonical inverse depth), so depth is proportional to f. When the user or EXIF gives another
+    focal length, back-projecting the model's depth with it would bend the geometry; scaling depth by
+    ``used / made_with`` gives what the model would have said with that camera (as Depth Pro's own ``infer`` does
+    with a known f_px). Unchanged when the model gave no focal length or when it is the one used."""
+    if not made_with_focal_px or made_with_focal_px == used_focal_px:
+        return depth
+    return depth * np.float32(used_focal_px / made_with_focal_px)
+
+
+def fov_from_focal(width: int, focal_px: float) -> float:
+    """Horizontal field of view in degrees of a focal length of ``focal_px`` over ``width`` pixels."""
+    return math.degrees(2.0 * math.atan(width / (2.0 * focal_px)))
 
 
 def focal_from_fov(width: int, fov_deg: float) -> float:

@@ -251,6 +251,30 @@ def _depth_preview(path: Path, a: Artifacts) -> None:
     export.write_depth_preview_png(path, depth[::step, ::step])
 
 
+def _disagreement(path: Path, a: Artifacts) -> None:
+    """Where the aligned relative model still differs from the metric model (see :mod:`converter.align`)."""
+    from .align import disagreement_picture
+
+    alignment = a.result.alignment
+    if alignment is None:
+        raise OptionError("The disagreement map exists only for a conversion aligned to a metric model "
+                          "(--align-to, or 'Align to a metric model' on the page).")
+    picture = disagreement_picture(alignment.disagreement, alignment.reference.source)
+    with export.atomic_output(path) as temporary:
+        picture.save(temporary, format="PNG", compress_level=1)
+
+
+def _disagreement_layer(path: Path, a: Artifacts) -> None:
+    """The same map without its legend, transparent where not compared: a layer over the page's picture."""
+    from .align import disagreement_layer
+
+    if a.result.alignment is None:
+        raise OptionError("The disagreement map exists only for a conversion aligned to a metric model.")
+    with export.atomic_output(path) as temporary:
+        disagreement_layer(a.result.alignment.disagreement, PREVIEW_MAX_SIDE).save(temporary, format="PNG",
+                                                                                   compress_level=1)
+
+
 def _input_preview(path: Path, a: Artifacts) -> None:
     """The picture at most PREVIEW_MAX_SIDE on its longer side: a box average by a whole factor (fast, no
     ringing), PNG at the fastest compression. A web job writes it before it is done, so it must cost little."""
@@ -287,11 +311,16 @@ OUTPUTS: dict[str, OutputKind] = {kind.name: kind for kind in (
                _las),
     OutputKind("splat_ply", "splats.splat.ply", (".splat.ply",), "application/octet-stream",
                "Gaussian splats for splat viewers (.splat.ply)", _splat_ply),
+    OutputKind("disagreement", "disagreement.png", (".disagreement.png",), "image/png",
+               "Disagreement of the two models after alignment (.png)", _disagreement),
+    OutputKind("disagreement_layer", "disagreement_layer.png", (), "image/png", "Disagreement layer",
+               _disagreement_layer, download=False),
     OutputKind("input", "input.png", (), "image/png", "Input picture", _input_preview, download=False),
     OutputKind("depth_preview", "depth_preview.png", (), "image/png", "Depth picture", _depth_preview,
                download=False),
 )}
 MESH_KINDS = ("glb", "obj", "mesh_ply", "simplified_glb", "usdz")
+ALIGNMENT_KINDS = ("disagreement", "disagreement_layer")  # only for a conversion aligned to a metric model
 
 
 def parse_simplify(value) -> str | int:

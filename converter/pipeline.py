@@ -11,6 +11,9 @@ import numpy as np
 from PIL import Image
 
 from . import geometry, stages
+from .align import Alignment
+from .align import align as align_prediction
+from .align import camera_model
 from .depth import (
     INVERSE_RELATIVE,
     METRIC,
@@ -65,6 +68,7 @@ class ConversionResult:
     notes: list[str] = field(default_factory=list)
     looks_like_drawing: bool = False
     scale: dict | None = None  # set by a known length: the factor applied and the reference points
+    alignment: Alignment | None = None  # set by align_to: the fit, both raw predictions, the disagreement map
     _relief_heights: np.ndarray | None = field(default=None, repr=False)
 
     @property
@@ -95,7 +99,7 @@ class ConversionResult:
             "mode": self.mode,
             "axes": self.axes,
             "units": self.units,
-            "camera": self.intrinsics.to_dict(),
+            "camera": {**self.intrinsics.to_dict(), **self._model_camera()},
             "model": self.model,
             "depth_source": self.model or "user depth map",
             "depth_kind": self.prediction.kind,
@@ -111,11 +115,24 @@ class ConversionResult:
         }
         if self.scale is not None:
             info["scale"] = dict(self.scale)
+        if self.alignment is not None:
+            info["alignment"] = self.alignment.describe()
+            info["depth_source"] = self.prediction.source
         if self.mode == "relief":
             info["relief"] = {"height": geometry.RELIEF_HEIGHT * float(self.options.relief),
                               "mapping": "z = RELIEF_HEIGHT * relief * t, t in [0, 1] normalised over the kept pixels "
                                          "(metric: linear in depth; relative models: linear in disparity)"}
         return info
+
+    def _model_camera(self) -> dict:
+        """The depth model's own estimate of the camera, when it made one (used or overridden by the user/EXIF)."""
+        focal_px = self.prediction.focal_px
+        if not focal_px:
+            return {}
+        fov = geometry.fov_from_focal(self.image.width, focal_px)
+        return {"model_focal_px": float(focal_px), "model_fov_x_deg": fov,
+                "depth_rescaled_for_focal": float(self.intrinsics.fx / focal_px) if self.prediction.kind == METRIC
+                and self.intrinsics.fx != focal_px else 1.0}
 
     def describe(self) -> list[str]:
         """:meth:`metadata` as the lines written into PLY and OBJ headers."""
@@ -189,16 +206,25 @@ class Converter:
         on_device: bool | None = None,
         batch_size: int = 1,
         batch_wait_ms: float = 0.0,
+        align_to: str | None = None,
     ):
-        """``on_device``: preprocessing and geometry as torch ops on the model's device, only the final arrays
-        coming back (None: on CUDA only; the CPU keeps the exact PIL + numpy path). ``batch_size`` > 1: concurrent
-        conversions in this process share forwards, waiting at most ``batch_wait_ms`` for each other."""
+        """``align_to``: a metric model (name, Hub id or folder) to which this converter's model is fitted in inverse
+        depth (:mod:`converter.align`): metres with the first model's detail. ``on_device``: preprocessing and geometry
+        as torch ops on the model's device, only the final arrays coming back (None: on CUDA only; the CPU keeps the
+        exact PIL + numpy path). ``batch_size`` > 1: concurrent conversions in this process share forwards, waiting at
+        most ``batch_wait_ms`` for each other."""
         self.model = resolve_model_name(model)
         self.device = device
         self.precision = precision
         self.max_pixels = max_pixels
         self.on_device = on_device
         self.batch_size, self.batch_wait_ms = batch_size, batch_wait_ms
+        self.align_to = resolve_model_name(align_to) if align_to and str(align_to).strip() else None
+
+    @property
+    def reference_model(self):
+        """The metric model of ``align_to`` (loaded on first use, shared per process like any model)."""
+        return get_depth_model(self.align_to, self.device, self.precision) if self.align_to else None
 
     @property
     def depth_model(self):
@@ -227,15 +253,21 @@ class Converter:
         *,
         options: ConversionOptions | None = None,
         prediction: DepthMap | None = None,
+        reference: DepthMap | None = None,
         progress: Callable[[str], None] | None = None,
     ) -> ConversionResult:
         """Convert ``image`` (path, bytes, file, PIL image, array, or an already decoded LoadedImage). ``depth``: a
         user depth map to use instead of the model (.npy or 16-bit PNG; path, bytes or file). ``prediction``: a
         DepthMap from an earlier conversion of the same image (``result.prediction``), to change the geometry
-        without running the model again. ``progress`` is called with each stage name of :mod:`converter.stages`."""
+        without running the model again. ``reference``: the same for the ``align_to`` model's prediction (with
+        ``align_to``, ``prediction`` is the unaligned one: ``result.alignment.relative``). ``progress`` is called
+        with each stage name of :mod:`converter.stages`."""
         opts = options if options is not None else ConversionOptions()
         if not isinstance(opts, ConversionOptions):
             raise TypeError("options must be a ConversionOptions (keyword options: converter.convert(...))")
+        if self.align_to is not None and depth is not None:
+            raise OptionError("Aligning to a metric model fits a model's depth; it does not go with your own depth "
+                              "map. Leave out one of them.")
         report = progress or (lambda stage: None)
         timings: dict[str, float] = {}
         clock = _Clock(timings)
@@ -246,6 +278,7 @@ class Converter:
             loaded = load_image(image, self.max_pixels, draft_points=0 if depth is not None else opts.max_points)
         check_convertible_size(loaded.width, loaded.height)
         notes: list[str] = []
+        aligning = self.align_to is not None and depth is None
         if prediction is not None:
             prediction = prediction.resized(loaded.width, loaded.height)
             model_name = None if prediction.source == "user" else prediction.source
@@ -260,27 +293,42 @@ class Converter:
             report(stages.ESTIMATING_DEPTH)
             depth_model = self.depth_model
             model_name = self.model
-            if self.runs_on_device(depth_model):
+            if self.runs_on_device(depth_model) and not aligning:
+                camera: dict = {}
                 with clock("model"):
-                    native, _ = depth_model.predict_on_device(loaded.rgb, timings=timings)
+                    native, values = depth_model.predict_on_device(loaded.rgb, timings=timings, camera=camera)
                 report(stages.BUILDING_GEOMETRY)
                 with clock("geometry"):
-                    result = build_point_cloud_on_device(loaded, native, depth_model.kind, model_name, opts, clock)
+                    focal_px = camera.get("focal_px")  # Depth Pro: its values are its own post-processing's
+                    result = build_point_cloud_on_device(loaded, native, depth_model.kind, model_name, opts, clock,
+                                                         focal_px=focal_px, values=values if focal_px else None)
                 result.model, result.notes, result.timings = model_name, notes, timings
                 return result
             with clock("model"):
                 prediction = depth_model.predict(loaded.to_pil(), timings=timings)
+        alignment = None
+        if aligning:
+            if reference is None:
+                report(stages.ESTIMATING_DEPTH)
+                with clock("model_align_to"):
+                    reference = self.reference_model.predict(loaded.to_pil())
+            with clock("align"):
+                prediction, alignment = align_prediction(prediction, reference.resized(loaded.width, loaded.height),
+                                                         None if loaded.alpha is None else loaded.alpha > 0)
         report(stages.BUILDING_GEOMETRY)
         with clock("geometry"):
             result = build_point_cloud(loaded, prediction, opts, clock)
+        result.alignment = alignment
         result.model = model_name
         result.notes = notes
         result.timings = timings
         return result
 
 
-def _image_camera_grid(loaded: LoadedImage, opts: ConversionOptions, clock):
-    """What stays on the CPU whatever the device: drawing detection, paper removal, the camera and the grid."""
+def _image_camera_grid(loaded: LoadedImage, opts: ConversionOptions, clock, model_focal_px: float | None = None,
+                       model_name: str | None = None):
+    """What stays on the CPU whatever the device: drawing detection, paper removal, the camera and the grid.
+    ``model_focal_px``: the depth model's own focal length at the working size (used after the user's and EXIF's)."""
     drawing = looks_like_drawing(loaded)
     if opts.paper_background:
         with clock("paper_background"):
@@ -293,30 +341,40 @@ def _image_camera_grid(loaded: LoadedImage, opts: ConversionOptions, clock):
             principal_point = tuple(working_pixel(value, loaded.scale) for value in principal_point)
     intrinsics = geometry.make_intrinsics(
         width, height, fov_deg=opts.fov_deg, focal_px=focal_px, principal_point=principal_point,
-        exif_focal_px=loaded.focal_px, exif_source=loaded.focal_source,
+        exif_focal_px=loaded.focal_px, exif_source=loaded.focal_source, model_focal_px=model_focal_px,
+        model_name=model_name,
     )
     columns, rows = geometry.pixel_grid(width, height, opts.max_points)
     return loaded, drawing, intrinsics, columns, rows
 
 
 def build_point_cloud_on_device(loaded: LoadedImage, native, kind: str, source: str, opts: ConversionOptions,
-                                clock=None) -> ConversionResult:
+                                clock=None, focal_px: float | None = None, values=None) -> ConversionResult:
     """:func:`build_point_cloud` for a model's native prediction that is a tensor on its device (CUDA): the depth
     units, cleaning, back-projection and colours run there (:mod:`converter.device_geometry`); only the final
-    arrays come back."""
+    arrays come back. ``focal_px``: the model's own focal length at the image's size, if it estimates one; ``values``:
+    the map at the image's size when the model's post-processing made it (else a bicubic resize of ``native``)."""
     import torch
 
     from .device_geometry import point_cloud_on_device
 
     clock = clock or _Clock({})
-    loaded, drawing, intrinsics, columns, rows = _image_camera_grid(loaded, opts, clock)
+    loaded, drawing, intrinsics, columns, rows = _image_camera_grid(loaded, opts, clock, focal_px, source)
+    factor = 1.0
+    if kind == METRIC and focal_px:  # metric depth made with the model's focal length, used with another
+        factor = float(geometry.depth_for_focal(np.float32(1.0), focal_px, intrinsics.fx))
     device = native.device
     with clock("device_geometry"):
         rgb = torch.from_numpy(loaded.rgb).to(device, non_blocking=True)
         alpha = None if loaded.alpha is None else torch.from_numpy(loaded.alpha).to(device, non_blocking=True)
+        if factor != 1.0:
+            native, values = native * factor, None if values is None else values * factor
         cloud = point_cloud_on_device(rgb, alpha, native, kind=kind, user_depth=False, options=opts,
-                                      intrinsics=intrinsics, columns=columns, rows=rows)
-    prediction = DepthMap(values=cloud.values, native=native.float().cpu().numpy(), kind=kind, source=source)
+                                      intrinsics=intrinsics, columns=columns, rows=rows, values=values)
+        native = native / factor if factor != 1.0 else native
+    values = cloud.values if factor == 1.0 else (cloud.values / np.float32(factor)).astype(np.float32)
+    prediction = DepthMap(values=values, native=native.float().cpu().numpy(), kind=kind, source=source,
+                          focal_px=focal_px)
     result = ConversionResult(
         points=cloud.points, colors=cloud.colors, normals=cloud.normals, depth=cloud.depth, prediction=prediction,
         intrinsics=intrinsics, units=RELIEF_UNITS if opts.mode == "relief" else UNITS[kind], options=opts,
@@ -330,10 +388,14 @@ def build_point_cloud_on_device(loaded: LoadedImage, native, kind: str, source: 
 def build_point_cloud(loaded: LoadedImage, prediction: DepthMap, opts: ConversionOptions, clock=None) -> ConversionResult:
     """The geometry half of a conversion, without the model: depth units, camera, sampling, cleaning, points."""
     clock = clock or _Clock({})
-    loaded, drawing, intrinsics, columns, rows = _image_camera_grid(loaded, opts, clock)
+    loaded, drawing, intrinsics, columns, rows = _image_camera_grid(
+        loaded, opts, clock, prediction.focal_px, camera_model(prediction.source))
     opaque = None if loaded.alpha is None else loaded.alpha > 0
     with clock("depth_units"):
         depth, native_depth = _to_depth(prediction, opaque, opts.relief)
+        if prediction.kind == METRIC:  # the model's camera may not be the one used (user, EXIF)
+            depth = geometry.depth_for_focal(depth, prediction.focal_px, intrinsics.fx)
+            native_depth = geometry.depth_for_focal(native_depth, prediction.focal_px, intrinsics.fx)
     width, height = loaded.width, loaded.height
     grid_depth = depth[np.ix_(rows, columns)]
     keep = geometry.valid_depth(grid_depth)

@@ -28,7 +28,8 @@ def pytest_collection_modifyitems(items):
 
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory) -> dict[str, Path]:
-    """Folders of tiny random DPT-Hybrid, DPT-SwinV2, Depth Anything and Depth Anything metric checkpoints."""
+    """Folders of tiny random DPT-Hybrid, DPT-SwinV2, Depth Anything, Depth Anything metric, Depth Pro and ZoeDepth
+    checkpoints."""
     import model_factory
 
     return model_factory.build_all(tmp_path_factory.mktemp("models"))

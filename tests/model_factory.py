@@ -10,19 +10,26 @@ from pathlib import Path
 
 import torch
 from transformers import (
+    BeitConfig,
     BitConfig,
     DepthAnythingConfig,
     DepthAnythingForDepthEstimation,
+    DepthProConfig,
+    DepthProForDepthEstimation,
     Dinov2Config,
     DPTConfig,
     DPTForDepthEstimation,
     Swinv2Config,
+    ZoeDepthConfig,
+    ZoeDepthForDepthEstimation,
 )
 from transformers.models.dpt.image_processing_pil_dpt import DPTImageProcessorPil
+from transformers.models.zoedepth.image_processing_pil_zoedepth import ZoeDepthImageProcessorPil
 
 _VIT = dict(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64)
 _NECK = dict(neck_hidden_sizes=[16, 32, 64, 64], fusion_hidden_size=32)
 _MIDAS_NORMALISATION = dict(image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5])
+TINY_DEPTH_PRO_FOV_DEG = 55.0  # about what the tiny Depth Pro's field-of-view head says (its bias)
 _IMAGENET_NORMALISATION = dict(image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225])
 
 
@@ -71,6 +78,50 @@ def depth_anything(folder: Path, metric: bool = False) -> Path:
     return _save(folder, DepthAnythingForDepthEstimation(config), processor)
 
 
+def depth_pro(folder: Path) -> Path:
+    """Depth Pro with its field-of-view head (three DINOv2 encoders, patches at three scales), the architecture of
+    apple/DepthPro-hf at a 128 px input. Its processor class needs torchvision, so its preprocessor_config.json is
+    written as the real checkpoint's is (DepthProImageProcessorFast, ±0.5 normalisation, bilinear)."""
+    import json
+
+    vit = dict(model_type="dinov2", patch_size=8, image_size=32, **{**_VIT, "num_hidden_layers": 2})
+    config = DepthProConfig(
+        patch_size=32, fusion_hidden_size=16, intermediate_hook_ids=[1, 0], intermediate_feature_dims=[16, 16],
+        scaled_images_ratios=[0.25, 0.5, 1], scaled_images_overlap_ratios=[0.0, 0.5, 0.25],
+        scaled_images_feature_dims=[32, 32, 16], merge_padding_value=1, use_fov_model=True, num_fov_head_layers=1,
+        image_model_config=dict(vit), patch_model_config=dict(vit), fov_model_config=dict(vit),
+    )
+    model = DepthProForDepthEstimation(config)
+    with torch.no_grad():  # the head's output is the field of view in degrees: random weights would give any angle
+        final = model.fov_model.head.layers[-1]
+        final.weight.mul_(0.01)
+        final.bias.fill_(TINY_DEPTH_PRO_FOV_DEG)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.eval().save_pretrained(folder)
+    settings = {"image_processor_type": "DepthProImageProcessorFast", "do_resize": True, "do_rescale": True,
+                "do_normalize": True, "size": {"height": 128, "width": 128}, "resample": 2,
+                "rescale_factor": 1 / 255, "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]}
+    (folder / "preprocessor_config.json").write_text(json.dumps(settings, indent=2))
+    return folder
+
+
+def zoedepth(folder: Path) -> Path:
+    """ZoeDepth (metric bins on a BEiT DPT), the architecture of Intel/zoedepth-nyu-kitti; its processor pads the
+    image by reflection, which the post-processing removes (converter/depth/zoedepth.py)."""
+    backbone = BeitConfig(
+        image_size=64, patch_size=16, out_features=["stage1", "stage2", "stage3", "stage4"],
+        reshape_hidden_states=False, use_relative_position_bias=True, **_VIT,
+    )
+    config = ZoeDepthConfig(
+        backbone_config=backbone, neck_hidden_sizes=[16, 32, 64, 64], fusion_hidden_size=32, bottleneck_features=32,
+        num_relative_features=8, bin_embedding_dim=16, patch_size=16, hidden_size=32,
+        reassemble_factors=[4, 2, 1, 0.5],
+    )
+    processor = ZoeDepthImageProcessorPil(size={"height": 64, "width": 64}, keep_aspect_ratio=True,
+                                          ensure_multiple_of=16)
+    return _save(folder, ZoeDepthForDepthEstimation(config), processor)
+
+
 def _save(folder: Path, model, processor) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     model.eval().save_pretrained(folder)
@@ -85,4 +136,6 @@ def build_all(root: Path, seed: int = 0) -> dict[str, Path]:
         "dpt_swinv2": dpt_swinv2(root / "dpt-swinv2"),
         "depth_anything": depth_anything(root / "depth-anything"),
         "depth_anything_metric": depth_anything(root / "depth-anything-metric", metric=True),
+        "depth_pro": depth_pro(root / "depth-pro"),
+        "zoedepth": zoedepth(root / "zoedepth"),
     }

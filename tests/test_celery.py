@@ -131,8 +131,11 @@ def worker_setting(root: Path, **extra):
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     """Redis, two workers, two web instances A and B on one shared OUTPUT_FOLDER."""
+    import model_factory
+
     root = tmp_path_factory.mktemp("celery")
     redis_server, model, outputs, env = worker_setting(root, JOB_TIMEOUT_SECONDS="120")
+    depth_pro = model_factory.depth_pro(root / "depth-pro")  # a model with its own camera, offered beside the default
     workers = Workers(root, env)
     with contextlib.ExitStack() as stack:
         stack.callback(redis_server.stop)
@@ -148,9 +151,10 @@ def cluster(tmp_path_factory):
             (root / name).mkdir()
             web[name] = stack.enter_context(serve(
                 model, root / name, workers=1, threads=4, outputs=outputs, JOB_BACKEND="celery",
-                REDIS_URL=redis_server.url, MAX_QUEUED_JOBS=MAX_QUEUED, JOB_TIMEOUT_SECONDS=120))
+                REDIS_URL=redis_server.url, MAX_QUEUED_JOBS=MAX_QUEUED, JOB_TIMEOUT_SECONDS=120,
+                MODELS=f"{model},{depth_pro}"))
         yield type("Cluster", (), {"redis": redis_server, "workers": workers, "a": web["a"], "b": web["b"],
-                                   "outputs": outputs})
+                                   "outputs": outputs, "depth_pro": depth_pro})
 
 
 def post(server, image: bytes, **fields) -> requests.Response:
@@ -202,6 +206,21 @@ def test_a_job_posted_to_one_instance_is_followed_and_downloaded_from_the_other(
     assert rebuilt.status_code == 202  # a worker rebuilds from the kept files on the shared folder, no upload
     again = follow(cluster.a, rebuilt.json()["status_url"])
     assert again["status"] == "done" and again["info"]["rebuilt_from"] == view["id"]
+
+
+def test_a_celery_worker_keeps_the_camera_depth_pro_estimated_and_so_does_its_rebuild(cluster):
+    accepted = post(cluster.a, photo(), model=str(cluster.depth_pro))
+    assert accepted.status_code == 202, accepted.text
+    view = follow(cluster.b, accepted.json()["status_url"])
+    assert view["status"] == "done", view
+    camera = view["info"]["camera"]
+    assert camera["source"] == f"model:{cluster.depth_pro}" and view["info"]["units"] == "metres"
+    assert camera["fx"] == pytest.approx(camera["model_focal_px"])
+    rebuilt = requests.post(cluster.a.url + f"/api/v1/conversions/{view['id']}/rebuild", data={"relief": "2"},
+                            timeout=30)
+    again = follow(cluster.b, rebuilt.json()["status_url"])
+    assert again["status"] == "done" and again["info"]["camera"]["source"] == camera["source"]
+    assert again["info"]["camera"]["fx"] == pytest.approx(camera["fx"])
 
 
 def test_a_batch_posted_to_one_instance_is_followed_and_zipped_by_the_other(cluster):

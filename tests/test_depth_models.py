@@ -47,7 +47,7 @@ def reference_pipelines(tiny_models):
     """transformers' own depth-estimation pipeline for each tiny model (built once)."""
     from transformers import pipeline
 
-    return {name: pipeline("depth-estimation", model=str(path), device="cpu") for name, path in tiny_models.items()}
+    return {name: pipeline("depth-estimation", model=str(tiny_models[name]), device="cpu") for name in MODEL_NAMES}
 
 
 # ------------------------------------------------------------------------------------------------------ parity

@@ -19,7 +19,7 @@ import trimesh
 from conftest import png_bytes
 from plyfile import PlyData
 
-from converter.outputs import MESH_KINDS, OUTPUTS
+from converter.outputs import ALIGNMENT_KINDS, MESH_KINDS, OUTPUTS
 from web import conversion
 from web.conversion import FIRST_KINDS
 from web.jobs import IMAGE_FILE, PREDICTION_FILE
@@ -95,14 +95,14 @@ def test_a_done_job_holds_only_its_first_files_but_offers_every_kind(app, client
     first = {OUTPUTS[name].file_name for name in FIRST_KINDS}
     assert {path.name for path in folder_of(app, job_id).iterdir()} == first | {IMAGE_FILE, PREDICTION_FILE,
                                                                                  "job.json"}
-    assert set(view["files"]) == set(OUTPUTS)
+    assert set(view["files"]) == set(OUTPUTS) - set(ALIGNMENT_KINDS)  # those need align_to (tests/test_align.py)
     assert view["files"]["glb"] == f"/jobs/{job_id}/files/glb"
 
 
 def test_without_a_mesh_no_mesh_kind_is_offered_or_served(app, client):
     job_id = submit(client, mesh="false")
     view = wait_done(client, job_id)
-    assert set(view["files"]) == set(OUTPUTS) - set(MESH_KINDS)
+    assert set(view["files"]) == set(OUTPUTS) - set(MESH_KINDS) - set(ALIGNMENT_KINDS)
     for kind in MESH_KINDS:
         assert fetch(client, f"/jobs/{job_id}/files/{kind}")[0] == 404, kind
     status, body = fetch(client, view["files"]["stl"])  # the other kinds are still written on request

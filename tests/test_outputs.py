@@ -25,6 +25,7 @@ from converter import ConversionOptions, mesh_export
 from converter import outputs as outputs_module
 from converter.errors import OptionError
 from converter.outputs import (
+    ALIGNMENT_KINDS,
     OUTPUTS,
     Artifacts,
     OutputSettings,
@@ -96,6 +97,7 @@ def test_every_suffix_selects_its_kind(kind):
 
 
 @pytest.mark.parametrize("name, kind", [
+    ("a.disagreement.png", "disagreement"),
     ("a.depth.png", "depth_png"), ("a.sbs.png", "sbs"), ("a.anaglyph.png", "anaglyph"), ("a.mesh.ply", "mesh_ply"),
     ("a.ply", "ply"), ("a.simplified.glb", "simplified_glb"), ("a.glb", "glb"), ("a.zip", "obj"), ("a.obj", "obj"),
 ])
@@ -191,11 +193,11 @@ def test_relief_heights_are_computed_once_and_are_the_points_heights():
 @pytest.fixture(scope="module")
 def written(tmp_path_factory, result) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("every-kind")
-    return write_outputs(result, folder, kinds=list(OUTPUTS))
+    return write_outputs(result, folder, kinds=[name for name in OUTPUTS if name not in ALIGNMENT_KINDS])
 
 
 def test_every_kind_is_written_under_its_file_name(written):
-    assert set(written) == set(OUTPUTS)
+    assert set(written) == set(OUTPUTS) - set(ALIGNMENT_KINDS)  # those need an aligned result (tests/test_align.py)
     for name, path in written.items():
         assert path.name == OUTPUTS[name].file_name and path.is_file() and path.stat().st_size > 0
     assert not [path for path in next(iter(written.values())).parent.iterdir() if path.name not in
@@ -343,3 +345,9 @@ def test_save_passes_stl_sizes(tmp_path, result):
     with pytest.raises(OptionError):
         result.save(tmp_path / "bad.stl", width_mm=-1)
     assert not (tmp_path / "bad.stl").exists()
+
+
+def test_the_disagreement_map_of_a_result_without_alignment_is_a_plain_error(result, tmp_path):
+    with pytest.raises(OptionError, match="aligned to a metric model"):
+        write_outputs(result, {"disagreement": tmp_path / "d.png"})
+    assert not list(tmp_path.iterdir())

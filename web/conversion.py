@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import shutil
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -20,7 +21,7 @@ from converter import Converter
 from converter.errors import ConversionError, OutputError
 from converter.export import atomic_output
 from converter.images import LoadedImage, load_image
-from converter.outputs import MESH_KINDS, OUTPUTS, Artifacts, write_outputs
+from converter.outputs import ALIGNMENT_KINDS, MESH_KINDS, OUTPUTS, Artifacts, write_outputs
 from converter.pipeline import build_point_cloud
 from converter.stages import LOADING_MODEL, WRITING_FILES
 
@@ -33,27 +34,34 @@ GONE = "The result to rebuild has expired and was deleted. Convert the image aga
 
 
 def offered_kinds(request: JobRequest) -> list[str]:
-    """Every output a job offers: all kinds, less the meshes when the job was asked for none."""
-    return [name for name in OUTPUTS if request.mesh or name not in MESH_KINDS]
+    """Every output a job offers: all kinds, less the meshes when the job was asked for none, less the disagreement
+    map when it was not aligned to a metric model."""
+    return [name for name in OUTPUTS if (request.mesh or name not in MESH_KINDS)
+            and (request.align_to or name not in ALIGNMENT_KINDS)]
 
 
-def converter_for(base: Converter, model: str) -> Converter:
-    """A converter for ``model`` with the app's device, precision and pixel cap (models are cached per process)."""
-    if not model or model == base.model:
+def converter_for(base: Converter, model: str, align_to: str = "") -> Converter:
+    """A converter for ``model`` (fitted to the metric ``align_to`` if given) with the app's device, precision and
+    pixel cap (models are cached per process)."""
+    if (not model or model == base.model) and not align_to:
         return base
-    return Converter(model=model, device=base.device, precision=base.precision, max_pixels=base.max_pixels)
+    return Converter(model=model or base.model, device=base.device, precision=base.precision,
+                     max_pixels=base.max_pixels, align_to=align_to or None)
 
 
 def run_job(base: Converter, store: JobStore, job: Job, upload: Upload | None, report,
             cache: DepthCache | None = None) -> dict:
     """Convert, write the first files and what later downloads need; returns the job's info (= result.json).
 
-    A rebuild (``request.rebuild_of``) reuses the source job's kept image and prediction; otherwise a model
-    prediction of the same upload bytes is taken from ``cache`` when there is one. Either way the model is not run.
+    A rebuild (``request.rebuild_of``) reuses the source job's kept image and prediction (already aligned, for an
+    aligned job, whose fit and disagreement map it carries over); otherwise a model prediction of the same upload
+    bytes is taken from ``cache`` when there is one (for an aligned job, each model's). Either way the model is not
+    run.
     """
     request = JobRequest.from_dict(job.request)
-    converter = converter_for(base, request.model)
+    converter = converter_for(base, request.model, "" if request.rebuild_of else request.align_to)
     prediction, cache_key, depth = None, None, None
+    reference, reference_key, carried = None, None, {}
     if request.rebuild_of:
         source = store.get(request.rebuild_of)
         folder = store.folder(request.rebuild_of)
@@ -61,6 +69,14 @@ def run_job(base: Converter, store: JobStore, job: Job, upload: Upload | None, r
         if source is None or prediction is None:
             raise ConversionError(GONE)
         loaded = load_kept_image(folder, source.image, converter.max_pixels)
+        if request.align_to:  # the kept prediction is the aligned one: the fit and its map come along
+            carried = {"alignment": (source.info or {}).get("alignment")}
+            for name in ALIGNMENT_KINDS:
+                file_name = OUTPUTS[name].file_name
+                if not (folder / file_name).is_file():
+                    raise ConversionError(GONE)
+                _keep(store.folder(job.id) / file_name, _copy, folder / file_name)
+                job.files.append(file_name)
     else:
         depth = upload.depth
         loaded = upload.image
@@ -69,16 +85,23 @@ def run_job(base: Converter, store: JobStore, job: Job, upload: Upload | None, r
         if depth is None and cache is not None and upload.sha256:
             cache_key = cache.key(upload.sha256, converter.model, converter.precision)
             prediction = cache.get(cache_key)
+            if converter.align_to:  # each model's own prediction is cached: either serves other jobs too
+                reference_key = cache.key(upload.sha256, converter.align_to, converter.precision)
+                reference = cache.get(reference_key)
     if prediction is None and depth is None and not converter.is_loaded:
         report(LOADING_MODEL)
     result = converter.convert(loaded, depth=None if prediction is not None else depth, options=request.options,
-                               prediction=prediction, progress=report)
+                               prediction=prediction, reference=reference, progress=report)
     if cache_key is not None and prediction is None:
-        cache.put(cache_key, result.prediction)
+        cache.put(cache_key, result.prediction if result.alignment is None else result.alignment.relative)
+    if reference_key is not None and reference is None and result.alignment is not None:
+        cache.put(reference_key, result.alignment.reference)
     report(WRITING_FILES)
     folder = store.folder(job.id)
-    info = {**result.metadata(), "job": {"id": job.id, "options": request.public()},
-            "depth_cached": cache_key is not None and prediction is not None, "rebuilt_from": request.rebuild_of}
+    cached = cache_key is not None and prediction is not None and (reference_key is None or reference is not None)
+    info = {**result.metadata(), **{name: value for name, value in carried.items() if value},
+            "job": {"id": job.id, "options": request.public()}, "depth_cached": cached,
+            "rebuilt_from": request.rebuild_of}
     job.image = {"focal_px": loaded.focal_px, "focal_source": loaded.focal_source, "scale": loaded.scale,
                  "format": loaded.format}
     # Kept first: the downloads written later are made from these two (the image before any paper was removed).
@@ -86,7 +109,8 @@ def run_job(base: Converter, store: JobStore, job: Job, upload: Upload | None, r
     _keep(folder / PREDICTION_FILE, save_prediction, result.prediction)
     job.files += [IMAGE_FILE, PREDICTION_FILE]
     artifacts = Artifacts(result, request.output_settings, metadata=info)
-    for name in FIRST_KINDS:
+    first = FIRST_KINDS + (ALIGNMENT_KINDS if result.alignment is not None else ())
+    for name in first:
         write_outputs(result, {name: folder / OUTPUTS[name].file_name}, artifacts=artifacts)
         job.files.append(OUTPUTS[name].file_name)
     _remember(job.id, artifacts)
@@ -147,6 +171,12 @@ def _keep(path: Path, writer, *args) -> None:
     except OSError:
         raise OutputError("The server could not store the result: it is out of disk space or its output "
                           "folder is not writable. Please try again later.") from None
+
+
+def _copy(path: Path, source: Path) -> None:
+    """A file of the source job, copied atomically (a missing one is an OSError: the rebuild cannot offer it)."""
+    with atomic_output(path) as temporary:
+        shutil.copyfile(source, temporary)
 
 
 def _write_image(path: Path, image: LoadedImage) -> None:

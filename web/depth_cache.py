@@ -1,7 +1,8 @@
 """Depth predictions kept on disk: each job's own (for rebuilds) and a small shared cache (for instant repeats).
 
 A prediction is stored as an ``.npz`` holding ``values`` [H, W] and ``native`` [h, w] float32, ``kind`` and
-``source`` (a converter DepthMap). The cache lives in ``OUTPUT_FOLDER/.cache/<key>.npz``, where the key is the
+``source`` (a converter DepthMap), and ``focal_px`` when the model estimated its camera (NaN when it did not).
+The cache lives in ``OUTPUT_FOLDER/.cache/<key>.npz``, where the key is the
 SHA-256 of the upload's bytes, the model id and the precision: the same image converted again with the same model
 skips the model. It holds at most ``max_entries`` files (the least recently used go first) and the retention sweep
 deletes entries older than the result time to live. Every write is atomic (temporary file, then rename), so a
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import os
 import threading
 import time
@@ -34,7 +36,8 @@ def save_prediction(path: str | os.PathLike, prediction: DepthMap) -> Path:
     with atomic_output(path) as temporary, open(temporary, "wb") as file:
         np.savez(file, values=np.asarray(prediction.values, np.float32),
                  native=np.asarray(prediction.native, np.float32), kind=np.array(prediction.kind),
-                 source=np.array(prediction.source))
+                 source=np.array(prediction.source),
+                 focal_px=np.array(np.nan if prediction.focal_px is None else prediction.focal_px, np.float64))
     return path
 
 
@@ -42,9 +45,10 @@ def load_prediction(path: str | os.PathLike) -> DepthMap | None:
     """The prediction stored at ``path``, or None if it is missing or unreadable."""
     try:
         with np.load(path, allow_pickle=False) as data:
+            focal_px = float(data["focal_px"]) if "focal_px" in data.files else math.nan
             return DepthMap(values=data["values"].astype(np.float32, copy=False),
                             native=data["native"].astype(np.float32, copy=False), kind=str(data["kind"]),
-                            source=str(data["source"]))
+                            source=str(data["source"]), focal_px=focal_px if math.isfinite(focal_px) else None)
     except (OSError, KeyError, ValueError):
         return None
 

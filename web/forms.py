@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 
+from converter.depth.models import KNOWN_MODELS
 from converter.errors import OptionError
 from converter.options import DEPTH_KIND_CHOICES, DETAIL_LEVELS, MODES, ConversionOptions
 from converter.outputs import parse_simplify
@@ -22,6 +23,16 @@ def parse_request(form, models: list[str], default_model: str) -> JobRequest:
     if model not in models:
         raise OptionError(f"Unknown model '{model[:80]}'. Choose one of: {', '.join(models)}.")
     changes, job = _fields(form)
+    align_to = (form.get("align_to") or "").strip()
+    if align_to:
+        if align_to not in models:
+            raise OptionError(f"Unknown model to align to '{align_to[:80]}'. Choose one of: {', '.join(models)}.")
+        if align_to == model:
+            raise OptionError("Align the depth model to a different, metric model (not to itself).")
+        known = KNOWN_MODELS.get(align_to)
+        if known is not None and not known.metric:
+            raise OptionError(f"{known.label} gives relative depth: align to a metric model (one that gives metres).")
+        job["align_to"] = align_to
     depth_kind = (form.get("depth_kind") or "").strip().lower()
     if depth_kind:
         if depth_kind not in DEPTH_KIND_CHOICES:
@@ -35,6 +46,8 @@ def parse_rebuild(form, source: JobRequest, source_camera: dict | None = None) -
     the source's values; a new field of view replaces the source's focal length and back."""
     if (form.get("depth_kind") or "").strip():
         raise OptionError("A rebuild reuses the job's depth: the depth kind cannot change.")
+    if (form.get("align_to") or "").strip():
+        raise OptionError("A rebuild reuses the job's depth: the model to align to cannot change.")
     changes, job = _fields(form)
     if "fov_deg" in changes:
         changes.setdefault("focal_px", None)

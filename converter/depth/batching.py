@@ -56,10 +56,16 @@ class MicroBatcher:
 
     def predict(self, pixel_values, timeout: float | None = None):
         """One image's native prediction [h', w']; blocks until its batch has run. Raises what the forward raised."""
+        return self.submit(pixel_values).result(timeout)[0]
+
+    def predict_with_field_of_view(self, pixel_values, timeout: float | None = None):
+        """(native prediction [h', w'], the model's field of view in degrees as a 0-d tensor, or None for models
+        without a camera head such as Depth Pro's): a model's own camera must survive batching."""
         return self.submit(pixel_values).result(timeout)
 
     def submit(self, pixel_values) -> Future:
-        """Queue one image (pixel_values [1, 3, h, w]); the Future gives its native prediction [h', w']."""
+        """Queue one image (pixel_values [1, 3, h, w]); the Future gives (native prediction [h', w'], field of view
+        or None)."""
         if pixel_values.ndim != 4 or pixel_values.shape[0] != 1:
             raise ValueError("pixel_values must be [1, 3, h, w]")
         future: Future = Future()
@@ -120,7 +126,8 @@ class MicroBatcher:
         try:
             with torch.inference_mode():
                 inputs = group[0][0] if len(group) == 1 else torch.cat([values for values, _ in group])
-                predicted = self.model(pixel_values=inputs).predicted_depth
+                outputs = self.model(pixel_values=inputs)
+                predicted, fov = outputs.predicted_depth, getattr(outputs, "field_of_view", None)
         except BaseException as error:  # noqa: BLE001 - handed to exactly this forward's callers
             for _, future in group:
                 future.set_exception(error)
@@ -130,7 +137,7 @@ class MicroBatcher:
             self.stats.requests += len(group)
             self.stats.batch_sizes.append(len(group))
         for index, (_, future) in enumerate(group):
-            future.set_result(predicted[index])
+            future.set_result((predicted[index], None if fov is None else fov[index]))
 
     def _fail_pending(self) -> None:
         while True:

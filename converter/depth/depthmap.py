@@ -19,12 +19,15 @@ class DepthMap:
     native: [h, w] float32 at the source's own resolution (the model's output grid, or the depth file's), where
         discontinuities are sharp; edges are found there rather than in the smoothed, resized map.
     kind: INVERSE_RELATIVE or METRIC.
+    focal_px: the camera the model estimated, as a focal length in pixels at the size of ``values`` (None: the
+        model gives none). Metric depth made with it scales with it: see :func:`converter.geometry.depth_for_focal`.
     """
 
     values: np.ndarray
     native: np.ndarray
     kind: str
     source: str = ""
+    focal_px: float | None = None
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -46,4 +49,5 @@ class DepthMap:
             native = torch.from_numpy(np.ascontiguousarray(self.native, dtype=np.float32))[None, None]
             values = torch.nn.functional.interpolate(native, size=(height, width), mode="bicubic",
                                                      align_corners=False)[0, 0].numpy()
-        return DepthMap(values=values, native=self.native, kind=self.kind, source=self.source)
+        focal_px = None if self.focal_px is None else self.focal_px * width / self.values.shape[1]
+        return DepthMap(values=values, native=self.native, kind=self.kind, source=self.source, focal_px=focal_px)

@@ -5,6 +5,8 @@ the transformers depth-estimation pipeline step for step (same PIL processor, sa
 equal the pipeline's ``predicted_depth``. On CUDA the input is prepared by torch ops on the GPU
 (:mod:`.tensor_preprocess`, within one uint8 level of the PIL processor) and ``predict_on_device`` keeps the result
 there for :mod:`converter.device_geometry`; concurrent requests can share forwards (:mod:`.batching`).
+Depth Pro goes through the same class: its processor and post-processing come from :mod:`.depth_pro` (marked
+"Depth Pro hook" below), and its field of view becomes ``DepthMap.focal_px`` on every path.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from ..errors import ModelUnavailableError, OptionError
+from . import depth_pro, zoedepth
 from .batching import MicroBatcher
 from .depthmap import INVERSE_RELATIVE, METRIC, DepthMap
 from .device import resolve_device
@@ -45,9 +48,14 @@ class HuggingFaceDepthModel:
         self.dtype = _dtype(precision, self.device)  # before loading: a bad choice should not cost a model load
         self._lock = threading.Lock()
         started = time.perf_counter()
-        # The PIL processor backend: torchvision has no CPU wheel here, and the pipeline falls back to it too.
-        self.processor = _load(AutoImageProcessor, model_id, backend="pil")
         model = _load(AutoModelForDepthEstimation, model_id)
+        # Depth Pro hook: its processor needs torchvision; depth_pro.DepthProProcessor does the same steps in torch,
+        # and its field of view becomes the camera (depth_pro.postprocess).
+        self.camera_head = depth_pro.is_depth_pro(model.config)
+        if self.camera_head:
+            self.processor = _load(depth_pro.DepthProProcessor, model_id)
+        else:  # the PIL processor backend: torchvision has no CPU wheel here, and the pipeline falls back to it too
+            self.processor = _load(AutoImageProcessor, model_id, backend="pil")
         self.model = model.to(self.device, dtype=self.dtype).eval()
         self.load_seconds = time.perf_counter() - started
         config = model.config
@@ -57,7 +65,10 @@ class HuggingFaceDepthModel:
         if tensor_preprocess is None:
             tensor_preprocess = self.device.startswith("cuda")
         # None where the processor is not one we reproduce: those models keep the PIL processor on every device.
-        self.tensor_preprocess = build_tensor_preprocess(self.processor) if tensor_preprocess else None
+        # ZoeDepth hook: its post-processing removes the padding with torchvision; zoedepth.postprocess in torch.
+        self.padded = zoedepth.is_padded_zoedepth(config, self.processor)
+        preprocess = self.processor.tensor if self.camera_head else build_tensor_preprocess(self.processor)
+        self.tensor_preprocess = preprocess if tensor_preprocess else None
         self.batcher = MicroBatcher(self.model, batch_size, batch_wait_ms) if batch_size > 1 else None
         log.info("loaded %s on %s in %.1f s (%s)", model_id, self.device, self.load_seconds, self.kind)
 
@@ -68,9 +79,10 @@ class HuggingFaceDepthModel:
         import torch
 
         if self.tensor_preprocess is not None or self.batcher is not None:
-            native, values = self.predict_on_device(image, timings)
+            camera: dict = {}
+            native, values = self.predict_on_device(image, timings, camera=camera)
             return DepthMap(values=values.cpu().numpy(), native=native.cpu().numpy(), kind=self.kind,
-                            source=self.model_id)
+                            source=self.model_id, focal_px=camera.get("focal_px"))
 
         clock = time.perf_counter
         target_size = (image.height, image.width)
@@ -83,17 +95,25 @@ class HuggingFaceDepthModel:
             native = outputs.predicted_depth[0].float()
             _synchronize(self.device)
             forwarded = clock()
-            outputs.predicted_depth = outputs.predicted_depth.float()
-            resized = self.processor.post_process_depth_estimation(outputs, target_sizes=[target_size])
-            values = resized[0]["predicted_depth"]
+            focal_px = None
+            if self.camera_head:  # Depth Pro hook: metric depth and focal length from its field of view
+                fov = outputs.field_of_view
+                native, values, focal_px = depth_pro.postprocess(native, None if fov is None else fov[0], target_size)
+            elif self.padded:  # ZoeDepth hook: the padding removed without torchvision
+                native, values = zoedepth.postprocess(native, target_size)
+            else:
+                outputs.predicted_depth = outputs.predicted_depth.float()
+                resized = self.processor.post_process_depth_estimation(outputs, target_sizes=[target_size])
+                values = resized[0]["predicted_depth"]
             values = values.cpu().numpy().astype(np.float32, copy=False)
             native = native.cpu().numpy()
         _add_timings(timings, started, prepared, forwarded, clock())
-        return DepthMap(values=values, native=native, kind=self.kind, source=self.model_id)
+        return DepthMap(values=values, native=native, kind=self.kind, source=self.model_id, focal_px=focal_px)
 
-    def predict_on_device(self, image, timings: dict | None = None):
+    def predict_on_device(self, image, timings: dict | None = None, camera: dict | None = None):
         """Image (PIL RGB, [H, W, 3] uint8 array or tensor) → (native [h, w], values [H, W]) float32 tensors on the
         model's device, for ``converter.device_geometry.point_cloud_on_device`` without a round trip.
+        ``camera``: if given, its "focal_px" is set to the model's focal length in pixels at W (None: it has none).
 
         Preprocessing runs as torch ops on the device when the processor allows it (else the PIL processor on
         the CPU); the forward goes through the micro-batcher when there is one; values are the native map resized
@@ -116,21 +136,31 @@ class HuggingFaceDepthModel:
             _synchronize(self.device)
         prepared = clock()
         if self.batcher is not None:
-            native = self.batcher.predict(pixel_values)
+            native, fov = self.batcher.predict_with_field_of_view(pixel_values)
         else:
             with self._lock, torch.inference_mode():
-                native = self.model(pixel_values=pixel_values).predicted_depth[0]
+                outputs = self.model(pixel_values=pixel_values)
+                native, fov = outputs.predicted_depth[0], getattr(outputs, "field_of_view", None)
+                fov = None if fov is None else fov[0]
+        focal_px = None
         with torch.inference_mode():
             native = native.float()
             if timings is not None:
                 _synchronize(self.device)
             forwarded = clock()
-            outputs = SimpleNamespace(predicted_depth=native[None])
-            values = self.processor.post_process_depth_estimation(outputs, target_sizes=[(height, width)])
-            values = values[0]["predicted_depth"].float()
+            if self.camera_head:  # Depth Pro hook: metric depth and focal length from its field of view
+                native, values, focal_px = depth_pro.postprocess(native, fov, (height, width))
+            elif self.padded:  # ZoeDepth hook: the padding removed without torchvision
+                native, values = zoedepth.postprocess(native, (height, width))
+            else:
+                outputs = SimpleNamespace(predicted_depth=native[None])
+                values = self.processor.post_process_depth_estimation(outputs, target_sizes=[(height, width)])
+                values = values[0]["predicted_depth"].float()
             if timings is not None:
                 _synchronize(self.device)
         _add_timings(timings, started, prepared, forwarded, clock())
+        if camera is not None:
+            camera["focal_px"] = focal_px
         return native, values
 
     def close(self) -> None:
@@ -197,6 +227,12 @@ def _load(auto_class, model_id: str, **kwargs):
         return auto_class.from_pretrained(path, **kwargs)
     except ModelUnavailableError:
         raise
+    except ImportError as error:  # e.g. a processor class that needs torchvision: say what is really missing
+        package = _missing_package(error)
+        raise ModelUnavailableError(
+            model_id, f"it needs the Python package '{package}', which is not installed here." if package else
+            "it needs a Python package that is not installed here.",
+            fix=f"To fix it, install it (pip install {package or '<package>'}) or choose another model.") from None
     except ValueError as error:
         if "Unrecognized" in str(error) or "does not appear" in str(error):
             raise ModelUnavailableError(model_id, "it is not a depth-estimation model.") from None
@@ -206,6 +242,16 @@ def _load(auto_class, model_id: str, **kwargs):
     except Exception:  # a damaged checkpoint raises all sorts of things; none of them helps a user
         log.exception("loading %s failed", model_id)
         raise ModelUnavailableError(model_id, "its files are damaged or incomplete.") from None
+
+
+def _missing_package(error: ImportError) -> str:
+    """The missing package's name in transformers' or Python's ImportError ("" if it does not say)."""
+    import re
+
+    text = str(error)
+    match = re.search(r"requires the (\w[\w.-]*) library", text) or re.search(r"No module named '([\w.-]+)'", text)
+    name = getattr(error, "name", None) or (match.group(1) if match else "")
+    return name.split(".")[0].lower()
 
 
 def _explain_os_error(error: OSError, local_folder: bool) -> str:

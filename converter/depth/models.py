@@ -7,10 +7,15 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class ModelInfo:
+    """name: the short name (CLI, API); note: what it is good at, one line; metric: gives metres (a model to
+    align a relative one to, see converter.align); camera: estimates its own focal length (Depth Pro)."""
+
     name: str
     hub_id: str
     label: str
     note: str
+    metric: bool = False
+    camera: bool = False
 
 
 DEFAULT_MODEL = "Intel/dpt-hybrid-midas"
@@ -25,6 +30,36 @@ KNOWN_MODELS = {
             "depth-anything/Depth-Anything-V2-Small-hf",
             "Depth Anything V2 Small",
             "sharp edges; 25 M parameters",
+        ),
+        ModelInfo(
+            "depth-anything-v2-metric-indoor-small",
+            "depth-anything/Depth-Anything-V2-Metric-Indoor-Small-hf",
+            "Depth Anything V2 Metric Indoor Small",
+            "metres for rooms and objects (trained on Hypersim, up to 20 m); 25 M parameters",
+            metric=True,
+        ),
+        ModelInfo(
+            "depth-anything-v2-metric-outdoor-small",
+            "depth-anything/Depth-Anything-V2-Metric-Outdoor-Small-hf",
+            "Depth Anything V2 Metric Outdoor Small",
+            "metres for streets and landscapes (trained on Virtual KITTI, up to 80 m); 25 M parameters",
+            metric=True,
+        ),
+        ModelInfo(
+            "zoedepth-nyu-kitti",
+            "Intel/zoedepth-nyu-kitti",
+            "ZoeDepth (NYU + KITTI)",
+            "metres indoors and outdoors (picks a head per image); smooth, 345 M parameters",
+            metric=True,
+        ),
+        ModelInfo(
+            "depth-pro",
+            "apple/DepthPro-hf",
+            "Depth Pro",
+            "metres and its own camera (focal length) from any photo; sharpest boundaries, 952 M parameters, slow on "
+            "a CPU",
+            metric=True,
+            camera=True,
         ),
     )
 }

@@ -64,7 +64,8 @@ def document(config) -> dict:
                 "summary": "A new job from a finished job's kept image and depth, with new geometry options (no "
                            "model run)",
                 "parameters": [_path("job_id")],
-                "requestBody": _form({name: field for name, field in options.items() if name != "model"}),
+                "requestBody": _form({name: field for name, field in options.items()
+                                       if name not in ("model", "align_to")}),
                 "responses": {"202": _accepted(_ref("JobCreated")), **_errors(400, 404, 410, 413, 503, 507)},
             }},
             "/api/v1/batches": {"post": {
@@ -127,6 +128,8 @@ def _option_fields(config) -> dict:
         "known_length": {"type": "string", "description": "X1 Y1 X2 Y2 METRES: two pixels and the real distance "
                                                           "between their surface points."},
         "depth_kind": _choice(list(DEPTH_KIND_CHOICES), "What a depth file holds."),
+        "align_to": _choice(config["MODELS"], "A metric model to fit the depth model's relative depth to: metres "
+                                              "with the relative model's detail (the depth model must differ)."),
     }
 
 

@@ -64,7 +64,8 @@ def test_drop_a_photo_see_it_in_3d_and_download_everything(chrome, live_server, 
         assert chrome.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 0", image)
     links = chrome.find_elements(By.CSS_SELECTOR, "#downloads a[data-kind]")
     kinds = [link.get_attribute("data-kind") for link in links]
-    assert set(kinds) == set(DOWNLOADS)  # every download kind the converter has, the meshes included
+    # Every download kind the converter has, the meshes included; the disagreement map needs a model to align to.
+    assert set(kinds) == {kind for kind in DOWNLOADS if not kind.startswith("disagreement")}
     # Chromium lets a page start about ten downloads at once; the rest are fetched from the same links.
     clicked = [link for link in links if link.get_attribute("data-kind") in BROWSER_CLICKS]
     for link in clicked:

@@ -20,7 +20,7 @@ from .errors import (
     UnsupportedImageError,
 )
 from .options import DEFAULT_MAX_POINTS, ConversionOptions
-from .outputs import OUTPUTS, OutputSettings
+from .exports.outputs import OUTPUTS, OutputSettings
 from .pipeline import ConversionResult, Converter
 
 

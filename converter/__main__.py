@@ -8,13 +8,13 @@ import sys
 import time
 from pathlib import Path
 
-from . import printing
+from .exports import printing
 from .depth.device import DEVICE_CHOICES
 from .depth.huggingface import PRECISIONS
 from .depth.models import DEFAULT_MODEL, KNOWN_MODELS
 from .errors import ConversionError, ModelUnavailableError
 from .options import DEFAULT_MAX_POINTS, DEPTH_KIND_CHOICES, MODES, ConversionOptions
-from .outputs import OUTPUTS, OutputSettings, kind_for_path, parse_kinds, write_outputs
+from .exports.outputs import OUTPUTS, OutputSettings, kind_for_path, parse_kinds, write_outputs
 from .pipeline import Converter
 
 EXIT_FAILED, EXIT_USAGE, EXIT_MODEL = 1, 2, 3

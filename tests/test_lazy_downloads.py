@@ -19,7 +19,7 @@ import trimesh
 from conftest import png_bytes
 from plyfile import PlyData
 
-from converter.outputs import ALIGNMENT_KINDS, MESH_KINDS, OUTPUTS
+from converter.exports.outputs import ALIGNMENT_KINDS, MESH_KINDS, OUTPUTS
 from web import conversion
 from web.conversion import FIRST_KINDS
 from web.jobs import IMAGE_FILE, PREDICTION_FILE

@@ -18,7 +18,7 @@ import zipfile
 from flask import Blueprint, abort, jsonify, redirect, render_template, request, send_file, url_for
 
 from converter.errors import ConversionError, InputError, OptionError
-from converter.export import atomic_output
+from converter.exports.files import atomic_output
 from converter.images import check_convertible_size, probe_header
 
 from . import unzip

@@ -34,7 +34,7 @@ from redis.retry import Retry
 
 from converter import DEFAULT_MODEL, Converter
 from converter.errors import ConversionError, OutputError
-from converter.export import atomic_output
+from converter.exports.files import atomic_output
 from converter.images import DEFAULT_MAX_PIXELS
 from converter.stages import DONE, FAILED, QUEUED, RUNNING, progress_of
 

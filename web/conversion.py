@@ -19,9 +19,9 @@ import numpy as np
 
 from converter import Converter
 from converter.errors import ConversionError, OutputError
-from converter.export import atomic_output
+from converter.exports.files import atomic_output
 from converter.images import LoadedImage, load_image
-from converter.outputs import ALIGNMENT_KINDS, MESH_KINDS, OUTPUTS, Artifacts, write_outputs
+from converter.exports.outputs import ALIGNMENT_KINDS, MESH_KINDS, OUTPUTS, Artifacts, write_outputs
 from converter.pipeline import build_point_cloud
 from converter.stages import LOADING_MODEL, WRITING_FILES
 

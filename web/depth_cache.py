@@ -23,7 +23,7 @@ import numpy as np
 
 from converter.depth import DepthMap
 from converter.errors import OutputError
-from converter.export import atomic_output
+from converter.exports.files import atomic_output
 
 log = logging.getLogger(__name__)
 

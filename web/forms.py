@@ -8,7 +8,7 @@ from dataclasses import replace
 from converter.depth.models import KNOWN_MODELS
 from converter.errors import OptionError
 from converter.options import DEPTH_KIND_CHOICES, DETAIL_LEVELS, MODES, ConversionOptions
-from converter.outputs import parse_simplify
+from converter.exports.outputs import parse_simplify
 
 from .job_request import JobRequest
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from converter import OUTPUTS
 from converter.errors import ConversionError, OutputError
-from converter.export import write_json
+from converter.exports.files import write_json
 from converter.stages import DONE, FAILED, QUEUED, RUNNING, progress_of
 
 log = logging.getLogger(__name__)

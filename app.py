@@ -12,8 +12,7 @@ import os
 
 from flask import Flask
 
-from converter import DEFAULT_MODEL, KNOWN_MODELS
-from converter.images import DEFAULT_MAX_PIXELS
+from converter import DEFAULT_MAX_PIXELS, DEFAULT_MODEL, KNOWN_MODELS
 from web import api, batches, comparisons, errors, pages, service
 from web.depth_cache import DEFAULT_ENTRIES
 

@@ -36,6 +36,7 @@ from .images import (
     remove_paper_background,
 )
 from .options import ConversionOptions
+from .state import ConversionState, save_state
 
 AXES = "right-handed, y up, camera at the origin looking down -z (OpenGL/glTF)"
 RELIEF_AXES = ("right-handed height field: x right, y up (image top = +y), z = height towards the viewer; "
@@ -71,6 +72,7 @@ class ConversionResult:
     looks_like_drawing: bool = False
     scale: dict | None = None  # set by a known length: the factor applied and the reference points
     alignment: Alignment | None = None  # set by align_to: the fit, both raw predictions, the disagreement map
+    input_image: LoadedImage | None = field(default=None, repr=False)  # before any paper was removed
     _relief_heights: np.ndarray | None = field(default=None, repr=False)
 
     @property
@@ -164,6 +166,16 @@ class ConversionResult:
             targets["json"] = path.with_suffix(".json")
         write_outputs(self, targets, settings)
         return path
+
+    def state(self) -> ConversionState:
+        """What reconverting this result needs (:meth:`Converter.reconvert`): the working image before any paper was
+        removed, and the prediction (the aligned one, for an aligned conversion)."""
+        return ConversionState(image=self.input_image or self.image, prediction=self.prediction)
+
+    def save_state(self, folder: str | Path) -> list[Path]:
+        """Keep :meth:`state` in ``folder`` (see :mod:`converter.state`); :func:`converter.load_state` reads it
+        back. Returns the files written."""
+        return save_state(self.state(), folder)
 
     def save_metadata(self, path: str | Path, extra: dict | None = None) -> Path:
         """Write :meth:`metadata` (plus the JSON-able ``extra`` entries) as JSON, atomically. Returns ``path``."""
@@ -302,6 +314,20 @@ class Converter:
         result.timings = timings
         return result
 
+    @staticmethod
+    def reconvert(state: ConversionState, options: ConversionOptions | None = None, *,
+                  progress: Callable[[str], None] | None = None) -> ConversionResult:
+        """The geometry of a kept ``state`` (:func:`converter.load_state`, :meth:`ConversionResult.state`) made
+        again with ``options``: no model is loaded or run, whatever this converter's model and ``align_to``."""
+        opts = options if options is not None else ConversionOptions()
+        timings: dict[str, float] = {}
+        (progress or (lambda stage: None))(stages.BUILDING_GEOMETRY)
+        with _Clock(timings)("geometry"):
+            result = build_point_cloud(state.image, state.prediction, opts, _Clock(timings))
+        result.model = None if state.prediction.source == "user" else state.prediction.source
+        result.timings = timings
+        return result
+
 
 def _image_camera_grid(loaded: LoadedImage, opts: ConversionOptions, clock, model_focal_px: float | None = None,
                        model_name: str | None = None):
@@ -337,6 +363,7 @@ def build_point_cloud_on_device(loaded: LoadedImage, native, kind: str, source: 
     from .device_geometry import point_cloud_on_device
 
     clock = clock or _Clock({})
+    given = loaded
     loaded, drawing, intrinsics, columns, rows = _image_camera_grid(loaded, opts, clock, focal_px, source)
     factor = 1.0
     if kind == METRIC and focal_px:  # metric depth made with the model's focal length, used with another
@@ -357,6 +384,7 @@ def build_point_cloud_on_device(loaded: LoadedImage, native, kind: str, source: 
         points=cloud.points, colors=cloud.colors, normals=cloud.normals, depth=cloud.depth, prediction=prediction,
         intrinsics=intrinsics, units=RELIEF_UNITS if opts.mode == "relief" else UNITS[kind], options=opts,
         model=None, grid_rows=rows, grid_columns=columns, keep=cloud.keep, image=loaded, looks_like_drawing=drawing,
+        input_image=given,
     )
     if opts.known_length is not None:
         apply_known_length(result, opts.known_length)
@@ -366,6 +394,7 @@ def build_point_cloud_on_device(loaded: LoadedImage, native, kind: str, source: 
 def build_point_cloud(loaded: LoadedImage, prediction: DepthMap, opts: ConversionOptions, clock=None) -> ConversionResult:
     """The geometry half of a conversion, without the model: depth units, camera, sampling, cleaning, points."""
     clock = clock or _Clock({})
+    given = loaded
     loaded, drawing, intrinsics, columns, rows = _image_camera_grid(
         loaded, opts, clock, prediction.focal_px, camera_model(prediction.source))
     opaque = None if loaded.alpha is None else loaded.alpha > 0
@@ -405,6 +434,7 @@ def build_point_cloud(loaded: LoadedImage, prediction: DepthMap, opts: Conversio
         points=points, colors=colors, normals=normals, depth=depth, prediction=prediction, intrinsics=intrinsics,
         units=RELIEF_UNITS if opts.mode == "relief" else UNITS[prediction.kind], options=opts, model=None,
         grid_rows=rows, grid_columns=columns, keep=keep, image=loaded, looks_like_drawing=drawing,
+        input_image=given,
         _relief_heights=heights,
     )
     if opts.known_length is not None:

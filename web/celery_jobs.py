@@ -32,11 +32,19 @@ from kombu.exceptions import OperationalError
 from redis.backoff import ConstantBackoff
 from redis.retry import Retry
 
-from converter import DEFAULT_MODEL, Converter
-from converter.errors import ConversionError, OutputError
-from converter.exports.files import atomic_output
-from converter.images import DEFAULT_MAX_PIXELS
-from converter.stages import DONE, FAILED, QUEUED, RUNNING, progress_of
+from converter import (
+    DEFAULT_MAX_PIXELS,
+    DEFAULT_MODEL,
+    DONE,
+    FAILED,
+    QUEUED,
+    RUNNING,
+    ConversionError,
+    Converter,
+    OutputError,
+    atomic_output,
+    progress_of,
+)
 
 from .conversion import run_job
 from .depth_cache import DEFAULT_ENTRIES, DepthCache

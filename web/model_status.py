@@ -5,9 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from converter import Converter
-from converter.depth import set_torch_threads
-from converter.errors import ConversionError
+from converter import ConversionError, Converter, set_torch_threads
 
 log = logging.getLogger(__name__)
 

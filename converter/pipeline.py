@@ -15,6 +15,7 @@ from .depth import (
     INVERSE_RELATIVE,
     METRIC,
     DepthMap,
+    check_engine,
     fit_depth_to_image,
     get_depth_model,
     is_model_loaded,
@@ -58,6 +59,7 @@ class ConversionResult:
     notes: list[str] = field(default_factory=list)
     looks_like_drawing: bool = False
     scale: dict | None = None  # set by a known length: the factor applied and the reference points
+    engine: dict | None = None  # what ran the model (engine, precision, device); None when no model ran
     _relief_heights: np.ndarray | None = field(default=None, repr=False)
 
     @property
@@ -104,6 +106,8 @@ class ConversionResult:
         }
         if self.scale is not None:
             info["scale"] = dict(self.scale)
+        if self.engine is not None:
+            info["engine"] = dict(self.engine)
         if self.mode == "relief":
             info["relief"] = {"height": geometry.RELIEF_HEIGHT * float(self.options.relief),
                               "mapping": "z = RELIEF_HEIGHT * relief * t, t in [0, 1] normalised over the kept pixels "
@@ -179,16 +183,20 @@ class Converter:
         precision: str = "fp32",
         max_pixels: int = DEFAULT_MAX_PIXELS,
         *,
+        engine: str | None = None,
         on_device: bool | None = None,
         batch_size: int = 1,
         batch_wait_ms: float = 0.0,
     ):
         """``on_device``: preprocessing and geometry as torch ops on the model's device, only the final arrays
         coming back (None: on CUDA only; the CPU keeps the exact PIL + numpy path). ``batch_size`` > 1: concurrent
-        conversions in this process share forwards, waiting at most ``batch_wait_ms`` for each other."""
+        conversions in this process share forwards, waiting at most ``batch_wait_ms`` for each other. ``engine``:
+        what runs the model (see :data:`converter.depth.ENGINE_CHOICES`; None = $ENGINE, else auto = OpenVINO on a
+        CPU, torch on a GPU); an unknown one is an OptionError now, not at the first conversion."""
         self.model = resolve_model_name(model)
         self.device = device
         self.precision = precision
+        self.engine = check_engine(engine)
         self.max_pixels = max_pixels
         self.on_device = on_device
         self.batch_size, self.batch_wait_ms = batch_size, batch_wait_ms
@@ -202,7 +210,7 @@ class Converter:
         return is_model_loaded(self.model, self.device, self.precision, **self._model_settings())
 
     def _model_settings(self) -> dict:
-        return {"tensor_preprocess": self.on_device, "batch_size": self.batch_size,
+        return {"engine": self.engine, "tensor_preprocess": self.on_device, "batch_size": self.batch_size,
                 "batch_wait_ms": self.batch_wait_ms}
 
     def runs_on_device(self, depth_model) -> bool:
@@ -238,6 +246,7 @@ class Converter:
             # A JPEG is decoded at the smallest DCT scale that still gives the point grid (max_points=0: full size).
             loaded = load_image(image, self.max_pixels, draft_points=0 if depth is not None else opts.max_points)
         notes: list[str] = []
+        ran = None  # what ran the model, when it ran
         if prediction is not None:
             prediction = prediction.resized(loaded.width, loaded.height)
             model_name = None if prediction.source == "user" else prediction.source
@@ -259,12 +268,15 @@ class Converter:
                 with clock("geometry"):
                     result = build_point_cloud_on_device(loaded, native, depth_model.kind, model_name, opts, clock)
                 result.model, result.notes, result.timings = model_name, notes, timings
+                result.engine = depth_model.describe()
                 return result
             with clock("model"):
                 prediction = depth_model.predict(loaded.to_pil(), timings=timings)
+            ran = depth_model.describe()
         report(stages.BUILDING_GEOMETRY)
         with clock("geometry"):
             result = build_point_cloud(loaded, prediction, opts, clock)
+        result.engine = ran
         result.model = model_name
         result.notes = notes
         result.timings = timings

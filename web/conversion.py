@@ -38,10 +38,12 @@ def offered_kinds(request: JobRequest) -> list[str]:
 
 
 def converter_for(base: Converter, model: str) -> Converter:
-    """A converter for ``model`` with the app's device, precision and pixel cap (models are cached per process)."""
+    """A converter for ``model`` with the app's device, engine, precision and pixel cap (models are cached per
+    process)."""
     if not model or model == base.model:
         return base
-    return Converter(model=model, device=base.device, precision=base.precision, max_pixels=base.max_pixels)
+    return Converter(model=model, device=base.device, precision=base.precision, max_pixels=base.max_pixels,
+                     engine=base.engine)
 
 
 def run_job(base: Converter, store: JobStore, job: Job, upload: Upload | None, report,

@@ -1,0 +1,221 @@
+"""The OpenVINO engine: the loaded transformers module converted once to OpenVINO and compiled for this CPU.
+
+Conversion (``openvino.convert_model`` on the torch module, no ONNX file) takes seconds to tens of seconds, so the
+converted model is saved beside the Hugging Face cache (``$OPENVINO_CACHE``, default ``$HF_HOME/openvino``), keyed
+by the model id, a hash of its config and weights, the input shape, the precision and the OpenVINO version; a
+second start reads it back and OpenVINO's own cache (``compiled/``) skips the compilation too.
+
+Shapes are static, one converted model per input shape: the transformers models compute sizes in Python (Depth
+Anything's head resizes to ``patch_height * patch_size``), so a trace with dynamic shapes bakes in the example's
+size and silently gives the wrong output size for another aspect ratio. Fixed-size models (DPT-Hybrid, DPT-SwinV2)
+have one shape; Depth Anything gets a small cache of compiled shapes. ``precision`` maps to OpenVINO's inference
+precision on the CPU (fp32 → f32, bf16 → bf16; the weights stay float32 on disk). A model that does not convert
+falls back to the torch forward with one log line, and says so (``engine`` becomes "torch", ``fallback`` the why).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import threading
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import OptionError
+from .backend import MODEL_OUTPUTS
+from .huggingface import HuggingFaceDepthModel
+
+log = logging.getLogger(__name__)
+
+INFERENCE_PRECISION = {"fp32": "f32", "bf16": "bf16"}
+MAX_SHAPES = 8  # compiled input shapes kept per model (Depth Anything: one per aspect ratio seen)
+STATS = {"converted": 0, "loaded": 0}  # conversions run and saved conversions reused, in this process
+
+
+def cache_folder() -> Path:
+    """Where converted models are saved: $OPENVINO_CACHE, else beside the Hugging Face cache."""
+    if os.environ.get("OPENVINO_CACHE"):
+        return Path(os.environ["OPENVINO_CACHE"]).expanduser()
+    try:
+        from huggingface_hub import constants
+
+        return Path(constants.HF_HOME) / "openvino"
+    except (ImportError, AttributeError):
+        return Path("~/.cache/huggingface/openvino").expanduser()
+
+
+class OpenVinoDepthModel(HuggingFaceDepthModel):
+    """A transformers depth model run by OpenVINO on the CPU (prepare and postprocess are the torch back-end's)."""
+
+    engine = "openvino"
+
+    def _weights_dtype(self):
+        import torch
+
+        if self.device != "cpu":
+            raise OptionError("The OpenVINO engine runs on the CPU; use --device cpu, or --engine torch on a GPU.")
+        if self.precision not in INFERENCE_PRECISION:
+            raise OptionError(f"The OpenVINO engine runs in fp32 or bf16 on the CPU, not {self.precision}.")
+        return torch.float32  # converted from float32; the precision is OpenVINO's inference precision
+
+    def _after_load(self) -> None:
+        """Convert (or read back) and compile the model for its usual input shape now, so a model that does not
+        convert falls back at start rather than at the first job."""
+        import openvino
+        import torch
+        from PIL import Image
+
+        self.fallback = None
+        self.dtype = torch.float32
+        self._core = openvino.Core()
+        self._core.set_property({"CACHE_DIR": str(cache_folder() / "compiled")})
+        self._compiled: OrderedDict[tuple, tuple] = OrderedDict()
+        self._convert_lock = threading.Lock()
+        self._weights_digest = _weights_digest(self.model)
+        size = _processor_size(self.processor)
+        try:
+            self._compiled_for(tuple(self.prepare(Image.new("RGB", size[::-1], (128, 128, 128))).shape))
+        except Exception as error:  # noqa: BLE001 - any failure to convert means: run it with torch
+            self._fall_back(error)
+
+    def forward(self, pixel_values) -> dict:
+        """pixel_values [B, 3, h, w] → {name: float32 tensor [B, ...]}, by the compiled model for that shape."""
+        import torch
+
+        if self.fallback is not None:
+            return super().forward(pixel_values)
+        try:
+            compiled, names = self._compiled_for(tuple(pixel_values.shape))
+        except Exception as error:  # noqa: BLE001 - a shape that does not convert: torch serves it
+            log.warning("OpenVINO could not convert %s for input %s (%s); torch runs that shape",
+                        self.model_id, tuple(pixel_values.shape), type(error).__name__)
+            return super().forward(pixel_values)
+        with self._lock:
+            results = compiled(pixel_values.numpy())
+            outputs = [np.array(results[index], dtype=np.float32) for index in range(len(names))]
+        return {name: torch.from_numpy(value) for name, value in zip(names, outputs)}
+
+    def _compiled_for(self, shape: tuple):
+        """The compiled model for input ``shape`` and its output names: compiled before, saved on disk, or
+        converted now (and saved)."""
+        with self._convert_lock:
+            if shape in self._compiled:
+                self._compiled.move_to_end(shape)
+                return self._compiled[shape]
+            model, names = self._read_or_convert(shape)
+            threads = _process_threads()
+            compiled = self._core.compile_model(model, "CPU", {
+                "INFERENCE_PRECISION_HINT": INFERENCE_PRECISION[self.precision], "PERFORMANCE_HINT": "LATENCY",
+                "NUM_STREAMS": "1", "INFERENCE_NUM_THREADS": str(threads)})
+            self._compiled[shape] = (compiled, names)
+            while len(self._compiled) > MAX_SHAPES:
+                self._compiled.popitem(last=False)
+            return compiled, names
+
+    def _read_or_convert(self, shape: tuple):
+        import openvino
+
+        path = cache_folder() / f"{self._key(shape)}.xml"
+        names_path = path.with_suffix(".json")
+        if path.is_file() and names_path.is_file():
+            try:
+                names = json.loads(names_path.read_text())["outputs"]
+                model = self._core.read_model(str(path))
+                STATS["loaded"] += 1
+                return model, names
+            except (OSError, ValueError, KeyError, RuntimeError):
+                log.warning("the saved OpenVINO conversion of %s is damaged; converting again", self.model_id)
+        model, names = self._convert(shape)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            temporary = path.with_name(f"{path.stem}.{os.getpid()}.tmp.xml")
+            openvino.save_model(model, str(temporary), compress_to_fp16=False)
+            temporary.with_suffix(".bin").replace(path.with_suffix(".bin"))
+            temporary.replace(path)
+            names_path.write_text(json.dumps({"model": self.model_id, "shape": list(shape), "outputs": names}))
+        except OSError as error:  # a read-only cache only costs the next start a conversion
+            log.warning("could not save the OpenVINO conversion of %s (%s)", self.model_id, error.strerror)
+        return model, names
+
+    def _convert(self, shape: tuple):
+        """openvino.convert_model on the torch module, traced with an input of ``shape``."""
+        import openvino
+        import torch
+
+        wrapper = _traceable(self.model)
+        with torch.no_grad():
+            model = openvino.convert_model(wrapper, example_input=torch.zeros(shape))
+        STATS["converted"] += 1
+        log.info("converted %s to OpenVINO for input %s", self.model_id, shape)
+        return model, wrapper.names
+
+    def _key(self, shape: tuple) -> str:
+        """Model id, config, weights, input shape, precision and OpenVINO version: a change to any converts again."""
+        import openvino
+
+        text = json.dumps([self.model_id, self.model.config.to_json_string(), self._weights_digest, list(shape),
+                           self.precision, openvino.__version__])
+        slug = "".join(c if c.isalnum() else "-" for c in self.model_id.strip("/~."))[-48:]
+        return f"{slug}-{hashlib.sha256(text.encode()).hexdigest()[:24]}"
+
+    def _fall_back(self, error: Exception) -> None:
+        self.fallback = f"the model did not convert to OpenVINO ({type(error).__name__})"
+        log.warning("%s: %s; running it with torch", self.model_id, self.fallback)
+        self.engine = "torch"
+        self.dtype = super()._weights_dtype()
+        self.model = self.model.to(dtype=self.dtype)
+
+    def describe(self) -> dict:
+        info = super().describe()
+        if self.fallback:
+            info["fallback"] = self.fallback
+        return info
+
+
+def _traceable(model):
+    """The transformers module as a tracer wants it: a module that returns the tensors of MODEL_OUTPUTS it has, as
+    a tuple, and remembers their names in ``.names`` (the converted model's outputs are positional)."""
+    import torch
+
+    class Outputs(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+            self.names: list[str] = []
+
+        def forward(self, pixel_values):
+            outputs = self.model(pixel_values=pixel_values)
+            self.names[:] = [name for name in MODEL_OUTPUTS if getattr(outputs, name, None) is not None]
+            return tuple(getattr(outputs, name) for name in self.names)
+
+    return Outputs()
+
+
+def _weights_digest(model) -> str:
+    """A hash of every parameter and buffer (names, shapes and bytes): the same weights give the same key."""
+    import torch
+
+    digest = hashlib.blake2b(digest_size=16)
+    for name, tensor in model.state_dict().items():
+        digest.update(f"{name}{tuple(tensor.shape)}{tensor.dtype}".encode())
+        digest.update(tensor.detach().contiguous().view(-1).view(torch.uint8).numpy().data)
+    return digest.hexdigest()
+
+
+def _processor_size(processor) -> tuple[int, int]:
+    """(height, width) the processor aims for (a picture of that size goes through it unchanged in shape)."""
+    size = getattr(processor, "size", None)
+    height = size.get("height") if isinstance(size, dict) else getattr(size, "height", None)
+    width = size.get("width") if isinstance(size, dict) else getattr(size, "width", None)
+    return (int(height), int(width)) if height and width else (384, 384)
+
+
+def _process_threads() -> int:
+    """The threads this process was given (TORCH_THREADS / set_torch_threads set torch's; OpenVINO uses as many)."""
+    import torch
+
+    return max(1, torch.get_num_threads())

@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import threading
+import warnings
 from collections import OrderedDict
 from pathlib import Path
 
@@ -88,6 +89,9 @@ class OpenVinoDepthModel(HuggingFaceDepthModel):
 
         if self.fallback is not None:
             return super().forward(pixel_values)
+        if pixel_values.shape[0] > 1:  # a shared batch: one image at a time (a CPU gains nothing from batching,
+            parts = [self.forward(one) for one in pixel_values.split(1)]  # and each batch size would convert anew)
+            return {name: torch.cat([part[name] for part in parts]) for name in parts[0]}
         try:
             compiled, names = self._compiled_for(tuple(pixel_values.shape))
         except Exception as error:  # noqa: BLE001 - a shape that does not convert: torch serves it
@@ -147,7 +151,9 @@ class OpenVinoDepthModel(HuggingFaceDepthModel):
         import torch
 
         wrapper = _traceable(self.model)
-        with torch.no_grad():
+        # The tracer warns about every Python branch on a size: expected, since each shape is converted on its own.
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
             model = openvino.convert_model(wrapper, example_input=torch.zeros(shape))
         STATS["converted"] += 1
         log.info("converted %s to OpenVINO for input %s", self.model_id, shape)

@@ -385,7 +385,7 @@ class Worker:
         self.name = f"{socket.gethostname()}:{process_token()}"
         self.converter = Converter(model=settings["DEPTH_MODEL"], device=settings["DEVICE"],
                                    precision=settings["PRECISION"], max_pixels=settings["MAX_PIXELS"],
-                                   engine=settings.get("ENGINE", "auto"), batch_size=settings.get("BATCH_SIZE", 1),
+                                   engine=settings.get("ENGINE"), batch_size=settings.get("BATCH_SIZE", 1),
                                    batch_wait_ms=settings.get("BATCH_WAIT_MS", 5.0))
         # The worker never judges liveness (a job's owner token names a process on another machine).
         self.store = JobStore(settings["OUTPUT_FOLDER"], ttl_seconds=settings["RESULT_TTL_SECONDS"],

@@ -2,8 +2,10 @@
 
 Conversion (``openvino.convert_model`` on the torch module, no ONNX file) takes seconds to tens of seconds, so the
 converted model is saved beside the Hugging Face cache (``$OPENVINO_CACHE``, default ``$HF_HOME/openvino``), keyed
-by the model id, a hash of its config and weights, the input shape, the precision and the OpenVINO version; a
-second start reads it back and OpenVINO's own cache (``compiled/``) skips the compilation too.
+by the model id, a hash of its config and weights, the input shape and the OpenVINO version; a second start reads it
+back. The saved model is float32 whatever the precision (one conversion serves fp32 and bf16); what differs by
+precision is the compiled model, which OpenVINO's own cache (``compiled/``, keyed by it on the model, the precision
+hint and its version) keeps, so a second start skips the compilation too.
 
 Shapes are static, one converted model per input shape: the transformers models compute sizes in Python (Depth
 Anything's head resizes to ``patch_height * patch_size``), so a trace with dynamic shapes bakes in the example's
@@ -160,11 +162,12 @@ class OpenVinoDepthModel(HuggingFaceDepthModel):
         return model, wrapper.names
 
     def _key(self, shape: tuple) -> str:
-        """Model id, config, weights, input shape, precision and OpenVINO version: a change to any converts again."""
+        """Model id, config, weights, input shape and OpenVINO version: a change to any converts again (the
+        precision is the compiled cache's part of the key)."""
         import openvino
 
         text = json.dumps([self.model_id, self.model.config.to_json_string(), self._weights_digest, list(shape),
-                           self.precision, openvino.__version__])
+                           openvino.__version__])
         slug = "".join(c if c.isalnum() else "-" for c in self.model_id.strip("/~."))[-48:]
         return f"{slug}-{hashlib.sha256(text.encode()).hexdigest()[:24]}"
 

@@ -149,3 +149,23 @@ def test_a_user_depth_map_names_no_engine(photo):
     np.save(buffer, np.full(photo.shape[:2], 2.0, np.float32))
     result = Converter().convert(photo, depth=buffer.getvalue())
     assert result.engine is None and "engine" not in result.metadata()
+
+
+@pytest.mark.slow  # the CLI in a subprocess, converting to OpenVINO
+def test_the_cli_runs_the_engine_it_is_given_and_the_sidecar_says_so(tmp_path, dpt_model, photo):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    image = tmp_path / "photo.png"
+    image.write_bytes(png_bytes(photo))
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT))
+    completed = subprocess.run([sys.executable, "-m", "converter", str(image), "-o", str(tmp_path / "out.ply"),
+                                "--model", dpt_model, "--engine", "openvino", "--max-points", "500"],
+                               capture_output=True, text=True, env=env, cwd=ROOT, timeout=180)
+    assert completed.returncode == 0, completed.stderr
+    sidecar = json.loads((tmp_path / "out.json").read_text())
+    assert sidecar["engine"] == {"engine": "openvino", "precision": "fp32", "device": "cpu"}

@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import threading
+import time
 import warnings
 from collections import OrderedDict
 from pathlib import Path
@@ -112,53 +113,73 @@ class OpenVinoDepthModel(HuggingFaceDepthModel):
             if shape in self._compiled:
                 self._compiled.move_to_end(shape)
                 return self._compiled[shape]
-            model, names = self._read_or_convert(shape)
-            threads = _process_threads()
-            compiled = self._core.compile_model(model, "CPU", {
-                "INFERENCE_PRECISION_HINT": INFERENCE_PRECISION[self.precision], "PERFORMANCE_HINT": "LATENCY",
-                "NUM_STREAMS": "1", "INFERENCE_NUM_THREADS": str(threads)})
+            path = cache_folder() / f"{self._key(shape)}.xml"
+            names = self._saved_names(path)
+            compiled = None
+            if names is not None:
+                try:  # from the file: OpenVINO's compiled cache then skips compiling too
+                    compiled = self._compile(str(path))
+                    STATS["loaded"] += 1
+                except RuntimeError:
+                    log.warning("the saved OpenVINO conversion of %s is damaged; converting again", self.model_id)
+            if compiled is None:
+                model, names = self._convert(shape)
+                compiled = self._compile(str(path) if self._save(model, names, path, shape) else model)
             self._compiled[shape] = (compiled, names)
             while len(self._compiled) > MAX_SHAPES:
                 self._compiled.popitem(last=False)
             return compiled, names
 
-    def _read_or_convert(self, shape: tuple):
+    def _compile(self, model):
+        """Compile for this CPU with the process's threads, one stream (one forward at a time, all cores on it)."""
+        started = time.perf_counter()
+        compiled = self._core.compile_model(model, "CPU", {
+            "INFERENCE_PRECISION_HINT": INFERENCE_PRECISION[self.precision], "PERFORMANCE_HINT": "LATENCY",
+            "NUM_STREAMS": "1", "INFERENCE_NUM_THREADS": str(_process_threads())})
+        log.info("compiled %s for OpenVINO %s in %.1f s", self.model_id, self.precision, time.perf_counter() - started)
+        return compiled
+
+    @staticmethod
+    def _saved_names(path: Path) -> list[str] | None:
+        """The output names of a saved conversion at ``path``, or None when there is none (or it is unreadable)."""
+        try:
+            if path.is_file() and path.with_suffix(".bin").is_file():
+                return list(json.loads(path.with_suffix(".json").read_text())["outputs"])
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        return None
+
+    def _save(self, model, names: list[str], path: Path, shape: tuple) -> bool:
+        """Save a conversion for the next start (atomically: a half-written model is never read). False when the
+        folder is not writable: that only costs the next start a conversion."""
         import openvino
 
-        path = cache_folder() / f"{self._key(shape)}.xml"
-        names_path = path.with_suffix(".json")
-        if path.is_file() and names_path.is_file():
-            try:
-                names = json.loads(names_path.read_text())["outputs"]
-                model = self._core.read_model(str(path))
-                STATS["loaded"] += 1
-                return model, names
-            except (OSError, ValueError, KeyError, RuntimeError):
-                log.warning("the saved OpenVINO conversion of %s is damaged; converting again", self.model_id)
-        model, names = self._convert(shape)
+        temporary = path.with_name(f"{path.stem}.{os.getpid()}.tmp.xml")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            temporary = path.with_name(f"{path.stem}.{os.getpid()}.tmp.xml")
             openvino.save_model(model, str(temporary), compress_to_fp16=False)
             temporary.with_suffix(".bin").replace(path.with_suffix(".bin"))
             temporary.replace(path)
-            names_path.write_text(json.dumps({"model": self.model_id, "shape": list(shape), "outputs": names}))
-        except OSError as error:  # a read-only cache only costs the next start a conversion
+            path.with_suffix(".json").write_text(json.dumps({"model": self.model_id, "shape": list(shape),
+                                                             "outputs": names}))
+            return True
+        except OSError as error:
             log.warning("could not save the OpenVINO conversion of %s (%s)", self.model_id, error.strerror)
-        return model, names
+            return False
 
     def _convert(self, shape: tuple):
         """openvino.convert_model on the torch module, traced with an input of ``shape``."""
         import openvino
         import torch
 
+        started = time.perf_counter()
         wrapper = _traceable(self.model)
         # The tracer warns about every Python branch on a size: expected, since each shape is converted on its own.
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             model = openvino.convert_model(wrapper, example_input=torch.zeros(shape))
         STATS["converted"] += 1
-        log.info("converted %s to OpenVINO for input %s", self.model_id, shape)
+        log.info("converted %s to OpenVINO for input %s in %.1f s", self.model_id, shape, time.perf_counter() - started)
         return model, wrapper.names
 
     def _key(self, shape: tuple) -> str:

@@ -264,6 +264,7 @@ def worker_engines(args) -> dict:
     best = dict.fromkeys(backends, float("inf"))
     for _ in range(args.repeat):
         for name, backend in backends.items():
+            time.sleep(0.5)  # let the previous engine's thread pool (OpenMP or TBB) stop spinning on the cores
             started = time.perf_counter()
             backend.forward(inputs[name])
             best[name] = min(best[name], time.perf_counter() - started)
@@ -560,6 +561,8 @@ def engines_report(names: list[str], args, figures: dict) -> None:
                       f"{row['forward']:.3f} | {row['speedup']:.2f} | {row['gflops_per_s']:.0f} | "
                       f"{100 * row['gflops_per_s'] / top:.0f} | {row['max_of_range']:.1e} | {row['p50_relative']:.1e} "
                       f"| {row['p99_relative']:.1e} |", flush=True)
+        if args.forward_only:
+            return
         folder, photo = model_folder(names[0]), make_photo("1mp")
         fresh = tempfile.mkdtemp(dir=cache)
         os.environ["OPENVINO_CACHE"] = fresh
@@ -570,9 +573,21 @@ def engines_report(names: list[str], args, figures: dict) -> None:
         print(f"\nstart to first depth ({names[0]}, OpenVINO fp32): first start (converting) "
               f"{first['first_prediction']:.1f} s, second start (saved conversion) {second['first_prediction']:.1f} s; "
               f"torch {torch_start['first_prediction']:.1f} s\n")
-        print(f"| engine | library conversions/min (1 MP) | web conversions/min (make run defaults, distinct 1 MP) |")
-        print("| --- | --- | --- |")
         os.environ["OPENVINO_CACHE"] = cache
+        rows = []
+        for engine, precision in ENGINE_RUNS:  # one library conversion, stage by stage
+            row = run_worker("ours", folder, photo, argparse.Namespace(**{**vars(args), "precision_name": precision,
+                                                                           "engine_name": engine}))
+            row["route"] = f"{engine} {precision}"
+            rows.append(row)
+        figures["engine_stages"] = rows
+        print_table(f"{names[0]}, 1 MP photo, library conversion by stage", rows)
+        print("\n" + "; ".join(f"{row['route']}: total / forward = {row['total'] / row['timings']['forward']:.2f}"
+                               for row in rows))
+        if args.conversions <= 0:
+            return
+        print(f"\n| engine | library conversions/min (1 MP) | web conversions/min (make run defaults, distinct 1 MP) |")
+        print("| --- | --- | --- |")
         for engine, precision in ENGINE_RUNS:
             report = serving(folder, args.conversions, args.threads, "cpu", precision, engine, downloads=False)
             figures.setdefault("engine_serving", {})[f"{engine} {precision}"] = report
@@ -622,6 +637,7 @@ def main() -> int:
     parser.add_argument("--precision", action="store_true", help="bf16 against fp32")
     parser.add_argument("--engines", action="store_true", help="every engine x precision: forward, GFLOP/s, agreement "
                         "with torch fp32, start times, library and web conversions/min at 1 MP")
+    parser.add_argument("--forward-only", action="store_true", help="--engines: the forward table only")
     parser.add_argument("--throughput", action="store_true", help="gunicorn conversions per minute for 1 MP photos")
     parser.add_argument("--conversions", type=int, default=12, help="conversions per throughput setting")
     parser.add_argument("--no-routes", action="store_true", help="skip ours-vs-tutorial (with --precision/--throughput)")

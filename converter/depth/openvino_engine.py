@@ -80,11 +80,17 @@ class OpenVinoDepthModel(HuggingFaceDepthModel):
         self._compiled: OrderedDict[tuple, tuple] = OrderedDict()
         self._convert_lock = threading.Lock()
         self._weights_digest = _weights_digest(self.model)
+        self._config_json = self.model.config.to_json_string()
         size = _processor_size(self.processor)
         try:
             self._compiled_for(tuple(self.prepare(Image.new("RGB", size[::-1], (128, 128, 128))).shape))
         except Exception as error:  # noqa: BLE001 - any failure to convert means: run it with torch
             self._fall_back(error)
+            return
+        if not getattr(self.processor, "keep_aspect_ratio", True):
+            # Every input has the one shape just compiled: the torch module (its float32 weights, mapped from the
+            # checkpoint) is not needed again; dropping it keeps one copy of the weights in memory, OpenVINO's.
+            self.model = None
 
     def forward(self, pixel_values) -> dict:
         """pixel_values [B, 3, h, w] → {name: float32 tensor [B, ...]}, by the compiled model for that shape."""
@@ -95,6 +101,8 @@ class OpenVinoDepthModel(HuggingFaceDepthModel):
         if pixel_values.shape[0] > 1:  # a shared batch: one image at a time (a CPU gains nothing from batching,
             parts = [self.forward(one) for one in pixel_values.split(1)]  # and each batch size would convert anew)
             return {name: torch.cat([part[name] for part in parts]) for name in parts[0]}
+        if self.model is None and tuple(pixel_values.shape) not in self._compiled:
+            raise ValueError(f"this model takes inputs of {next(iter(self._compiled))}, not {tuple(pixel_values.shape)}")
         try:
             compiled, names = self._compiled_for(tuple(pixel_values.shape))
         except Exception as error:  # noqa: BLE001 - a shape that does not convert: torch serves it
@@ -187,7 +195,7 @@ class OpenVinoDepthModel(HuggingFaceDepthModel):
         precision is the compiled cache's part of the key)."""
         import openvino
 
-        text = json.dumps([self.model_id, self.model.config.to_json_string(), self._weights_digest, list(shape),
+        text = json.dumps([self.model_id, self._config_json, self._weights_digest, list(shape),
                            openvino.__version__])
         slug = "".join(c if c.isalnum() else "-" for c in self.model_id.strip("/~."))[-48:]
         return f"{slug}-{hashlib.sha256(text.encode()).hexdigest()[:24]}"

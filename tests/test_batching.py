@@ -119,11 +119,13 @@ def test_closed_batcher_refuses_requests(model):
         MicroBatcher(model, max_batch=0)
 
 
-def test_depth_model_with_batching_gives_the_single_image_predictions(dpt_model):
-    plain = get_depth_model(dpt_model, device="cpu")
-    batched = get_depth_model(dpt_model, device="cpu", batch_size=4, batch_wait_ms=300)
-    assert batched is not plain and batched.batcher is not None
-    assert get_depth_model(dpt_model, device="cpu", batch_size=4, batch_wait_ms=300) is batched
+# Micro-batching wraps any back-end: the OpenVINO one converts the model first (seconds), hence slow.
+@pytest.mark.parametrize("engine", ["torch", pytest.param("openvino", marks=pytest.mark.slow)])
+def test_depth_model_with_batching_gives_the_single_image_predictions(dpt_model, engine):
+    plain = get_depth_model(dpt_model, device="cpu", engine=engine)
+    batched = get_depth_model(dpt_model, device="cpu", engine=engine, batch_size=4, batch_wait_ms=300)
+    assert batched is not plain and batched.batcher is not None and batched.engine == engine
+    assert get_depth_model(dpt_model, device="cpu", engine=engine, batch_size=4, batch_wait_ms=300) is batched
     rng = np.random.default_rng(0)
     images = [Image.fromarray(rng.integers(0, 256, (90, 120, 3), dtype=np.uint8)) for _ in range(4)]
     results = [None] * 4

@@ -1,12 +1,12 @@
 """The depth back-end seam with its engines (converter.depth.backend): tiny random models of every family agree
 between torch and OpenVINO in fp32, saved conversions are reused, a model that does not convert falls back to torch
-and says so, a bad ENGINE fails at start, and result.json, the page and /readyz say what ran."""
+and says so, a bad ENGINE fails at start, and result.json, the page and /readyz say what ran. (Micro-batching around
+either engine: tests/test_batching.py.)"""
 
 from __future__ import annotations
 
 import io
 import logging
-import threading
 
 import numpy as np
 import pytest
@@ -77,31 +77,6 @@ def test_a_model_that_does_not_convert_falls_back_to_torch_and_says_so(tiny_mode
     image = picture(64, 80)
     expected = get_depth_model(path, "cpu", engine="torch").predict(image)
     np.testing.assert_allclose(model.predict(image).values, expected.values, rtol=1e-5, atol=1e-6)
-
-
-@pytest.mark.slow  # converts, then runs four threads through the batcher
-def test_micro_batching_wraps_the_openvino_engine(tiny_models):
-    path = str(tiny_models["dpt_hybrid"])
-    plain = get_depth_model(path, "cpu", engine="openvino")
-    batched = get_depth_model(path, "cpu", engine="openvino", batch_size=4, batch_wait_ms=300)
-    assert batched.engine == "openvino" and batched.batcher is not None
-    images = [picture(60, 80, seed=seed) for seed in range(4)]
-    results = [None] * 4
-    barrier = threading.Barrier(4)
-
-    def call(index):
-        barrier.wait()
-        results[index] = batched.predict(images[index])
-
-    threads = [threading.Thread(target=call, args=(index,)) for index in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert batched.batcher.stats.forwards < 4
-    for image, result in zip(images, results):
-        expected = plain.predict(image)
-        assert np.abs(result.values - expected.values).max() <= 1e-4 * scale_of(expected.values)
 
 
 def test_the_registry_offers_auto_and_every_engine():

@@ -138,7 +138,8 @@ def resolve_engine(engine: str | None, device: str) -> str:
 
 
 def load_backend(model_id: str, device: str, precision: str, engine: str | None = None, *,
-                 tensor_preprocess: bool | None = None, batch_size: int = 1, batch_wait_ms: float = 0.0) -> DepthBackend:
+                 tensor_preprocess: bool | None = None, batch_size: int = 1,
+                 batch_wait_ms: float = 0.0) -> DepthBackend:
     """The one factory: load ``model_id`` behind ``engine`` (see :func:`resolve_engine`) on ``device`` (already
     resolved). An engine that cannot run the model falls back to torch inside its own class, with one log line.
     ``batch_size`` > 1 wraps the back-end in a micro-batcher."""

@@ -102,7 +102,8 @@ class OpenVinoDepthModel(HuggingFaceDepthModel):
             parts = [self.forward(one) for one in pixel_values.split(1)]  # and each batch size would convert anew)
             return {name: torch.cat([part[name] for part in parts]) for name in parts[0]}
         if self.model is None and tuple(pixel_values.shape) not in self._compiled:
-            raise ValueError(f"this model takes inputs of {next(iter(self._compiled))}, not {tuple(pixel_values.shape)}")
+            expected = next(iter(self._compiled))
+            raise ValueError(f"this model takes inputs of {expected}, not {tuple(pixel_values.shape)}")
         try:
             compiled, names = self._compiled_for(tuple(pixel_values.shape))
         except Exception as error:  # noqa: BLE001 - a shape that does not convert: torch serves it

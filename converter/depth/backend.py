@@ -134,6 +134,9 @@ def resolve_engine(engine: str | None, device: str) -> str:
         return "openvino" if device == "cpu" and _installed("openvino") else "torch"
     if engine == "openvino" and device != "cpu":
         raise OptionError("The OpenVINO engine runs on the CPU; use --device cpu, or --engine torch on a GPU.")
+    if engine == "openvino" and not _installed("openvino"):
+        raise OptionError("The OpenVINO engine is not installed (pip install -r requirements.txt); "
+                          "use --engine torch.")
     return engine
 
 

@@ -39,7 +39,7 @@ class HuggingFaceDepthModel(DepthBackend):
                  tensor_preprocess: bool | None = None):
         """``tensor_preprocess``: prepare the input with torch on the device (see :meth:`prepare`); None = on CUDA
         only (the CPU keeps the PIL processor, whose values the transformers pipeline gives)."""
-        from transformers import AutoImageProcessor, AutoModelForDepthEstimation
+        from transformers import AutoImageProcessor
 
         self.model_id = model_id
         self.device = resolve_device(device)
@@ -49,12 +49,9 @@ class HuggingFaceDepthModel(DepthBackend):
         started = time.perf_counter()
         # The PIL processor backend: torchvision has no CPU wheel here, and the pipeline falls back to it too.
         self.processor = _load(AutoImageProcessor, model_id, backend="pil")
-        model = _load(AutoModelForDepthEstimation, model_id)
-        self.model = model.to(self.device, dtype=self._weights_dtype()).eval()
-        config = model.config
+        config = self._load_network()
         metric = getattr(config, "depth_estimation_type", None) == "metric" or config.model_type in _METRIC_MODEL_TYPES
         self.kind = METRIC if metric else INVERSE_RELATIVE
-        self.parameters = sum(p.numel() for p in model.parameters())
         if tensor_preprocess is None:
             tensor_preprocess = self.device.startswith("cuda")
         # None where the processor is not one we reproduce: those models keep the PIL processor on every device.
@@ -63,6 +60,15 @@ class HuggingFaceDepthModel(DepthBackend):
         self.load_seconds = time.perf_counter() - started
         log.info("loaded %s on %s in %.1f s (%s, %s %s)", model_id, self.device, self.load_seconds, self.kind,
                  self.engine, self.precision)
+
+    def _load_network(self):
+        """Load the torch module (``model``, ``parameters``); returns its config."""
+        from transformers import AutoModelForDepthEstimation
+
+        model = _load(AutoModelForDepthEstimation, self.model_id)
+        self.model = model.to(self.device, dtype=self._weights_dtype()).eval()
+        self.parameters = sum(p.numel() for p in model.parameters())
+        return model.config
 
     def _weights_dtype(self):
         """The dtype the torch module's weights are cast to (engines that convert the module keep float32)."""
@@ -157,6 +163,22 @@ def _load(auto_class, model_id: str, **kwargs):
     except Exception:  # a damaged checkpoint raises all sorts of things; none of them helps a user
         log.exception("loading %s failed", model_id)
         raise ModelUnavailableError(model_id, "its files are damaged or incomplete.") from None
+
+
+def _load_folder(model_id: str):
+    """The folder holding ``model_id``'s files: the local folder itself, or the Hub model's snapshot in the
+    local cache (None when there is none)."""
+    from pathlib import Path
+
+    local = Path(model_id).expanduser()
+    if local.is_dir():
+        return local
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(model_id, local_files_only=True))
+    except Exception:  # noqa: BLE001 - not cached, no such repo, no huggingface_hub: the caller copes
+        return None
 
 
 def _explain_os_error(error: OSError, local_folder: bool) -> str:

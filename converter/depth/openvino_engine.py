@@ -2,8 +2,8 @@
 
 Conversion (``openvino.convert_model`` on the torch module, no ONNX file) takes seconds to tens of seconds, so the
 converted model is saved beside the Hugging Face cache (``$OPENVINO_CACHE``, default ``$HF_HOME/openvino``), keyed
-by the model id, a hash of its config and weights, the input shape and the OpenVINO version; a second start reads it
-back. The saved model is float32 whatever the precision (one conversion serves fp32 and bf16); what differs by
+by the model id, a hash of its config and weight files, the input shape and the OpenVINO version; a second start
+reads it back without loading the torch module at all. The saved model is float32 whatever the precision (one conversion serves fp32 and bf16); what differs by
 precision is the compiled model, which OpenVINO's own cache (``compiled/``, keyed by it on the model, the precision
 hint and its version) keeps, so a second start skips the compilation too.
 
@@ -31,7 +31,7 @@ import numpy as np
 
 from ..errors import OptionError
 from .backend import MODEL_OUTPUTS
-from .huggingface import HuggingFaceDepthModel
+from .huggingface import HuggingFaceDepthModel, _load
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,26 @@ class OpenVinoDepthModel(HuggingFaceDepthModel):
             raise OptionError(f"The OpenVINO engine runs in fp32 or bf16 on the CPU, not {self.precision}.")
         return torch.float32  # converted from float32; the precision is OpenVINO's inference precision
 
+    def _load_network(self):
+        """The config and a hash of the checkpoint's files; the torch module itself is loaded only when a shape
+        has to be converted (or the model falls back), so a start with a saved conversion skips it."""
+        from transformers import AutoConfig
+
+        self._weights_dtype()  # an impossible device or precision is refused before anything loads
+        config = _load(AutoConfig, self.model_id)
+        self.model, self.parameters = None, 0
+        self._config_json = config.to_json_string()
+        self._weights_digest = _checkpoint_digest(self.model_id)
+        if self._weights_digest is None:  # files we cannot find: hash the loaded weights instead
+            self._weights_digest = _weights_digest(self._torch_module())
+        return config
+
+    def _torch_module(self):
+        """The float32 torch module, loaded on first need."""
+        if self.model is None:
+            super()._load_network()
+        return self.model
+
     def _after_load(self) -> None:
         """Convert (or read back) and compile the model for its usual input shape now, so a model that does not
         convert falls back at start rather than at the first job."""
@@ -79,8 +99,6 @@ class OpenVinoDepthModel(HuggingFaceDepthModel):
         self._core.set_property({"CACHE_DIR": str(cache_folder() / "compiled")})
         self._compiled: OrderedDict[tuple, tuple] = OrderedDict()
         self._convert_lock = threading.Lock()
-        self._weights_digest = _weights_digest(self.model)
-        self._config_json = self.model.config.to_json_string()
         size = _processor_size(self.processor)
         try:
             self._compiled_for(tuple(self.prepare(Image.new("RGB", size[::-1], (128, 128, 128))).shape))
@@ -88,8 +106,8 @@ class OpenVinoDepthModel(HuggingFaceDepthModel):
             self._fall_back(error)
             return
         if not getattr(self.processor, "keep_aspect_ratio", True):
-            # Every input has the one shape just compiled: the torch module (its float32 weights, mapped from the
-            # checkpoint) is not needed again; dropping it keeps one copy of the weights in memory, OpenVINO's.
+            # Every input has the one shape just compiled: the torch module (if a conversion loaded it) is not
+            # needed again; dropping it keeps one copy of the weights in memory, OpenVINO's.
             self.model = None
 
     def forward(self, pixel_values) -> dict:
@@ -101,14 +119,12 @@ class OpenVinoDepthModel(HuggingFaceDepthModel):
         if pixel_values.shape[0] > 1:  # a shared batch: one image at a time (a CPU gains nothing from batching,
             parts = [self.forward(one) for one in pixel_values.split(1)]  # and each batch size would convert anew)
             return {name: torch.cat([part[name] for part in parts]) for name in parts[0]}
-        if self.model is None and tuple(pixel_values.shape) not in self._compiled:
-            expected = next(iter(self._compiled))
-            raise ValueError(f"this model takes inputs of {expected}, not {tuple(pixel_values.shape)}")
         try:
             compiled, names = self._compiled_for(tuple(pixel_values.shape))
         except Exception as error:  # noqa: BLE001 - a shape that does not convert: torch serves it
             log.warning("OpenVINO could not convert %s for input %s (%s); torch runs that shape",
                         self.model_id, tuple(pixel_values.shape), type(error).__name__)
+            self._torch_module()
             return super().forward(pixel_values)
         with self._lock:
             results = compiled(pixel_values.numpy())
@@ -123,9 +139,10 @@ class OpenVinoDepthModel(HuggingFaceDepthModel):
                 self._compiled.move_to_end(shape)
                 return self._compiled[shape]
             path = cache_folder() / f"{self._key(shape)}.xml"
-            names = self._saved_names(path)
-            compiled = None
-            if names is not None:
+            saved = self._saved(path)
+            names, compiled = (saved["outputs"], None) if saved else (None, None)
+            if saved:
+                self.parameters = self.parameters or int(saved.get("parameters", 0))
                 try:  # from the file: OpenVINO's compiled cache then skips compiling too
                     compiled = self._compile(str(path))
                     STATS["loaded"] += 1
@@ -149,12 +166,14 @@ class OpenVinoDepthModel(HuggingFaceDepthModel):
         return compiled
 
     @staticmethod
-    def _saved_names(path: Path) -> list[str] | None:
-        """The output names of a saved conversion at ``path``, or None when there is none (or it is unreadable)."""
+    def _saved(path: Path) -> dict | None:
+        """What a saved conversion at ``path`` records (output names, parameters), or None when there is none (or
+        it is unreadable)."""
         try:
             if path.is_file() and path.with_suffix(".bin").is_file():
-                return list(json.loads(path.with_suffix(".json").read_text())["outputs"])
-        except (OSError, ValueError, KeyError, TypeError):
+                saved = json.loads(path.with_suffix(".json").read_text())
+                return saved if isinstance(saved.get("outputs"), list) else None
+        except (OSError, ValueError, AttributeError):
             pass
         return None
 
@@ -170,7 +189,7 @@ class OpenVinoDepthModel(HuggingFaceDepthModel):
             temporary.with_suffix(".bin").replace(path.with_suffix(".bin"))
             temporary.replace(path)
             path.with_suffix(".json").write_text(json.dumps({"model": self.model_id, "shape": list(shape),
-                                                             "outputs": names}))
+                                                             "outputs": names, "parameters": self.parameters}))
             return True
         except OSError as error:
             log.warning("could not save the OpenVINO conversion of %s (%s)", self.model_id, error.strerror)
@@ -182,7 +201,7 @@ class OpenVinoDepthModel(HuggingFaceDepthModel):
         import torch
 
         started = time.perf_counter()
-        wrapper = _traceable(self.model)
+        wrapper = _traceable(self._torch_module())
         # The tracer warns about every Python branch on a size: expected, since each shape is converted on its own.
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -206,7 +225,7 @@ class OpenVinoDepthModel(HuggingFaceDepthModel):
         log.warning("%s: %s; running it with torch", self.model_id, self.fallback)
         self.engine = "torch"
         self.dtype = super()._weights_dtype()
-        self.model = self.model.to(dtype=self.dtype)
+        self.model = self._torch_module().to(dtype=self.dtype)
 
     def describe(self) -> dict:
         info = super().describe()
@@ -232,6 +251,24 @@ def _traceable(model):
             return tuple(getattr(outputs, name) for name in self.names)
 
     return Outputs()
+
+
+def _checkpoint_digest(model_id: str) -> str | None:
+    """A hash of the checkpoint's weight files (names and bytes; a Hub model's from the local cache), or None when
+    they cannot be found."""
+    from .huggingface import _load_folder
+
+    folder = _load_folder(model_id)
+    files = sorted(path for path in folder.iterdir() if path.suffix in (".safetensors", ".bin")) if folder else []
+    if not files:
+        return None
+    digest = hashlib.blake2b(digest_size=16)
+    for path in files:
+        digest.update(path.name.encode())
+        with open(path, "rb") as handle:
+            while chunk := handle.read(1 << 24):
+                digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _weights_digest(model) -> str:

@@ -54,6 +54,7 @@ def test_a_second_load_reuses_the_saved_conversion(tiny_models):
     first = get_depth_model(path, "cpu", engine="openvino")  # converted (or read back) once in this run
     before = dict(ov_engine.STATS)
     second = engine_class("openvino")(path, device="cpu", precision="fp32")  # a fresh instance: a new start
+    assert second.model is None  # nothing to convert: the torch module was never loaded
     assert ov_engine.STATS["converted"] == before["converted"]
     assert ov_engine.STATS["loaded"] == before["loaded"] + 1
     image = picture(70, 90)

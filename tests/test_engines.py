@@ -19,7 +19,25 @@ from converter.depth import openvino_engine as ov_engine
 from converter.depth.backend import ENGINES, engine_class
 from converter.errors import OptionError
 
-FAMILIES = ("dpt_hybrid", "dpt_swinv2", "depth_anything", "depth_anything_metric")
+FAMILIES = ("dpt_hybrid", "dpt_swinv2", "depth_anything", "depth_anything_metric", "dpt_vit")
+
+
+@pytest.fixture(scope="module")
+def family_folders(tiny_models, tmp_path_factory) -> dict:
+    """The session's tiny models plus a plain DPT (ViT, not hybrid: the Intel/dpt-large family)."""
+    import model_factory
+    import torch
+    from transformers import DPTConfig, DPTForDepthEstimation
+    from transformers.models.dpt.image_processing_pil_dpt import DPTImageProcessorPil
+
+    torch.manual_seed(0)
+    config = DPTConfig(image_size=64, patch_size=16, hidden_size=32, num_hidden_layers=4, num_attention_heads=2,
+                       intermediate_size=64, neck_hidden_sizes=[16, 32, 64, 64], fusion_hidden_size=32,
+                       backbone_out_indices=[0, 1, 2, 3], readout_type="project")
+    processor = DPTImageProcessorPil(size={"height": 64, "width": 64}, keep_aspect_ratio=False,
+                                     image_mean=[0.5] * 3, image_std=[0.5] * 3)
+    folder = model_factory._save(tmp_path_factory.mktemp("dpt-vit"), DPTForDepthEstimation(config), processor)
+    return {**tiny_models, "dpt_vit": folder}
 
 
 def picture(height: int, width: int, seed: int = 0) -> Image.Image:
@@ -34,8 +52,8 @@ def scale_of(values: np.ndarray) -> float:
 
 @pytest.mark.slow  # converts each family once (seconds each): make test runs it, make test-fast does not
 @pytest.mark.parametrize("family", FAMILIES)
-def test_every_family_agrees_between_torch_and_openvino_in_fp32(tiny_models, family):
-    path = str(tiny_models[family])
+def test_every_family_agrees_between_torch_and_openvino_in_fp32(family_folders, family):
+    path = str(family_folders[family])
     torch_model = get_depth_model(path, "cpu", engine="torch")
     openvino_model = get_depth_model(path, "cpu", engine="openvino")
     assert openvino_model.engine == "openvino" and openvino_model.describe()["precision"] == "fp32"

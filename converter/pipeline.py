@@ -18,6 +18,7 @@ from .depth import (
     INVERSE_RELATIVE,
     METRIC,
     DepthMap,
+    check_engine,
     fit_depth_to_image,
     get_depth_model,
     is_model_loaded,
@@ -72,6 +73,7 @@ class ConversionResult:
     looks_like_drawing: bool = False
     scale: dict | None = None  # set by a known length: the factor applied and the reference points
     alignment: Alignment | None = None  # set by align_to: the fit, both raw predictions, the disagreement map
+    engine: dict | None = None  # what ran the model (engine, precision, device); None when no model ran
     input_image: LoadedImage | None = field(default=None, repr=False)  # before any paper was removed
     _relief_heights: np.ndarray | None = field(default=None, repr=False)
 
@@ -122,6 +124,8 @@ class ConversionResult:
         if self.alignment is not None:
             info["alignment"] = self.alignment.describe()
             info["depth_source"] = self.prediction.source
+        if self.engine is not None:
+            info["engine"] = dict(self.engine)
         if self.mode == "relief":
             info["relief"] = {"height": geometry.RELIEF_HEIGHT * float(self.options.relief),
                               "mapping": "z = RELIEF_HEIGHT * relief * t, t in [0, 1] normalised over the kept pixels "
@@ -193,6 +197,7 @@ class Converter:
         precision: str = "fp32",
         max_pixels: int = DEFAULT_MAX_PIXELS,
         *,
+        engine: str | None = None,
         on_device: bool | None = None,
         batch_size: int = 1,
         batch_wait_ms: float = 0.0,
@@ -202,10 +207,13 @@ class Converter:
         depth (:mod:`converter.align`): metres with the first model's detail. ``on_device``: preprocessing and geometry
         as torch ops on the model's device, only the final arrays coming back (None: on CUDA only; the CPU keeps the
         exact PIL + numpy path). ``batch_size`` > 1: concurrent conversions in this process share forwards, waiting at
-        most ``batch_wait_ms`` for each other."""
+        most ``batch_wait_ms`` for each other. ``engine``: what runs the model (see
+        :data:`converter.depth.ENGINE_CHOICES`; None = $ENGINE, else auto = OpenVINO on a CPU, torch on a GPU); an
+        unknown one is an OptionError now, not at the first conversion."""
         self.model = resolve_model_name(model)
         self.device = device
         self.precision = precision
+        self.engine = check_engine(engine)
         self.max_pixels = max_pixels
         self.on_device = on_device
         self.batch_size, self.batch_wait_ms = batch_size, batch_wait_ms
@@ -214,7 +222,9 @@ class Converter:
     @property
     def reference_model(self):
         """The metric model of ``align_to`` (loaded on first use, shared per process like any model)."""
-        return get_depth_model(self.align_to, self.device, self.precision) if self.align_to else None
+        if self.align_to is None:
+            return None
+        return get_depth_model(self.align_to, self.device, self.precision, engine=self.engine)
 
     @property
     def depth_model(self):
@@ -225,7 +235,7 @@ class Converter:
         return is_model_loaded(self.model, self.device, self.precision, **self._model_settings())
 
     def _model_settings(self) -> dict:
-        return {"tensor_preprocess": self.on_device, "batch_size": self.batch_size,
+        return {"engine": self.engine, "tensor_preprocess": self.on_device, "batch_size": self.batch_size,
                 "batch_wait_ms": self.batch_wait_ms}
 
     def runs_on_device(self, depth_model) -> bool:
@@ -269,6 +279,7 @@ class Converter:
         check_convertible_size(loaded.width, loaded.height)
         notes: list[str] = []
         aligning = self.align_to is not None and depth is None
+        ran = None  # what ran the model, when it ran
         if prediction is not None:
             prediction = prediction.resized(loaded.width, loaded.height)
             model_name = None if prediction.source == "user" else prediction.source
@@ -293,9 +304,11 @@ class Converter:
                     result = build_point_cloud_on_device(loaded, native, depth_model.kind, model_name, opts, clock,
                                                          focal_px=focal_px, values=values if focal_px else None)
                 result.model, result.notes, result.timings = model_name, notes, timings
+                result.engine = depth_model.describe()
                 return result
             with clock("model"):
                 prediction = depth_model.predict(loaded.to_pil(), timings=timings)
+            ran = depth_model.describe()
         alignment = None
         if aligning:
             if reference is None:
@@ -309,6 +322,7 @@ class Converter:
         with clock("geometry"):
             result = build_point_cloud(loaded, prediction, opts, clock)
         result.alignment = alignment
+        result.engine = ran
         result.model = model_name
         result.notes = notes
         result.timings = timings

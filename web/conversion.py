@@ -52,12 +52,12 @@ def offered_kinds(request: JobRequest) -> list[str]:
 
 
 def converter_for(base: Converter, model: str, align_to: str = "") -> Converter:
-    """A converter for ``model`` (fitted to the metric ``align_to`` if given) with the app's device, precision and
-    pixel cap (models are cached per process)."""
+    """A converter for ``model`` (fitted to the metric ``align_to`` if given) with the app's device, engine,
+    precision and pixel cap (models are cached per process)."""
     if (not model or model == base.model) and not align_to:
         return base
     return Converter(model=model or base.model, device=base.device, precision=base.precision,
-                     max_pixels=base.max_pixels, align_to=align_to or None)
+                     max_pixels=base.max_pixels, engine=base.engine, align_to=align_to or None)
 
 
 def run_job(base: Converter, store: JobStore, job: Job, upload: Upload | None, report,

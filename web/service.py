@@ -63,7 +63,8 @@ class Service:
         batch_size = config["BATCH_SIZE"] or (GPU_BATCH_SIZE if gpu else 1)
         self.converter = Converter(model=config["DEPTH_MODEL"], device=config["DEVICE"],
                                    precision=config["PRECISION"], max_pixels=config["MAX_PIXELS"],
-                                   batch_size=batch_size, batch_wait_ms=config["BATCH_WAIT_MS"])
+                                   engine=config.get("ENGINE", "auto"), batch_size=batch_size,
+                                   batch_wait_ms=config["BATCH_WAIT_MS"])
         self.store = JobStore(config["OUTPUT_FOLDER"], ttl_seconds=config["RESULT_TTL_SECONDS"])
         self.comparisons = ComparisonStore(config["OUTPUT_FOLDER"], ttl_seconds=config["RESULT_TTL_SECONDS"])
         self.batches = BatchStore(config["OUTPUT_FOLDER"], ttl_seconds=config["RESULT_TTL_SECONDS"])

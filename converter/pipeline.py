@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-from PIL import Image
 
 from . import geometry, stages
 from .align import Alignment
@@ -157,10 +156,10 @@ class ConversionResult:
         return cloud
 
     def save(self, path: str | Path, mesh: bool = False, *, sidecar: bool = False, settings=None, **sizes) -> Path:
-        """Write the result; the format follows the suffix (see :data:`converter.exports.outputs.OUTPUTS`): ``.ply`` point
-        cloud (or, with ``mesh=True``, a mesh PLY), ``.glb``, ``.obj`` (+ ``.mtl`` + texture), ``.stl`` relief,
-        ``.json`` sidecar, ``.npy`` / ``.depth.png`` depth. ``settings``: a :class:`converter.exports.outputs.OutputSettings`,
-        or its fields as keywords (``width_mm``, ``base_mm``, ``max_depth_ratio``). ``sidecar``: also write
+        """Write the result; the format follows the suffix (see :data:`converter.OUTPUTS`): ``.ply`` point cloud
+        (or, with ``mesh=True``, a mesh PLY), ``.glb``, ``.obj`` (+ ``.mtl`` + texture), ``.stl`` relief, ``.json``
+        sidecar, ``.npy`` / ``.depth.png`` depth. ``settings``: a :class:`converter.OutputSettings`, or its fields
+        as keywords (``width_mm``, ``base_mm``, ``max_depth_ratio``). ``sidecar``: also write
         :meth:`metadata` as ``path.with_suffix(".json")``. Returns ``path``."""
         path = Path(path)
         settings = settings or OutputSettings.from_keywords(**sizes)
@@ -368,88 +367,54 @@ def _image_camera_grid(loaded: LoadedImage, opts: ConversionOptions, clock, mode
 
 def build_point_cloud_on_device(loaded: LoadedImage, native, kind: str, source: str, opts: ConversionOptions,
                                 clock=None, focal_px: float | None = None, values=None) -> ConversionResult:
-    """:func:`build_point_cloud` for a model's native prediction that is a tensor on its device (CUDA): the depth
-    units, cleaning, back-projection and colours run there (:mod:`converter.device_geometry`); only the final
-    arrays come back. ``focal_px``: the model's own focal length at the image's size, if it estimates one; ``values``:
-    the map at the image's size when the model's post-processing made it (else a bicubic resize of ``native``)."""
+    """:func:`build_point_cloud` for a model's native prediction that is a tensor on its device (CUDA): the same
+    geometry (:func:`converter.geometry.grid_cloud`) runs there on torch; only the final arrays come back.
+    ``focal_px``: the model's own focal length at the image's size, if it estimates one; ``values``: the map at the
+    image's size when the model's post-processing made it (else a bicubic resize of ``native``)."""
     import torch
 
-    from .device_geometry import point_cloud_on_device
+    from .torch_kernels import values_at
 
     clock = clock or _Clock({})
     given = loaded
     loaded, drawing, intrinsics, columns, rows = _image_camera_grid(loaded, opts, clock, focal_px, source)
-    factor = 1.0
-    if kind == METRIC and focal_px:  # metric depth made with the model's focal length, used with another
-        factor = float(geometry.depth_for_focal(np.float32(1.0), focal_px, intrinsics.fx))
     device = native.device
-    with clock("device_geometry"):
+    with clock("device_geometry"), torch.inference_mode():
         rgb = torch.from_numpy(loaded.rgb).to(device, non_blocking=True)
         alpha = None if loaded.alpha is None else torch.from_numpy(loaded.alpha).to(device, non_blocking=True)
-        if factor != 1.0:
-            native, values = native * factor, None if values is None else values * factor
-        cloud = point_cloud_on_device(rgb, alpha, native, kind=kind, user_depth=False, options=opts,
-                                      intrinsics=intrinsics, columns=columns, rows=rows, values=values)
-        native = native / factor if factor != 1.0 else native
-    values = cloud.values if factor == 1.0 else (cloud.values / np.float32(factor)).astype(np.float32)
-    prediction = DepthMap(values=values, native=native.float().cpu().numpy(), kind=kind, source=source,
-                          focal_px=focal_px)
-    result = ConversionResult(
-        points=cloud.points, colors=cloud.colors, normals=cloud.normals, depth=cloud.depth, prediction=prediction,
-        intrinsics=intrinsics, units=RELIEF_UNITS if opts.mode == "relief" else UNITS[kind], options=opts,
-        model=None, grid_rows=rows, grid_columns=columns, keep=cloud.keep, image=loaded, looks_like_drawing=drawing,
-        input_image=given,
-    )
-    if opts.known_length is not None:
-        apply_known_length(result, opts.known_length)
-    return result
+        native = native.float()
+        values = values_at(native, loaded.height, loaded.width, False) if values is None else values.float()
+        cloud = geometry.grid_cloud(rgb, alpha, values, native, metric=kind == METRIC, user_depth=False,
+                                    options=opts, intrinsics=intrinsics, columns=columns, rows=rows,
+                                    focal_px=focal_px).to_host()
+        prediction = DepthMap(values=geometry.to_host(values), native=geometry.to_host(native), kind=kind,
+                              source=source, focal_px=focal_px)
+    return _result(cloud, prediction, given, loaded, drawing, intrinsics, columns, rows, opts)
 
 
 def build_point_cloud(loaded: LoadedImage, prediction: DepthMap, opts: ConversionOptions, clock=None) -> ConversionResult:
-    """The geometry half of a conversion, without the model: depth units, camera, sampling, cleaning, points."""
+    """The geometry half of a conversion, without the model: depth units, camera, sampling, cleaning, points
+    (:func:`converter.geometry.grid_cloud` on numpy arrays)."""
     clock = clock or _Clock({})
     given = loaded
     loaded, drawing, intrinsics, columns, rows = _image_camera_grid(
         loaded, opts, clock, prediction.focal_px, camera_model(prediction.source))
-    opaque = None if loaded.alpha is None else loaded.alpha > 0
-    with clock("depth_units"):
-        depth, native_depth = _to_depth(prediction, opaque, opts.relief)
-        if prediction.kind == METRIC:  # the model's camera may not be the one used (user, EXIF)
-            depth = geometry.depth_for_focal(depth, prediction.focal_px, intrinsics.fx)
-            native_depth = geometry.depth_for_focal(native_depth, prediction.focal_px, intrinsics.fx)
-    width, height = loaded.width, loaded.height
-    grid_depth = depth[np.ix_(rows, columns)]
-    keep = geometry.valid_depth(grid_depth)
-    if loaded.alpha is not None:
-        keep &= loaded.alpha[np.ix_(rows, columns)] > 0
-    if opts.drop_background_percent > 0 and keep.any():
-        kept_depth = grid_depth[keep]
-        cut = np.percentile(kept_depth, 100.0 - opts.drop_background_percent)
-        if cut > kept_depth.min():  # pixels tied with the cut go too: a flat far wall goes as a whole
-            keep &= grid_depth < cut
-    if opts.clean:
-        with clock("cleaning"):
-            edges = geometry.depth_edges(native_depth, opts.edge_rtol)
-            native_h, native_w = native_depth.shape
-            native_rows = geometry.nearest_indices(native_h, height)[rows]
-            native_columns = geometry.nearest_indices(native_w, width)[columns]
-            keep &= ~edges[np.ix_(native_rows, native_columns)]
-    heights = None
-    with clock("backproject"):
-        if opts.mode == "relief":
-            heights = geometry.relief_heights(grid_depth, keep, prediction.kind != METRIC, opts.relief)
-            grid_points = geometry.relief_backproject(heights, (width, height), columns, rows)
-        else:
-            grid_points = geometry.backproject(grid_depth, intrinsics, columns, rows)
-        points = grid_points[keep]
-        colors = _grid_colors(loaded, columns, rows)[keep]
-        normals = geometry.grid_normals(grid_points)[keep] if opts.normals else None
+    cloud = geometry.grid_cloud(loaded.rgb, loaded.alpha, prediction.values, prediction.native,
+                                metric=prediction.kind == METRIC, user_depth=prediction.source == "user",
+                                options=opts, intrinsics=intrinsics, columns=columns, rows=rows,
+                                focal_px=prediction.focal_px, clock=clock)
+    return _result(cloud, prediction, given, loaded, drawing, intrinsics, columns, rows, opts)
+
+
+def _result(cloud: geometry.GridCloud, prediction: DepthMap, given: LoadedImage, loaded: LoadedImage, drawing: bool,
+            intrinsics: geometry.Intrinsics, columns: np.ndarray, rows: np.ndarray,
+            opts: ConversionOptions) -> ConversionResult:
+    """A ConversionResult of a host cloud (scaled to a known length when asked)."""
     result = ConversionResult(
-        points=points, colors=colors, normals=normals, depth=depth, prediction=prediction, intrinsics=intrinsics,
-        units=RELIEF_UNITS if opts.mode == "relief" else UNITS[prediction.kind], options=opts, model=None,
-        grid_rows=rows, grid_columns=columns, keep=keep, image=loaded, looks_like_drawing=drawing,
-        input_image=given,
-        _relief_heights=heights,
+        points=cloud.points, colors=cloud.colors, normals=cloud.normals, depth=cloud.depth, prediction=prediction,
+        intrinsics=intrinsics, units=RELIEF_UNITS if opts.mode == "relief" else UNITS[prediction.kind],
+        options=opts, model=None, grid_rows=rows, grid_columns=columns, keep=cloud.keep, image=loaded,
+        looks_like_drawing=drawing, input_image=given, _relief_heights=cloud.heights,
     )
     if opts.known_length is not None:
         apply_known_length(result, opts.known_length)
@@ -511,37 +476,6 @@ def _surface_point(result: ConversionResult, x: float, y: float) -> np.ndarray:
         raise OptionError(f"There is no depth at the known length's pixel ({x:g}, {y:g}): pick points on the object.")
     k = result.intrinsics
     return np.array([(u - k.cx) * z / k.fx, -(v - k.cy) * z / k.fy, -z])
-
-
-def _to_depth(prediction: DepthMap, opaque: np.ndarray | None, relief: float) -> tuple[np.ndarray, np.ndarray]:
-    """Depth along the axis at image size and at native size: metric stays metric; disparity is mapped."""
-    values, native = prediction.values, prediction.native
-    if prediction.kind == METRIC:
-        depth = np.where(geometry.valid_depth(values), values, 0).astype(np.float32)
-        return depth, np.where(geometry.valid_depth(native), native, 0).astype(np.float32)
-    mask = opaque
-    if prediction.source == "user":  # its "no depth" zeros must not become the far plane
-        mask = values > 0 if opaque is None else opaque & (values > 0)
-    bounds = geometry.disparity_bounds(values, mask)
-    depth = geometry.disparity_to_depth(values, bounds, relief)
-    native_depth = geometry.disparity_to_depth(native, bounds, relief)
-    if prediction.source == "user":  # a user's disparity map marks "no depth" with 0, NaN or inf
-        depth[~(np.isfinite(values) & (values > 0))] = 0.0
-        native_depth[~(np.isfinite(native) & (native > 0))] = 0.0
-    return depth, native_depth
-
-
-def _grid_colors(loaded: LoadedImage, columns: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """[Hg, Wg, 3] uint8: each grid sample's colour, area-averaged over its block when the grid is coarser than
-    the image (no aliasing), ignoring transparent pixels (no dark fringes around cut-outs)."""
-    if len(columns) == loaded.width and len(rows) == loaded.height:
-        return loaded.rgb
-    size = (len(columns), len(rows))
-    if loaded.alpha is None:
-        return np.asarray(Image.fromarray(loaded.rgb, "RGB").resize(size, Image.Resampling.BOX))
-    rgba = np.dstack([loaded.rgb, loaded.alpha])
-    premultiplied = Image.fromarray(rgba, "RGBA").convert("RGBa").resize(size, Image.Resampling.BOX)
-    return np.asarray(premultiplied.convert("RGBA"))[:, :, :3]
 
 
 def _plain(value):

@@ -87,7 +87,7 @@ class DepthBackend(ABC):
 
     def predict_on_device(self, image, timings: dict | None = None, camera: dict | None = None):
         """Image → (native [h', w'], values [H, W]) float32 tensors on the device, for
-        ``converter.device_geometry.point_cloud_on_device`` without a round trip. ``camera``: if given, its
+        ``converter.geometry.grid_cloud`` without a round trip. ``camera``: if given, its
         "focal_px" is set to the model's focal length in pixels at W (None: the model has no camera head)."""
         outputs, size, marks = self._run(image, timings)
         native, values, focal_px = self.postprocess(outputs, size)

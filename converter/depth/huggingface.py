@@ -4,7 +4,7 @@ The processor and model are loaded once and reused; the device is chosen at load
 the transformers depth-estimation pipeline step for step (same PIL processor, same post-processing), so its values
 equal the pipeline's ``predicted_depth``. On CUDA the input is prepared by torch ops on the GPU
 (:mod:`.tensor_preprocess`, within one uint8 level of the PIL processor) and ``predict_on_device`` keeps the result
-there for :mod:`converter.device_geometry`; concurrent requests can share forwards (:mod:`.batching`).
+there for :func:`converter.geometry.grid_cloud`; concurrent requests can share forwards (:mod:`.batching`).
 Depth Pro goes through the same class: its processor and post-processing come from :mod:`.depth_pro` (marked
 "Depth Pro hook" below), and its field of view becomes ``DepthMap.focal_px`` on every path.
 """

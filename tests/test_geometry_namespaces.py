@@ -2,8 +2,7 @@
 the device path runs) against the numpy reference (build_point_cloud), the same tests for both.
 
 torch runs on the CPU device here; the same ops run on CUDA. Depth maps of known shape (a tilted plane, a sphere, a
-step)
-and a tiny model's real prediction; perspective and relief, clean on and off, background drop, normals, alpha,
+step) and a tiny model's real prediction; perspective and relief, clean on and off, background drop, normals, alpha,
 metric and inverse-relative depth, a user's map with holes.
 """
 

@@ -118,13 +118,6 @@ def check_convertible_size(width: int, height: int) -> None:
                                  f"{MIN_SIDE_PX} pixels a side.")
 
 
-def probe_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> LoadedImage:
-    """Validate an upload before queueing work: format, pixel cap and a full decode (damage shows only there)."""
-    if not data:
-        raise UnsupportedImageError("The file is empty: no image was uploaded.")
-    return load_image(data, max_pixels)
-
-
 def probe_header(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[str, int, int]:
     """Check an upload from its headers alone, without decoding pixels: (format, width, height).
 

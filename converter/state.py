@@ -42,12 +42,6 @@ class ConversionState:
     image: LoadedImage
     prediction: DepthMap
 
-    def image_facts(self) -> dict:
-        """How the image was decoded, JSON-able (what ``image_meta`` takes)."""
-        image = self.image
-        return {"scale": image.scale, "focal_px": image.focal_px, "focal_source": image.focal_source,
-                "format": image.format}
-
 
 def save_state(state: ConversionState, folder: str | os.PathLike) -> list[Path]:
     """Write ``state`` into ``folder`` (which must exist) as its two files; returns their paths."""

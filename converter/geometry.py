@@ -26,6 +26,8 @@ import numpy as np
 from array_api_compat import array_namespace, is_numpy_array
 from array_api_compat import device as device_of
 
+from . import torch_kernels
+
 DEFAULT_FOV_DEG = 60.0
 DEFAULT_EDGE_RTOL = 0.04
 DEFAULT_RELIEF = 1.0
@@ -145,9 +147,9 @@ def percentile(values, q):
     precision."""
     if is_numpy_array(values):
         return np.percentile(values, q)
-    from .torch_kernels import percentile as torch_percentile
-
-    return [torch_percentile(values, one) for one in q] if isinstance(q, tuple) else torch_percentile(values, q)
+    if isinstance(q, tuple):
+        return [torch_kernels.percentile(values, one) for one in q]
+    return torch_kernels.percentile(values, q)
 
 
 def disparity_bounds(
@@ -499,10 +501,10 @@ def grid_cloud(rgb, alpha, values, native, *, metric: bool, user_depth: bool, op
                                        relief=options.relief, made_with_focal_px=focal_px,
                                        used_focal_px=intrinsics.fx)
     full = len(rows) == height and len(columns) == width  # every pixel: the grid is the image (no copy)
-    grid_depth = depth if full else _take_grid(depth, rows, columns)
+    grid_depth = depth if full else take_grid(depth, rows, columns)
     keep = valid_depth(grid_depth)
     if alpha is not None:
-        keep &= (alpha if full else _take_grid(alpha, rows, columns)) > 0
+        keep &= (alpha if full else take_grid(alpha, rows, columns)) > 0
     if options.drop_background_percent > 0 and bool(xp.any(keep)):
         kept_depth = grid_depth[keep]
         cut = percentile(kept_depth, 100.0 - options.drop_background_percent)
@@ -514,7 +516,7 @@ def grid_cloud(rgb, alpha, values, native, *, metric: bool, user_depth: bool, op
             native_h, native_w = native_depth.shape
             native_rows = nearest_indices(native_h, height)[rows]
             native_columns = nearest_indices(native_w, width)[columns]
-            keep &= ~_take_grid(edges, native_rows, native_columns)
+            keep &= ~take_grid(edges, native_rows, native_columns)
     heights = None
     with clock("backproject"):
         if options.mode == "relief":
@@ -537,9 +539,7 @@ def grid_colors(rgb, alpha, columns: np.ndarray, rows: np.ndarray):
         return rgb
     size = (len(columns), len(rows))
     if not is_numpy_array(rgb):
-        from .torch_kernels import grid_colors as torch_grid_colors
-
-        return torch_grid_colors(rgb, alpha, size)
+        return torch_kernels.grid_colors(rgb, alpha, size)
     from PIL import Image
 
     if alpha is None:
@@ -549,8 +549,9 @@ def grid_colors(rgb, alpha, columns: np.ndarray, rows: np.ndarray):
     return np.asarray(premultiplied.convert("RGBA"))[:, :, :3]
 
 
-def _take_grid(array, rows: np.ndarray, columns: np.ndarray):
-    """``array[rows][:, columns]`` for host index arrays, in ``array``'s namespace (numpy's ``ix_``)."""
+def take_grid(array, rows: np.ndarray, columns: np.ndarray):
+    """``array[np.ix_(rows, columns)]`` for host index arrays, in ``array``'s namespace: a grid's samples, or a
+    nearest-neighbour resize with :func:`nearest_indices`."""
     xp = namespace(array)
     taken = xp.take(array, on_device_of(np.asarray(rows, np.int64), array), axis=0)
     return xp.take(taken, on_device_of(np.asarray(columns, np.int64), array), axis=1)

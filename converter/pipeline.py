@@ -37,6 +37,7 @@ from .images import (
 )
 from .options import ConversionOptions
 from .state import ConversionState, save_state
+from .torch_kernels import values_at
 
 AXES = "right-handed, y up, camera at the origin looking down -z (OpenGL/glTF)"
 RELIEF_AXES = ("right-handed height field: x right, y up (image top = +y), z = height towards the viewer; "
@@ -373,8 +374,6 @@ def build_point_cloud_on_device(loaded: LoadedImage, native, kind: str, source: 
     image's size when the model's post-processing made it (else a bicubic resize of ``native``)."""
     import torch
 
-    from .torch_kernels import values_at
-
     clock = clock or _Clock({})
     given = loaded
     loaded, drawing, intrinsics, columns, rows = _image_camera_grid(loaded, opts, clock, focal_px, source)
@@ -383,7 +382,7 @@ def build_point_cloud_on_device(loaded: LoadedImage, native, kind: str, source: 
         rgb = torch.from_numpy(loaded.rgb).to(device, non_blocking=True)
         alpha = None if loaded.alpha is None else torch.from_numpy(loaded.alpha).to(device, non_blocking=True)
         native = native.float()
-        values = values_at(native, loaded.height, loaded.width, False) if values is None else values.float()
+        values = values_at(native, loaded.height, loaded.width) if values is None else values.float()
         cloud = geometry.grid_cloud(rgb, alpha, values, native, metric=kind == METRIC, user_depth=False,
                                     options=opts, intrinsics=intrinsics, columns=columns, rows=rows,
                                     focal_px=focal_px).to_host()

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .depth.tensor_preprocess import pil_pass_sizes
-from .geometry import nearest_indices, on_device_of
+# A leaf: nothing here imports the rest of the package (geometry imports this), nor torch until a kernel runs.
 
 
 def percentile(values, q: float):
@@ -54,16 +53,12 @@ def grid_colors(rgb, alpha, grid_size: tuple[int, int]):
     return image.permute(1, 2, 0).to(torch.uint8)
 
 
-def values_at(native, height: int, width: int, user_depth: bool):
-    """The prediction at image size, as ``DepthMap.resized``: bicubic for a model, nearest for a user's map."""
+def values_at(native, height: int, width: int):
+    """A model's prediction at image size, as ``DepthMap.resized`` makes it: bicubic from the native map."""
     import torch
 
     if tuple(native.shape) == (height, width):
         return native
-    if user_depth:
-        h, w = native.shape
-        rows, columns = nearest_indices(h, height), nearest_indices(w, width)
-        return native.index_select(0, on_device_of(rows, native)).index_select(1, on_device_of(columns, native))
     return torch.nn.functional.interpolate(native[None, None], size=(height, width), mode="bicubic",
                                            align_corners=False)[0, 0]
 
@@ -113,3 +108,10 @@ def _muldiv255(channels, alpha):
     """PIL's premultiplication, c·a/255 rounded as its MULDIV255 macro does it (int64 tensors)."""
     product = channels * alpha + 128
     return (product + (product >> 8)) >> 8
+
+
+def pil_pass_sizes(height: int, width: int, size: tuple[int, int]) -> tuple[tuple[int, int], tuple[int, int]]:
+    """The (h, w) after each of PIL's two resampling passes from height × width to ``size``: Pillow 13 runs the
+    vertical pass first when the height shrinks and that pass leaves less work, else the horizontal one (measured)."""
+    vertical_first = size[0] < height and size[0] * width < size[1] * height
+    return ((size[0], width) if vertical_first else (height, size[1])), tuple(size)

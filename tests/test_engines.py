@@ -109,7 +109,7 @@ def test_a_model_that_does_not_convert_falls_back_to_torch_and_says_so(tiny_mode
     image = picture(64, 80)
     expected = get_depth_model(path, "cpu", engine="torch").predict(image)
     np.testing.assert_allclose(model.predict(image).values, expected.values, rtol=1e-5, atol=1e-6)
-    from converter.depth.batching import BatchedBackend
+    from converter.depth.backend import BatchedBackend
 
     batched = BatchedBackend(model, 2, 0.0)  # micro-batching around it still says why it runs on torch
     try:

@@ -86,7 +86,9 @@ def run_both(namespace, rgb, alpha, native, kind, options, user=False, values=No
         values_x = reference.prediction.values
     else:
         native_x = native_x.float()  # as the device path takes a model's output
-        values_x = values_at(native_x, H, W, user) if values is None else into(namespace, values)
+        resized = geometry.take_grid(native_x, geometry.nearest_indices(NH, H), geometry.nearest_indices(NW, W)) \
+            if user else values_at(native_x, H, W)  # a user's map: nearest neighbours, as DepthMap.resized
+        values_x = resized if values is None else into(namespace, values)
     cloud = geometry.grid_cloud(
         into(namespace, rgb), into(namespace, alpha), values_x, native_x, metric=kind == METRIC, user_depth=user,
         options=options, intrinsics=reference.intrinsics, columns=reference.grid_columns, rows=reference.grid_rows,

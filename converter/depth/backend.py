@@ -10,7 +10,7 @@ A back-end turns an image into a :class:`DepthMap` in three steps, so that engin
   model's own focal length (``DepthMap.focal_px``) when it has a camera head (Depth Pro).
 
 ``kind`` (what the values are), ``device``, ``engine`` and ``precision`` say what ran. Micro-batching wraps any
-back-end (:class:`converter.depth.batching.BatchedBackend`). Adding an engine is one module with a subclass of
+back-end (:class:`BatchedBackend`). Adding an engine is one module with a subclass of
 :class:`converter.depth.huggingface.HuggingFaceDepthModel` (or of :class:`DepthBackend`) and one line in
 :data:`ENGINES`.
 """
@@ -27,6 +27,7 @@ from abc import ABC, abstractmethod
 import numpy as np
 
 from ..errors import OptionError
+from .batching import MicroBatcher
 from .depthmap import DepthMap
 
 log = logging.getLogger(__name__)
@@ -145,6 +146,38 @@ def resolve_engine(engine: str | None, device: str) -> str:
     return engine
 
 
+class BatchedBackend(DepthBackend):
+    """Any back-end whose forwards are shared by concurrent requests: ``forward`` goes through a
+    :class:`MicroBatcher`; everything else (prepare, postprocess, attributes) is the wrapped back-end's."""
+
+    def __init__(self, backend: DepthBackend, max_batch: int, max_wait_ms: float):
+        self.backend = backend
+        self.batcher = MicroBatcher(backend.forward, max_batch, max_wait_ms)
+
+    def __getattr__(self, name):  # model_id, kind, device, engine, precision, processor, model, ...
+        return getattr(self.backend, name)
+
+    def prepare(self, image):
+        return self.backend.prepare(image)
+
+    def forward(self, pixel_values) -> dict:
+        return self.batcher.predict(pixel_values)
+
+    def postprocess(self, outputs: dict, size: tuple[int, int]):
+        return self.backend.postprocess(outputs, size)
+
+    def finish(self, outputs: dict, size: tuple[int, int]):
+        return self.backend.finish(outputs, size)
+
+    def describe(self) -> dict:
+        return self.backend.describe()  # the wrapped engine's own account (an OpenVINO fallback says why)
+
+    def close(self) -> None:
+        """Stop the micro-batcher's worker, then the wrapped back-end."""
+        self.batcher.close()
+        self.backend.close()
+
+
 def load_backend(model_id: str, device: str, precision: str, engine: str | None = None, *,
                  tensor_preprocess: bool | None = None, batch_size: int = 1,
                  batch_wait_ms: float = 0.0) -> DepthBackend:
@@ -154,8 +187,6 @@ def load_backend(model_id: str, device: str, precision: str, engine: str | None 
     engine = resolve_engine(engine, device)
     backend = engine_class(engine)(model_id, device=device, precision=precision, tensor_preprocess=tensor_preprocess)
     if batch_size > 1:
-        from .batching import BatchedBackend
-
         backend = BatchedBackend(backend, batch_size, batch_wait_ms)
     return backend
 

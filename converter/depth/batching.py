@@ -5,7 +5,8 @@ several threads. :class:`MicroBatcher` lets each thread call ``predict(pixel_val
 thread collects up to ``max_batch`` requests (waiting at most ``max_wait_ms`` after the first), groups them by input
 shape (Depth Anything keeps the aspect ratio, so shapes differ), runs one forward per group and hands each caller
 its own slice. An error in a forward reaches the callers of that forward only. The forward is any back-end's
-(:meth:`converter.depth.backend.DepthBackend.forward`): :class:`BatchedBackend` wraps a whole back-end.
+(:meth:`converter.depth.backend.DepthBackend.forward`): :class:`converter.depth.backend.BatchedBackend` wraps a whole
+back-end.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
-from .backend import DepthBackend
 
 
 class BatcherClosed(RuntimeError):
@@ -141,35 +141,3 @@ class MicroBatcher:
                 return
             if item is not None and item[1].set_running_or_notify_cancel():
                 item[1].set_exception(BatcherClosed("the depth batcher is closed"))
-
-
-class BatchedBackend(DepthBackend):
-    """Any back-end whose forwards are shared by concurrent requests: ``forward`` goes through a
-    :class:`MicroBatcher`; everything else (prepare, postprocess, attributes) is the wrapped back-end's."""
-
-    def __init__(self, backend: DepthBackend, max_batch: int, max_wait_ms: float):
-        self.backend = backend
-        self.batcher = MicroBatcher(backend.forward, max_batch, max_wait_ms)
-
-    def __getattr__(self, name):  # model_id, kind, device, engine, precision, processor, model, ...
-        return getattr(self.backend, name)
-
-    def prepare(self, image):
-        return self.backend.prepare(image)
-
-    def forward(self, pixel_values) -> dict:
-        return self.batcher.predict(pixel_values)
-
-    def postprocess(self, outputs: dict, size: tuple[int, int]):
-        return self.backend.postprocess(outputs, size)
-
-    def finish(self, outputs: dict, size: tuple[int, int]):
-        return self.backend.finish(outputs, size)
-
-    def describe(self) -> dict:
-        return self.backend.describe()  # the wrapped engine's own account (an OpenVINO fallback says why)
-
-    def close(self) -> None:
-        """Stop the micro-batcher's worker, then the wrapped back-end."""
-        self.batcher.close()
-        self.backend.close()

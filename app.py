@@ -12,8 +12,7 @@ import os
 
 from flask import Flask
 
-from converter import DEFAULT_MODEL, KNOWN_MODELS
-from converter.images import DEFAULT_MAX_PIXELS
+from converter import DEFAULT_MAX_PIXELS, DEFAULT_MODEL, KNOWN_MODELS
 from web import api, batches, comparisons, errors, pages, service
 from web.depth_cache import DEFAULT_ENTRIES
 
@@ -31,6 +30,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         DEPTH_MODEL=os.environ.get("DEPTH_MODEL") or DEFAULT_MODEL,
         DEVICE=os.environ.get("DEVICE", "auto"),
         PRECISION=os.environ.get("PRECISION", "fp32"),
+        ENGINE=os.environ.get("ENGINE", "auto"),  # what runs the model: auto (OpenVINO on a CPU), torch, openvino
         MODELS=[m for m in os.environ.get("MODELS", "").split(",") if m.strip()] or None,
         UPLOAD_FOLDER=os.environ.get("UPLOAD_FOLDER", os.path.join(ROOT, "uploads")),
         OUTPUT_FOLDER=os.environ.get("OUTPUT_FOLDER", os.path.join(ROOT, "outputs")),

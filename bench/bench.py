@@ -101,20 +101,18 @@ def rss_mb() -> float:
 
 
 def bare_forward(depth_model, image, repeat: int) -> float:
-    """Seconds of ``model(**inputs)`` alone (best of ``repeat``), on the processor's output for ``image``."""
+    """Seconds of the back-end's forward alone (best of ``repeat``), on its prepared input for ``image``."""
     import torch
 
-    inputs = depth_model.processor(images=image, return_tensors="pt")
-    inputs = {k: v.to(depth_model.device, dtype=depth_model.dtype) for k, v in inputs.items()}
+    pixel_values = depth_model.prepare(image)
     best = float("inf")
     cuda = str(depth_model.device).startswith("cuda")
-    with torch.inference_mode():
-        for _ in range(repeat):
-            started = time.perf_counter()
-            depth_model.model(**inputs)
-            if cuda:
-                torch.cuda.synchronize()
-            best = min(best, time.perf_counter() - started)
+    for _ in range(repeat):
+        started = time.perf_counter()
+        depth_model.forward(pixel_values)
+        if cuda:
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - started)
     return best
 
 
@@ -124,7 +122,8 @@ def worker_ours(args) -> dict:
 
     set_torch_threads(args.threads)
     started = time.perf_counter()
-    converter = Converter(model=args.model, device=args.device, precision=args.precision_name).load()
+    converter = Converter(model=args.model, device=args.device, precision=args.precision_name,
+                          engine=args.engine_name).load()
     load_seconds = time.perf_counter() - started
     rss_loaded = rss_mb()
     output = OUT / f"ours-{Path(args.image).stem}.ply"
@@ -266,6 +265,79 @@ def worker_precision(args) -> dict:
     return report
 
 
+ENGINE_RUNS = (("torch", "fp32"), ("torch", "bf16"), ("openvino", "fp32"), ("openvino", "bf16"))
+
+
+def worker_engines(args) -> dict:
+    """Every engine x precision on the same prepared 1 MP input, in this one process: forwards interleaved round by
+    round (best of ``repeat``), FLOPs from torch's counter, agreement of the native map with torch fp32."""
+    import numpy as np
+    import torch
+    from PIL import Image
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from converter.depth import get_depth_model, set_torch_threads
+
+    set_torch_threads(args.threads)
+    with Image.open(args.image) as photo:
+        image = photo.convert("RGB").resize((1224, 816))
+    backends = {f"{engine} {precision}": get_depth_model(str(args.model), "cpu", precision, engine=engine)
+                for engine, precision in ENGINE_RUNS}
+    inputs = {name: backend.prepare(image) for name, backend in backends.items()}
+    outputs = {name: backend.forward(inputs[name])["predicted_depth"][0].float().numpy()
+               for name, backend in backends.items()}  # also the warm-up
+    best = dict.fromkeys(backends, float("inf"))
+    for _ in range(args.repeat):
+        for name, backend in backends.items():
+            time.sleep(0.5)  # let the previous engine's thread pool (OpenMP or TBB) stop spinning on the cores
+            started = time.perf_counter()
+            backend.forward(inputs[name])
+            best[name] = min(best[name], time.perf_counter() - started)
+    reference = backends["torch fp32"]
+    with FlopCounterMode(display=False) as counter, torch.inference_mode():
+        reference.model(pixel_values=inputs["torch fp32"])
+    flops = counter.get_total_flops()
+    truth = outputs["torch fp32"]
+    span = float(np.ptp(truth)) or 1.0
+    valid = np.abs(truth) > 1e-3 * np.abs(truth).max()  # random weights: the head's ReLU leaves exact zeros
+    rows = {}
+    for name, backend in backends.items():
+        difference = np.abs(outputs[name] - truth)
+        relative = difference[valid] / np.abs(truth[valid])
+        rows[name] = {"forward": best[name], "gflops_per_s": flops / best[name] / 1e9,
+                      "engine_ran": backend.engine, "max_of_range": float(difference.max()) / span,
+                      "p50_relative": float(np.percentile(relative, 50)),
+                      "p99_relative": float(np.percentile(relative, 99)),
+                      "speedup": best["torch fp32"] / best[name]}
+    return {"route": "engines", "input": list(inputs["torch fp32"].shape), "gflop": flops / 1e9, "rows": rows,
+            "valid_fraction": float(valid.mean())}
+
+
+def worker_start(args) -> dict:
+    """Seconds from nothing to a first conversion's depth: model load (+ OpenVINO conversion or reading it back)."""
+    from PIL import Image
+
+    from converter.depth import get_depth_model, set_torch_threads
+
+    set_torch_threads(args.threads)
+    started = time.perf_counter()
+    backend = get_depth_model(str(args.model), "cpu", args.precision_name, engine=args.engine_name)
+    loaded = time.perf_counter()
+    with Image.open(args.image) as photo:
+        backend.predict(photo.convert("RGB"))
+    return {"route": "start", "load": loaded - started, "first_prediction": time.perf_counter() - started,
+            "engine_ran": backend.engine}
+
+
+def peak_gflops(threads: int) -> dict:
+    """The machine's peak: cores x FMA width x clock. Zen 4 (AVX-512 on two 256-bit FMA pipes): 32 fp32 FLOP per
+    cycle per core, twice that in bf16 (VDPBF16PS); the clock is /proc/cpuinfo's."""
+    text = Path("/proc/cpuinfo").read_text()
+    mhz = next((float(line.split(":")[1]) for line in text.splitlines() if line.startswith("cpu MHz")), float("nan"))
+    fp32 = threads * 32 * mhz / 1000.0
+    return {"threads": threads, "ghz": mhz / 1000.0, "fp32": fp32, "bf16": 2 * fp32}
+
+
 def cpu_flags() -> list[str]:
     try:
         text = Path("/proc/cpuinfo").read_text()
@@ -278,7 +350,8 @@ def cpu_flags() -> list[str]:
 def run_worker(kind: str, model: Path, image: Path | None, args, **extra) -> dict:
     command = [sys.executable, str(Path(__file__).resolve()), "--worker", kind, "--model-folder", str(model),
                "--threads", str(args.threads), "--repeat", str(args.repeat), "--device", args.device,
-               "--precision-name", getattr(args, "precision_name", "fp32")]
+               "--precision-name", getattr(args, "precision_name", "fp32"),
+               "--engine-name", getattr(args, "engine_name", None) or os.environ.get("ENGINE", "auto")]
     if image:
         command += ["--image", str(image)]
     for name, value in extra.items():
@@ -424,7 +497,8 @@ def worker_library(args) -> dict:
 
     set_torch_threads(args.threads)
     photos = [Path(path) for path in args.image.split(",")]
-    converter = Converter(model=args.model, device=args.device, precision=args.precision_name).load()
+    converter = Converter(model=args.model, device=args.device, precision=args.precision_name,
+                          engine=args.engine_name).load()
     converter.convert(photos[0]).save(OUT / "library-warmup.ply")
     started = time.perf_counter()
     for number, photo in enumerate(photos):
@@ -434,7 +508,8 @@ def worker_library(args) -> dict:
             "per_minute": 60.0 * len(photos) / elapsed}
 
 
-def serving(model: Path, conversions: int, threads: int, device: str = "cpu", precision: str = "fp32") -> dict:
+def serving(model: Path, conversions: int, threads: int, device: str = "cpu", precision: str = "fp32",
+            engine: str = "auto", downloads: bool = True) -> dict:
     """Web (make run defaults: one gunicorn worker, 4 threads, one conversion at a time) against the library, on the
     same distinct 1 MP photos, one after the other in this run; then every offered download of every web job is
     fetched to show that lazily written files all exist."""
@@ -445,7 +520,8 @@ def serving(model: Path, conversions: int, threads: int, device: str = "cpu", pr
 
     photos = photo_variants(make_photo("1mp"), conversions + 2)
     library = run_worker("library", model, ",".join(str(path) for path in photos[2:]),
-                         argparse.Namespace(threads=threads, repeat=1, device=device, precision_name=precision))
+                         argparse.Namespace(threads=threads, repeat=1, device=device, precision_name=precision,
+                                            engine_name=engine))
 
     def post(url: str, photo: Path) -> str:
         boundary = uuid.uuid4().hex
@@ -460,7 +536,7 @@ def serving(model: Path, conversions: int, threads: int, device: str = "cpu", pr
     def wait(url: str, status_url: str) -> dict:
         return wait_for_job(url, status_url, 0.25)  # the page polls every 0.6 s
 
-    environment = {"DEVICE": device, "PRECISION": precision}
+    environment = {"DEVICE": device, "PRECISION": precision, "ENGINE": engine}
     with tempfile.TemporaryDirectory() as folder, serve(model, folder, 1, 4, **environment) as server:
         for photo in photos[:2]:  # warm-up
             wait(server.url, post(server.url, photo))
@@ -470,7 +546,7 @@ def serving(model: Path, conversions: int, threads: int, device: str = "cpu", pr
         views = [wait(server.url, status_url) for status_url in status_urls]
         elapsed = time.perf_counter() - started
         fetched, download_seconds = 0, time.perf_counter()
-        for view in views:
+        for view in views if downloads else ():
             for kind, file_url in view["files"].items():
                 with urllib.request.urlopen(server.url + file_url, timeout=300) as response:
                     if response.status != 200 or not response.read():
@@ -485,6 +561,63 @@ def serving(model: Path, conversions: int, threads: int, device: str = "cpu", pr
 
 # ---------------------------------------------------------------------------------------------------------------------
 # report
+
+
+def engines_report(names: list[str], args, figures: dict) -> None:
+    """--engines: forward per engine x precision for every model, then start times and conversions/min (first model)."""
+    import tempfile
+
+    peak = peak_gflops(args.threads)
+    figures["peak_gflops"] = peak
+    print(f"\n## Engines (1224 x 816 photo, {args.threads} threads, forwards interleaved, best of {args.repeat})\n\n"
+          f"peak {peak['fp32']:.0f} GFLOP/s fp32, {peak['bf16']:.0f} bf16 ({args.threads} cores x 32 FLOP/cycle x "
+          f"{peak['ghz']:.2f} GHz; bf16 x2)\n")
+    print("| model | engine | forward s | x torch fp32 | GFLOP/s | % of peak | max \\|Δ\\|/range | p50 \\|Δ\\|/\\|d\\| "
+          "| p99 \\|Δ\\|/\\|d\\| |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    with tempfile.TemporaryDirectory() as cache:
+        os.environ["OPENVINO_CACHE"] = cache  # fresh: the start figures below include a conversion
+        for name in names:
+            report = run_worker("engines", model_folder(name), make_photo("1mp"), args)
+            figures.setdefault("engines", {})[name] = report
+            for engine, row in report["rows"].items():
+                top = peak["bf16" if "bf16" in engine else "fp32"]
+                print(f"| {name} | {engine}{'' if row['engine_ran'] in engine else ' (fell back)'} | "
+                      f"{row['forward']:.3f} | {row['speedup']:.2f} | {row['gflops_per_s']:.0f} | "
+                      f"{100 * row['gflops_per_s'] / top:.0f} | {row['max_of_range']:.1e} | {row['p50_relative']:.1e} "
+                      f"| {row['p99_relative']:.1e} |", flush=True)
+        if args.forward_only:
+            return
+        folder, photo = model_folder(names[0]), make_photo("1mp")
+        fresh = tempfile.mkdtemp(dir=cache)
+        os.environ["OPENVINO_CACHE"] = fresh
+        first = run_worker("start", folder, photo, args, engine_name="openvino")
+        second = run_worker("start", folder, photo, args, engine_name="openvino")
+        torch_start = run_worker("start", folder, photo, args, engine_name="torch")
+        figures["start"] = {"openvino_first": first, "openvino_second": second, "torch": torch_start}
+        print(f"\nstart to first depth ({names[0]}, OpenVINO fp32): first start (converting) "
+              f"{first['first_prediction']:.1f} s, second start (saved conversion) {second['first_prediction']:.1f} s; "
+              f"torch {torch_start['first_prediction']:.1f} s\n")
+        os.environ["OPENVINO_CACHE"] = cache
+        rows = []
+        for engine, precision in ENGINE_RUNS:  # one library conversion, stage by stage
+            row = run_worker("ours", folder, photo, argparse.Namespace(**{**vars(args), "precision_name": precision,
+                                                                           "engine_name": engine}))
+            row["route"] = f"{engine} {precision}"
+            rows.append(row)
+        figures["engine_stages"] = rows
+        print_table(f"{names[0]}, 1 MP photo, library conversion by stage", rows)
+        print("\n" + "; ".join(f"{row['route']}: total / forward = {row['total'] / row['timings']['forward']:.2f}"
+                               for row in rows))
+        if args.conversions <= 0:
+            return
+        print(f"\n| engine | library conversions/min (1 MP) | web conversions/min (make run defaults, distinct 1 MP) |")
+        print("| --- | --- | --- |")
+        for engine, precision in ENGINE_RUNS:
+            report = serving(folder, args.conversions, args.threads, "cpu", precision, engine, downloads=False)
+            figures.setdefault("engine_serving", {})[f"{engine} {precision}"] = report
+            print(f"| {engine} {precision} | {report['library']['per_minute']:.1f} | {report['web']['per_minute']:.1f} |",
+                  flush=True)
 
 
 def describe_machine() -> str:
@@ -527,6 +660,9 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     parser.add_argument("--repeat", type=int, default=3, help="timed runs after the warm-up (best is kept)")
     parser.add_argument("--precision", action="store_true", help="bf16 against fp32")
+    parser.add_argument("--engines", action="store_true", help="every engine x precision: forward, GFLOP/s, agreement "
+                        "with torch fp32, start times, library and web conversions/min at 1 MP")
+    parser.add_argument("--forward-only", action="store_true", help="--engines: the forward table only")
     parser.add_argument("--throughput", action="store_true", help="gunicorn conversions per minute for 1 MP photos")
     parser.add_argument("--conversions", type=int, default=12, help="conversions per throughput setting")
     parser.add_argument("--no-routes", action="store_true", help="skip ours-vs-tutorial (with --precision/--throughput)")
@@ -542,11 +678,13 @@ def main() -> int:
     parser.add_argument("--image", help=argparse.SUPPRESS)
     parser.add_argument("--outliers", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--precision-name", default="fp32", help=argparse.SUPPRESS)
+    parser.add_argument("--engine-name", default=os.environ.get("ENGINE", "auto"), help=argparse.SUPPRESS)
     parser.add_argument("--max-points", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         worker = {"ours": worker_ours, "tutorial": worker_tutorial, "precision": worker_precision,
-                  "library": worker_library, "cost": worker_cost}[args.worker]
+                  "library": worker_library, "cost": worker_cost, "engines": worker_engines,
+                  "start": worker_start}[args.worker]
         print(json.dumps(worker(args)))
         return 0
 
@@ -594,6 +732,8 @@ def main() -> int:
               f"bf16 {report['bf16']:.3f} s, speed-up {report['speedup']:.2f}x; largest difference "
               f"{report['max_abs_diff']:.4g} = {100 * report['max_diff_of_range']:.2f} % of the 2-98 % range "
               f"(mean {100 * report['mean_diff_of_range']:.3f} %)")
+    if args.engines:
+        engines_report(names, args, figures)
     if args.throughput:
         print(f"\n## Throughput under gunicorn ({names[0]}, 1 MP photos)\n")
         print("| workers | threads | conversions/min | median latency s | worker RSS MB | worker USS MB | ready s |")

@@ -7,22 +7,55 @@
 Nothing here imports torch until a model is loaded, so the web layer and the CLI start fast.
 """
 
+from .depth import DepthMap, set_torch_threads
 from .depth.models import DEFAULT_MODEL, KNOWN_MODELS
 from .errors import (
     ConversionError,
     DamagedImageError,
     DepthFileError,
     ImageTooLargeError,
+    ImageTooSmallError,
     InputError,
     ModelUnavailableError,
     OptionError,
     OutputError,
     UnsupportedImageError,
 )
-from .options import DEFAULT_MAX_POINTS, ConversionOptions
-from .outputs import OUTPUTS, OutputSettings
+from .exports.files import atomic_output, write_json
+from .exports.outputs import (
+    ALIGNMENT_KINDS,
+    MESH_KINDS,
+    OUTPUTS,
+    Artifacts,
+    OutputSettings,
+    parse_simplify,
+    write_outputs,
+)
+from .images import DEFAULT_MAX_PIXELS, LoadedImage, check_convertible_size, load_image, probe_header
+from .options import DEFAULT_MAX_POINTS, DEPTH_KIND_CHOICES, DETAIL_LEVELS, MODES, ConversionOptions
 from .pipeline import ConversionResult, Converter
-
+from .stages import (
+    BUILDING_GEOMETRY,
+    DECODING,
+    DONE,
+    ESTIMATING_DEPTH,
+    FAILED,
+    LOADING_MODEL,
+    QUEUED,
+    RUNNING,
+    WRITING_FILES,
+    progress_of,
+)
+from .state import (
+    IMAGE_FILE,
+    PREDICTION_FILE,
+    STATE_FILES,
+    ConversionState,
+    StateError,
+    load_prediction,
+    load_state,
+    save_prediction,
+)
 
 def convert(image, output=None, *, model: str | None = None, device: str = "auto", depth=None,
             align_to: str | None = None, **options) -> ConversionResult:
@@ -37,7 +70,13 @@ def convert(image, output=None, *, model: str | None = None, device: str = "auto
 
 
 __all__ = [
-    "DEFAULT_MAX_POINTS", "DEFAULT_MODEL", "KNOWN_MODELS", "ConversionError", "ConversionOptions", "ConversionResult",
-    "Converter", "DamagedImageError", "DepthFileError", "ImageTooLargeError", "InputError", "ModelUnavailableError",
-    "OUTPUTS", "OptionError", "OutputError", "OutputSettings", "UnsupportedImageError", "convert",
+    "ALIGNMENT_KINDS", "Artifacts", "BUILDING_GEOMETRY", "ConversionError", "ConversionOptions", "ConversionResult",
+    "ConversionState", "Converter", "DECODING", "DEFAULT_MAX_PIXELS", "DEFAULT_MAX_POINTS", "DEFAULT_MODEL",
+    "DEPTH_KIND_CHOICES", "DETAIL_LEVELS", "DONE", "DamagedImageError", "DepthFileError", "DepthMap",
+    "ESTIMATING_DEPTH", "FAILED", "IMAGE_FILE", "ImageTooLargeError", "ImageTooSmallError", "InputError",
+    "KNOWN_MODELS", "LOADING_MODEL", "LoadedImage", "MESH_KINDS", "MODES", "ModelUnavailableError", "OUTPUTS",
+    "OptionError", "OutputError", "OutputSettings", "PREDICTION_FILE", "QUEUED", "RUNNING", "STATE_FILES",
+    "StateError", "UnsupportedImageError", "WRITING_FILES", "atomic_output", "check_convertible_size", "convert",
+    "load_image", "load_prediction", "load_state", "parse_simplify", "probe_header", "progress_of", "save_prediction",
+    "set_torch_threads", "write_json", "write_outputs",
 ]

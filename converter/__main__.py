@@ -8,13 +8,14 @@ import sys
 import time
 from pathlib import Path
 
-from . import printing
+from .depth.backend import ENGINE_CHOICES
 from .depth.device import DEVICE_CHOICES
 from .depth.huggingface import PRECISIONS
 from .depth.models import DEFAULT_MODEL, KNOWN_MODELS
 from .errors import ConversionError, ModelUnavailableError
+from .exports import printing
+from .exports.outputs import OUTPUTS, OutputSettings, kind_for_path, parse_kinds, write_outputs
 from .options import DEFAULT_MAX_POINTS, DEPTH_KIND_CHOICES, MODES, ConversionOptions
-from .outputs import OUTPUTS, OutputSettings, kind_for_path, parse_kinds, write_outputs
 from .pipeline import Converter
 
 EXIT_FAILED, EXIT_USAGE, EXIT_MODEL = 1, 2, 3
@@ -39,8 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"Hub id, local folder or short name: {known} (default: $DEPTH_MODEL or {DEFAULT_MODEL})")
     group.add_argument("--device", default=os.environ.get("DEVICE", "auto"), choices=DEVICE_CHOICES,
                        help="auto = cuda, else mps, else cpu (default: $DEVICE or auto)")
-    group.add_argument("--precision", default="fp32", choices=PRECISIONS,
-                       help="model precision (bf16 on recent CPUs, fp16 on CUDA); default fp32")
+    group.add_argument("--precision", default=os.environ.get("PRECISION", "fp32"), choices=PRECISIONS,
+                       help="model precision (bf16 on recent CPUs, fp16 on CUDA); default $PRECISION or fp32")
+    group.add_argument("--engine", default=os.environ.get("ENGINE", "auto"), choices=ENGINE_CHOICES,
+                       help="what runs the model: auto = OpenVINO on a CPU, torch on a GPU (default: $ENGINE or auto)")
     group.add_argument("--align-to", metavar="METRIC_MODEL",
                        help="a metric model (e.g. depth-pro, depth-anything-v2-metric-indoor-small) to fit --model's "
                        "depth to, robustly in inverse depth: metres with --model's detail; the fit goes into the "
@@ -116,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
         print("error: --known-length goes with one input image only", file=sys.stderr)
         return EXIT_USAGE
     _quiet_libraries()
-    converter = Converter(model=args.model, device=args.device, precision=args.precision, align_to=args.align_to)
+    converter = Converter(model=args.model, device=args.device, precision=args.precision, engine=args.engine,
+                          align_to=args.align_to)
     failures = 0
     progress = _progress_bar(len(jobs), args.quiet)
     for source, targets in jobs:

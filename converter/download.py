@@ -1,4 +1,6 @@
-"""Fetch a depth model into the Hugging Face cache once, so later runs work offline: python -m converter.download."""
+"""Fetch a depth model into the Hugging Face cache once, so later runs work offline: python -m converter.download.
+
+With the OpenVINO engine (ENGINE=auto on a CPU) it is also converted and saved, so the server's first start is fast."""
 
 from __future__ import annotations
 
@@ -18,7 +20,8 @@ def main(argv: list[str] | None = None) -> int:
     except ModelUnavailableError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    print(f"Ready: {model} ({depth_model.parameters / 1e6:.0f} M parameters, {depth_model.kind}).")
+    print(f"Ready: {model} ({depth_model.parameters / 1e6:.0f} M parameters, {depth_model.kind}, "
+          f"{depth_model.engine} engine).")
     return 0
 
 

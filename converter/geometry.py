@@ -8,6 +8,13 @@ Output frame: right-handed, **y up, camera at the origin looking down −z** (Op
 frame (x right, y down, z forward) that is a flip of y and z:  x = (u − cx)·z / fx,  y = −(v − cy)·z / fy,  z = −z.
 
 All arrays are float32; shapes are given as [H, W] (image) or [N, 3] (points).
+
+One engine for both places a conversion runs: the functions on depth maps and grids (depth units, cleaning,
+back-projection, normals, relief heights, :func:`grid_cloud`) are written once against the array API standard
+(``array-api-compat``), so the same code runs on numpy arrays on the CPU and on torch tensors on the model's device
+(CUDA), where only the final arrays come back. numpy's own kernels are kept where the standard has none
+(percentiles, the colours' box filter: :mod:`converter.torch_kernels` gives torch's). Small host arrays (pixel
+indices, per-column factors) stay numpy and go to the data's device. Camera, grid and pixel↔UV helpers are numpy.
 """
 
 from __future__ import annotations
@@ -16,6 +23,10 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from array_api_compat import array_namespace, is_numpy_array
+from array_api_compat import device as device_of
+
+from . import torch_kernels
 
 DEFAULT_FOV_DEG = 60.0
 DEFAULT_EDGE_RTOL = 0.04
@@ -97,7 +108,7 @@ def depth_for_focal(depth: np.ndarray, made_with_focal_px: float | None, used_fo
     with a known f_px). Unchanged when the model gave no focal length or when it is the one used."""
     if not made_with_focal_px or made_with_focal_px == used_focal_px:
         return depth
-    return depth * np.float32(used_focal_px / made_with_focal_px)
+    return depth * _f32(used_focal_px / made_with_focal_px)
 
 
 def fov_from_focal(width: int, focal_px: float) -> float:
@@ -110,23 +121,59 @@ def focal_from_fov(width: int, fov_deg: float) -> float:
     return width / (2.0 * math.tan(math.radians(fov_deg) / 2.0))
 
 
+def namespace(*arrays):
+    """The array API namespace of ``arrays`` (None entries ignored): numpy's or torch's, as wrapped by
+    ``array-api-compat``."""
+    return array_namespace(*[a for a in arrays if a is not None])
+
+
+def on_device_of(array: np.ndarray, like, dtype=None):
+    """A small host array (indices, per-column factors) as an array of ``like``'s namespace and device."""
+    if is_numpy_array(like):
+        return array if dtype is None else array.astype(dtype, copy=False)
+    return namespace(like).asarray(np.ascontiguousarray(array), device=device_of(like), dtype=dtype)
+
+
+def _f32(value: float) -> float:
+    """A Python float holding ``value`` rounded to float32: with a float32 array it acts as numpy's float32 scalar,
+    so numpy and torch round the same constants the same way."""
+    return float(np.float32(value))
+
+
+def percentile(values, q):
+    """numpy's ``percentile(values, q)`` (method 'linear') of a 1-D array of either namespace, ``q`` a number or a
+    tuple of them: numpy's own, or for torch the same order statistics and lerp
+    (:func:`converter.torch_kernels.percentile`). As numpy: a tuple's lerp is in float64, a number's in the values'
+    precision."""
+    if is_numpy_array(values):
+        return np.percentile(values, q)
+    if isinstance(q, tuple):
+        return [torch_kernels.percentile(values, one) for one in q]
+    return torch_kernels.percentile(values, q)
+
+
 def disparity_bounds(
-    disparity: np.ndarray, mask: np.ndarray | None = None, percentiles: tuple[float, float] = (2.0, 98.0)
+    disparity, mask=None, percentiles: tuple[float, float] = (2.0, 98.0)
 ) -> tuple[float, float]:
-    """Robust (far, near) disparity levels: the given percentiles over finite values inside ``mask``."""
-    disparity = np.asarray(disparity, dtype=np.float32)
-    selected = np.isfinite(disparity)
-    if mask is not None and (selected & mask).any():
-        selected &= mask
-    if not selected.any():
+    """Robust (far, near) disparity levels: the given percentiles over finite values inside ``mask`` [H, W] bool."""
+    xp = namespace(disparity)
+    if is_numpy_array(disparity):
+        disparity = np.asarray(disparity, dtype=np.float32)
+    selected = xp.isfinite(disparity)
+    if mask is not None:
+        inside = selected & mask
+        if bool(xp.any(inside)):
+            selected = inside
+    values = disparity[selected]
+    if values.shape[0] == 0:
         return 0.0, 0.0
-    low, high = np.percentile(disparity[selected], percentiles)
+    low, high = percentile(values, tuple(percentiles))
     return float(low), float(high)
 
 
 def disparity_to_depth(
-    disparity: np.ndarray, bounds: tuple[float, float], relief: float = DEFAULT_RELIEF, near: float = 1.0
-) -> np.ndarray:
+    disparity, bounds: tuple[float, float], relief: float = DEFAULT_RELIEF, near: float = 1.0
+):
     """Relative inverse depth [H, W] → depth [H, W] in relative units, from ``near`` to ``near · (1 + relief)``.
 
     Relative models (MiDaS, DPT, Depth Anything) predict disparity up to an unknown scale and shift, so no mapping
@@ -137,24 +184,55 @@ def disparity_to_depth(
     """
     if relief <= 0:
         raise ValueError("relief must be positive")
-    disparity = np.asarray(disparity, dtype=np.float32)
+    xp = namespace(disparity)
+    disparity = xp.asarray(disparity, dtype=xp.float32) if is_numpy_array(disparity) else \
+        xp.astype(disparity, xp.float32)
     low, high = bounds
     span = high - low
     far = near * (1.0 + relief)
     if span <= 1e-12 * max(abs(high), 1.0):
-        depth = np.full(disparity.shape, near, dtype=np.float32)  # a constant prediction carries no shape
+        depth = xp.full(disparity.shape, near, dtype=xp.float32, device=device_of(disparity))
     else:
-        t = np.clip((disparity - np.float32(low)) * np.float32(1.0 / span), 0.0, 1.0)
-        t *= np.float32(1.0 / near - 1.0 / far)
-        t += np.float32(1.0 / far)
-        depth = np.reciprocal(t, out=t)
-    depth[~np.isfinite(disparity)] = 0.0
-    return depth
+        t = xp.clip((disparity - _f32(low)) * _f32(1.0 / span), 0.0, 1.0)
+        t *= _f32(1.0 / near - 1.0 / far)
+        t += _f32(1.0 / far)
+        depth = 1.0 / t
+    return xp.where(xp.isfinite(disparity), depth, 0.0)
 
 
-def valid_depth(depth: np.ndarray) -> np.ndarray:
+def valid_depth(depth):
     """[H, W] bool: finite and strictly positive depth."""
-    return np.isfinite(depth) & (depth > 0)
+    xp = namespace(depth)
+    return xp.isfinite(depth) & (depth > 0)
+
+
+def depth_edges(depth, rtol: float = DEFAULT_EDGE_RTOL):
+    """[H, W] bool: pixels on a depth discontinuity ("flying pixels").
+
+    A pixel is on an edge when the depth range in its 3 × 3 neighbourhood exceeds ``rtol`` times its own depth.
+    Image-space and linear in the number of pixels, unlike a k-NN outlier search over the cloud. Invalid neighbours
+    are ignored (they make holes, not edges).
+    """
+    xp = namespace(depth)
+    if is_numpy_array(depth):
+        depth = np.asarray(depth, dtype=np.float32)
+    valid = valid_depth(depth)
+    high = _window_3x3(xp, xp.where(valid, depth, -math.inf), xp.maximum, -math.inf)
+    low = _window_3x3(xp, xp.where(valid, depth, math.inf), xp.minimum, math.inf)
+    with np.errstate(invalid="ignore"):
+        edges = (high - low) > _f32(rtol) * depth
+    return edges & valid
+
+
+def _window_3x3(xp, values, reduce, fill: float):
+    """Separable 3 × 3 max/min filter with ``fill`` outside the image."""
+    height, width = values.shape
+    side = xp.full((height, 1), fill, dtype=values.dtype, device=device_of(values))
+    padded = xp.concat([side, values, side], axis=1)
+    edge = xp.full((1, width + 2), fill, dtype=values.dtype, device=device_of(values))
+    padded = xp.concat([edge, padded, edge], axis=0)
+    rows = reduce(reduce(padded[:-2, :], padded[1:-1, :]), padded[2:, :])
+    return reduce(reduce(rows[:, :-2], rows[:, 1:-1]), rows[:, 2:])
 
 
 def nearest_indices(source_size: int, target_size: int) -> np.ndarray:
@@ -180,31 +258,6 @@ def face_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     return np.divide(normals, length, out=np.zeros_like(normals), where=length > 0)
 
 
-def depth_edges(depth: np.ndarray, rtol: float = DEFAULT_EDGE_RTOL) -> np.ndarray:
-    """[H, W] bool: pixels on a depth discontinuity ("flying pixels").
-
-    A pixel is on an edge when the depth range in its 3 × 3 neighbourhood exceeds ``rtol`` times its own depth.
-    Image-space and linear in the number of pixels, unlike a k-NN outlier search over the cloud. Invalid neighbours
-    are ignored (they make holes, not edges).
-    """
-    depth = np.asarray(depth, dtype=np.float32)
-    valid = valid_depth(depth)
-    high = np.where(valid, depth, -np.inf).astype(np.float32)
-    low = np.where(valid, depth, np.inf).astype(np.float32)
-    high = _window_3x3(high, np.maximum, -np.inf)
-    low = _window_3x3(low, np.minimum, np.inf)
-    with np.errstate(invalid="ignore"):
-        edges = (high - low) > np.float32(rtol) * depth
-    return edges & valid
-
-
-def _window_3x3(values: np.ndarray, reduce, fill: float) -> np.ndarray:
-    """Separable 3 × 3 max/min filter with ``fill`` outside the image."""
-    padded = np.pad(values, 1, constant_values=fill)
-    rows = reduce(reduce(padded[:-2, :], padded[1:-1, :]), padded[2:, :])
-    return reduce(reduce(rows[:, :-2], rows[:, 1:-1]), rows[:, 2:])
-
-
 def pixel_grid(width: int, height: int, max_points: int) -> tuple[np.ndarray, np.ndarray]:
     """Pixel indices (columns [Wg], rows [Hg]) of a regular grid with at most ``max_points`` samples.
 
@@ -227,43 +280,43 @@ def pixel_grid(width: int, height: int, max_points: int) -> tuple[np.ndarray, np
     return columns, rows
 
 
-def backproject(depth: np.ndarray, intrinsics: Intrinsics, columns=None, rows=None) -> np.ndarray:
+def backproject(depth, intrinsics: Intrinsics, columns=None, rows=None):
     """Depth [Hg, Wg] sampled at pixel ``columns`` [Wg] and ``rows`` [Hg] → points [Hg, Wg, 3] (y up, −z forward).
 
     Without ``columns``/``rows`` the depth is the full image. Invalid depth gives non-finite or zero-depth points;
     callers select valid ones with :func:`valid_depth`.
     """
-    depth = np.asarray(depth, dtype=np.float32)
+    xp = namespace(depth)
+    if is_numpy_array(depth):
+        depth = np.asarray(depth, dtype=np.float32)
     height, width = depth.shape
-    if columns is None:
-        columns = np.arange(width)
-    if rows is None:
-        rows = np.arange(height)
-    x_over_z = ((np.asarray(columns, np.float64) - intrinsics.cx) / intrinsics.fx).astype(np.float32)
-    y_over_z = ((np.asarray(rows, np.float64) - intrinsics.cy) / intrinsics.fy).astype(np.float32)
-    points = np.empty((height, width, 3), dtype=np.float32)
-    np.multiply(depth, x_over_z[None, :], out=points[:, :, 0])
-    np.multiply(depth, -y_over_z[:, None], out=points[:, :, 1])  # image rows go down, y goes up
-    np.negative(depth, out=points[:, :, 2])  # the camera looks down −z
-    return points
+    columns = np.arange(width) if columns is None else np.asarray(columns)
+    rows = np.arange(height) if rows is None else np.asarray(rows)
+    x_over_z = on_device_of(((columns.astype(np.float64) - intrinsics.cx) / intrinsics.fx).astype(np.float32), depth)
+    y_over_z = on_device_of(((rows.astype(np.float64) - intrinsics.cy) / intrinsics.fy).astype(np.float32), depth)
+    # image rows go down, y goes up; the camera looks down −z
+    return xp.stack([depth * x_over_z[None, :], depth * -y_over_z[:, None], -depth], axis=-1)
 
 
-def grid_normals(points: np.ndarray) -> np.ndarray:
+def grid_normals(points):
     """Unit normals [Hg, Wg, 3] of a grid of points [Hg, Wg, 3], facing the camera (central differences)."""
-    du = np.zeros_like(points)
-    dv = np.zeros_like(points)
-    du[:, 1:-1] = points[:, 2:] - points[:, :-2]
-    du[:, 0] = points[:, 1] - points[:, 0] if points.shape[1] > 1 else 0
-    du[:, -1] = points[:, -1] - points[:, -2] if points.shape[1] > 1 else 0
-    dv[1:-1] = points[2:] - points[:-2]
-    dv[0] = points[1] - points[0] if points.shape[0] > 1 else 0
-    dv[-1] = points[-1] - points[-2] if points.shape[0] > 1 else 0
+    xp = namespace(points)
+    du = xp.zeros_like(points)
+    dv = xp.zeros_like(points)
+    if points.shape[1] > 1:
+        du[:, 1:-1, :] = points[:, 2:, :] - points[:, :-2, :]
+        du[:, 0, :] = points[:, 1, :] - points[:, 0, :]
+        du[:, -1, :] = points[:, -1, :] - points[:, -2, :]
+    if points.shape[0] > 1:
+        dv[1:-1, ...] = points[2:, ...] - points[:-2, ...]
+        dv[0, ...] = points[1, ...] - points[0, ...]
+        dv[-1, ...] = points[-1, ...] - points[-2, ...]
     # u goes right and v goes down in the image, so du × dv points away from the camera; flip it.
-    normals = np.cross(dv, du).astype(np.float32)
-    length = np.linalg.norm(normals, axis=-1, keepdims=True)
-    np.divide(normals, length, out=normals, where=length > 0)
-    normals[~np.isfinite(normals)] = 0.0
-    return normals
+    normals = xp.linalg.cross(dv, du)
+    length = xp.linalg.vector_norm(normals, axis=-1, keepdims=True)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        normals = xp.where(length > 0, normals / length, normals)
+    return xp.where(xp.isfinite(normals), normals, 0.0)
 
 
 # ----------------------------------------------------------------------------------------------------- relief mode
@@ -283,25 +336,26 @@ def grid_normals(points: np.ndarray) -> np.ndarray:
 RELIEF_HEIGHT = 0.2  # relief height per unit of the ``relief`` option, as a fraction of the image width
 
 
-def relief_heights(depth: np.ndarray, keep: np.ndarray, inverse: bool, relief: float = DEFAULT_RELIEF) -> np.ndarray:
+def relief_heights(depth, keep, inverse: bool, relief: float = DEFAULT_RELIEF):
     """Heights [Hg, Wg] float32 of a relief in relative units (image width 1): see the section comment above.
 
     depth [Hg, Wg]: depth along the axis (0 or non-finite = none). keep [Hg, Wg] bool: the samples that count for the
     normalisation. inverse: the depth came from a relative (inverse-depth) model, so the height is linear in 1/depth.
-    Samples outside ``keep`` get height 0.
+    Samples outside ``keep`` get height 0. float64 arithmetic.
     """
-    depth = np.asarray(depth, dtype=np.float64)
-    keep = np.asarray(keep, dtype=bool) & valid_depth(depth)
-    heights = np.zeros(depth.shape, dtype=np.float32)
-    if not keep.any():
+    xp = namespace(depth, keep)
+    depth = xp.astype(xp.asarray(depth), xp.float64)
+    keep = xp.astype(xp.asarray(keep), xp.bool) & valid_depth(depth)
+    heights = xp.zeros(depth.shape, dtype=xp.float32, device=device_of(depth))
+    if not bool(xp.any(keep)):
         return heights
     kept = depth[keep]
     signal = 1.0 / kept if inverse else -kept  # grows towards the viewer
-    low, high = float(signal.min()), float(signal.max())
+    low, high = float(xp.min(signal)), float(xp.max(signal))
     span = high - low
     if span <= 1e-12 * max(abs(high), abs(low), 1e-30):
         return heights
-    heights[keep] = ((signal - low) * (RELIEF_HEIGHT * relief / span)).astype(np.float32)
+    heights[keep] = xp.astype((signal - low) * (RELIEF_HEIGHT * relief / span), xp.float32)
     return heights
 
 
@@ -314,18 +368,15 @@ def relief_grid(width: int, height: int, columns=None, rows=None) -> tuple[np.nd
     return x, y
 
 
-def relief_backproject(
-    heights: np.ndarray, image_size: tuple[int, int], columns=None, rows=None
-) -> np.ndarray:
+def relief_backproject(heights, image_size: tuple[int, int], columns=None, rows=None):
     """Heights [Hg, Wg] sampled at pixel ``columns`` [Wg] and ``rows`` [Hg] of an image of ``image_size`` (W, H)
     → points [Hg, Wg, 3] float32 of the height field (x right, y up, z = height towards the viewer)."""
-    heights = np.asarray(heights, dtype=np.float32)
+    xp = namespace(heights)
+    heights = xp.astype(xp.asarray(heights), xp.float32)
     x, y = relief_grid(image_size[0], image_size[1], columns, rows)
-    points = np.empty(heights.shape + (3,), dtype=np.float32)
-    points[:, :, 0] = x.astype(np.float32)[None, :]
-    points[:, :, 1] = y.astype(np.float32)[:, None]
-    points[:, :, 2] = heights
-    return points
+    x, y = on_device_of(x.astype(np.float32), heights), on_device_of(y.astype(np.float32), heights)
+    return xp.stack([xp.broadcast_to(x[None, :], heights.shape), xp.broadcast_to(y[:, None], heights.shape), heights],
+                    axis=-1)
 
 
 # ------------------------------------------------------------------------------------------- points back to pixels
@@ -369,3 +420,150 @@ def pixels_to_uv(pixels: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
     uvs[:, 0] = (pixels[:, 0] + 0.5) / width
     uvs[:, 1] = 1.0 - (pixels[:, 1] + 0.5) / height
     return uvs
+
+
+# ----------------------------------------------------------------------------------------- the cloud of a depth map
+#
+# The geometry half of a conversion in one function, on either namespace: ``converter.pipeline`` calls it with numpy
+# arrays (the CPU path) or with the model's tensors on its device (CUDA), and brings only the results back.
+
+
+@dataclass
+class GridCloud:
+    """What :func:`grid_cloud` makes, as arrays of its inputs' namespace and device.
+
+    depth [H, W] float32: depth along the axis at image size (0 = none). keep [Hg, Wg] bool: the grid samples that
+    became points. points [N, 3] float32, colors [N, 3] uint8, normals [N, 3] float32 or None: one per kept sample.
+    heights [Hg, Wg] float32: the relief's heights (relief mode), else None.
+    """
+
+    depth: object
+    keep: object
+    points: object
+    colors: object
+    normals: object | None
+    heights: object | None
+
+    def to_host(self) -> "GridCloud":
+        """The same cloud as numpy arrays (a copy from the device; numpy arrays as they are)."""
+        return GridCloud(*(None if value is None else to_host(value) for value in
+                           (self.depth, self.keep, self.points, self.colors, self.normals, self.heights)))
+
+
+def to_host(array) -> np.ndarray:
+    """A numpy array of ``array``'s values (torch: copied from its device)."""
+    if is_numpy_array(array):
+        return array
+    return np.asarray(namespace(array).asarray(array, device="cpu") if device_of(array) != "cpu" else array)
+
+
+def to_depth(values, native, *, metric: bool, user_depth: bool, opaque=None, relief: float = DEFAULT_RELIEF,
+             made_with_focal_px: float | None = None, used_focal_px: float = 1.0):
+    """Depth along the axis [H, W] at image size and [h, w] at native size, float32 (0 = none): metric stays metric
+    (rescaled for the camera used, :func:`depth_for_focal`); disparity is mapped (:func:`disparity_to_depth`) between
+    bounds taken over ``opaque`` [H, W] bool. A user's map (``user_depth``) marks "no depth" with 0, NaN or inf."""
+    xp = namespace(values, native)
+    if metric:
+        depth = xp.astype(xp.where(valid_depth(values), values, 0.0), xp.float32)
+        native_depth = xp.astype(xp.where(valid_depth(native), native, 0.0), xp.float32)
+        return (depth_for_focal(depth, made_with_focal_px, used_focal_px),
+                depth_for_focal(native_depth, made_with_focal_px, used_focal_px))
+    mask = opaque
+    if user_depth:  # its "no depth" zeros must not become the far plane
+        mask = values > 0 if opaque is None else opaque & (values > 0)
+    bounds = disparity_bounds(values, mask)
+    depth = disparity_to_depth(values, bounds, relief)
+    native_depth = disparity_to_depth(native, bounds, relief)
+    if user_depth:
+        depth = xp.where(xp.isfinite(values) & (values > 0), depth, 0.0)
+        native_depth = xp.where(xp.isfinite(native) & (native > 0), native_depth, 0.0)
+    return depth, native_depth
+
+
+def grid_cloud(rgb, alpha, values, native, *, metric: bool, user_depth: bool, options, intrinsics: Intrinsics,
+               columns: np.ndarray, rows: np.ndarray, focal_px: float | None = None, clock=None) -> GridCloud:
+    """Image and prediction → the kept grid samples as coloured points: depth units, sampling, background drop,
+    cleaning at native resolution, back-projection (or the relief's height field), colours and normals.
+
+    rgb [H, W, 3] uint8 and alpha [H, W] uint8 or None (after any paper removal); values [H, W] (the prediction at
+    image size) and native [h, w] float32 (at the source's own resolution, where discontinuities are sharp), all of
+    one namespace and device. metric: values are metres, else relative disparity; user_depth: the map is the
+    user's. options: ConversionOptions; columns [Wg], rows [Hg]: :func:`pixel_grid` (host arrays). focal_px: the
+    focal length the metric values were made with, if the model estimated one. ``clock(stage)``: a context manager
+    that times a stage ("depth_units", "cleaning", "backproject").
+    """
+    xp = namespace(rgb, values, native)
+    clock = clock or _no_clock
+    height, width = values.shape
+    with clock("depth_units"):
+        opaque = None if alpha is None else alpha > 0
+        depth, native_depth = to_depth(values, native, metric=metric, user_depth=user_depth, opaque=opaque,
+                                       relief=options.relief, made_with_focal_px=focal_px,
+                                       used_focal_px=intrinsics.fx)
+    full = len(rows) == height and len(columns) == width  # every pixel: the grid is the image (no copy)
+    grid_depth = depth if full else take_grid(depth, rows, columns)
+    keep = valid_depth(grid_depth)
+    if alpha is not None:
+        keep &= (alpha if full else take_grid(alpha, rows, columns)) > 0
+    if options.drop_background_percent > 0 and bool(xp.any(keep)):
+        kept_depth = grid_depth[keep]
+        cut = percentile(kept_depth, 100.0 - options.drop_background_percent)
+        if bool(cut > xp.min(kept_depth)):  # pixels tied with the cut go too: a flat far wall goes as a whole
+            keep &= grid_depth < cut
+    if options.clean:
+        with clock("cleaning"):
+            edges = depth_edges(native_depth, options.edge_rtol)
+            native_h, native_w = native_depth.shape
+            native_rows = nearest_indices(native_h, height)[rows]
+            native_columns = nearest_indices(native_w, width)[columns]
+            keep &= ~take_grid(edges, native_rows, native_columns)
+    heights = None
+    with clock("backproject"):
+        if options.mode == "relief":
+            heights = relief_heights(grid_depth, keep, not metric, options.relief)
+            grid_points = relief_backproject(heights, (width, height), columns, rows)
+        else:
+            grid_points = backproject(grid_depth, intrinsics, columns, rows)
+        points = grid_points[keep]
+        colors = grid_colors(rgb, alpha, columns, rows)[keep]
+        normals = grid_normals(grid_points)[keep] if options.normals else None
+    return GridCloud(depth=depth, keep=keep, points=points, colors=colors, normals=normals, heights=heights)
+
+
+def grid_colors(rgb, alpha, columns: np.ndarray, rows: np.ndarray):
+    """[Hg, Wg, 3] uint8: each grid sample's colour, area-averaged over its block when the grid is coarser than the
+    image (no aliasing), ignoring transparent pixels (no dark fringes around cut-outs): PIL's BOX resize of the
+    premultiplied image on numpy; on torch the same arithmetic (:func:`converter.torch_kernels.grid_colors`)."""
+    height, width = rgb.shape[:2]
+    if len(columns) == width and len(rows) == height:
+        return rgb
+    size = (len(columns), len(rows))
+    if not is_numpy_array(rgb):
+        return torch_kernels.grid_colors(rgb, alpha, size)
+    from PIL import Image
+
+    if alpha is None:
+        return np.asarray(Image.fromarray(rgb, "RGB").resize(size, Image.Resampling.BOX))
+    rgba = np.dstack([rgb, alpha])
+    premultiplied = Image.fromarray(rgba, "RGBA").convert("RGBa").resize(size, Image.Resampling.BOX)
+    return np.asarray(premultiplied.convert("RGBA"))[:, :, :3]
+
+
+def take_grid(array, rows: np.ndarray, columns: np.ndarray):
+    """``array[np.ix_(rows, columns)]`` for host index arrays, in ``array``'s namespace: a grid's samples, or a
+    nearest-neighbour resize with :func:`nearest_indices`."""
+    xp = namespace(array)
+    taken = xp.take(array, on_device_of(np.asarray(rows, np.int64), array), axis=0)
+    return xp.take(taken, on_device_of(np.asarray(columns, np.int64), array), axis=1)
+
+
+class _NoClock:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _no_clock(stage: str) -> _NoClock:
+    return _NoClock()

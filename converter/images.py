@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image, ImageCms, ImageFile, UnidentifiedImageError, features
 
 from .errors import DamagedImageError, ImageTooLargeError, ImageTooSmallError, UnsupportedImageError
+from .geometry import pixel_grid
 
 ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF") + (("AVIF",) if features.check("avif") else ())
 DEFAULT_MAX_PIXELS = 50_000_000
@@ -118,13 +119,6 @@ def check_convertible_size(width: int, height: int) -> None:
                                  f"{MIN_SIDE_PX} pixels a side.")
 
 
-def probe_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> LoadedImage:
-    """Validate an upload before queueing work: format, pixel cap and a full decode (damage shows only there)."""
-    if not data:
-        raise UnsupportedImageError("The file is empty: no image was uploaded.")
-    return load_image(data, max_pixels)
-
-
 def probe_header(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[str, int, int]:
     """Check an upload from its headers alone, without decoding pixels: (format, width, height).
 
@@ -171,8 +165,6 @@ def _draft(image: Image.Image, draft_points: int) -> float:
     """Ask a not yet decoded JPEG for the smallest DCT scale that keeps the point grid; returns the scale (≤ 1)."""
     if draft_points <= 0 or image.format != "JPEG" or image.size[0] * image.size[1] <= draft_points:
         return 1.0
-    from .geometry import pixel_grid
-
     width, height = image.size
     columns, rows = pixel_grid(width, height, draft_points)  # stored orientation: a rotation swaps both alike
     original = image.size
@@ -239,8 +231,6 @@ def _reduction_factor(image: Image.Image, points: int) -> int:
     """The largest whole k such that the image reduced k times still holds the point grid of ``points``."""
     if points <= 0 or image.mode not in _REDUCIBLE_MODES or image.size[0] * image.size[1] <= 4 * points:
         return 1
-    from .geometry import pixel_grid
-
     columns, rows = pixel_grid(image.size[0], image.size[1], points)
     return max(1, min(image.size[0] // len(columns), image.size[1] // len(rows)))
 

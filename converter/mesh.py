@@ -28,7 +28,7 @@ camera (+z side for the y-up, −z-forward frame of :mod:`converter.geometry`).
 **Texture coordinates.** ``uvs[i] = ((col + 0.5) / W, 1 − (row + 0.5) / H)``: the centre of the image pixel that
 vertex ``i`` was back-projected from, in the OpenGL / OBJ convention (origin at the *bottom*-left of the image,
 v up), which is what OBJ's ``vt`` and trimesh use. glTF puts the origin at the *top*-left, so the GLB writer
-stores ``1 − v`` (see :mod:`converter.mesh_export`).
+stores ``1 − v`` (see :mod:`converter.exports.mesh_formats`).
 """
 
 from __future__ import annotations

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-from PIL import Image
 
 from . import geometry, stages
 from .align import Alignment
@@ -18,6 +17,7 @@ from .depth import (
     INVERSE_RELATIVE,
     METRIC,
     DepthMap,
+    check_engine,
     fit_depth_to_image,
     get_depth_model,
     is_model_loaded,
@@ -25,6 +25,8 @@ from .depth import (
 )
 from .depth.models import resolve_model_name
 from .errors import OptionError
+from .exports.files import write_json
+from .exports.outputs import OutputSettings, comment_lines, kind_for_path, write_outputs
 from .images import (
     DEFAULT_MAX_PIXELS,
     LoadedImage,
@@ -34,6 +36,8 @@ from .images import (
     remove_paper_background,
 )
 from .options import ConversionOptions
+from .state import ConversionState, save_state
+from .torch_kernels import values_at
 
 AXES = "right-handed, y up, camera at the origin looking down -z (OpenGL/glTF)"
 RELIEF_AXES = ("right-handed height field: x right, y up (image top = +y), z = height towards the viewer; "
@@ -69,6 +73,8 @@ class ConversionResult:
     looks_like_drawing: bool = False
     scale: dict | None = None  # set by a known length: the factor applied and the reference points
     alignment: Alignment | None = None  # set by align_to: the fit, both raw predictions, the disagreement map
+    engine: dict | None = None  # what ran the model (engine, precision, device); None when no model ran
+    input_image: LoadedImage | None = field(default=None, repr=False)  # before any paper was removed
     _relief_heights: np.ndarray | None = field(default=None, repr=False)
 
     @property
@@ -118,6 +124,8 @@ class ConversionResult:
         if self.alignment is not None:
             info["alignment"] = self.alignment.describe()
             info["depth_source"] = self.prediction.source
+        if self.engine is not None:
+            info["engine"] = dict(self.engine)
         if self.mode == "relief":
             info["relief"] = {"height": geometry.RELIEF_HEIGHT * float(self.options.relief),
                               "mapping": "z = RELIEF_HEIGHT * relief * t, t in [0, 1] normalised over the kept pixels "
@@ -149,13 +157,11 @@ class ConversionResult:
         return cloud
 
     def save(self, path: str | Path, mesh: bool = False, *, sidecar: bool = False, settings=None, **sizes) -> Path:
-        """Write the result; the format follows the suffix (see :data:`converter.outputs.OUTPUTS`): ``.ply`` point
-        cloud (or, with ``mesh=True``, a mesh PLY), ``.glb``, ``.obj`` (+ ``.mtl`` + texture), ``.stl`` relief,
-        ``.json`` sidecar, ``.npy`` / ``.depth.png`` depth. ``settings``: a :class:`converter.outputs.OutputSettings`,
-        or its fields as keywords (``width_mm``, ``base_mm``, ``max_depth_ratio``). ``sidecar``: also write
+        """Write the result; the format follows the suffix (see :data:`converter.OUTPUTS`): ``.ply`` point cloud
+        (or, with ``mesh=True``, a mesh PLY), ``.glb``, ``.obj`` (+ ``.mtl`` + texture), ``.stl`` relief, ``.json``
+        sidecar, ``.npy`` / ``.depth.png`` depth. ``settings``: a :class:`converter.OutputSettings`, or its fields
+        as keywords (``width_mm``, ``base_mm``, ``max_depth_ratio``). ``sidecar``: also write
         :meth:`metadata` as ``path.with_suffix(".json")``. Returns ``path``."""
-        from .outputs import OutputSettings, kind_for_path, write_outputs
-
         path = Path(path)
         settings = settings or OutputSettings.from_keywords(**sizes)
         kind = "mesh_ply" if mesh and path.suffix.lower() == ".ply" else kind_for_path(path).name
@@ -165,32 +171,20 @@ class ConversionResult:
         write_outputs(self, targets, settings)
         return path
 
+    def state(self) -> ConversionState:
+        """What reconverting this result needs (:meth:`Converter.reconvert`): the working image before any paper was
+        removed, and the prediction (the aligned one, for an aligned conversion)."""
+        return ConversionState(image=self.input_image or self.image, prediction=self.prediction)
+
+    def save_state(self, folder: str | Path) -> list[Path]:
+        """Keep :meth:`state` in ``folder`` (see :mod:`converter.state`); :func:`converter.load_state` reads it
+        back. Returns the files written."""
+        return save_state(self.state(), folder)
+
     def save_metadata(self, path: str | Path, extra: dict | None = None) -> Path:
         """Write :meth:`metadata` (plus the JSON-able ``extra`` entries) as JSON, atomically. Returns ``path``."""
-        from .export import write_json
-
         write_json(path, {**self.metadata(), **(extra or {})})
         return Path(path)
-
-
-def comment_lines(metadata: dict) -> list[str]:
-    """Header lines that say what the numbers in a file mean, from :meth:`ConversionResult.metadata`."""
-    k = metadata["camera"]
-    options = " ".join(f"{name}={value}" for name, value in metadata["options"].items())
-    camera = "camera: pinhole" + (" (not used by relief mode)" if metadata["mode"] == "relief" else "")
-    lines = [
-        "generated by image-to-3d",
-        f"mode: {metadata['mode']}",
-        f"axes: {metadata['axes']}",
-        f"units: {metadata['units']}",
-        f"{camera} fx={k['fx']:.4f} fy={k['fy']:.4f} cx={k['cx']:.4f} cy={k['cy']:.4f} "
-        f"width={k['width']} height={k['height']} fov_x_deg={k['fov_x_deg']:.4f} source={k['source']}",
-        f"options: {options}",
-    ]
-    if metadata.get("scale"):
-        lines.append(f"scale: {metadata['scale']['description']}")
-    lines.append(f"depth: {metadata['depth_source']} kind={metadata['depth_kind']}")  # last: tests and tools read it
-    return lines
 
 
 class Converter:
@@ -203,6 +197,7 @@ class Converter:
         precision: str = "fp32",
         max_pixels: int = DEFAULT_MAX_PIXELS,
         *,
+        engine: str | None = None,
         on_device: bool | None = None,
         batch_size: int = 1,
         batch_wait_ms: float = 0.0,
@@ -212,10 +207,13 @@ class Converter:
         depth (:mod:`converter.align`): metres with the first model's detail. ``on_device``: preprocessing and geometry
         as torch ops on the model's device, only the final arrays coming back (None: on CUDA only; the CPU keeps the
         exact PIL + numpy path). ``batch_size`` > 1: concurrent conversions in this process share forwards, waiting at
-        most ``batch_wait_ms`` for each other."""
+        most ``batch_wait_ms`` for each other. ``engine``: what runs the model (see
+        :data:`converter.depth.ENGINE_CHOICES`; None = $ENGINE, else auto = OpenVINO on a CPU, torch on a GPU); an
+        unknown one is an OptionError now, not at the first conversion."""
         self.model = resolve_model_name(model)
         self.device = device
         self.precision = precision
+        self.engine = check_engine(engine)
         self.max_pixels = max_pixels
         self.on_device = on_device
         self.batch_size, self.batch_wait_ms = batch_size, batch_wait_ms
@@ -224,7 +222,9 @@ class Converter:
     @property
     def reference_model(self):
         """The metric model of ``align_to`` (loaded on first use, shared per process like any model)."""
-        return get_depth_model(self.align_to, self.device, self.precision) if self.align_to else None
+        if self.align_to is None:
+            return None
+        return get_depth_model(self.align_to, self.device, self.precision, engine=self.engine)
 
     @property
     def depth_model(self):
@@ -235,7 +235,7 @@ class Converter:
         return is_model_loaded(self.model, self.device, self.precision, **self._model_settings())
 
     def _model_settings(self) -> dict:
-        return {"tensor_preprocess": self.on_device, "batch_size": self.batch_size,
+        return {"engine": self.engine, "tensor_preprocess": self.on_device, "batch_size": self.batch_size,
                 "batch_wait_ms": self.batch_wait_ms}
 
     def runs_on_device(self, depth_model) -> bool:
@@ -279,6 +279,7 @@ class Converter:
         check_convertible_size(loaded.width, loaded.height)
         notes: list[str] = []
         aligning = self.align_to is not None and depth is None
+        ran = None  # what ran the model, when it ran
         if prediction is not None:
             prediction = prediction.resized(loaded.width, loaded.height)
             model_name = None if prediction.source == "user" else prediction.source
@@ -303,9 +304,11 @@ class Converter:
                     result = build_point_cloud_on_device(loaded, native, depth_model.kind, model_name, opts, clock,
                                                          focal_px=focal_px, values=values if focal_px else None)
                 result.model, result.notes, result.timings = model_name, notes, timings
+                result.engine = depth_model.describe()
                 return result
             with clock("model"):
                 prediction = depth_model.predict(loaded.to_pil(), timings=timings)
+            ran = depth_model.describe()
         alignment = None
         if aligning:
             if reference is None:
@@ -319,8 +322,23 @@ class Converter:
         with clock("geometry"):
             result = build_point_cloud(loaded, prediction, opts, clock)
         result.alignment = alignment
+        result.engine = ran
         result.model = model_name
         result.notes = notes
+        result.timings = timings
+        return result
+
+    @staticmethod
+    def reconvert(state: ConversionState, options: ConversionOptions | None = None, *,
+                  progress: Callable[[str], None] | None = None) -> ConversionResult:
+        """The geometry of a kept ``state`` (:func:`converter.load_state`, :meth:`ConversionResult.state`) made
+        again with ``options``: no model is loaded or run, whatever this converter's model and ``align_to``."""
+        opts = options if options is not None else ConversionOptions()
+        timings: dict[str, float] = {}
+        (progress or (lambda stage: None))(stages.BUILDING_GEOMETRY)
+        with _Clock(timings)("geometry"):
+            result = build_point_cloud(state.image, state.prediction, opts, _Clock(timings))
+        result.model = None if state.prediction.source == "user" else state.prediction.source
         result.timings = timings
         return result
 
@@ -350,84 +368,52 @@ def _image_camera_grid(loaded: LoadedImage, opts: ConversionOptions, clock, mode
 
 def build_point_cloud_on_device(loaded: LoadedImage, native, kind: str, source: str, opts: ConversionOptions,
                                 clock=None, focal_px: float | None = None, values=None) -> ConversionResult:
-    """:func:`build_point_cloud` for a model's native prediction that is a tensor on its device (CUDA): the depth
-    units, cleaning, back-projection and colours run there (:mod:`converter.device_geometry`); only the final
-    arrays come back. ``focal_px``: the model's own focal length at the image's size, if it estimates one; ``values``:
-    the map at the image's size when the model's post-processing made it (else a bicubic resize of ``native``)."""
+    """:func:`build_point_cloud` for a model's native prediction that is a tensor on its device (CUDA): the same
+    geometry (:func:`converter.geometry.grid_cloud`) runs there on torch; only the final arrays come back.
+    ``focal_px``: the model's own focal length at the image's size, if it estimates one; ``values``: the map at the
+    image's size when the model's post-processing made it (else a bicubic resize of ``native``)."""
     import torch
 
-    from .device_geometry import point_cloud_on_device
-
     clock = clock or _Clock({})
+    given = loaded
     loaded, drawing, intrinsics, columns, rows = _image_camera_grid(loaded, opts, clock, focal_px, source)
-    factor = 1.0
-    if kind == METRIC and focal_px:  # metric depth made with the model's focal length, used with another
-        factor = float(geometry.depth_for_focal(np.float32(1.0), focal_px, intrinsics.fx))
     device = native.device
-    with clock("device_geometry"):
+    with clock("device_geometry"), torch.inference_mode():
         rgb = torch.from_numpy(loaded.rgb).to(device, non_blocking=True)
         alpha = None if loaded.alpha is None else torch.from_numpy(loaded.alpha).to(device, non_blocking=True)
-        if factor != 1.0:
-            native, values = native * factor, None if values is None else values * factor
-        cloud = point_cloud_on_device(rgb, alpha, native, kind=kind, user_depth=False, options=opts,
-                                      intrinsics=intrinsics, columns=columns, rows=rows, values=values)
-        native = native / factor if factor != 1.0 else native
-    values = cloud.values if factor == 1.0 else (cloud.values / np.float32(factor)).astype(np.float32)
-    prediction = DepthMap(values=values, native=native.float().cpu().numpy(), kind=kind, source=source,
-                          focal_px=focal_px)
-    result = ConversionResult(
-        points=cloud.points, colors=cloud.colors, normals=cloud.normals, depth=cloud.depth, prediction=prediction,
-        intrinsics=intrinsics, units=RELIEF_UNITS if opts.mode == "relief" else UNITS[kind], options=opts,
-        model=None, grid_rows=rows, grid_columns=columns, keep=cloud.keep, image=loaded, looks_like_drawing=drawing,
-    )
-    if opts.known_length is not None:
-        apply_known_length(result, opts.known_length)
-    return result
+        native = native.float()
+        values = values_at(native, loaded.height, loaded.width) if values is None else values.float()
+        cloud = geometry.grid_cloud(rgb, alpha, values, native, metric=kind == METRIC, user_depth=False,
+                                    options=opts, intrinsics=intrinsics, columns=columns, rows=rows,
+                                    focal_px=focal_px).to_host()
+        prediction = DepthMap(values=geometry.to_host(values), native=geometry.to_host(native), kind=kind,
+                              source=source, focal_px=focal_px)
+    return _result(cloud, prediction, given, loaded, drawing, intrinsics, columns, rows, opts)
 
 
 def build_point_cloud(loaded: LoadedImage, prediction: DepthMap, opts: ConversionOptions, clock=None) -> ConversionResult:
-    """The geometry half of a conversion, without the model: depth units, camera, sampling, cleaning, points."""
+    """The geometry half of a conversion, without the model: depth units, camera, sampling, cleaning, points
+    (:func:`converter.geometry.grid_cloud` on numpy arrays)."""
     clock = clock or _Clock({})
+    given = loaded
     loaded, drawing, intrinsics, columns, rows = _image_camera_grid(
         loaded, opts, clock, prediction.focal_px, camera_model(prediction.source))
-    opaque = None if loaded.alpha is None else loaded.alpha > 0
-    with clock("depth_units"):
-        depth, native_depth = _to_depth(prediction, opaque, opts.relief)
-        if prediction.kind == METRIC:  # the model's camera may not be the one used (user, EXIF)
-            depth = geometry.depth_for_focal(depth, prediction.focal_px, intrinsics.fx)
-            native_depth = geometry.depth_for_focal(native_depth, prediction.focal_px, intrinsics.fx)
-    width, height = loaded.width, loaded.height
-    grid_depth = depth[np.ix_(rows, columns)]
-    keep = geometry.valid_depth(grid_depth)
-    if loaded.alpha is not None:
-        keep &= loaded.alpha[np.ix_(rows, columns)] > 0
-    if opts.drop_background_percent > 0 and keep.any():
-        kept_depth = grid_depth[keep]
-        cut = np.percentile(kept_depth, 100.0 - opts.drop_background_percent)
-        if cut > kept_depth.min():  # pixels tied with the cut go too: a flat far wall goes as a whole
-            keep &= grid_depth < cut
-    if opts.clean:
-        with clock("cleaning"):
-            edges = geometry.depth_edges(native_depth, opts.edge_rtol)
-            native_h, native_w = native_depth.shape
-            native_rows = geometry.nearest_indices(native_h, height)[rows]
-            native_columns = geometry.nearest_indices(native_w, width)[columns]
-            keep &= ~edges[np.ix_(native_rows, native_columns)]
-    heights = None
-    with clock("backproject"):
-        if opts.mode == "relief":
-            heights = geometry.relief_heights(grid_depth, keep, prediction.kind != METRIC, opts.relief)
-            grid_points = geometry.relief_backproject(heights, (width, height), columns, rows)
-        else:
-            grid_points = geometry.backproject(grid_depth, intrinsics, columns, rows)
-        points = grid_points[keep]
-        colors = _grid_colors(loaded, columns, rows)[keep]
-        normals = geometry.grid_normals(grid_points)[keep] if opts.normals else None
+    cloud = geometry.grid_cloud(loaded.rgb, loaded.alpha, prediction.values, prediction.native,
+                                metric=prediction.kind == METRIC, user_depth=prediction.source == "user",
+                                options=opts, intrinsics=intrinsics, columns=columns, rows=rows,
+                                focal_px=prediction.focal_px, clock=clock)
+    return _result(cloud, prediction, given, loaded, drawing, intrinsics, columns, rows, opts)
+
+
+def _result(cloud: geometry.GridCloud, prediction: DepthMap, given: LoadedImage, loaded: LoadedImage, drawing: bool,
+            intrinsics: geometry.Intrinsics, columns: np.ndarray, rows: np.ndarray,
+            opts: ConversionOptions) -> ConversionResult:
+    """A ConversionResult of a host cloud (scaled to a known length when asked)."""
     result = ConversionResult(
-        points=points, colors=colors, normals=normals, depth=depth, prediction=prediction, intrinsics=intrinsics,
-        units=RELIEF_UNITS if opts.mode == "relief" else UNITS[prediction.kind], options=opts, model=None,
-        grid_rows=rows, grid_columns=columns, keep=keep, image=loaded, looks_like_drawing=drawing,
-        _relief_heights=heights,
+        points=cloud.points, colors=cloud.colors, normals=cloud.normals, depth=cloud.depth, prediction=prediction,
+        intrinsics=intrinsics, units=RELIEF_UNITS if opts.mode == "relief" else UNITS[prediction.kind],
+        options=opts, model=None, grid_rows=rows, grid_columns=columns, keep=cloud.keep, image=loaded,
+        looks_like_drawing=drawing, input_image=given, _relief_heights=cloud.heights,
     )
     if opts.known_length is not None:
         apply_known_length(result, opts.known_length)
@@ -489,37 +475,6 @@ def _surface_point(result: ConversionResult, x: float, y: float) -> np.ndarray:
         raise OptionError(f"There is no depth at the known length's pixel ({x:g}, {y:g}): pick points on the object.")
     k = result.intrinsics
     return np.array([(u - k.cx) * z / k.fx, -(v - k.cy) * z / k.fy, -z])
-
-
-def _to_depth(prediction: DepthMap, opaque: np.ndarray | None, relief: float) -> tuple[np.ndarray, np.ndarray]:
-    """Depth along the axis at image size and at native size: metric stays metric; disparity is mapped."""
-    values, native = prediction.values, prediction.native
-    if prediction.kind == METRIC:
-        depth = np.where(geometry.valid_depth(values), values, 0).astype(np.float32)
-        return depth, np.where(geometry.valid_depth(native), native, 0).astype(np.float32)
-    mask = opaque
-    if prediction.source == "user":  # its "no depth" zeros must not become the far plane
-        mask = values > 0 if opaque is None else opaque & (values > 0)
-    bounds = geometry.disparity_bounds(values, mask)
-    depth = geometry.disparity_to_depth(values, bounds, relief)
-    native_depth = geometry.disparity_to_depth(native, bounds, relief)
-    if prediction.source == "user":  # a user's disparity map marks "no depth" with 0, NaN or inf
-        depth[~(np.isfinite(values) & (values > 0))] = 0.0
-        native_depth[~(np.isfinite(native) & (native > 0))] = 0.0
-    return depth, native_depth
-
-
-def _grid_colors(loaded: LoadedImage, columns: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """[Hg, Wg, 3] uint8: each grid sample's colour, area-averaged over its block when the grid is coarser than
-    the image (no aliasing), ignoring transparent pixels (no dark fringes around cut-outs)."""
-    if len(columns) == loaded.width and len(rows) == loaded.height:
-        return loaded.rgb
-    size = (len(columns), len(rows))
-    if loaded.alpha is None:
-        return np.asarray(Image.fromarray(loaded.rgb, "RGB").resize(size, Image.Resampling.BOX))
-    rgba = np.dstack([loaded.rgb, loaded.alpha])
-    premultiplied = Image.fromarray(rgba, "RGBA").convert("RGBa").resize(size, Image.Resampling.BOX)
-    return np.asarray(premultiplied.convert("RGBA"))[:, :, :3]
 
 
 def _plain(value):

@@ -14,6 +14,17 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+# The suite runs the torch engine unless a test names another: converting even a tiny model to OpenVINO costs
+# seconds; tests/test_engines.py compares the engines. Conversions are saved in one folder per test run, so each
+# tiny model is converted once per run (gunicorn and Celery workers started by tests inherit both settings).
+os.environ.setdefault("ENGINE", "torch")
+if "OPENVINO_CACHE" not in os.environ:
+    import atexit
+    import shutil
+    import tempfile
+
+    os.environ["OPENVINO_CACHE"] = tempfile.mkdtemp(prefix="image-to-3d-openvino-")
+    atexit.register(shutil.rmtree, os.environ["OPENVINO_CACHE"], ignore_errors=True)
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))

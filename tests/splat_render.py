@@ -1,5 +1,5 @@
 """An independent splat rasterizer for the tests: reads a 3DGS ``.splat.ply`` with plyfile and renders it as the
-3DGS paper does, in numpy. Nothing here comes from ``converter.splats``.
+3DGS paper does, in numpy. Nothing here comes from ``converter.exports.splats``.
 
 Per Gaussian: covariance Σ = R S Sᵀ Rᵀ (R from the unit quaternion (w, x, y, z), S = diag(exp(scale))); EWA
 projection Σ' = J W Σ Wᵀ Jᵀ with W the view rotation and J the Jacobian of the pinhole projection at the centre,

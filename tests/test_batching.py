@@ -17,7 +17,8 @@ from converter.depth.batching import BatcherClosed, MicroBatcher
 
 @pytest.fixture(scope="module")
 def model(dpt_model):
-    return get_depth_model(dpt_model, device="cpu").model
+    """The forward of a loaded back-end (what a MicroBatcher batches)."""
+    return get_depth_model(dpt_model, device="cpu").forward
 
 
 def inputs(count: int, height: int = 64, width: int = 64, seed: int = 0) -> list[torch.Tensor]:
@@ -26,8 +27,7 @@ def inputs(count: int, height: int = 64, width: int = 64, seed: int = 0) -> list
 
 
 def single(model, pixel_values):
-    with torch.inference_mode():
-        return model(pixel_values=pixel_values).predicted_depth[0]
+    return model(pixel_values)["predicted_depth"]
 
 
 def call_at_once(batcher, requests):
@@ -38,7 +38,7 @@ def call_at_once(batcher, requests):
     def call(index):
         barrier.wait()
         try:
-            results[index] = batcher.predict(requests[index], timeout=60)
+            results[index] = batcher.predict(requests[index], timeout=60)["predicted_depth"]
         except Exception as error:  # noqa: BLE001 - compared below
             results[index] = error
 
@@ -59,14 +59,14 @@ def test_eight_threads_share_forwards_and_get_their_own_results(model):
     assert stats.forwards < 8 and max(stats.batch_sizes) > 1
     for pixel_values, result in zip(requests, results):
         expected = single(model, pixel_values)
-        assert result.shape == expected.shape == (64, 64)
+        assert result.shape == expected.shape == (1, 64, 64)
         torch.testing.assert_close(result, expected, rtol=1e-4, atol=1e-5 * float(expected.abs().max()))
     assert not torch.equal(results[0], results[1])  # different images, different answers
 
 
 @pytest.mark.slow  # about a second or more: make test runs it, make test-fast does not
 def test_mixed_shapes_run_in_separate_forwards(tiny_models):
-    model = get_depth_model(str(tiny_models["depth_anything"]), device="cpu").model
+    model = get_depth_model(str(tiny_models["depth_anything"]), device="cpu").forward
     requests = inputs(3, 56, 84, seed=1) + inputs(3, 84, 56, seed=2)
     with MicroBatcher(model, max_batch=8, max_wait_ms=300) as batcher:
         results = call_at_once(batcher, requests)
@@ -85,7 +85,7 @@ def test_an_error_reaches_only_its_own_forwards_callers(model):
     bad = torch.randn(1, 5, 64, 64)  # five channels: the model's first convolution refuses it
     with MicroBatcher(model, max_batch=8, max_wait_ms=300) as batcher:
         results = call_at_once(batcher, good + [bad])
-        after = batcher.predict(good[0], timeout=60)  # the worker survived
+        after = batcher.predict(good[0], timeout=60)["predicted_depth"]  # the worker survived
     assert isinstance(results[3], ValueError) and "channel" in str(results[3])
     for pixel_values, result in zip(good, results[:3]):
         assert isinstance(result, torch.Tensor)
@@ -119,11 +119,13 @@ def test_closed_batcher_refuses_requests(model):
         MicroBatcher(model, max_batch=0)
 
 
-def test_depth_model_with_batching_gives_the_single_image_predictions(dpt_model):
-    plain = get_depth_model(dpt_model, device="cpu")
-    batched = get_depth_model(dpt_model, device="cpu", batch_size=4, batch_wait_ms=300)
-    assert batched is not plain and batched.batcher is not None
-    assert get_depth_model(dpt_model, device="cpu", batch_size=4, batch_wait_ms=300) is batched
+# Micro-batching wraps any back-end: the OpenVINO one converts the model first (seconds), hence slow.
+@pytest.mark.parametrize("engine", ["torch", pytest.param("openvino", marks=pytest.mark.slow)])
+def test_depth_model_with_batching_gives_the_single_image_predictions(dpt_model, engine):
+    plain = get_depth_model(dpt_model, device="cpu", engine=engine)
+    batched = get_depth_model(dpt_model, device="cpu", engine=engine, batch_size=4, batch_wait_ms=300)
+    assert batched is not plain and batched.batcher is not None and batched.engine == engine
+    assert get_depth_model(dpt_model, device="cpu", engine=engine, batch_size=4, batch_wait_ms=300) is batched
     rng = np.random.default_rng(0)
     images = [Image.fromarray(rng.integers(0, 256, (90, 120, 3), dtype=np.uint8)) for _ in range(4)]
     results = [None] * 4

@@ -14,7 +14,7 @@ import numpy as np
 import open3d as o3d
 import pytest
 
-from converter.cloud_formats import write_las, write_pcd
+from converter.exports.cloud_formats import write_las, write_pcd
 from converter.errors import OutputError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -227,7 +227,7 @@ def test_full_disk_is_an_output_error_and_leaves_nothing(tmp_path):
         """
         import os, resource, signal, sys
         import numpy as np
-        from converter.cloud_formats import write_las, write_pcd
+        from converter.exports.cloud_formats import write_las, write_pcd
         from converter.errors import OutputError
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (4096, resource.RLIM_INFINITY))

@@ -10,10 +10,10 @@ import trimesh
 from PIL import Image
 
 from converter import geometry
-from converter.decimate import decimate_mesh, faces_for_detail
+from converter.exports.decimate import decimate_mesh, faces_for_detail
 from converter.errors import OptionError
 from converter.mesh import build_mesh
-from converter.mesh_export import write_glb
+from converter.exports.mesh_formats import write_glb
 
 W, H = 160, 120
 INTRINSICS = geometry.make_intrinsics(W, H)

@@ -16,7 +16,7 @@ from PIL import Image
 
 from converter import ConversionOptions, Converter, OptionError, OutputError
 from converter.depth import load_depth_file
-from converter.export import (
+from converter.exports.files import (
     atomic_output,
     colorize_depth,
     write_depth_npy,

@@ -19,10 +19,9 @@ import trimesh
 from conftest import png_bytes
 from plyfile import PlyData
 
-from converter.outputs import ALIGNMENT_KINDS, MESH_KINDS, OUTPUTS
+from converter import ALIGNMENT_KINDS, IMAGE_FILE, MESH_KINDS, OUTPUTS, PREDICTION_FILE
 from web import conversion
 from web.conversion import FIRST_KINDS
-from web.jobs import IMAGE_FILE, PREDICTION_FILE
 
 H, W = 30, 40
 

@@ -20,7 +20,8 @@ import trimesh
 from PIL import Image
 from plyfile import PlyData
 
-from converter import ConversionOptions, mesh_export
+from converter import ConversionOptions
+from converter.exports import mesh_formats as mesh_export
 from converter.errors import OptionError, OutputError
 from converter.mesh import DEFAULT_MAX_DEPTH_RATIO, Mesh, build_mesh, mesh_from_result, texture_image, triangulate_grid
 from converter.pipeline import Converter

@@ -1,4 +1,4 @@
-"""The one writer layer (converter.outputs): the kinds table, shared artifacts built once, every kind read back by an
+"""The one writer layer (converter.exports.outputs): the kinds table, shared artifacts built once, every kind read back by an
 independent reader, output settings and ConversionResult.save.
 
 Results come from a user-supplied metric depth map (a tilted plane), so no depth model is needed.
@@ -21,10 +21,11 @@ import trimesh
 from PIL import Image
 from plyfile import PlyData
 
-from converter import ConversionOptions, mesh_export
-from converter import outputs as outputs_module
+from converter import ConversionOptions
+from converter.exports import mesh_formats as mesh_export
+from converter.exports import outputs as outputs_module
 from converter.errors import OptionError
-from converter.outputs import (
+from converter.exports.outputs import (
     ALIGNMENT_KINDS,
     OUTPUTS,
     Artifacts,

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from converter.errors import InputError, OptionError, OutputError
-from converter.parallax import camera_path, frame_size, parallax_frames, video_codec, write_mp4
+from converter.exports.parallax import camera_path, frame_size, parallax_frames, video_codec, write_mp4
 
 HEIGHT, WIDTH = 60, 100
 TOP, BOTTOM, LEFT, RIGHT = 20, 40, 40, 60

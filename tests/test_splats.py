@@ -1,4 +1,4 @@
-"""Gaussian splats (converter.splats, the ``splat_ply`` output): the file as 3DGS tools read it, the Gaussians'
+"""Gaussian splats (converter.exports.splats, the ``splat_ply`` output): the file as 3DGS tools read it, the Gaussians'
 shapes on analytic surfaces, and renders by an independent rasterizer (tests/splat_render.py) from the original
 camera and from a camera moved 5° around the scene.
 
@@ -19,9 +19,9 @@ from splat_render import Camera, psnr, read_splats, render
 
 from converter import ConversionOptions
 from converter.__main__ import main
-from converter.outputs import OUTPUTS, kind_for_path
+from converter.exports.outputs import OUTPUTS, kind_for_path
 from converter.pipeline import Converter
-from converter.splats import FOOTPRINT_SIGMA, OPACITY, PROPERTIES, SH_C0, splats_from_result
+from converter.exports.splats import FOOTPRINT_SIGMA, OPACITY, PROPERTIES, SH_C0, splats_from_result
 
 H, W = 96, 128
 

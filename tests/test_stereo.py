@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from converter.errors import InputError, OptionError, OutputError
-from converter.stereo import anaglyph, normalised_nearness, side_by_side, stereo_pair, write_png
+from converter.exports.stereo import anaglyph, normalised_nearness, side_by_side, stereo_pair, write_png
 
 HEIGHT, WIDTH = 60, 100
 TOP, BOTTOM, LEFT, RIGHT = 20, 40, 40, 60  # the square's rows and columns

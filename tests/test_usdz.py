@@ -18,8 +18,8 @@ from pxr import Usd, UsdGeom, UsdShade, UsdValidation
 from converter import geometry
 from converter.errors import OutputError
 from converter.mesh import build_mesh
-from converter.mesh_export import Texture
-from converter.usdz import write_usdz
+from converter.exports.mesh_formats import Texture
+from converter.exports.usdz import write_usdz
 
 W, H = 64, 48
 

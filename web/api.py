@@ -60,5 +60,5 @@ def healthz():
 @bp.get("/readyz")
 def readyz():
     status = get_service().model_status
-    body = {"status": status.state, "model": status.converter.model, "message": status.message}
+    body = {"status": status.state, "model": status.converter.model, **status.runs, "message": status.message}
     return jsonify(body), (200 if status.ready else 503)

@@ -17,9 +17,7 @@ import zipfile
 
 from flask import Blueprint, abort, jsonify, redirect, render_template, request, send_file, url_for
 
-from converter.errors import ConversionError, InputError, OptionError
-from converter.export import atomic_output
-from converter.images import check_convertible_size, probe_header
+from converter import ConversionError, InputError, OptionError, atomic_output, check_convertible_size, probe_header
 
 from . import unzip
 from .conversion import ensure_output, offered_kinds

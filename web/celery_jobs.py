@@ -32,11 +32,19 @@ from kombu.exceptions import OperationalError
 from redis.backoff import ConstantBackoff
 from redis.retry import Retry
 
-from converter import DEFAULT_MODEL, Converter
-from converter.errors import ConversionError, OutputError
-from converter.export import atomic_output
-from converter.images import DEFAULT_MAX_PIXELS
-from converter.stages import DONE, FAILED, QUEUED, RUNNING, progress_of
+from converter import (
+    DEFAULT_MAX_PIXELS,
+    DEFAULT_MODEL,
+    DONE,
+    FAILED,
+    QUEUED,
+    RUNNING,
+    ConversionError,
+    Converter,
+    OutputError,
+    atomic_output,
+    progress_of,
+)
 
 from .conversion import run_job
 from .depth_cache import DEFAULT_ENTRIES, DepthCache
@@ -333,6 +341,18 @@ class WorkersModelStatus:
     def ready(self) -> bool:
         return self.state == READY
 
+    @property
+    def runs(self) -> dict:
+        """The engine and precision a ready worker reports, else the ones asked for."""
+        try:
+            workers = [w for w in self.board.workers() if w.get("model") == self.converter.model]
+        except redis.RedisError:
+            workers = []
+        for worker in workers:
+            if worker.get("state") == READY and worker.get("engine"):
+                return {"engine": worker["engine"], "precision": worker.get("precision", self.converter.precision)}
+        return {"engine": self.converter.engine, "precision": self.converter.precision}
+
     def _current(self) -> tuple[str, str]:
         if time.monotonic() - self._read_at > self.CACHE_SECONDS:
             self._value, self._read_at = self._read(), time.monotonic()
@@ -364,6 +384,7 @@ def settings_from_env(environ=os.environ) -> dict:
         "OUTPUT_FOLDER": environ.get("OUTPUT_FOLDER", os.path.join(root, "outputs")),
         "DEPTH_MODEL": environ.get("DEPTH_MODEL") or DEFAULT_MODEL,
         "DEVICE": environ.get("DEVICE", "auto"), "PRECISION": environ.get("PRECISION", "fp32"),
+        "ENGINE": environ.get("ENGINE", "auto"),
         "MAX_PIXELS": int(environ.get("MAX_PIXELS", DEFAULT_MAX_PIXELS)),
         "TORCH_THREADS": int(environ.get("TORCH_THREADS", 0)),
         "DEPTH_CACHE_ENTRIES": int(environ.get("DEPTH_CACHE_ENTRIES", DEFAULT_ENTRIES)),
@@ -385,7 +406,7 @@ class Worker:
         self.name = f"{socket.gethostname()}:{process_token()}"
         self.converter = Converter(model=settings["DEPTH_MODEL"], device=settings["DEVICE"],
                                    precision=settings["PRECISION"], max_pixels=settings["MAX_PIXELS"],
-                                   batch_size=settings.get("BATCH_SIZE", 1),
+                                   engine=settings.get("ENGINE"), batch_size=settings.get("BATCH_SIZE", 1),
                                    batch_wait_ms=settings.get("BATCH_WAIT_MS", 5.0))
         # The worker never judges liveness (a job's owner token names a process on another machine).
         self.store = JobStore(settings["OUTPUT_FOLDER"], ttl_seconds=settings["RESULT_TTL_SECONDS"],
@@ -410,7 +431,7 @@ class Worker:
                 self.board.publish_worker(self.name, {
                     "model": self.converter.model, "state": self.model_status.state,
                     "message": self.model_status.message, "host": socket.gethostname(), "pid": os.getpid(),
-                    **self._batching()})
+                    **self.model_status.runs, **self._batching()})
             except redis.RedisError:
                 pass
             if self._stop.wait(PRESENCE_EVERY):

@@ -15,19 +15,30 @@ import threading
 from collections import OrderedDict
 from pathlib import Path
 
-import numpy as np
 
-from converter import Converter
-from converter.errors import ConversionError, OutputError
-from converter.export import atomic_output
-from converter.images import LoadedImage, load_image
-from converter.outputs import ALIGNMENT_KINDS, MESH_KINDS, OUTPUTS, Artifacts, write_outputs
-from converter.pipeline import build_point_cloud
-from converter.stages import LOADING_MODEL, WRITING_FILES
+from converter import (
+    ALIGNMENT_KINDS,
+    LOADING_MODEL,
+    MESH_KINDS,
+    OUTPUTS,
+    WRITING_FILES,
+    Artifacts,
+    ConversionError,
+    Converter,
+    LoadedImage,
+    ConversionState,
+    OutputError,
+    STATE_FILES,
+    StateError,
+    atomic_output,
+    load_image,
+    load_state,
+    write_outputs,
+)
 
-from .depth_cache import DepthCache, load_prediction, save_prediction
+from .depth_cache import DepthCache
 from .job_request import JobRequest
-from .jobs import IMAGE_FILE, PREDICTION_FILE, Job, JobStore, Upload
+from .jobs import Job, JobStore, Upload
 
 FIRST_KINDS = ("ply", "json", "input", "depth_preview")  # what the result page needs at once
 GONE = "The result to rebuild has expired and was deleted. Convert the image again."
@@ -41,12 +52,12 @@ def offered_kinds(request: JobRequest) -> list[str]:
 
 
 def converter_for(base: Converter, model: str, align_to: str = "") -> Converter:
-    """A converter for ``model`` (fitted to the metric ``align_to`` if given) with the app's device, precision and
-    pixel cap (models are cached per process)."""
+    """A converter for ``model`` (fitted to the metric ``align_to`` if given) with the app's device, engine,
+    precision and pixel cap (models are cached per process)."""
     if (not model or model == base.model) and not align_to:
         return base
     return Converter(model=model or base.model, device=base.device, precision=base.precision,
-                     max_pixels=base.max_pixels, align_to=align_to or None)
+                     max_pixels=base.max_pixels, engine=base.engine, align_to=align_to or None)
 
 
 def run_job(base: Converter, store: JobStore, job: Job, upload: Upload | None, report,
@@ -60,15 +71,15 @@ def run_job(base: Converter, store: JobStore, job: Job, upload: Upload | None, r
     """
     request = JobRequest.from_dict(job.request)
     converter = converter_for(base, request.model, "" if request.rebuild_of else request.align_to)
-    prediction, cache_key, depth = None, None, None
+    prediction, cache_key, depth, kept = None, None, None, None
     reference, reference_key, carried = None, None, {}
     if request.rebuild_of:
         source = store.get(request.rebuild_of)
         folder = store.folder(request.rebuild_of)
-        prediction = load_prediction(folder / PREDICTION_FILE)
-        if source is None or prediction is None:
+        if source is None:
             raise ConversionError(GONE)
-        loaded = load_kept_image(folder, source.image, converter.max_pixels)
+        kept = _kept_state(folder, source.image, converter.max_pixels)
+        loaded = kept.image
         if request.align_to:  # the kept prediction is the aligned one: the fit and its map come along
             carried = {"alignment": (source.info or {}).get("alignment")}
             for name in ALIGNMENT_KINDS:
@@ -90,8 +101,11 @@ def run_job(base: Converter, store: JobStore, job: Job, upload: Upload | None, r
                 reference = cache.get(reference_key)
     if prediction is None and depth is None and not converter.is_loaded:
         report(LOADING_MODEL)
-    result = converter.convert(loaded, depth=None if prediction is not None else depth, options=request.options,
-                               prediction=prediction, reference=reference, progress=report)
+    if kept is not None:
+        result = converter.reconvert(kept, request.options, progress=report)
+    else:
+        result = converter.convert(loaded, depth=None if prediction is not None else depth, options=request.options,
+                                   prediction=prediction, reference=reference, progress=report)
     if cache_key is not None and prediction is None:
         cache.put(cache_key, result.prediction if result.alignment is None else result.alignment.relative)
     if reference_key is not None and reference is None and result.alignment is not None:
@@ -105,9 +119,8 @@ def run_job(base: Converter, store: JobStore, job: Job, upload: Upload | None, r
     job.image = {"focal_px": loaded.focal_px, "focal_source": loaded.focal_source, "scale": loaded.scale,
                  "format": loaded.format}
     # Kept first: the downloads written later are made from these two (the image before any paper was removed).
-    _keep(folder / IMAGE_FILE, _write_image, loaded)
-    _keep(folder / PREDICTION_FILE, save_prediction, result.prediction)
-    job.files += [IMAGE_FILE, PREDICTION_FILE]
+    _keep(folder, result.save_state)
+    job.files += list(STATE_FILES)
     artifacts = Artifacts(result, request.output_settings, metadata=info)
     first = FIRST_KINDS + (ALIGNMENT_KINDS if result.alignment is not None else ())
     for name in first:
@@ -138,28 +151,20 @@ def ensure_output(store: JobStore, job: Job, kind: str, max_pixels: int) -> Path
     return path
 
 
-def load_kept_image(folder: Path, meta: dict, max_pixels: int) -> LoadedImage:
-    """A job's kept working image with how it was decoded (scale, EXIF focal length: the arrays have no EXIF)."""
+def _kept_state(folder: Path, meta: dict, max_pixels: int, gone: str = GONE) -> ConversionState:
+    """A job's kept image and prediction (``meta``: how the image was decoded, for folders written before the
+    library kept it in the image file)."""
     try:
-        with np.load(folder / IMAGE_FILE, allow_pickle=False) as kept:
-            rgb = kept["rgb"]
-            alpha = kept["alpha"] if "alpha" in kept.files else None
-    except (OSError, KeyError, ValueError):
-        raise ConversionError(GONE) from None
-    if rgb.ndim != 3 or rgb.shape[0] * rgb.shape[1] > max_pixels:
-        raise ConversionError(GONE)
-    return LoadedImage(rgb=rgb, alpha=alpha, focal_px=meta.get("focal_px"), focal_source=meta.get("focal_source"),
-                       format=meta.get("format"), scale=float(meta.get("scale") or 1.0))
+        return load_state(folder, meta, max_pixels)
+    except StateError:
+        raise ConversionError(gone) from None
 
 
 def _rebuild_artifacts(store: JobStore, job: Job, request: JobRequest, max_pixels: int) -> Artifacts:
     """The job's result made again from its kept image and prediction: the same geometry, no model."""
-    folder = store.folder(job.id)
-    prediction = load_prediction(folder / PREDICTION_FILE)
-    if prediction is None:
-        raise ConversionError("This result's files are gone. Convert the image again.")
-    loaded = load_kept_image(folder, job.image, max_pixels)
-    result = build_point_cloud(loaded, prediction.resized(loaded.width, loaded.height), request.options)
+    state = _kept_state(store.folder(job.id), job.image, max_pixels,
+                        "This result's files are gone. Convert the image again.")
+    result = Converter.reconvert(state, request.options)
     result.model = job.info.get("model")
     return Artifacts(result, request.output_settings, metadata=job.info)
 
@@ -177,14 +182,6 @@ def _copy(path: Path, source: Path) -> None:
     """A file of the source job, copied atomically (a missing one is an OSError: the rebuild cannot offer it)."""
     with atomic_output(path) as temporary:
         shutil.copyfile(source, temporary)
-
-
-def _write_image(path: Path, image: LoadedImage) -> None:
-    """The image the depth belongs to, at the working size, as its arrays (rgb and, if any, alpha): lossless and
-    written in milliseconds, where even a fast PNG costs a twentieth of a conversion."""
-    arrays = {"rgb": image.rgb} if image.alpha is None else {"rgb": image.rgb, "alpha": image.alpha}
-    with atomic_output(path) as temporary, open(temporary, "wb") as handle:
-        np.savez(handle, **arrays)
 
 
 @contextlib.contextmanager

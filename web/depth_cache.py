@@ -13,44 +13,16 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
 import os
 import threading
 import time
 from pathlib import Path
 
-import numpy as np
-
-from converter.depth import DepthMap
-from converter.errors import OutputError
-from converter.export import atomic_output
+from converter import DepthMap, OutputError, load_prediction, save_prediction
 
 log = logging.getLogger(__name__)
 
 DEFAULT_ENTRIES = 64
-
-
-def save_prediction(path: str | os.PathLike, prediction: DepthMap) -> Path:
-    """Write ``prediction`` to ``path`` (.npz) atomically."""
-    path = Path(path)
-    with atomic_output(path) as temporary, open(temporary, "wb") as file:
-        np.savez(file, values=np.asarray(prediction.values, np.float32),
-                 native=np.asarray(prediction.native, np.float32), kind=np.array(prediction.kind),
-                 source=np.array(prediction.source),
-                 focal_px=np.array(np.nan if prediction.focal_px is None else prediction.focal_px, np.float64))
-    return path
-
-
-def load_prediction(path: str | os.PathLike) -> DepthMap | None:
-    """The prediction stored at ``path``, or None if it is missing or unreadable."""
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            focal_px = float(data["focal_px"]) if "focal_px" in data.files else math.nan
-            return DepthMap(values=data["values"].astype(np.float32, copy=False),
-                            native=data["native"].astype(np.float32, copy=False), kind=str(data["kind"]),
-                            source=str(data["source"]), focal_px=focal_px if math.isfinite(focal_px) else None)
-    except (OSError, KeyError, ValueError):
-        return None
 
 
 class DepthCache:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from flask import Flask, current_app, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from converter.errors import (
+from converter import (
     ConversionError,
     DamagedImageError,
     ImageTooLargeError,

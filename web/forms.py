@@ -5,10 +5,15 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 
-from converter.depth.models import KNOWN_MODELS
-from converter.errors import OptionError
-from converter.options import DEPTH_KIND_CHOICES, DETAIL_LEVELS, MODES, ConversionOptions
-from converter.outputs import parse_simplify
+from converter import (
+    DEPTH_KIND_CHOICES,
+    DETAIL_LEVELS,
+    KNOWN_MODELS,
+    MODES,
+    ConversionOptions,
+    OptionError,
+    parse_simplify,
+)
 
 from .job_request import JobRequest
 

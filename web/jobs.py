@@ -20,10 +20,17 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from converter import OUTPUTS
-from converter.errors import ConversionError, OutputError
-from converter.export import write_json
-from converter.stages import DONE, FAILED, QUEUED, RUNNING, progress_of
+from converter import (
+    DONE,
+    FAILED,
+    OUTPUTS,
+    QUEUED,
+    RUNNING,
+    ConversionError,
+    OutputError,
+    progress_of,
+    write_json,
+)
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +41,6 @@ WORKER_DIED = "The server stopped while converting this image. Please try again.
 # One table for routes, pages and the API: the converter's output kinds (downloads, then the page's previews).
 DOWNLOADS = {name: kind for name, kind in OUTPUTS.items() if kind.download}
 PREVIEWS = {name: kind for name, kind in OUTPUTS.items() if not kind.download}
-# Kept in the job folder for rebuilds and later downloads (not downloadable): the working image, the prediction.
-IMAGE_FILE, PREDICTION_FILE = "image.npz", "prediction.npz"
 COMPARISON_PREFIX = "compare-"  # OUTPUT_FOLDER/compare-<uuid4 hex>.json: a pair of jobs shown side by side
 BATCH_PREFIX = "batch-"  # OUTPUT_FOLDER/batch-<uuid4 hex>.json (+ its zips): the jobs of one multi-image upload
 

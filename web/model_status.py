@@ -5,9 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from converter import Converter
-from converter.depth import set_torch_threads
-from converter.errors import ConversionError
+from converter import ConversionError, Converter, set_torch_threads
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +38,11 @@ class ModelStatus:
     def ready(self) -> bool:
         return self.state == READY
 
+    @property
+    def runs(self) -> dict:
+        """What runs the model: engine and precision (as loaded once ready; as asked for before)."""
+        return runs(self.converter)
+
     def _load(self) -> None:
         try:
             if self.threads:
@@ -56,3 +59,12 @@ class ModelStatus:
             self.state, self.message = READY, f"The depth model '{self.converter.model}' is ready."
         finally:
             self._done.set()
+
+
+def runs(converter: Converter) -> dict:
+    """The engine and precision of ``converter``'s model: the loaded back-end's (an engine that fell back to torch
+    says so), or the requested ones while it is not loaded."""
+    if converter.is_loaded:
+        described = converter.depth_model.describe()
+        return {"engine": described["engine"], "precision": described["precision"]}
+    return {"engine": converter.engine, "precision": converter.precision}

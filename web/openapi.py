@@ -7,7 +7,7 @@ slow tier fails otherwise).
 
 from __future__ import annotations
 
-from converter.options import DEPTH_KIND_CHOICES, DETAIL_LEVELS, MODES
+from converter import DEPTH_KIND_CHOICES, DETAIL_LEVELS, MODES
 
 from .conversion import offered_kinds
 from .job_request import JobRequest

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, abort, current_app, render_template, send_file
 
-from converter.errors import ConversionError
+from converter import ConversionError
 
 from .conversion import ensure_output
 from .errors import EXPIRED, UserError, allow_webassembly

@@ -11,10 +11,18 @@ import os
 
 from flask import Flask, current_app, url_for
 
-from converter import KNOWN_MODELS, Converter
-from converter.errors import OptionError
-from converter.images import check_convertible_size, load_image, probe_header
-from converter.options import DETAIL_LEVELS, MODES
+from converter import (
+    DETAIL_LEVELS,
+    IMAGE_FILE,
+    KNOWN_MODELS,
+    MODES,
+    PREDICTION_FILE,
+    Converter,
+    OptionError,
+    check_convertible_size,
+    load_image,
+    probe_header,
+)
 
 from .conversion import offered_kinds, run_job
 from .depth_cache import DepthCache
@@ -24,8 +32,6 @@ from .job_request import DEFAULT_STL_WIDTH_MM, JobRequest
 from .jobs import (
     DONE,
     FAILED,
-    IMAGE_FILE,
-    PREDICTION_FILE,
     BatchStore,
     ComparisonStore,
     Job,
@@ -57,7 +63,8 @@ class Service:
         batch_size = config["BATCH_SIZE"] or (GPU_BATCH_SIZE if gpu else 1)
         self.converter = Converter(model=config["DEPTH_MODEL"], device=config["DEVICE"],
                                    precision=config["PRECISION"], max_pixels=config["MAX_PIXELS"],
-                                   batch_size=batch_size, batch_wait_ms=config["BATCH_WAIT_MS"])
+                                   engine=config.get("ENGINE", "auto"), batch_size=batch_size,
+                                   batch_wait_ms=config["BATCH_WAIT_MS"])
         self.store = JobStore(config["OUTPUT_FOLDER"], ttl_seconds=config["RESULT_TTL_SECONDS"])
         self.comparisons = ComparisonStore(config["OUTPUT_FOLDER"], ttl_seconds=config["RESULT_TTL_SECONDS"])
         self.batches = BatchStore(config["OUTPUT_FOLDER"], ttl_seconds=config["RESULT_TTL_SECONDS"])

@@ -3,9 +3,10 @@
 A GPU runs a batch of 8 in little more than the time of one, but a web process receives images one at a time from
 several threads. :class:`MicroBatcher` lets each thread call ``predict(pixel_values)`` as if alone; a single worker
 thread collects up to ``max_batch`` requests (waiting at most ``max_wait_ms`` after the first), groups them by input
-shape (Depth Anything keeps the aspect ratio, so shapes differ), runs one forward per group under
-``torch.inference_mode`` and hands each caller its own slice. An error in a forward reaches the callers of that
-forward only.
+shape (Depth Anything keeps the aspect ratio, so shapes differ), runs one forward per group and hands each caller
+its own slice. An error in a forward reaches the callers of that forward only. The forward is any back-end's
+(:meth:`converter.depth.backend.DepthBackend.forward`): :class:`converter.depth.backend.BatchedBackend` wraps a whole
+back-end.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+
 
 
 class BatcherClosed(RuntimeError):
@@ -31,20 +33,20 @@ class BatchStats:
 
 
 class MicroBatcher:
-    """Batch concurrent single-image forwards of ``model`` (a transformers depth model, called as
-    ``model(pixel_values=...)`` and returning ``predicted_depth`` [B, h', w']).
+    """Batch concurrent single-image calls of ``forward`` (pixel_values [B, 3, h, w] → {name: tensor [B, ...]},
+    a back-end's forward).
 
-    ``predict(pixel_values [1, 3, h, w]) → native [h', w']`` tensor (on the model's device, the model's dtype).
+    ``predict(pixel_values [1, 3, h, w]) → {name: tensor [1, ...]}``: that image's slice of every output.
     ``max_batch`` 1 means no batching (still serialised on the worker thread); ``max_wait_ms`` bounds how long a
     request waits for company.
     """
 
-    def __init__(self, model, max_batch: int = 8, max_wait_ms: float = 2.0):
+    def __init__(self, forward, max_batch: int = 8, max_wait_ms: float = 2.0):
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
         if max_wait_ms < 0:
             raise ValueError("max_wait_ms must not be negative")
-        self.model = model
+        self.forward = forward
         self.max_batch = int(max_batch)
         self.max_wait_s = float(max_wait_ms) / 1000.0
         self.stats = BatchStats()
@@ -55,17 +57,11 @@ class MicroBatcher:
         self._worker.start()
 
     def predict(self, pixel_values, timeout: float | None = None):
-        """One image's native prediction [h', w']; blocks until its batch has run. Raises what the forward raised."""
-        return self.submit(pixel_values).result(timeout)[0]
-
-    def predict_with_field_of_view(self, pixel_values, timeout: float | None = None):
-        """(native prediction [h', w'], the model's field of view in degrees as a 0-d tensor, or None for models
-        without a camera head such as Depth Pro's): a model's own camera must survive batching."""
+        """One image's outputs {name: [1, ...]}; blocks until its batch has run. Raises what the forward raised."""
         return self.submit(pixel_values).result(timeout)
 
     def submit(self, pixel_values) -> Future:
-        """Queue one image (pixel_values [1, 3, h, w]); the Future gives (native prediction [h', w'], field of view
-        or None)."""
+        """Queue one image (pixel_values [1, 3, h, w]); the Future gives its outputs {name: [1, ...]}."""
         if pixel_values.ndim != 4 or pixel_values.shape[0] != 1:
             raise ValueError("pixel_values must be [1, 3, h, w]")
         future: Future = Future()
@@ -124,10 +120,8 @@ class MicroBatcher:
         import torch
 
         try:
-            with torch.inference_mode():
-                inputs = group[0][0] if len(group) == 1 else torch.cat([values for values, _ in group])
-                outputs = self.model(pixel_values=inputs)
-                predicted, fov = outputs.predicted_depth, getattr(outputs, "field_of_view", None)
+            inputs = group[0][0] if len(group) == 1 else torch.cat([values for values, _ in group])
+            outputs = self.forward(inputs)
         except BaseException as error:  # noqa: BLE001 - handed to exactly this forward's callers
             for _, future in group:
                 future.set_exception(error)
@@ -137,7 +131,7 @@ class MicroBatcher:
             self.stats.requests += len(group)
             self.stats.batch_sizes.append(len(group))
         for index, (_, future) in enumerate(group):
-            future.set_result((predicted[index], None if fov is None else fov[index]))
+            future.set_result({name: value[index:index + 1] for name, value in outputs.items()})
 
     def _fail_pending(self) -> None:
         while True:

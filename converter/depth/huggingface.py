@@ -4,7 +4,7 @@ The processor and model are loaded once and reused; the device is chosen at load
 the transformers depth-estimation pipeline step for step (same PIL processor, same post-processing), so its values
 equal the pipeline's ``predicted_depth``. On CUDA the input is prepared by torch ops on the GPU
 (:mod:`.tensor_preprocess`, within one uint8 level of the PIL processor) and ``predict_on_device`` keeps the result
-there for :mod:`converter.device_geometry`; concurrent requests can share forwards (:mod:`.batching`).
+there for :func:`converter.geometry.grid_cloud`; concurrent requests can share forwards (:mod:`.batching`).
 Depth Pro goes through the same class: its processor and post-processing come from :mod:`.depth_pro` (marked
 "Depth Pro hook" below), and its field of view becomes ``DepthMap.focal_px`` on every path.
 """
@@ -21,8 +21,8 @@ import numpy as np
 
 from ..errors import ModelUnavailableError, OptionError
 from . import depth_pro, zoedepth
-from .batching import MicroBatcher
-from .depthmap import INVERSE_RELATIVE, METRIC, DepthMap
+from .backend import MODEL_OUTPUTS, DepthBackend
+from .depthmap import INVERSE_RELATIVE, METRIC
 from .device import resolve_device
 from .tensor_preprocess import build_tensor_preprocess
 
@@ -32,36 +32,35 @@ _METRIC_MODEL_TYPES = {"zoedepth", "depth_pro"}
 PRECISIONS = ("fp32", "bf16", "fp16")
 
 
-class HuggingFaceDepthModel:
-    """A loaded depth model. Thread-safe: one forward at a time per instance (the device is the bottleneck)."""
+class HuggingFaceDepthModel(DepthBackend):
+    """A loaded depth model run by torch. Thread-safe: one forward at a time per instance (the device is the
+    bottleneck)."""
+
+    engine = "torch"
 
     def __init__(self, model_id: str, device: str = "auto", precision: str = "fp32", *,
-                 tensor_preprocess: bool | None = None, batch_size: int = 1, batch_wait_ms: float = 0.0):
-        """``tensor_preprocess``: prepare the input with torch on the device (see :meth:`predict_on_device`);
-        None = on CUDA only (the CPU keeps the PIL processor, whose values the transformers pipeline gives).
-        ``batch_size`` > 1: concurrent ``predict`` calls share forwards through a :class:`MicroBatcher` that waits
-        at most ``batch_wait_ms`` for company."""
-        from transformers import AutoImageProcessor, AutoModelForDepthEstimation
+                 tensor_preprocess: bool | None = None):
+        """``tensor_preprocess``: prepare the input with torch on the device (see :meth:`prepare`); None = on CUDA
+        only (the CPU keeps the PIL processor, whose values the transformers pipeline gives)."""
+        from transformers import AutoImageProcessor
 
         self.model_id = model_id
         self.device = resolve_device(device)
+        self.precision = precision
         self.dtype = _dtype(precision, self.device)  # before loading: a bad choice should not cost a model load
         self._lock = threading.Lock()
         started = time.perf_counter()
-        model = _load(AutoModelForDepthEstimation, model_id)
-        # Depth Pro hook: its processor needs torchvision; depth_pro.DepthProProcessor does the same steps in torch,
-        # and its field of view becomes the camera (depth_pro.postprocess).
-        self.camera_head = depth_pro.is_depth_pro(model.config)
+        # Depth Pro hook: the model (or, for the OpenVINO engine, its config) is loaded before the processor, since
+        # the processor depends on it. Depth Pro's processor needs torchvision; depth_pro.DepthProProcessor does the
+        # same steps in torch, and its field of view becomes the camera (depth_pro.postprocess in postprocess).
+        config = self._load_network()
+        self.camera_head = depth_pro.is_depth_pro(config)
         if self.camera_head:
             self.processor = _load(depth_pro.DepthProProcessor, model_id)
         else:  # the PIL processor backend: torchvision has no CPU wheel here, and the pipeline falls back to it too
             self.processor = _load(AutoImageProcessor, model_id, backend="pil")
-        self.model = model.to(self.device, dtype=self.dtype).eval()
-        self.load_seconds = time.perf_counter() - started
-        config = model.config
         metric = getattr(config, "depth_estimation_type", None) == "metric" or config.model_type in _METRIC_MODEL_TYPES
         self.kind = METRIC if metric else INVERSE_RELATIVE
-        self.parameters = sum(p.numel() for p in model.parameters())
         if tensor_preprocess is None:
             tensor_preprocess = self.device.startswith("cuda")
         # None where the processor is not one we reproduce: those models keep the PIL processor on every device.
@@ -69,104 +68,66 @@ class HuggingFaceDepthModel:
         self.padded = zoedepth.is_padded_zoedepth(config, self.processor)
         preprocess = self.processor.tensor if self.camera_head else build_tensor_preprocess(self.processor)
         self.tensor_preprocess = preprocess if tensor_preprocess else None
-        self.batcher = MicroBatcher(self.model, batch_size, batch_wait_ms) if batch_size > 1 else None
-        log.info("loaded %s on %s in %.1f s (%s)", model_id, self.device, self.load_seconds, self.kind)
+        self._after_load()
+        self.load_seconds = time.perf_counter() - started
+        log.info("loaded %s on %s in %.1f s (%s, %s %s)", model_id, self.device, self.load_seconds, self.kind,
+                 self.engine, self.precision)
 
-    def predict(self, image, timings: dict | None = None) -> DepthMap:
-        """PIL RGB image → DepthMap at the image's size (bicubic, as the pipeline resizes) and at native size.
+    def _load_network(self):
+        """Load the torch module (``model``, ``parameters``); returns its config."""
+        from transformers import AutoModelForDepthEstimation
 
-        ``timings``: if given, seconds of "preprocess", "forward" and "postprocess" are added to it."""
-        import torch
+        model = _load(AutoModelForDepthEstimation, self.model_id)
+        self.model = model.to(self.device, dtype=self._weights_dtype()).eval()
+        self.parameters = sum(p.numel() for p in model.parameters())
+        return model.config
 
-        if self.tensor_preprocess is not None or self.batcher is not None:
-            camera: dict = {}
-            native, values = self.predict_on_device(image, timings, camera=camera)
-            return DepthMap(values=values.cpu().numpy(), native=native.cpu().numpy(), kind=self.kind,
-                            source=self.model_id, focal_px=camera.get("focal_px"))
+    def _weights_dtype(self):
+        """The dtype the torch module's weights are cast to (engines that convert the module keep float32)."""
+        return self.dtype
 
-        clock = time.perf_counter
-        target_size = (image.height, image.width)
-        started = clock()
-        inputs = self.processor(images=image, return_tensors="pt")
-        inputs = {name: tensor.to(self.device, dtype=self.dtype) for name, tensor in inputs.items()}
-        with self._lock, torch.inference_mode():
-            prepared = clock()
-            outputs = self.model(**inputs)
-            native = outputs.predicted_depth[0].float()
-            _synchronize(self.device)
-            forwarded = clock()
-            focal_px = None
-            if self.camera_head:  # Depth Pro hook: metric depth and focal length from its field of view
-                fov = outputs.field_of_view
-                native, values, focal_px = depth_pro.postprocess(native, None if fov is None else fov[0], target_size)
-            elif self.padded:  # ZoeDepth hook: the padding removed without torchvision
-                native, values = zoedepth.postprocess(native, target_size)
-            else:
-                outputs.predicted_depth = outputs.predicted_depth.float()
-                resized = self.processor.post_process_depth_estimation(outputs, target_sizes=[target_size])
-                values = resized[0]["predicted_depth"]
-            values = values.cpu().numpy().astype(np.float32, copy=False)
-            native = native.cpu().numpy()
-        _add_timings(timings, started, prepared, forwarded, clock())
-        return DepthMap(values=values, native=native, kind=self.kind, source=self.model_id, focal_px=focal_px)
+    def _after_load(self) -> None:
+        """Hook for engines built on the loaded torch module (conversion happens here)."""
 
-    def predict_on_device(self, image, timings: dict | None = None, camera: dict | None = None):
-        """Image (PIL RGB, [H, W, 3] uint8 array or tensor) → (native [h, w], values [H, W]) float32 tensors on the
-        model's device, for ``converter.device_geometry.point_cloud_on_device`` without a round trip.
-        ``camera``: if given, its "focal_px" is set to the model's focal length in pixels at W (None: it has none).
-
-        Preprocessing runs as torch ops on the device when the processor allows it (else the PIL processor on
-        the CPU); the forward goes through the micro-batcher when there is one; values are the native map resized
-        by the processor's own post-processing (bicubic), on the device."""
-        import torch
-
-        clock = time.perf_counter
-        started = clock()
-        rgb = _rgb_tensor(image)
-        height, width = int(rgb.shape[0]), int(rgb.shape[1])
+    def prepare(self, image):
+        """Image (PIL RGB, [H, W, 3] uint8 array or tensor) → pixel_values [1, 3, h, w] on the device: torch ops
+        on the device when the processor allows it, else the PIL processor on the CPU."""
         if self.tensor_preprocess is not None:
-            pixel_values = self.tensor_preprocess(rgb.to(self.device, non_blocking=True))
+            pixel_values = self.tensor_preprocess(_rgb_tensor(image).to(self.device, non_blocking=True))
         else:
-            from PIL import Image
+            if not hasattr(image, "mode"):  # an array or tensor: the PIL processor wants a picture
+                from PIL import Image
 
-            picture = Image.fromarray(rgb.cpu().numpy(), "RGB")
-            pixel_values = self.processor(images=picture, return_tensors="pt")["pixel_values"]
-        pixel_values = pixel_values.to(self.device, dtype=self.dtype)
-        if timings is not None:
-            _synchronize(self.device)
-        prepared = clock()
-        if self.batcher is not None:
-            native, fov = self.batcher.predict_with_field_of_view(pixel_values)
-        else:
-            with self._lock, torch.inference_mode():
-                outputs = self.model(pixel_values=pixel_values)
-                native, fov = outputs.predicted_depth[0], getattr(outputs, "field_of_view", None)
-                fov = None if fov is None else fov[0]
-        focal_px = None
+                image = Image.fromarray(_rgb_tensor(image).cpu().numpy(), "RGB")
+            elif image.mode != "RGB":
+                image = image.convert("RGB")
+            pixel_values = self.processor(images=image, return_tensors="pt")["pixel_values"]
+        return pixel_values.to(self.device, dtype=self.dtype)
+
+    def forward(self, pixel_values) -> dict:
+        """The network alone: pixel_values [B, 3, h, w] → {name: float32 tensor [B, ...]} for each of
+        MODEL_OUTPUTS the model returns."""
+        import torch
+
+        with self._lock, torch.inference_mode():
+            outputs = self.model(pixel_values=pixel_values)
+            return {name: getattr(outputs, name).float() for name in MODEL_OUTPUTS
+                    if getattr(outputs, name, None) is not None}
+
+    def postprocess(self, outputs: dict, size: tuple[int, int]):
+        """The processor's own post-processing (bicubic resize to ``size``, as the pipeline does), on the device;
+        Depth Pro's metric depth and focal length from its field of view, ZoeDepth's padding removed, in torch."""
+        import torch
+
         with torch.inference_mode():
-            native = native.float()
-            if timings is not None:
-                _synchronize(self.device)
-            forwarded = clock()
+            native = outputs["predicted_depth"][0].float()
             if self.camera_head:  # Depth Pro hook: metric depth and focal length from its field of view
-                native, values, focal_px = depth_pro.postprocess(native, fov, (height, width))
-            elif self.padded:  # ZoeDepth hook: the padding removed without torchvision
-                native, values = zoedepth.postprocess(native, (height, width))
-            else:
-                outputs = SimpleNamespace(predicted_depth=native[None])
-                values = self.processor.post_process_depth_estimation(outputs, target_sizes=[(height, width)])
-                values = values[0]["predicted_depth"].float()
-            if timings is not None:
-                _synchronize(self.device)
-        _add_timings(timings, started, prepared, forwarded, clock())
-        if camera is not None:
-            camera["focal_px"] = focal_px
-        return native, values
-
-    def close(self) -> None:
-        """Stop the micro-batcher's worker, if any (the model itself needs no closing)."""
-        if self.batcher is not None:
-            self.batcher.close()
+                fov = outputs.get("field_of_view")
+                return depth_pro.postprocess(native, None if fov is None else fov.reshape(-1)[0], size)
+            if self.padded:  # ZoeDepth hook: the padding removed without torchvision
+                return (*zoedepth.postprocess(native, size), None)
+            resized = self.processor.post_process_depth_estimation(SimpleNamespace(**outputs), target_sizes=[size])
+            return native, resized[0]["predicted_depth"].float(), None
 
 
 def _rgb_tensor(image):
@@ -178,22 +139,6 @@ def _rgb_tensor(image):
     if hasattr(image, "mode") and image.mode != "RGB":
         image = image.convert("RGB")
     return torch.from_numpy(np.array(image, dtype=np.uint8, order="C"))  # a writable copy: torch wants one
-
-
-def _add_timings(timings: dict | None, started: float, prepared: float, forwarded: float, finished: float) -> None:
-    """Add the seconds of "preprocess", "forward" and "postprocess" to ``timings`` (when one is given)."""
-    if timings is not None:
-        for stage, seconds in (("preprocess", prepared - started), ("forward", forwarded - prepared),
-                               ("postprocess", finished - forwarded)):
-            timings[stage] = timings.get(stage, 0.0) + seconds
-
-
-def _synchronize(device: str) -> None:
-    """Wait for queued GPU work, so that stage timings measure the work and not its queueing."""
-    import torch
-
-    if device.startswith("cuda"):
-        torch.cuda.synchronize(device)
 
 
 def _dtype(precision: str, device: str):
@@ -252,6 +197,22 @@ def _missing_package(error: ImportError) -> str:
     match = re.search(r"requires the (\w[\w.-]*) library", text) or re.search(r"No module named '([\w.-]+)'", text)
     name = getattr(error, "name", None) or (match.group(1) if match else "")
     return name.split(".")[0].lower()
+
+
+def _load_folder(model_id: str):
+    """The folder holding ``model_id``'s files: the local folder itself, or the Hub model's snapshot in the
+    local cache (None when there is none)."""
+    from pathlib import Path
+
+    local = Path(model_id).expanduser()
+    if local.is_dir():
+        return local
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(model_id, local_files_only=True))
+    except Exception:  # noqa: BLE001 - not cached, no such repo, no huggingface_hub: the caller copes
+        return None
 
 
 def _explain_os_error(error: OSError, local_folder: bool) -> str:

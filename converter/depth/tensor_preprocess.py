@@ -20,6 +20,8 @@ from __future__ import annotations
 import math
 from typing import Callable
 
+from ..torch_kernels import pil_pass_sizes
+
 _MODES = {2: "bilinear", 3: "bicubic"}  # PIL resample codes we can reproduce (BILINEAR, BICUBIC)
 _PROCESSORS = ("DPTImageProcessor", "DPTImageProcessorPil", "DPTImageProcessorFast")
 
@@ -49,13 +51,6 @@ def output_size(height: int, width: int, target: tuple[int, int], keep_aspect_ra
         return math.ceil(value / multiple) * multiple if result < 0 else result
 
     return constrain(scale_h * height), constrain(scale_w * width)
-
-
-def pil_pass_sizes(height: int, width: int, size: tuple[int, int]) -> tuple[tuple[int, int], tuple[int, int]]:
-    """The (h, w) after each of PIL's two resampling passes from height × width to ``size``: Pillow 13 runs the
-    vertical pass first when the height shrinks and that pass leaves less work, else the horizontal one (measured)."""
-    vertical_first = size[0] < height and size[0] * width < size[1] * height
-    return ((size[0], width) if vertical_first else (height, size[1])), tuple(size)
 
 
 def _settings(processor) -> dict | None:

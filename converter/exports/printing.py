@@ -1,4 +1,4 @@
-"""Watertight relief solids for 3D printing (written as binary STL by :func:`converter.mesh_export.write_stl`).
+"""Watertight relief solids for 3D printing (written as binary STL by :func:`converter.exports.mesh_formats.write_stl`).
 
 A conversion becomes a printable relief whatever its mode: the relief height field of its depth
 (:func:`converter.geometry.relief_heights`, nearer = higher) on its sampling grid, standing on a flat base.
@@ -27,8 +27,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import geometry
-from .errors import OptionError
+from .. import geometry
+from ..errors import OptionError
 
 DEFAULT_WIDTH_MM = 100.0
 DEFAULT_BASE_MM = 2.0

@@ -36,8 +36,9 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from . import export, geometry
-from .mesh import DEFAULT_MAX_DEPTH_RATIO
+from .. import geometry
+from ..mesh import DEFAULT_MAX_DEPTH_RATIO
+from . import files as export
 
 SH_C0 = 0.28209479177387814  # the degree-0 spherical harmonic, 1 / (2 √π): colour = 0.5 + SH_C0 · f_dc
 FOOTPRINT_SIGMA = 0.6  # σ per grid cell: neighbours overlap enough to close the surface at any zoom, little blur

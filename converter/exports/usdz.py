@@ -28,10 +28,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .errors import OutputError
-from .export import atomic_output_named
-from .mesh import Mesh
-from .mesh_export import GENERATOR, Texture
+from ..errors import OutputError
+from .files import atomic_output_named
+from ..mesh import Mesh
+from .mesh_formats import GENERATOR, Texture
 
 RELATIVE_METRES_PER_UNIT = 1.0  # relative units shown as metres: see the module docstring
 _LAYER = "model.usdc"
@@ -43,7 +43,7 @@ def write_usdz(
 ) -> None:
     """Write ``mesh`` as a USDZ package for AR Quick Look (see the module docstring).
 
-    texture: a PIL image or an encoded :class:`~converter.mesh_export.Texture`, or None for vertex colours only.
+    texture: a PIL image or an encoded :class:`~converter.exports.mesh_formats.Texture`, or None for vertex colours only.
     metres_per_unit: the size of one unit in metres (1.0 for metric results), or None for relative units.
     Atomic: built in a private temporary folder beside the target, packaged, renamed into place.
     """

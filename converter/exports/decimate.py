@@ -21,8 +21,8 @@ from typing import Callable
 
 import numpy as np
 
-from .errors import OptionError
-from .mesh import Mesh, vertex_normals
+from ..errors import OptionError
+from ..mesh import Mesh, vertex_normals
 
 DETAIL_FRACTIONS = {"low": 0.10, "medium": 0.25, "high": 0.50}  # share of the faces kept per detail level
 MIN_TARGET_FACES = 4

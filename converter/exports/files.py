@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .errors import OutputError
+from ..errors import OutputError
 
 
 @contextlib.contextmanager

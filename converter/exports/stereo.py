@@ -41,8 +41,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from .errors import InputError, OptionError
-from .export import atomic_output
+from ..errors import InputError, OptionError
+from .files import atomic_output
 
 DEFAULT_STRENGTH = 0.03
 DEFAULT_CONVERGENCE = 0.5

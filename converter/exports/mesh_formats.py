@@ -1,6 +1,6 @@
 """Mesh writers: glTF 2.0 binary (.glb), Wavefront OBJ (+ .mtl + texture .png) and binary PLY.
 
-Every writer is atomic (see :func:`converter.export.atomic_output`): a failure leaves no partial file. Arrays go
+Every writer is atomic (see :func:`converter.exports.files.atomic_output`): a failure leaves no partial file. Arrays go
 to disk as whole numpy buffers (GLB, PLY) or as text formatted column by column with numpy (OBJ): no per-vertex
 or per-face Python.
 
@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .export import atomic_output, one_line, ply_header, vertex_records, write_array
-from .geometry import face_normals
-from .mesh import Mesh
+from .files import atomic_output, one_line, ply_header, vertex_records, write_array
+from ..geometry import face_normals
+from ..mesh import Mesh
 
 GENERATOR = "image-to-3d"
 
@@ -361,7 +361,7 @@ def write_mesh_ply(path: str | os.PathLike, mesh: Mesh, comments: list[str] | tu
 
 
 def write_stl(path: str | os.PathLike, solid, header: str = GENERATOR) -> None:
-    """Binary STL of a :class:`~converter.printing.Solid` (or anything with ``vertices`` [N, 3] and ``faces``
+    """Binary STL of a :class:`~converter.exports.printing.Solid` (or anything with ``vertices`` [N, 3] and ``faces``
     [F, 3]): an 80-byte header (never starting with "solid", which readers take for ASCII STL), the triangle count,
     then per triangle its unit normal, three corners (float32, the solid's units: millimetres) and a zero attribute
     word. Written as one numpy buffer, atomically."""

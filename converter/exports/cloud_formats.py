@@ -1,7 +1,7 @@
 """Point cloud writers for tools that do not read PLY well: PCD (the Point Cloud Library's format, through Open3D) and
 LAS 1.2 (lidar and GIS tools, through laspy).
 
-Both are atomic like every writer (:func:`converter.export.atomic_output`). Coordinates are written as given: the
+Both are atomic like every writer (:func:`converter.exports.files.atomic_output`). Coordinates are written as given: the
 product's frame, right-handed, **y up**, camera at the origin looking down −z. LAS tools usually expect z up; the
 LAS header says "y up" in its system identifier so that nobody has to guess.
 """
@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import OutputError
-from .export import atomic_output, atomic_output_named
-from .mesh_export import GENERATOR
+from ..errors import OutputError
+from .files import atomic_output, atomic_output_named
+from .mesh_formats import GENERATOR
 
 LAS_METRIC_SCALE = 0.001  # metres per stored integer step: millimetres
 LAS_RELATIVE_RESOLUTION = 1e-6  # relative clouds: at most this fraction of their extent per integer step

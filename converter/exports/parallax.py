@@ -3,7 +3,7 @@
 The camera path is one seamless loop: horizontally ``sin φ``, vertically a little rise at both ends of the swing
 (``RISE · sin² φ``, a pendulum-like arc), φ going once round the circle, so the first frame is the input itself and
 the clip loops without a jump. Each frame is the stereo module's warp (forward warp + z-buffer, disocclusions filled
-from the background side, see :mod:`converter.stereo`): the camera orbits the ``convergence`` plane, so nearer pixels
+from the background side, see :mod:`converter.exports.stereo`): the camera orbits the ``convergence`` plane, so nearer pixels
 move against the camera and farther ones with it, at most ``amplitude`` × width pixels apart (far vs near plane).
 
 Frames are at most ``max_side`` pixels on their longest side (downscaled first) and have even sizes (the last row or
@@ -21,8 +21,8 @@ import av
 import numpy as np
 from PIL import Image
 
-from .errors import InputError, OptionError, OutputError
-from .export import atomic_output
+from ..errors import InputError, OptionError, OutputError
+from .files import atomic_output
 from .stereo import DEFAULT_CONVERGENCE, prepare_scene, render_view
 
 DEFAULT_SECONDS = 3.0
@@ -61,7 +61,7 @@ def parallax_frames(
     """Yield round(seconds × fps) frames [h, w, 3] uint8 (h, w even, see :func:`frame_size`) of the camera's loop.
 
     ``amplitude``: the largest horizontal shift between the far and the near plane, as a fraction of the width.
-    Inputs as in :func:`converter.stereo.stereo_pair`; the work shared by all frames is done once, up front.
+    Inputs as in :func:`converter.exports.stereo.stereo_pair`; the work shared by all frames is done once, up front.
     """
     count = _frame_count(seconds, fps)
     if not 0.0 <= amplitude <= 0.2:

@@ -50,7 +50,7 @@ run: setup
 # Redis at REDIS_URL. It reads the same variables as the web app (OUTPUT_FOLDER, DEPTH_MODEL, DEVICE, PRECISION, ...).
 # It needs only Redis's Python client; the server runs wherever REDIS_URL points (`make redis` for one here).
 worker: setup
-	DEPTH_MODEL="$(DEPTH_MODEL)" REDIS_URL="$(REDIS_URL)" $(PY) -m celery -A web.celery_jobs worker --pool $(POOL) \
+	DEPTH_MODEL="$(DEPTH_MODEL)" REDIS_URL="$(REDIS_URL)" $(PY) -m celery -A web.celery_worker worker --pool $(POOL) \
 		--concurrency $(CONCURRENCY) --prefetch-multiplier 1 --without-gossip --without-mingle --without-heartbeat \
 		--queues image-to-3d --loglevel INFO
 

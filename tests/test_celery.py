@@ -71,7 +71,7 @@ class Workers:
             index = len(self.processes)
             with open(self.folder / f"worker{index}.log", "wb") as log:
                 self.processes.append(subprocess.Popen(
-                    [sys.executable, "-m", "celery", "-A", "web.celery_jobs", "worker", "--concurrency",
+                    [sys.executable, "-m", "celery", "-A", "web.celery_worker", "worker", "--concurrency",
                      str(concurrency), "--pool", pool, "--prefetch-multiplier", "1", "--without-gossip",
                      "--without-mingle",
                      "--without-heartbeat", "-Q", "image-to-3d", "-n", f"w{index}@%h", "--loglevel", "INFO"],

@@ -21,15 +21,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from converter import OUTPUTS
-from converter.errors import ConversionError, OutputError
+from converter.errors import OutputError
 from converter.export import write_json
-from converter.stages import DONE, FAILED, QUEUED, RUNNING, progress_of
+from converter.stages import DONE, FAILED, QUEUED, RUNNING  # noqa: F401 (RUNNING: for callers of this module)
+
+from .execution import WORKER_DIED, run_attempt
 
 log = logging.getLogger(__name__)
 
 _JOB_ID = re.compile(r"^[0-9a-f]{32}$")
-TIMED_OUT = "Processing timed out: the image took too long to convert. Try a smaller image or lower detail."
-WORKER_DIED = "The server stopped while converting this image. Please try again."
 
 # One table for routes, pages and the API: the converter's output kinds (downloads, then the page's previews).
 DOWNLOADS = {name: kind for name, kind in OUTPUTS.items() if kind.download}
@@ -42,10 +42,6 @@ BATCH_PREFIX = "batch-"  # OUTPUT_FOLDER/batch-<uuid4 hex>.json (+ its zips): th
 
 class QueueFullError(Exception):
     """More jobs are waiting than the service accepts; the client should retry later."""
-
-
-class JobCancelled(Exception):
-    """The job was failed from outside (timed out) while it was running."""
 
 
 @dataclass
@@ -64,7 +60,7 @@ class Job:
     updated: float = field(default_factory=time.time)
     expires: float = 0.0
     owner: str = ""
-    attempt: int = 1  # which run of the job this is: a job whose worker died is run once more (web.celery_jobs)
+    attempt: int = 1  # which run of the job this is: a job whose worker died is run once more (web.celery_submit)
 
     @property
     def finished(self) -> bool:
@@ -350,75 +346,11 @@ class JobRunner:
         with self._lock:
             self._waiting.remove(job_id)
             self._active += 1
-        job = self.store.get(job_id)
-        guard = threading.Lock()  # orders the watchdog's and the worker's last writes
-        cancelled = threading.Event()
-
-        def time_out() -> None:
-            with guard:
-                if job.finished:
-                    return
-                cancelled.set()
-                self._fail(job, TIMED_OUT, "timed_out")
-                self._save_quietly(job)
-
-        watchdog = threading.Timer(self.timeout_seconds, time_out)
-        watchdog.daemon = True
         try:
-            if job is None:
-                return
-            job.status = RUNNING
-            watchdog.start()
-
-            def report(stage: str) -> None:
-                with guard:
-                    if cancelled.is_set():
-                        raise JobCancelled()
-                    job.stage, job.progress = stage, progress_of(stage)
-                    self.store.save(job)
-
-            try:
-                report(RUNNING)
-                info = self.convert(job, upload, report)
-                with guard:
-                    if cancelled.is_set():
-                        raise JobCancelled()
-                    job.info = info
-                    job.status, job.stage, job.progress = DONE, "done", 1.0
-                    self.store.save(job)
-            except JobCancelled:
-                with guard:
-                    self._remove_files(job)
-            except ConversionError as error:
-                with guard:
-                    self._fail(job, error.message, error.code)
-                    self._save_quietly(job)
-            except Exception:  # never show internals; the log has the details
-                log.exception("job %s failed", job_id)
-                with guard:
-                    self._fail(job, "The conversion failed because of an internal error.", "internal_error")
-                    self._save_quietly(job)
+            job = self.store.get(job_id)
+            if job is not None:
+                run_attempt(self.store, job, lambda job, report: self.convert(job, upload, report),
+                            self.timeout_seconds)
         finally:
-            watchdog.cancel()
             with self._lock:
                 self._active -= 1
-
-    def _fail(self, job: Job, message: str, code: str) -> None:
-        job.status, job.stage, job.progress, job.error, job.error_code = FAILED, "failed", 1.0, message, code
-        self._remove_files(job)
-
-    def _remove_files(self, job: Job) -> None:
-        """No link to a half-written result: every output file goes, the job record stays."""
-        folder = self.store.folder(job.id)
-        job.files = []
-        for path in folder.iterdir() if folder.is_dir() else ():
-            if path.name != "job.json" and path.is_file():
-                path.unlink(missing_ok=True)
-            elif path.is_dir():
-                shutil.rmtree(path, ignore_errors=True)
-
-    def _save_quietly(self, job: Job) -> None:
-        try:
-            self.store.save(job)
-        except (OSError, OutputError):
-            log.warning("could not record the end of job %s", job.id)

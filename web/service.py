@@ -11,7 +11,7 @@ import os
 
 from flask import Flask, current_app, url_for
 
-from converter import KNOWN_MODELS, Converter
+from converter import KNOWN_MODELS
 from converter.errors import OptionError
 from converter.images import check_convertible_size, load_image, probe_header
 from converter.options import DETAIL_LEVELS, MODES
@@ -37,12 +37,12 @@ from .jobs import (
     valid_job_id,
 )
 from .model_status import UNAVAILABLE, ModelStatus
+from .settings import conversion_workers, make_converter, uses_cuda
 
 BUSY = "The server is busy with other conversions. Please try again in a minute."
 NOTHING_HERE = "There is nothing here. Results expire after a while; convert the image again."
 # Bigger full-size pictures are decoded by their job, not the request (about 2 x 3 bytes a pixel while decoding).
 REQUEST_DECODE_PIXELS = 16_000_000
-GPU_CONVERSION_WORKERS, GPU_BATCH_SIZE = 8, 8  # the defaults on CUDA (CONVERSION_WORKERS, BATCH_SIZE = 0)
 
 
 class Service:
@@ -51,27 +51,23 @@ class Service:
     def __init__(self, config):
         self.config = config
         self.backend = config.get("JOB_BACKEND", "embedded")
-        gpu = self.backend == "embedded" and _uses_cuda(config["DEVICE"])
+        gpu = self.backend == "embedded" and uses_cuda(config["DEVICE"])
         # On a GPU several conversions run at once and their forwards are batched; on a CPU that only adds waiting.
-        workers = config["CONVERSION_WORKERS"] or (GPU_CONVERSION_WORKERS if gpu else 1)
-        batch_size = config["BATCH_SIZE"] or (GPU_BATCH_SIZE if gpu else 1)
-        self.converter = Converter(model=config["DEPTH_MODEL"], device=config["DEVICE"],
-                                   precision=config["PRECISION"], max_pixels=config["MAX_PIXELS"],
-                                   engine=config.get("ENGINE", "auto"), batch_size=batch_size,
-                                   batch_wait_ms=config["BATCH_WAIT_MS"])
+        workers = conversion_workers(config, gpu)
+        self.converter = make_converter(config, gpu)
         self.store = JobStore(config["OUTPUT_FOLDER"], ttl_seconds=config["RESULT_TTL_SECONDS"])
         self.comparisons = ComparisonStore(config["OUTPUT_FOLDER"], ttl_seconds=config["RESULT_TTL_SECONDS"])
         self.batches = BatchStore(config["OUTPUT_FOLDER"], ttl_seconds=config["RESULT_TTL_SECONDS"])
         self.cache = DepthCache(os.path.join(config["OUTPUT_FOLDER"], ".cache"),
                                 max_entries=config["DEPTH_CACHE_ENTRIES"], ttl_seconds=config["RESULT_TTL_SECONDS"])
         os.makedirs(self.cache.folder, exist_ok=True)  # made now, not by the first job: the layout is fixed
-        if self.backend == "celery":  # Celery workers convert; this process loads no model (web/celery_jobs.py)
-            from . import celery_jobs
+        if self.backend == "celery":  # Celery workers convert; this process loads no model (web/celery_worker.py)
+            from . import celery_submit
 
-            self.runner = celery_jobs.CeleryJobRunner(self.store, config["REDIS_URL"],
-                                                      max_queued=config["MAX_QUEUED_JOBS"])
+            self.runner = celery_submit.CeleryJobRunner(self.store, config["REDIS_URL"],
+                                                        max_queued=config["MAX_QUEUED_JOBS"])
             self.store.alive = self.runner.alive
-            self.model_status = celery_jobs.WorkersModelStatus(self.runner.board, self.converter)
+            self.model_status = celery_submit.WorkersModelStatus(self.runner.board, self.converter)
         elif self.backend == "embedded":
             self.model_status = ModelStatus(self.converter, threads=config["TORCH_THREADS"] or _threads_per_process())
             self.runner = JobRunner(
@@ -209,16 +205,6 @@ def _uploads(files) -> tuple[bytes, bytes]:
         raise UserError(400, "no_image", "No image was uploaded. Choose an image file and try again.")
     depth_file = files.get("depth")
     return data, (depth_file.read() if depth_file else b"")
-
-
-def _uses_cuda(device: str) -> bool:
-    """Whether conversions will run on CUDA (``auto`` asks torch, which the embedded backend loads anyway)."""
-    device = (device or "auto").strip().lower()
-    if device == "auto":
-        import torch
-
-        return torch.cuda.is_available()
-    return device.startswith("cuda")
 
 
 def _threads_per_process() -> int:

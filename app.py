@@ -14,6 +14,7 @@ from flask import Flask
 
 from converter import KNOWN_MODELS
 from web import api, batches, comparisons, errors, pages, service, settings
+from web.jobs import IdConverter
 
 
 def create_app(test_config: dict | None = None) -> Flask:
@@ -37,6 +38,10 @@ def create_app(test_config: dict | None = None) -> Flask:
     os.makedirs(config["OUTPUT_FOLDER"], exist_ok=True)
     logging.basicConfig(level=logging.INFO)
 
+    # Ids are checked by the route itself (any non-id is a 404), and a path is never "repaired" by a redirect:
+    # ``/jobs/..%2F/files/x`` would otherwise be answered 308 to a merged path.
+    app.url_map.converters["id"] = IdConverter
+    app.url_map.merge_slashes = False
     errors.init_app(app)
     for blueprint in (pages.bp, api.bp, comparisons.bp, batches.bp):
         app.register_blueprint(blueprint)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
+
 from converter.errors import ConversionError
 from converter.stages import ESTIMATING_DEPTH
 from web import settings
@@ -111,3 +113,13 @@ def test_the_app_and_the_worker_read_one_settings_object(make_app, monkeypatch):
     assert app.config["ENGINE"] == "torch" and app.config["BATCH_SIZE"] == 3
     other = settings.converter_like(converter, "Intel/dpt-large")
     assert (other.model, other.batch_size, other.engine) == ("Intel/dpt-large", 3, "torch")
+
+
+@pytest.mark.parametrize("path", [
+    "/jobs/..%2F/files/ply", "/jobs/..%2F..%2Fetc%2Fpasswd", "/api/v1/conversions/%2e%2e%2f", "/jobs/ABCDEF",
+    "/jobs/" + "0" * 31 + "g", "/jobs/" + "0" * 32 + "%2F..%2Fjob.json", "/api/v1/batches/..%2F", "/compare/x",
+    "/api/v1/comparisons/..%2f..%2f",
+])
+def test_any_id_that_is_not_one_is_a_404_before_routing_never_a_redirect(app, path):
+    response = app.test_client().get(path)
+    assert response.status_code == 404, (path, response.status_code, response.headers.get("Location"))

@@ -141,18 +141,18 @@ def create():
 bp.add_url_rule("/api/v1/batches", "create", create, methods=["POST"])
 
 
-@bp.get("/api/v1/batches/<batch_id>")
+@bp.get("/api/v1/batches/<id:batch_id>")
 def read(batch_id):
     return jsonify(batch_view(batch_or_404(batch_id)))
 
 
-@bp.get("/batches/<batch_id>")
+@bp.get("/batches/<id:batch_id>")
 def batch_page(batch_id):
     view = batch_view(batch_or_404(batch_id))
     return render_template("batch.html", batch=view, **page_context())
 
 
-@bp.get("/batches/<batch_id>/download")
+@bp.get("/batches/<id:batch_id>/download")
 def download(batch_id):
     """One zip of every finished job's files (``formats``: comma-separated kinds, default ply,glb,json), numbered
     in upload order; a failed job contributes its error as ``NN/error.txt``. Written once per set of formats."""

@@ -22,12 +22,22 @@ QUEUE = "image-to-3d"  # the Celery queue: a Redis list of that name, its length
 TASK_NAME = "image_to_3d.convert"
 MAX_ATTEMPTS = 2  # a job whose worker died runs once more, then fails
 HEARTBEAT_TTL, HEARTBEAT_EVERY = 10, 2.0  # seconds
+HEARTBEAT_GRACE = HEARTBEAT_TTL * 1.5  # after a Redis restart, nothing is judged before every live worker beat again
 PRESENCE_TTL, PRESENCE_EVERY = 15, 3.0  # a worker's published model state, seconds
 CLAIM_TTL = 2 * 24 * 3600  # remembers that an attempt started, well past the broker's redelivery of it
 
 BROKER_ERRORS = (redis.RedisError, OperationalError)  # Redis away, as our client and as kombu's publisher say it
 _PREFIX = "image-to-3d:"
 PENDING, ACTIVE = _PREFIX + "pending", _PREFIX + "active"  # sorted sets: job id → enqueue / claim time
+
+# Admission as one step in Redis, so that web instances accepting at the same moment cannot overshoot the cap: the
+# jobs waiting are the pending set (queued, not yet claimed by a worker); a batch goes in whole when there is room
+# for one more. KEYS[1]: the pending set; ARGV: cap, enqueue time, job ids. Returns 1 when admitted, else 0.
+_ADMIT = """
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then return 0 end
+for i = 3, #ARGV do redis.call('ZADD', KEYS[1], ARGV[2], ARGV[i]) end
+return 1
+"""
 
 
 def make_celery(redis_url: str) -> Celery:
@@ -59,10 +69,22 @@ class Board:
 
     def __init__(self, redis_url: str):
         self.redis = redis_client(redis_url)
+        self._admit = self.redis.register_script(_ADMIT)
 
     def waiting(self) -> int:
         """Messages in the broker's queue that no worker has taken (prefetch 1: nothing is held back by workers)."""
         return int(self.redis.llen(QUEUE))
+
+    def admit(self, job_ids: list[str], since: float, cap: int) -> bool:
+        """Reserve places for ``job_ids`` in the pending set while it holds fewer than ``cap`` (atomically)."""
+        return bool(self._admit(keys=[PENDING], args=[cap, since, *job_ids]))
+
+    def pending_count(self) -> int:
+        return int(self.redis.zcard(PENDING))
+
+    def started(self, job_id: str, attempt: int) -> bool:
+        """Whether a worker claimed ``attempt`` (the claim outlives the worker; a Redis restart forgets it)."""
+        return bool(self.redis.exists(f"{_PREFIX}claim:{job_id}:{attempt}"))
 
     def add_pending(self, job_id: str, since: float) -> None:
         self.redis.zadd(PENDING, {job_id: since})

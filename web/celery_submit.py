@@ -18,7 +18,16 @@ from converter.errors import OutputError
 from converter.export import atomic_output
 from converter.stages import QUEUED
 
-from .celery_board import BROKER_ERRORS, HEARTBEAT_TTL, MAX_ATTEMPTS, QUEUE, TASK_NAME, Board, make_celery
+from .celery_board import (
+    BROKER_ERRORS,
+    HEARTBEAT_GRACE,
+    HEARTBEAT_TTL,
+    MAX_ATTEMPTS,
+    QUEUE,
+    TASK_NAME,
+    Board,
+    make_celery,
+)
 from .execution import UPLOAD_DEPTH, UPLOAD_IMAGE, drop_uploads, remove_outputs
 from .jobs import Job, JobStore, QueueFullError, Upload
 from .model_status import LOADING, READY, UNAVAILABLE
@@ -26,6 +35,9 @@ from .model_status import LOADING, READY, UNAVAILABLE
 log = logging.getLogger(__name__)
 
 QUEUE_DOWN = "The conversion queue cannot be reached right now."
+# A job Redis forgot is queued again this long after Redis is back at the latest: the grace for heartbeats to return
+# (1.5 TTL), then one watch period (TTL), plus a period's slack for the instance whose turn it is.
+WATCH_WITHIN_SECONDS = HEARTBEAT_TTL * 3.5
 
 
 class QueueUnavailableError(QueueFullError):
@@ -52,46 +64,60 @@ class CeleryJobRunner:
             self._watch.start()
 
     def submit(self, request: dict, upload: Upload | None) -> Job:
-        """Queue the job; QueueFullError when the broker's queue is full, QueueUnavailableError without Redis."""
-        try:
-            if self.board.waiting() >= self.max_queued:
-                raise QueueFullError()
-        except redis.RedisError:
-            raise QueueUnavailableError(QUEUE_DOWN) from None
-        return self._submit(request, upload)
+        """Queue the job; QueueFullError when the queue is full, QueueUnavailableError without Redis."""
+        return self.submit_batch(request, [upload])[0]
 
-    def _submit(self, request: dict, upload: Upload | None) -> Job:
-        job = self.store.create(request)
+    def submit_batch(self, request: dict, uploads: list[Upload | None]) -> list[Job]:
+        """Queue jobs as one unit of admission (as JobRunner.submit_batch): admitted whole, in one Redis step, when
+        fewer than ``max_queued`` jobs wait, or QueueFullError; QueueUnavailableError without Redis."""
+        jobs = [self.store.create(request) for _ in uploads]
+        try:
+            admitted = self.board.admit([job.id for job in jobs], time.time(), self.max_queued)
+        except redis.RedisError:
+            admitted = None
+        if not admitted:
+            for job in jobs:
+                self.store.delete(job.id)
+            if admitted is None:
+                raise QueueUnavailableError(QUEUE_DOWN)
+            raise QueueFullError()
+        for index, (job, upload) in enumerate(zip(jobs, uploads)):
+            try:
+                self._send(job, upload)
+            except Exception:
+                for later in jobs[index + 1:]:
+                    self._forget(later)
+                raise
+        return jobs
+
+    def _send(self, job: Job, upload: Upload | None) -> None:
+        """Store the upload beside the admitted job and publish its task (undone on failure)."""
         folder = self.store.folder(job.id)
         try:
             if upload is not None:
                 _write_bytes(folder / UPLOAD_IMAGE, upload.image)
                 if upload.depth:
                     _write_bytes(folder / UPLOAD_DEPTH, upload.depth)
-            self._enqueue(job)
+            self.celery.send_task(TASK_NAME, args=[job.id, job.attempt], queue=QUEUE, retry=True)
         except OutputError:
-            self.store.delete(job.id)
+            self._forget(job)
             raise
         except BROKER_ERRORS as error:
-            self.store.delete(job.id)
+            self._forget(job)
             log.warning("could not queue job %s: %s", job.id, error)
             raise QueueUnavailableError(QUEUE_DOWN) from None
-        return job
 
-    def submit_batch(self, request: dict, uploads: list[Upload]) -> list[Job]:
-        """A batch as one unit of admission (as JobRunner.submit_batch): queued whole when the broker's queue has
-        room for one more message, or QueueFullError."""
+    def _forget(self, job: Job) -> None:
+        self.store.delete(job.id)
         try:
-            if self.board.waiting() >= self.max_queued:
-                raise QueueFullError()
+            self.board.release(job.id)
         except redis.RedisError:
-            raise QueueUnavailableError(QUEUE_DOWN) from None
-        return [self._submit(request, upload) for upload in uploads]
+            pass
 
     def room(self) -> int:
         """How many more jobs the queue takes now (0 when Redis cannot be reached): a batch goes whole or not."""
         try:
-            return max(0, self.max_queued - self.board.waiting())
+            return max(0, self.max_queued - self.board.pending_count())
         except redis.RedisError:
             return 0
 
@@ -103,6 +129,8 @@ class CeleryJobRunner:
 
     def shutdown(self) -> None:
         self._stop.set()
+        self.board.redis.close()
+        self.celery.close()
 
     def alive(self, job: Job) -> bool | None:
         """The JobStore hook: is someone on this unfinished job? None when Redis cannot be reached. A job whose
@@ -113,27 +141,37 @@ class CeleryJobRunner:
             if pending or beating:
                 return True
             # Just created (not yet in the pending set), or Redis just restarted (heartbeats not yet back).
-            if time.time() - job.updated < HEARTBEAT_TTL or self.board.uptime() < HEARTBEAT_TTL * 1.5:
+            if time.time() - job.updated < HEARTBEAT_TTL or self.board.uptime() < HEARTBEAT_GRACE:
                 return True
             return self._recover(job)
         except redis.RedisError:
             return None
 
     def _recover(self, job: Job) -> bool | None:
+        """A job nobody is on: either Redis lost it before any worker started it (restarted or flushed with the
+        job queued: queued again as the same attempt, nothing counted), or the worker running it died (counted:
+        queued again while an attempt is left, else failed). The log says which."""
         folder = self.store.folder(job.id)
+        if not self.board.once(f"recover:{job.id}:{job.attempt}:{job.updated}"):
+            return True  # another reader is handling it; the next read shows what it did
+        if job.status == QUEUED and not self.board.started(job.id, job.attempt):
+            log.warning("job %s: the queue lost it before any worker started it (Redis restarted or was "
+                        "flushed), not a worker death; queueing attempt %d again", job.id, job.attempt)
+            return self._requeue(job)
+        self.board.release(job.id)
         retryable = job.attempt < MAX_ATTEMPTS and ((folder / UPLOAD_IMAGE).is_file()
                                                     or job.request.get("rebuild_of"))
-        if not self.board.once(f"recover:{job.id}:{job.attempt}"):
-            return True  # another reader is handling it; the next read shows what it did
-        self.board.release(job.id)
         if not retryable:
             log.warning("job %s: its worker died on attempt %d; failing it", job.id, job.attempt)
             drop_uploads(folder)
             return False
         log.warning("job %s: its worker died on attempt %d; queueing it again", job.id, job.attempt)
         job.attempt += 1
+        return self._requeue(job)
+
+    def _requeue(self, job: Job) -> bool | None:
         job.status, job.stage, job.progress, job.files = QUEUED, QUEUED, 0.0, []
-        remove_outputs(folder, keep_uploads=True)
+        remove_outputs(self.store.folder(job.id), keep_uploads=True)
         self.store.save(job)
         try:
             self._enqueue(job)
@@ -155,15 +193,24 @@ class CeleryJobRunner:
 
     def _watch_loop(self) -> None:
         while not self._stop.wait(HEARTBEAT_TTL):
-            try:
-                for job_id in self.board.tracked():
-                    job = self.store.get(job_id)  # runs ``alive``: recovers or fails a job whose worker died
-                    if job is None or job.finished:
-                        self.board.release(job_id)
-            except redis.RedisError:
-                pass  # Redis is away; look again later
-            except Exception:  # the watch must never stop
-                log.exception("watching celery jobs failed")
+            self.watch_once()
+
+    def watch_once(self) -> None:
+        """Re-read the jobs Redis tracks and, once per period across all instances, every unfinished record on the
+        shared folder: a job Redis forgot (restarted with it queued) is queued again without anyone polling it,
+        within ``WATCH_WITHIN_SECONDS`` of Redis coming back."""
+        try:
+            job_ids = self.board.tracked()
+            if self.board.once("scan-unfinished", ttl=HEARTBEAT_TTL):
+                job_ids = list(dict.fromkeys(job_ids + self.store.unfinished()))
+            for job_id in job_ids:
+                job = self.store.get(job_id)  # runs ``alive``: recovers or fails a job nobody is on
+                if job is None or job.finished:
+                    self.board.release(job_id)
+        except redis.RedisError:
+            pass  # Redis is away; look again later
+        except Exception:  # the watch must never stop
+            log.exception("watching celery jobs failed")
 
 
 class WorkersModelStatus:

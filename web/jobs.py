@@ -20,6 +20,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from werkzeug.routing import BaseConverter
+
 from converter import OUTPUTS
 from converter.errors import OutputError
 from converter.export import write_json
@@ -65,6 +67,13 @@ class Job:
     @property
     def finished(self) -> bool:
         return self.status in (DONE, FAILED)
+
+
+class IdConverter(BaseConverter):
+    """``<id:job_id>`` in a route: a job, comparison or batch id (32 lowercase hex digits) or no route at all, so
+    anything else (``..%2F`` included) is a 404 before any view or redirect sees it."""
+
+    regex = _JOB_ID.pattern.strip("^$")
 
 
 def valid_job_id(job_id: str) -> bool:
@@ -141,6 +150,20 @@ class JobStore:
             except OSError:
                 pass
         return job
+
+    def unfinished(self) -> list[str]:
+        """Ids of the jobs whose record says queued or running (read as stored: no liveness is judged here)."""
+        found = []
+        for folder in self.root.iterdir() if self.root.is_dir() else ():
+            if not valid_job_id(folder.name):
+                continue
+            try:
+                status = json.loads((folder / "job.json").read_text()).get("status")
+            except (OSError, ValueError, AttributeError):
+                continue
+            if status not in (DONE, FAILED):
+                found.append(folder.name)
+        return found
 
     def expired(self, job: Job) -> bool:
         return time.time() >= job.expires

@@ -19,7 +19,7 @@ def index():
     return render_template("index.html", **page_context())
 
 
-@bp.get("/jobs/<job_id>")
+@bp.get("/jobs/<id:job_id>")
 def job_page(job_id):
     service = get_service()
     job = service.job_or_404(job_id)
@@ -27,14 +27,14 @@ def job_page(job_id):
     return allow_webassembly(current_app.make_response(page))
 
 
-@bp.get("/jobs/<job_id>/result")
+@bp.get("/jobs/<id:job_id>/result")
 def job_result_fragment(job_id):
     service = get_service()
     job = service.job_or_404(job_id)
     return render_template("_result.html", job=job, view=service.job_view(job), downloads=DOWNLOADS)
 
 
-@bp.get("/jobs/<job_id>/files/<kind>")
+@bp.get("/jobs/<id:job_id>/files/<kind>")
 def job_file(job_id, kind):
     """A finished job's file; one not written yet is written now (once), so a link never fails or serves a part."""
     service = get_service()
@@ -55,7 +55,7 @@ def job_file(job_id, kind):
     return send_file(path, mimetype=entry.media_type, as_attachment=True, download_name=f"{job.id[:8]}-{path.name}")
 
 
-@bp.get("/compare/<comparison_id>")
+@bp.get("/compare/<id:comparison_id>")
 def compare_page(comparison_id):
     service = get_service()
     comparison = service.comparison_or_404(comparison_id)

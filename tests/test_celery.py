@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
-from conftest import ROOT, _free_port, png_bytes, serve
+from conftest import ROOT, _free_port, http_download, png_bytes, serve
 
 pytestmark = pytest.mark.slow  # a Redis server, Celery workers and gunicorn in subprocesses
 
@@ -193,7 +193,7 @@ def test_a_job_posted_to_one_instance_is_followed_and_downloaded_from_the_other(
     job_folder = cluster.outputs / view["id"]
     assert not (job_folder / "upload.image").exists()  # the upload goes once the job ends
     for kind, url in view["files"].items():
-        response = requests.get(cluster.b.url + url, timeout=60)
+        response = http_download(cluster.b.url + url)
         assert response.status_code == 200 and response.content, kind
         if kind == "ply":
             cloud = PlyData.read(io.BytesIO(response.content))
@@ -236,7 +236,7 @@ def test_a_batch_posted_to_one_instance_is_followed_and_zipped_by_the_other(clus
         assert time.monotonic() < deadline, view
         time.sleep(0.2)
     assert [job["status"] for job in view["views"]] == ["done", "done"]
-    archive = requests.get(cluster.b.url + view["download_url"] + "?formats=ply,json", timeout=60)
+    archive = http_download(cluster.b.url + view["download_url"] + "?formats=ply,json")
     assert archive.status_code == 200
     with zipfile.ZipFile(io.BytesIO(archive.content)) as bundle:
         assert sorted(bundle.namelist()) == ["01/cloud.ply", "01/result.json", "02/cloud.ply", "02/result.json"]

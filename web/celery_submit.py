@@ -20,6 +20,7 @@ from converter.stages import QUEUED
 
 from .celery_board import (
     BROKER_ERRORS,
+    EXPORT_TASK,
     HEARTBEAT_GRACE,
     HEARTBEAT_TTL,
     MAX_ATTEMPTS,
@@ -120,6 +121,13 @@ class CeleryJobRunner:
             return max(0, self.max_queued - self.board.pending_count())
         except redis.RedisError:
             return 0
+
+    def submit_export(self, target) -> None:
+        """Queue a later download (web.exports) for a worker; QueueUnavailableError without Redis."""
+        try:
+            self.celery.send_task(EXPORT_TASK, args=target.to_args(), queue=QUEUE, retry=True)
+        except BROKER_ERRORS:
+            raise QueueUnavailableError(QUEUE_DOWN) from None
 
     def queue_position(self, job_id: str) -> int | None:
         try:

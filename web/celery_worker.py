@@ -20,11 +20,12 @@ from celery import signals
 from converter.errors import ConversionError
 
 from . import settings as service_settings
-from .celery_board import HEARTBEAT_EVERY, PRESENCE_EVERY, TASK_NAME, Board, make_celery
+from .celery_board import EXPORT_TASK, HEARTBEAT_EVERY, PRESENCE_EVERY, TASK_NAME, Board, make_celery
 from .conversion import run_job
 from .depth_cache import DepthCache
 from .execution import UPLOAD_DEPTH, UPLOAD_IMAGE, run_attempt
-from .jobs import Job, JobStore, Upload, process_token
+from .exports import Exports, Target
+from .jobs import BatchStore, Job, JobStore, Upload, process_token
 from .model_status import ModelStatus
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,8 @@ class Worker:
                                 max_entries=settings["DEPTH_CACHE_ENTRIES"],
                                 ttl_seconds=settings["RESULT_TTL_SECONDS"])
         self.board = Board(settings["REDIS_URL"])
+        self.exports = Exports(self.store, BatchStore(settings["OUTPUT_FOLDER"], settings["RESULT_TTL_SECONDS"]),
+                               settings["MAX_PIXELS"], settings["EXPORT_TIMEOUT_SECONDS"])
         self.model_status = ModelStatus(self.converter, threads=settings["TORCH_THREADS"] or None)
         self.timeout_seconds = settings["JOB_TIMEOUT_SECONDS"]
         self._stop = threading.Event()
@@ -168,3 +171,9 @@ def _load_in_a_pool_without_children(sender=None, **_) -> None:
 def convert(job_id: str, attempt: int) -> None:
     """Run one attempt of one job (its state and files are in its folder on the shared volume)."""
     worker().run(job_id, int(attempt))
+
+
+@app.task(name=EXPORT_TASK, ignore_result=True)
+def export(owner: str, kind: str, formats: str = "") -> None:
+    """Write one later download (a job's file or a batch's zip) on the shared volume."""
+    worker().exports.run(Target(owner, kind, formats))

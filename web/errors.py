@@ -63,6 +63,11 @@ def wants_json() -> bool:
     return best == "application/json" and request.accept_mimetypes[best] > request.accept_mimetypes["text/html"]
 
 
+def wants_html() -> bool:
+    """A browser (it names text/html); a script sending ``*/*`` or asking for JSON gets JSON."""
+    return not wants_json() and any(value == "text/html" for value, _ in request.accept_mimetypes)
+
+
 def error_response(status_code: int, code: str, message: str, headers: dict | None = None):
     if wants_json():
         response = jsonify({"error": message, "code": code})

@@ -36,6 +36,18 @@ _JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 # One table for routes, pages and the API: the converter's output kinds (downloads, then the page's previews).
 DOWNLOADS = {name: kind for name, kind in OUTPUTS.items() if kind.download}
 PREVIEWS = {name: kind for name, kind in OUTPUTS.items() if not kind.download}
+# The result page groups the downloads by use; a kind the table gains later shows under "Other".
+DOWNLOAD_GROUPS = (
+    ("Point clouds", ("ply", "pcd", "las")),
+    ("Meshes", ("glb", "simplified_glb", "obj", "mesh_ply", "usdz")),
+    ("Depth", ("depth_png", "depth_npy", "json")),
+    ("Stereo and video", ("sbs", "anaglyph", "mp4")),
+    ("Printing", ("stl",)),
+    ("Splats", ("splat_ply",)),
+    ("Model disagreement", ("disagreement",)),
+)
+DOWNLOAD_GROUPS += (("Other", tuple(name for name in DOWNLOADS
+                                    if all(name not in kinds for _, kinds in DOWNLOAD_GROUPS))),)
 # Kept in the job folder for rebuilds and later downloads (not downloadable): the working image, the prediction.
 IMAGE_FILE, PREDICTION_FILE = "image.npz", "prediction.npz"
 COMPARISON_PREFIX = "compare-"  # OUTPUT_FOLDER/compare-<uuid4 hex>.json: a pair of jobs shown side by side
@@ -319,9 +331,12 @@ class JobRunner:
     """
 
     def __init__(self, store: JobStore, convert, workers: int = 1, max_queued: int = 8,
-                 timeout_seconds: float = 300.0):
+                 timeout_seconds: float = 300.0, export=None, export_workers: int = 1):
         self.store = store
         self.convert = convert  # (job, upload, report) → dict of info; writes the job's files
+        self.export = export  # (web.exports.Target) → status: writes a later download (web.exports.Exports.run)
+        # Exports have threads of their own: a video being written never holds a conversion back, nor the reverse.
+        self._exports = ThreadPoolExecutor(max_workers=export_workers, thread_name_prefix="export")
         self.capacity = workers + max_queued
         self.timeout_seconds = timeout_seconds
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="convert")
@@ -362,8 +377,19 @@ class JobRunner:
         with self._lock:
             return max(0, self.capacity - self._active - len(self._waiting))
 
+    def submit_export(self, target) -> None:
+        """Queue a later download (web.exports); its state file says where it stands."""
+        self._exports.submit(self._export, target)
+
+    def _export(self, target) -> None:
+        try:
+            self.export(target)
+        except Exception:  # Exports.run records its own failures; this is the last guard of the thread
+            log.exception("export %s failed", target)
+
     def shutdown(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+        self._exports.shutdown(wait=False, cancel_futures=True)
 
     def _run(self, job_id: str, upload: Upload | None) -> None:
         with self._lock:

@@ -19,10 +19,12 @@ from converter.options import DETAIL_LEVELS, MODES
 from .conversion import offered_kinds, run_job
 from .depth_cache import DepthCache
 from .errors import EXPIRED, UserError
+from .exports import EXPORT_TIMEOUT_SECONDS, Exports, Target, size_of
 from .forms import parse_rebuild, parse_request
 from .job_request import DEFAULT_STL_WIDTH_MM, JobRequest
 from .jobs import (
     DONE,
+    DOWNLOAD_GROUPS,
     FAILED,
     IMAGE_FILE,
     PREDICTION_FILE,
@@ -61,6 +63,8 @@ class Service:
         self.cache = DepthCache(os.path.join(config["OUTPUT_FOLDER"], ".cache"),
                                 max_entries=config["DEPTH_CACHE_ENTRIES"], ttl_seconds=config["RESULT_TTL_SECONDS"])
         os.makedirs(self.cache.folder, exist_ok=True)  # made now, not by the first job: the layout is fixed
+        self.exports = Exports(self.store, self.batches, config["MAX_PIXELS"],
+                               config.get("EXPORT_TIMEOUT_SECONDS", EXPORT_TIMEOUT_SECONDS))
         if self.backend == "celery":  # Celery workers convert; this process loads no model (web/celery_worker.py)
             from . import celery_submit
 
@@ -74,7 +78,7 @@ class Service:
                 self.store, lambda job, upload, report: run_job(self.converter, self.store, job, upload, report,
                                                                 self.cache),
                 workers=workers, max_queued=config["MAX_QUEUED_JOBS"],
-                timeout_seconds=config["JOB_TIMEOUT_SECONDS"],
+                timeout_seconds=config["JOB_TIMEOUT_SECONDS"], export=self.exports.run,
             )
         else:
             raise ValueError(f"JOB_BACKEND must be 'embedded' or 'celery', not {self.backend!r}")
@@ -142,14 +146,16 @@ class Service:
 
     def job_view(self, job: Job) -> dict:
         """The job as the API and the page's script see it."""
-        files = {}
+        files, sizes = {}, {}
         if job.status == DONE:
             files = {kind: url_for("pages.job_file", job_id=job.id, kind=kind)
                      for kind in offered_kinds(JobRequest.from_dict(job.request))}
+            sizes = {kind: size for kind in files if (size := size_of(self.exports.path(Target(job.id, kind))))}
         view = {
             "id": job.id, "status": job.status, "stage": job.stage, "progress": round(job.progress, 3),
             "error": job.error if job.status == FAILED else None, "code": job.error_code,
             "queue_position": self.runner.queue_position(job.id), "files": files,
+            "sizes": sizes,  # bytes of each download already written (the others are prepared on request)
             "result_url": url_for("pages.job_result_fragment", job_id=job.id),
             "status_url": url_for("api.job_status", job_id=job.id),
             "rebuild_url": url_for("api.rebuild", job_id=job.id),
@@ -157,6 +163,17 @@ class Service:
         if job.status == DONE:
             view["info"] = job.info
         return view
+
+    def download(self, target: Target):
+        """(path, None) of a download that is whole, or (None, its export state) with the export queued once: no
+        request writes a download itself. A failed export is a 503 with its sentence (the next request retries)."""
+        try:
+            path, state = self.exports.request(target, self.runner.submit_export)
+        except QueueFullError:  # the Celery queue is away
+            raise UserError(503, "busy", BUSY, retry_after=30) from None
+        if state is not None and state.status == "failed":
+            raise UserError(503, "export_failed", f"{state.error} Open the link again to retry.", retry_after=5)
+        return path, state
 
     def comparison_or_404(self, comparison_id: str) -> dict:
         comparison = self.comparisons.get(comparison_id)
@@ -225,7 +242,8 @@ def page_context() -> dict:
         "model_status": service.model_status, "models": config["MODELS"], "known_models": KNOWN_MODELS,
         "max_upload_mb": config["MAX_UPLOAD_MB"], "max_megapixels": config["MAX_PIXELS"] / 1e6,
         "max_batch_images": config["MAX_BATCH_IMAGES"],
-        "detail_levels": DETAIL_LEVELS, "modes": MODES, "default_stl_width_mm": DEFAULT_STL_WIDTH_MM,
+        "download_groups": DOWNLOAD_GROUPS, "detail_levels": DETAIL_LEVELS, "modes": MODES,
+        "default_stl_width_mm": DEFAULT_STL_WIDTH_MM,
     }
 
 

@@ -40,6 +40,7 @@ def from_env(environ=os.environ) -> dict:
         "MAX_QUEUED_JOBS": number("MAX_QUEUED_JOBS", 8),
         "PRELOAD_MODEL": environ.get("PRELOAD_MODEL", "1") != "0",
         "JOB_TIMEOUT_SECONDS": number("JOB_TIMEOUT_SECONDS", 300, float),
+        "EXPORT_TIMEOUT_SECONDS": number("EXPORT_TIMEOUT_SECONDS", 120, float),  # one later download (web.exports)
         "RESULT_TTL_SECONDS": number("RESULT_TTL_SECONDS", 24 * 3600, float),
         "SWEEP_INTERVAL_SECONDS": number("SWEEP_INTERVAL_SECONDS", 600, float),
         "TORCH_THREADS": number("TORCH_THREADS", 0),

@@ -132,8 +132,9 @@ def download(client, url: str, timeout: float = 60.0, **kwargs):
         time.sleep(0.02)
 
 
-def http_download(url: str, timeout: float = 60.0):
-    """GET a download over HTTP (``requests``), following the 202 "preparing" answers until the file is whole."""
+def http_download(url: str, timeout: float = 60.0, poll: float = 0.05):
+    """GET a download over HTTP (``requests``), following the 202 "preparing" answers until the file is whole
+    (asking again every ``poll`` seconds; a browser waits the Retry-After)."""
     import time
 
     import requests
@@ -145,7 +146,7 @@ def http_download(url: str, timeout: float = 60.0):
             return response
         assert int(response.headers["Retry-After"]) > 0, response.headers
         assert time.monotonic() < deadline, f"{url} was still being prepared after {timeout} s"
-        time.sleep(0.05)
+        time.sleep(poll)
 
 
 def _free_port() -> int:

@@ -364,3 +364,16 @@ def test_a_threads_pool_worker_batches_the_forwards_of_its_jobs(tmp_path, make_a
     finally:
         workers.stop_all()
         redis_server.stop()
+
+
+def test_heavy_exports_on_two_celery_instances_leave_healthz_and_uploads_fast(cluster):
+    """The goal of queued exports in Celery mode: the 24 heavy downloads are written by the workers, the web tier
+    only answers (see tests/test_export_load.py for the embedded run)."""
+    from test_export_load import P99_LIMIT_S, converted, measure_under_heavy_exports
+
+    servers = [cluster.a, cluster.b]
+    views = [converted(server) for server in servers]
+    figures = measure_under_heavy_exports(servers, views)
+    print(f"celery, 24 heavy downloads on 2 instances: {figures}")
+    assert figures["probes"] >= 5
+    assert figures["healthz_p99"] < P99_LIMIT_S and figures["upload_p99"] < P99_LIMIT_S, figures

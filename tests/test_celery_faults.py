@@ -10,7 +10,7 @@ import threading
 import time
 
 import pytest
-from test_celery import Redis, Workers, photo, ready_workers, worker_setting
+from test_celery import Workers, photo, ready_workers, worker_setting
 
 from web.celery_board import PENDING
 from web.celery_submit import WATCH_WITHIN_SECONDS

@@ -57,6 +57,13 @@ def healthz():
     return jsonify({"status": "ok"})
 
 
+@bp.get("/metrics")
+def prometheus_metrics():
+    """Prometheus exposition (web.metrics): this machine's events and the shared state."""
+    body, content_type = get_service().metrics()
+    return current_app.response_class(body, content_type=content_type)
+
+
 @bp.get("/readyz")
 def readyz():
     status = get_service().model_status

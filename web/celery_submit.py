@@ -260,6 +260,13 @@ class WorkersModelStatus:
                 return {"engine": worker["engine"], "precision": worker.get("precision", self.converter.precision)}
         return {"engine": self.converter.engine, "precision": self.converter.precision}
 
+    def ready_count(self) -> int:
+        try:
+            return sum(w.get("model") == self.converter.model and w.get("state") == READY
+                       for w in self.board.workers())
+        except redis.RedisError:
+            return 0
+
     def _current(self) -> tuple[str, str]:
         if time.monotonic() - self._read_at > self.CACHE_SECONDS:
             self._value, self._read_at = self._read(), time.monotonic()

@@ -161,6 +161,11 @@ def _load_after_fork(**_) -> None:
 def _load_in_a_pool_without_children(sender=None, **_) -> None:
     """Threads and solo pools run jobs in this process: load the model now so the worker reports ready at once
     (prefork loads in each child, after the fork: CUDA must not be touched before it)."""
+    port = service_settings.from_env()["WORKER_METRICS_PORT"]
+    if port:  # this machine's worker processes' events, for Prometheus (web.metrics)
+        from .metrics import serve_worker_metrics
+
+        serve_worker_metrics(port)
     pool = getattr(getattr(sender, "controller", None), "pool_cls", None)
     module = getattr(pool, "__module__", str(pool))
     if "prefork" not in module:

@@ -19,6 +19,8 @@ from converter.errors import (
     UnsupportedImageError,
 )
 
+from . import metrics
+
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
         "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
@@ -69,6 +71,8 @@ def wants_html() -> bool:
 
 
 def error_response(status_code: int, code: str, message: str, headers: dict | None = None):
+    if request.method == "POST":
+        metrics.UPLOADS_REFUSED.labels(reason=code).inc()
     if wants_json():
         response = jsonify({"error": message, "code": code})
     else:

@@ -10,10 +10,13 @@ from __future__ import annotations
 import logging
 import shutil
 import threading
+import time
 from pathlib import Path
 
 from converter.errors import ConversionError, OutputError
 from converter.stages import DONE, FAILED, RUNNING, progress_of
+
+from . import metrics
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +47,13 @@ def run_attempt(store, job, work, timeout_seconds: float, ours=None) -> str:
     guard = threading.Lock()  # orders the watchdog's and the worker's last writes
     over = threading.Event()  # the attempt's outcome is recorded (or it is no longer ours)
     outcome = {"status": "superseded"}
+    clock = {"stage": None, "since": time.monotonic()}  # the stage being timed (web.metrics)
+
+    def timed(stage: str | None) -> None:
+        now = time.monotonic()
+        if clock["stage"] is not None:
+            metrics.STAGE_SECONDS.labels(stage=clock["stage"]).observe(now - clock["since"])
+        clock["stage"], clock["since"] = stage, now
 
     def finish(status: str, message: str | None = None, code: str | None = None) -> None:
         over.set()
@@ -57,6 +67,8 @@ def run_attempt(store, job, work, timeout_seconds: float, ours=None) -> str:
             drop_uploads(folder)
         job.status, job.stage, job.progress = status, status, 1.0
         outcome["status"] = status
+        timed(None)
+        metrics.JOBS_ENDED.labels(status=status, code=code or "").inc()
         _save_quietly(store, job)
 
     def time_out() -> None:
@@ -71,6 +83,7 @@ def run_attempt(store, job, work, timeout_seconds: float, ours=None) -> str:
                 raise JobCancelled()
             job.stage, job.progress = stage, progress_of(stage)
             store.save(job)
+            timed(stage)
 
     watchdog = threading.Timer(timeout_seconds, time_out)
     watchdog.daemon = True

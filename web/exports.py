@@ -23,6 +23,7 @@ from converter import OUTPUTS
 from converter.errors import ConversionError, OutputError
 from converter.export import atomic_output, write_json
 
+from . import metrics
 from .conversion import ensure_output, offered_kinds
 from .execution import INTERNAL
 from .job_request import JobRequest
@@ -161,7 +162,9 @@ class Exports:
                 self.state_path(target).unlink(missing_ok=True)
             else:
                 record(FAILED, "failed", error)
-        log.info("export %s: %s in %.2f s", target, status, time.monotonic() - started)
+        took = time.monotonic() - started
+        metrics.EXPORT_SECONDS.labels(kind=target.kind, status=status).observe(took)
+        log.info("export %s: %s in %.2f s", target, status, took)
         return status
 
     def _produce(self, target: Target) -> None:

@@ -25,7 +25,7 @@ from werkzeug.routing import BaseConverter
 from converter import OUTPUTS
 from converter.errors import OutputError
 from converter.export import write_json
-from converter.stages import DONE, FAILED, QUEUED, RUNNING  # noqa: F401 (RUNNING: for callers of this module)
+from converter.stages import DONE, FAILED, QUEUED, RUNNING
 
 from .execution import WORKER_DIED, run_attempt
 
@@ -163,19 +163,27 @@ class JobStore:
                 pass
         return job
 
-    def unfinished(self) -> list[str]:
-        """Ids of the jobs whose record says queued or running (read as stored: no liveness is judged here)."""
-        found = []
+    def statuses(self) -> dict[str, str]:
+        """Job id → status of every readable record, as stored (no liveness is judged here)."""
+        found = {}
         for folder in self.root.iterdir() if self.root.is_dir() else ():
             if not valid_job_id(folder.name):
                 continue
             try:
-                status = json.loads((folder / "job.json").read_text()).get("status")
+                found[folder.name] = json.loads((folder / "job.json").read_text()).get("status")
             except (OSError, ValueError, AttributeError):
                 continue
-            if status not in (DONE, FAILED):
-                found.append(folder.name)
         return found
+
+    def unfinished(self) -> list[str]:
+        """Ids of the jobs whose record says queued or running."""
+        return [job_id for job_id, status in self.statuses().items() if status not in (DONE, FAILED)]
+
+    def count_by_status(self) -> dict[str, int]:
+        counts = {QUEUED: 0, RUNNING: 0, DONE: 0, FAILED: 0}
+        for status in self.statuses().values():
+            counts[status] = counts.get(status, 0) + 1
+        return counts
 
     def expired(self, job: Job) -> bool:
         return time.time() >= job.expires

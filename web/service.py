@@ -16,6 +16,7 @@ from converter.errors import OptionError
 from converter.images import check_convertible_size, load_image, probe_header
 from converter.options import DETAIL_LEVELS, MODES
 
+from . import metrics
 from .conversion import offered_kinds, run_job
 from .depth_cache import DepthCache
 from .errors import EXPIRED, UserError
@@ -82,6 +83,7 @@ class Service:
             )
         else:
             raise ValueError(f"JOB_BACKEND must be 'embedded' or 'celery', not {self.backend!r}")
+        self._metrics = metrics.registry_for(self)
         self.sweeper = Sweeper(self.store, config["UPLOAD_FOLDER"], config["SWEEP_INTERVAL_SECONDS"],
                                cache=self.cache, records=(self.comparisons, self.batches))
 
@@ -174,6 +176,15 @@ class Service:
         if state is not None and state.status == "failed":
             raise UserError(503, "export_failed", f"{state.error} Open the link again to retry.", retry_after=5)
         return path, state
+
+    def workers_ready(self) -> int:
+        """Conversion workers whose model is ready: the Celery workers that say so, or this process."""
+        if self.backend == "celery":
+            return self.model_status.ready_count()
+        return int(self.model_status.ready)
+
+    def metrics(self) -> tuple[bytes, str]:
+        return metrics.exposition(self._metrics)
 
     def comparison_or_404(self, comparison_id: str) -> dict:
         comparison = self.comparisons.get(comparison_id)

@@ -49,6 +49,8 @@ def from_env(environ=os.environ) -> dict:
         # (web/celery_worker.py), with OUTPUT_FOLDER on a volume every machine shares.
         "JOB_BACKEND": environ.get("JOB_BACKEND", "embedded"),
         "REDIS_URL": environ.get("REDIS_URL", DEFAULT_REDIS_URL),
+        # A Celery worker's own Prometheus exporter (web.metrics); 0: none.
+        "WORKER_METRICS_PORT": number("WORKER_METRICS_PORT", 0),
         "MAX_BATCH_IMAGES": number("MAX_BATCH_IMAGES", 20),
         "MAX_BATCH_UNPACKED_MB": number("MAX_BATCH_UNPACKED_MB", 200),
     }

@@ -77,15 +77,21 @@ def test_the_models_focal_length_is_the_camera_unless_the_user_or_exif_gives_one
     assert from_exif.metadata()["camera"]["model_focal_px"] == pytest.approx(own.prediction.focal_px, rel=0.05)
 
 
-@pytest.mark.slow  # two more model loads
-@pytest.mark.parametrize("settings", [{"on_device": True}, {"batch_size": 2, "batch_wait_ms": 1.0}],
-                         ids=["device-path", "micro-batched"])
-def test_the_device_path_and_micro_batching_keep_the_camera(depth_pro, image, settings):
-    plain = Converter(model=depth_pro, device="cpu").convert(image)
+@pytest.mark.slow  # more model loads (and one OpenVINO conversion)
+@pytest.mark.parametrize("settings", [
+    {"on_device": True}, {"batch_size": 2, "batch_wait_ms": 1.0}, {"engine": "openvino"},
+    {"engine": "openvino", "on_device": True}, {"engine": "openvino", "batch_size": 2, "batch_wait_ms": 1.0},
+], ids=["device-path", "micro-batched", "openvino", "openvino-device-path", "openvino-micro-batched"])
+def test_the_device_path_micro_batching_and_openvino_keep_the_camera(depth_pro, image, settings):
+    plain = Converter(model=depth_pro, device="cpu", engine="torch").convert(image)
     other = Converter(model=depth_pro, device="cpu", **settings).convert(image)
+    assert other.metadata()["engine"]["engine"] == settings.get("engine", "torch")  # no silent fallback
     assert other.intrinsics.source == f"model:{depth_pro}"
     assert other.prediction.focal_px == pytest.approx(plain.prediction.focal_px, rel=1e-5)
-    np.testing.assert_allclose(other.depth, plain.depth, rtol=1e-4, atol=1e-6)
+    # in inverse depth: where a random head's inverse depth is about 0, rounding-level differences between the
+    # engines are hundreds of metres (tests/test_engines.py, network_output)
+    inverse = 1 / plain.depth
+    np.testing.assert_allclose(1 / other.depth, inverse, rtol=1e-4, atol=1e-4 * np.ptp(inverse))
 
 
 def test_the_depth_cache_keeps_the_camera(tmp_path, depth_pro, image):

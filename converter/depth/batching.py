@@ -166,6 +166,9 @@ class BatchedBackend(DepthBackend):
     def finish(self, outputs: dict, size: tuple[int, int]):
         return self.backend.finish(outputs, size)
 
+    def describe(self) -> dict:
+        return self.backend.describe()  # the wrapped engine's own account (an OpenVINO fallback says why)
+
     def close(self) -> None:
         """Stop the micro-batcher's worker, then the wrapped back-end."""
         self.batcher.close()

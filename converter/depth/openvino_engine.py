@@ -13,6 +13,9 @@ size and silently gives the wrong output size for another aspect ratio. Fixed-si
 have one shape; Depth Anything gets a small cache of compiled shapes. ``precision`` maps to OpenVINO's inference
 precision on the CPU (fp32 → f32, bf16 → bf16; the weights stay float32 on disk). A model that does not convert
 falls back to the torch forward with one log line, and says so (``engine`` becomes "torch", ``fallback`` the why).
+The converted model returns every one of MODEL_OUTPUTS the torch module returns: Depth Pro's ``field_of_view`` too,
+so its camera (``DepthMap.focal_px``) comes out of the shared post-processing exactly as with torch; Depth Pro's and
+ZoeDepth's torch preprocessing and post-processing (:mod:`.depth_pro`, :mod:`.zoedepth`) run around it unchanged.
 """
 
 from __future__ import annotations

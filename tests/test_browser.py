@@ -66,7 +66,7 @@ def test_drop_a_photo_see_it_in_3d_and_download_everything(chrome, live_server, 
     assert set(kinds) == set(DOWNLOADS) - {"disagreement"}  # every kind but that of an aligned job, meshes included
     # A download not written yet: its link shows "Preparing the …", reloads itself (no script) and the file comes
     # when it is whole; then back to the result.
-    result_url = chrome.current_url
+    result_url, point_count = chrome.current_url, int(viewer.get_attribute("data-point-count"))
     chrome.find_element(By.CSS_SELECTOR, "#downloads a[data-kind=stl]").click()
     wait_until(lambda: "Preparing the" in chrome.find_element(By.TAG_NAME, "h1").text, 30)
     wait_until(lambda: any(p.name.endswith("relief.stl") for p in chrome.download_dir.iterdir()), 60)
@@ -96,7 +96,7 @@ def test_drop_a_photo_see_it_in_3d_and_download_everything(chrome, live_server, 
     wait_until(downloaded, 30)
     files = {path.name.split("-", 1)[1]: path for path in chrome.download_dir.iterdir()}
     cloud = PlyData.read(str(files["cloud.ply"]))["vertex"]
-    assert cloud.count == int(viewer.get_attribute("data-point-count"))
+    assert cloud.count == point_count
     import trimesh
 
     glb = trimesh.load(files["mesh.glb"], force="mesh", process=False)

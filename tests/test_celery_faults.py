@@ -10,6 +10,8 @@ import threading
 import time
 
 import pytest
+import requests
+from conftest import _free_port
 from test_celery import Workers, photo, ready_workers, worker_setting
 
 from web.celery_board import PENDING
@@ -59,6 +61,9 @@ def test_jobs_redis_forgot_are_queued_again_unpolled_as_the_same_attempt(tmp_pat
     afterwards converts them."""
     caplog.set_level(logging.WARNING, logger="web.celery_submit")
     redis_server, model, outputs, env = worker_setting(tmp_path)
+    metrics_port, metrics_dir = _free_port(), tmp_path / "worker-metrics"
+    metrics_dir.mkdir()
+    env.update(WORKER_METRICS_PORT=str(metrics_port), PROMETHEUS_MULTIPROC_DIR=str(metrics_dir))
     workers = Workers(tmp_path, env)
     try:
         app = make_app(JOB_BACKEND="celery", REDIS_URL=redis_server.url, OUTPUT_FOLDER=str(outputs),
@@ -82,6 +87,9 @@ def test_jobs_redis_forgot_are_queued_again_unpolled_as_the_same_attempt(tmp_pat
         assert [record["attempt"] for record in records()] == [1, 1]
         said = caplog.text
         assert said.count("the queue lost it before any worker started it") == 2 and "worker died" not in said
+        # The worker's own exporter adds up its pool children's events (web.metrics).
+        scraped = requests.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).text
+        assert 'image_to_3d_jobs_ended_total{code="",status="done"} 2.0' in scraped, scraped[-2000:]
         print(f"forgotten jobs done {took:.1f} s after the Redis restart (stated re-queue bound "
               f"{WATCH_WITHIN_SECONDS:.0f} s), ready workers: {ready_workers(redis_server)}")
     finally:

@@ -87,3 +87,25 @@ def test_a_stale_export_state_is_queued_again(app, client, monkeypatch):
     target = exports.Target(view["id"], "pcd")
     service.exports.state_path(target).write_text('{"status": "running", "line": "x", "created": 0, "updated": 0}')
     assert fetch(client, view["files"]["pcd"])[0] == 200  # its process died long ago: queued again, written
+
+
+def test_an_export_past_its_deadline_fails_with_a_sentence_at_once(app, client, monkeypatch):
+    view = wait_done(client, submit(client))
+    service = app.extensions["image_to_3d"]
+    real, release = OUTPUTS["sbs"], threading.Event()
+
+    def stuck(path, artifacts):
+        release.wait(20)
+        real.write(path, artifacts)
+
+    monkeypatch.setitem(OUTPUTS, "sbs", replace(real, write=stuck))
+    monkeypatch.setattr(service.exports, "timeout_seconds", 0.2)
+    url = view["files"]["sbs"]
+    deadline = time.monotonic() + 10
+    while (answer := client.get(url, headers={"Accept": "application/json"})).status_code == 202:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    assert answer.status_code == 503 and answer.get_json()["error"].startswith(exports.TOO_LONG)
+    release.set()  # the writer ends later: its file is whole, and served
+    status, data = fetch(client, url)
+    assert status == 200 and data.startswith(b"\x89PNG")

@@ -17,6 +17,11 @@ REDIS_URL ?= redis://127.0.0.1:6379/0
 REDIS_PORT ?= 6379
 CONCURRENCY ?= 1
 POOL ?= prefork  # on a GPU: POOL=threads CONCURRENCY=8 BATCH_SIZE=8 (one model copy, batched forwards)
+# Prometheus (web/metrics.py): each instance keeps its processes' values in its own folder; a worker serves them
+# on WORKER_METRICS_PORT (0: no exporter).
+METRICS_DIR ?= /tmp/image-to-3d-metrics-$(PORT)
+WORKER_METRICS_PORT ?= 9808
+WORKER_METRICS_DIR ?= /tmp/image-to-3d-worker-metrics-$(WORKER_METRICS_PORT)
 
 .PHONY: setup setup-test system-libs run worker redis test test-fast download-model bench clean
 
@@ -43,6 +48,8 @@ tests/js/node_modules/.installed: tests/js/package-lock.json
 	else echo "npm not found: the glTF validation tests will be skipped"; fi
 
 run: setup
+	rm -rf "$(METRICS_DIR)" && mkdir -p "$(METRICS_DIR)"
+	PROMETHEUS_MULTIPROC_DIR="$(METRICS_DIR)" \
 	DEPTH_MODEL="$(DEPTH_MODEL)" WEB_CONCURRENCY=$(WORKERS) $(VENV)/bin/gunicorn --bind "$(HOST):$(PORT)" --workers $(WORKERS) \
 		--threads $(THREADS) --timeout 300 --access-logfile - "app:create_app()"
 
@@ -50,7 +57,9 @@ run: setup
 # Redis at REDIS_URL. It reads the same variables as the web app (OUTPUT_FOLDER, DEPTH_MODEL, DEVICE, PRECISION, ...).
 # It needs only Redis's Python client; the server runs wherever REDIS_URL points (`make redis` for one here).
 worker: setup
-	DEPTH_MODEL="$(DEPTH_MODEL)" REDIS_URL="$(REDIS_URL)" $(PY) -m celery -A web.celery_jobs worker --pool $(POOL) \
+	rm -rf "$(WORKER_METRICS_DIR)" && mkdir -p "$(WORKER_METRICS_DIR)"
+	PROMETHEUS_MULTIPROC_DIR="$(WORKER_METRICS_DIR)" WORKER_METRICS_PORT="$(WORKER_METRICS_PORT)" \
+	DEPTH_MODEL="$(DEPTH_MODEL)" REDIS_URL="$(REDIS_URL)" $(PY) -m celery -A web.celery_worker worker --pool $(POOL) \
 		--concurrency $(CONCURRENCY) --prefetch-multiplier 1 --without-gossip --without-mingle --without-heartbeat \
 		--queues image-to-3d --loglevel INFO
 

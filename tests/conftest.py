@@ -115,6 +115,40 @@ def client(app):
     return app.test_client()
 
 
+def download(client, url: str, timeout: float = 60.0, **kwargs):
+    """GET a download with the Flask test client, following the "preparing" answers (202 + Retry-After) until the
+    file is whole; the response is read and closed (file responses hold the file open until then)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        response = client.get(url, **kwargs)
+        response.get_data()
+        response.close()
+        if response.status_code != 202:
+            return response
+        assert int(response.headers["Retry-After"]) > 0, response.headers
+        assert time.monotonic() < deadline, f"{url} was still being prepared after {timeout} s"
+        time.sleep(0.02)
+
+
+def http_download(url: str, timeout: float = 60.0, poll: float = 0.05):
+    """GET a download over HTTP (``requests``), following the 202 "preparing" answers until the file is whole
+    (asking again every ``poll`` seconds; a browser waits the Retry-After)."""
+    import time
+
+    import requests
+
+    deadline = time.monotonic() + timeout
+    while True:
+        response = requests.get(url, timeout=timeout)
+        if response.status_code != 202:
+            return response
+        assert int(response.headers["Retry-After"]) > 0, response.headers
+        assert time.monotonic() < deadline, f"{url} was still being prepared after {timeout} s"
+        time.sleep(poll)
+
+
 def _free_port() -> int:
     import socket
 

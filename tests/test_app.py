@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import png_bytes, wait_for_job
+from conftest import download, png_bytes, wait_for_job
 from plyfile import PlyData
 
 
@@ -19,11 +19,8 @@ def upload(client, data: bytes | None, name: str = "photo.png", url: str = "/con
 
 
 def fetch(client, url: str):
-    """GET and close (file responses hold the file open until closed)."""
-    response = client.get(url)
-    response.get_data()
-    response.close()
-    return response
+    """GET a file (following the 202 "preparing" answers) and close the response."""
+    return download(client, url)
 
 
 def stored_files(app) -> list[str]:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import png_bytes
+from conftest import download, png_bytes
 from plyfile import PlyData
 
 from web.jobs import BatchStore
@@ -38,10 +38,8 @@ def post_batch(client, files: list[tuple[str, bytes]], path="/api/v1/batches", *
 
 
 def fetch(client, url: str):
-    """GET a file and close the response (send_file keeps the file open until then)."""
-    with client.get(url) as response:
-        response.get_data()
-        return response
+    """GET a file (following the 202 "preparing" answers) and close the response."""
+    return download(client, url)
 
 
 def wait_for_batch(client, batch_id: str, timeout: float = 60) -> dict:

@@ -7,8 +7,7 @@ import zipfile
 
 import numpy as np
 import pytest
-import requests
-from conftest import png_bytes, wait_until
+from conftest import http_download, png_bytes, wait_until
 from plyfile import PlyData
 
 pytestmark = pytest.mark.browser
@@ -41,7 +40,7 @@ def test_several_images_become_a_batch_with_one_zip(chrome, live_server, tmp_pat
     wait_until(lambda: len(chrome.find_elements(By.CSS_SELECTOR, ".batch-job img.batch-thumb")) == 3)
     link = chrome.find_element(By.ID, "batch-download")
     assert link.get_attribute("aria-disabled") is None
-    archive = requests.get(link.get_attribute("href"), timeout=60)
+    archive = http_download(link.get_attribute("href"))  # the zip is prepared by an export task (202 until whole)
     assert archive.status_code == 200 and archive.headers["Content-Type"] == "application/zip"
     with zipfile.ZipFile(io.BytesIO(archive.content)) as bundle:
         assert {name.split("/")[0] for name in bundle.namelist()} == {"01", "02", "03"}

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
-from conftest import ROOT, _free_port, png_bytes, serve
+from conftest import ROOT, _free_port, http_download, png_bytes, serve
 
 pytestmark = pytest.mark.slow  # a Redis server, Celery workers and gunicorn in subprocesses
 
@@ -71,7 +71,7 @@ class Workers:
             index = len(self.processes)
             with open(self.folder / f"worker{index}.log", "wb") as log:
                 self.processes.append(subprocess.Popen(
-                    [sys.executable, "-m", "celery", "-A", "web.celery_jobs", "worker", "--concurrency",
+                    [sys.executable, "-m", "celery", "-A", "web.celery_worker", "worker", "--concurrency",
                      str(concurrency), "--pool", pool, "--prefetch-multiplier", "1", "--without-gossip",
                      "--without-mingle",
                      "--without-heartbeat", "-Q", "image-to-3d", "-n", f"w{index}@%h", "--loglevel", "INFO"],
@@ -193,7 +193,7 @@ def test_a_job_posted_to_one_instance_is_followed_and_downloaded_from_the_other(
     job_folder = cluster.outputs / view["id"]
     assert not (job_folder / "upload.image").exists()  # the upload goes once the job ends
     for kind, url in view["files"].items():
-        response = requests.get(cluster.b.url + url, timeout=60)
+        response = http_download(cluster.b.url + url)
         assert response.status_code == 200 and response.content, kind
         if kind == "ply":
             cloud = PlyData.read(io.BytesIO(response.content))
@@ -236,7 +236,7 @@ def test_a_batch_posted_to_one_instance_is_followed_and_zipped_by_the_other(clus
         assert time.monotonic() < deadline, view
         time.sleep(0.2)
     assert [job["status"] for job in view["views"]] == ["done", "done"]
-    archive = requests.get(cluster.b.url + view["download_url"] + "?formats=ply,json", timeout=60)
+    archive = http_download(cluster.b.url + view["download_url"] + "?formats=ply,json")
     assert archive.status_code == 200
     with zipfile.ZipFile(io.BytesIO(archive.content)) as bundle:
         assert sorted(bundle.namelist()) == ["01/cloud.ply", "01/result.json", "02/cloud.ply", "02/result.json"]
@@ -364,3 +364,16 @@ def test_a_threads_pool_worker_batches_the_forwards_of_its_jobs(tmp_path, make_a
     finally:
         workers.stop_all()
         redis_server.stop()
+
+
+def test_heavy_exports_on_two_celery_instances_leave_healthz_and_uploads_fast(cluster):
+    """The goal of queued exports in Celery mode: the 24 heavy downloads are written by the workers, the web tier
+    only answers (see tests/test_export_load.py for the embedded run)."""
+    from test_export_load import P99_LIMIT_S, converted, measure_under_heavy_exports
+
+    servers = [cluster.a, cluster.b]
+    views = [converted(server) for server in servers]
+    figures = measure_under_heavy_exports(servers, views)
+    print(f"celery, 24 heavy downloads on 2 instances: {figures}")
+    assert figures["probes"] >= 5
+    assert figures["healthz_p99"] < P99_LIMIT_S and figures["upload_p99"] < P99_LIMIT_S, figures

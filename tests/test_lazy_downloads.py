@@ -1,5 +1,5 @@
 """Downloads written on first request: a web job is done after its first files, every other kind is written once,
-under a lock, from the kept image and prediction, by whichever app (process) is asked first.
+as an export task (the link answers 202 until it is whole), under a lock, from the kept image and prediction, by whichever app (process) is asked first.
 
 Jobs convert an uploaded picture with a user depth map (every pixel a point), so their geometry is exact and no
 model runs.
@@ -63,12 +63,19 @@ def wait_done(client, job_id: str, timeout: float = 60.0) -> dict:
     raise AssertionError(f"job {job_id} did not finish in {timeout} s")
 
 
-def fetch(client, url: str) -> tuple[int, bytes]:
-    """(status, body), the response closed (a file response holds its file open until then)."""
-    response = client.get(url)
-    body = response.get_data()
-    response.close()
-    return response.status_code, body
+def fetch(client, url: str, timeout: float = 60.0) -> tuple[int, bytes]:
+    """(status, body) of a download, following the "preparing" answers (202, Retry-After, JSON) until the file is
+    whole; each response closed (a file response holds its file open until then)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        response = client.get(url)
+        body = response.get_data()
+        response.close()
+        if response.status_code != 202:
+            return response.status_code, body
+        assert int(response.headers["Retry-After"]) > 0 and json.loads(body)["status"] == "preparing"
+        assert time.monotonic() < deadline, f"{url} was still being prepared after {timeout} s"
+        time.sleep(0.02)
 
 
 def folder_of(app, job_id: str):

@@ -22,7 +22,7 @@ def test_the_document_is_valid_openapi_and_covers_every_api_route(app, client):
     document = response.get_json()
     validate(document)  # raises on any violation of the OpenAPI 3.1 schema
     assert document["openapi"].startswith("3.1")
-    routes = {(re.sub(r"<(\w+)>", r"{\1}", rule.rule), method.lower())
+    routes = {(re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule), method.lower())
               for rule in app.url_map.iter_rules() if rule.rule.startswith("/api/v1")
               for method in rule.methods - {"HEAD", "OPTIONS"}}
     documented = {(path, method) for path, item in document["paths"].items() for method in item}

@@ -12,6 +12,7 @@ import math
 
 import numpy as np
 import pytest
+from conftest import download as fetch_download
 from conftest import png_bytes, wait_for_job
 from PIL import Image, ImageDraw, ImageFilter
 from plyfile import PlyData
@@ -293,9 +294,8 @@ def test_the_web_offers_splats_as_a_download(client):
     assert answer.status_code == 202, answer.get_data(as_text=True)
     view = wait_for_job(client, f"/jobs/{answer.get_json()['id']}")
     assert view["status"] == "done", view
-    download = client.get(view["files"]["splat_ply"])
+    download = fetch_download(client, view["files"]["splat_ply"])  # written by an export task: 202 until whole
     data = download.get_data()
-    download.close()
     assert download.status_code == 200 and download.mimetype == "application/octet-stream"
     assert "attachment" in download.headers["Content-Disposition"]
     assert download.headers["Content-Disposition"].rstrip('"').endswith("splats.splat.ply")

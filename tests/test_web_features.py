@@ -11,14 +11,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import png_bytes, wait_for_job
+from conftest import download, png_bytes, wait_for_job
 
 
 def fetch(client, url: str):
-    response = client.get(url)
-    response.get_data()
-    response.close()
-    return response
+    """GET a file (following the 202 "preparing" answers) and close the response."""
+    return download(client, url)
 
 
 def post(client, url: str, data: bytes | None = None, **fields):

@@ -40,10 +40,10 @@ def job_status(job_id):
 # One view, two addresses each: the page's (endpoint ``*_form``/``*_page``) and the JSON API's.
 bp.add_url_rule("/convert", "convert_form", create_conversion, methods=["POST"])
 bp.add_url_rule("/api/v1/conversions", "create_conversion", create_conversion, methods=["POST"])
-bp.add_url_rule("/jobs/<job_id>/rebuild", "rebuild_form", rebuild, methods=["POST"])
-bp.add_url_rule("/api/v1/conversions/<job_id>/rebuild", "rebuild", rebuild, methods=["POST"])
-bp.add_url_rule("/jobs/<job_id>/status", "job_status_page", job_status)
-bp.add_url_rule("/api/v1/conversions/<job_id>", "job_status", job_status)
+bp.add_url_rule("/jobs/<id:job_id>/rebuild", "rebuild_form", rebuild, methods=["POST"])
+bp.add_url_rule("/api/v1/conversions/<id:job_id>/rebuild", "rebuild", rebuild, methods=["POST"])
+bp.add_url_rule("/jobs/<id:job_id>/status", "job_status_page", job_status)
+bp.add_url_rule("/api/v1/conversions/<id:job_id>", "job_status", job_status)
 
 
 @bp.get("/api/v1/openapi.json")
@@ -55,6 +55,13 @@ def openapi_document():
 @bp.get("/healthz")
 def healthz():
     return jsonify({"status": "ok"})
+
+
+@bp.get("/metrics")
+def prometheus_metrics():
+    """Prometheus exposition (web.metrics): this machine's events and the shared state."""
+    body, content_type = get_service().metrics()
+    return current_app.response_class(body, content_type=content_type)
 
 
 @bp.get("/readyz")

@@ -13,18 +13,19 @@ download holds ``01/cloud.ply``, ``02/cloud.ply``, …; an error about a zip's e
 from __future__ import annotations
 
 import hashlib
-import zipfile
 
-from flask import Blueprint, abort, jsonify, redirect, render_template, request, send_file, url_for
+from flask import Blueprint, jsonify, redirect, render_template, request, send_file, url_for
 
-from converter import ConversionError, InputError, OptionError, atomic_output, check_convertible_size, probe_header
+from converter import InputError, OptionError, check_convertible_size, probe_header
 
 from . import unzip
-from .conversion import ensure_output, offered_kinds
+from .conversion import offered_kinds
 from .errors import UserError, wants_json
 from .forms import parse_request
 from .job_request import JobRequest
 from .jobs import DONE, FAILED, QueueFullError, Upload
+from .exports import Target
+from .pages import preparing
 from .service import BUSY, get_service, page_context
 
 DEFAULT_FORMATS = ("ply", "glb", "json")
@@ -139,37 +140,32 @@ def create():
 bp.add_url_rule("/api/v1/batches", "create", create, methods=["POST"])
 
 
-@bp.get("/api/v1/batches/<batch_id>")
+@bp.get("/api/v1/batches/<id:batch_id>")
 def read(batch_id):
     return jsonify(batch_view(batch_or_404(batch_id)))
 
 
-@bp.get("/batches/<batch_id>")
+@bp.get("/batches/<id:batch_id>")
 def batch_page(batch_id):
     view = batch_view(batch_or_404(batch_id))
     return render_template("batch.html", batch=view, **page_context())
 
 
-@bp.get("/batches/<batch_id>/download")
+@bp.get("/batches/<id:batch_id>/download")
 def download(batch_id):
     """One zip of every finished job's files (``formats``: comma-separated kinds, default ply,glb,json), numbered
-    in upload order; a failed job contributes its error as ``NN/error.txt``. Written once per set of formats."""
+    in upload order; a failed job contributes its error as ``NN/error.txt``. Written once per set of formats, by an
+    export task (web.exports): the link answers "preparing" (202) until the zip is whole."""
     batch = batch_or_404(batch_id)
     service = get_service()
     formats = download_formats(request.args.get("formats"))
     view = batch_view(batch)
     if view["status"] != "done":
         raise UserError(409, "not_finished", "The batch is still converting; download it when every image is done.")
-    target = service.batches.path(batch_id, f"-{'-'.join(formats)}.zip")
-    if not target.is_file():
-        with atomic_output(target) as temporary, zipfile.ZipFile(temporary, "w", zipfile.ZIP_DEFLATED,
-                                                                 compresslevel=1) as bundle:
-            for number, job_id in enumerate(batch["job_ids"], start=1):
-                _add_job(bundle, service, job_id, f"{number:02d}", formats)
-    if not target.is_file():
-        abort(404)
-    return send_file(target, mimetype="application/zip", as_attachment=True,
-                     download_name=f"batch-{batch_id[:8]}.zip")
+    path, state = service.download(Target(batch_id, "zip", ",".join(formats)))
+    if path is None:
+        return preparing("zip of the batch", state)
+    return send_file(path, mimetype="application/zip", as_attachment=True, download_name=f"batch-{batch_id[:8]}.zip")
 
 
 def download_formats(text: str | None) -> list[str]:
@@ -182,21 +178,3 @@ def download_formats(text: str | None) -> list[str]:
         shown = ", ".join(f"'{name[:40]}'" for name in unknown[:5]) + (" …" if len(unknown) > 5 else "")
         raise OptionError(f"Unknown download formats: {shown}. Formats must be among: {', '.join(offered)}.")
     return [name for name in offered if name in names]
-
-
-def _add_job(bundle: zipfile.ZipFile, service, job_id: str, prefix: str, formats: list[str]) -> None:
-    job = service.store.get(job_id)
-    if job is None or job.status != DONE:
-        reason = job.error if job is not None and job.error else "This result has expired and was deleted."
-        bundle.writestr(f"{prefix}/error.txt", reason + "\n")
-        return
-    offered = offered_kinds(JobRequest.from_dict(job.request))
-    for kind in formats:
-        if kind not in offered:
-            continue
-        try:
-            path = ensure_output(service.store, job, kind, service.config["MAX_PIXELS"])
-        except ConversionError as error:
-            bundle.writestr(f"{prefix}/error-{kind}.txt", error.message + "\n")
-            continue
-        bundle.write(path, arcname=f"{prefix}/{path.name}")

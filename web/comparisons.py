@@ -19,7 +19,7 @@ def create():
     return redirect(url_for("pages.compare_page", comparison_id=comparison["id"]), code=303)
 
 
-@bp.get("/api/v1/comparisons/<comparison_id>")
+@bp.get("/api/v1/comparisons/<id:comparison_id>")
 def read(comparison_id):
     service = get_service()
     return jsonify(service.comparison_view(service.comparison_or_404(comparison_id)))

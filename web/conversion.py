@@ -39,6 +39,7 @@ from converter import (
 from .depth_cache import DepthCache
 from .job_request import JobRequest
 from .jobs import Job, JobStore, Upload
+from .settings import converter_like
 
 FIRST_KINDS = ("ply", "json", "input", "depth_preview")  # what the result page needs at once
 GONE = "The result to rebuild has expired and was deleted. Convert the image again."
@@ -51,15 +52,6 @@ def offered_kinds(request: JobRequest) -> list[str]:
             and (request.align_to or name not in ALIGNMENT_KINDS)]
 
 
-def converter_for(base: Converter, model: str, align_to: str = "") -> Converter:
-    """A converter for ``model`` (fitted to the metric ``align_to`` if given) with the app's device, engine,
-    precision and pixel cap (models are cached per process)."""
-    if (not model or model == base.model) and not align_to:
-        return base
-    return Converter(model=model or base.model, device=base.device, precision=base.precision,
-                     max_pixels=base.max_pixels, engine=base.engine, align_to=align_to or None)
-
-
 def run_job(base: Converter, store: JobStore, job: Job, upload: Upload | None, report,
             cache: DepthCache | None = None) -> dict:
     """Convert, write the first files and what later downloads need; returns the job's info (= result.json).
@@ -70,7 +62,7 @@ def run_job(base: Converter, store: JobStore, job: Job, upload: Upload | None, r
     run.
     """
     request = JobRequest.from_dict(job.request)
-    converter = converter_for(base, request.model, "" if request.rebuild_of else request.align_to)
+    converter = converter_like(base, request.model, "" if request.rebuild_of else request.align_to)
     prediction, cache_key, depth, kept = None, None, None, None
     reference, reference_key, carried = None, None, {}
     if request.rebuild_of:

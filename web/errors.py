@@ -19,6 +19,8 @@ from converter import (
     UnsupportedImageError,
 )
 
+from . import metrics
+
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
         "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
@@ -63,7 +65,14 @@ def wants_json() -> bool:
     return best == "application/json" and request.accept_mimetypes[best] > request.accept_mimetypes["text/html"]
 
 
+def wants_html() -> bool:
+    """A browser (it names text/html); a script sending ``*/*`` or asking for JSON gets JSON."""
+    return not wants_json() and any(value == "text/html" for value, _ in request.accept_mimetypes)
+
+
 def error_response(status_code: int, code: str, message: str, headers: dict | None = None):
+    if request.method == "POST":
+        metrics.UPLOADS_REFUSED.labels(reason=code).inc()
     if wants_json():
         response = jsonify({"error": message, "code": code})
     else:

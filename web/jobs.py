@@ -20,37 +20,37 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from converter import (
-    DONE,
-    FAILED,
-    OUTPUTS,
-    QUEUED,
-    RUNNING,
-    ConversionError,
-    OutputError,
-    progress_of,
-    write_json,
-)
+from werkzeug.routing import BaseConverter
+
+from converter import DONE, FAILED, OUTPUTS, QUEUED, RUNNING, OutputError, write_json
+
+from .execution import WORKER_DIED, run_attempt
 
 log = logging.getLogger(__name__)
 
 _JOB_ID = re.compile(r"^[0-9a-f]{32}$")
-TIMED_OUT = "Processing timed out: the image took too long to convert. Try a smaller image or lower detail."
-WORKER_DIED = "The server stopped while converting this image. Please try again."
 
 # One table for routes, pages and the API: the converter's output kinds (downloads, then the page's previews).
 DOWNLOADS = {name: kind for name, kind in OUTPUTS.items() if kind.download}
 PREVIEWS = {name: kind for name, kind in OUTPUTS.items() if not kind.download}
+# The result page groups the downloads by use; a kind the table gains later shows under "Other".
+DOWNLOAD_GROUPS = (
+    ("Point clouds", ("ply", "pcd", "las")),
+    ("Meshes", ("glb", "simplified_glb", "obj", "mesh_ply", "usdz")),
+    ("Depth", ("depth_png", "depth_npy", "json")),
+    ("Stereo and video", ("sbs", "anaglyph", "mp4")),
+    ("Printing", ("stl",)),
+    ("Splats", ("splat_ply",)),
+    ("Model disagreement", ("disagreement",)),
+)
+DOWNLOAD_GROUPS += (("Other", tuple(name for name in DOWNLOADS
+                                    if all(name not in kinds for _, kinds in DOWNLOAD_GROUPS))),)
 COMPARISON_PREFIX = "compare-"  # OUTPUT_FOLDER/compare-<uuid4 hex>.json: a pair of jobs shown side by side
 BATCH_PREFIX = "batch-"  # OUTPUT_FOLDER/batch-<uuid4 hex>.json (+ its zips): the jobs of one multi-image upload
 
 
 class QueueFullError(Exception):
     """More jobs are waiting than the service accepts; the client should retry later."""
-
-
-class JobCancelled(Exception):
-    """The job was failed from outside (timed out) while it was running."""
 
 
 @dataclass
@@ -69,11 +69,18 @@ class Job:
     updated: float = field(default_factory=time.time)
     expires: float = 0.0
     owner: str = ""
-    attempt: int = 1  # which run of the job this is: a job whose worker died is run once more (web.celery_jobs)
+    attempt: int = 1  # which run of the job this is: a job whose worker died is run once more (web.celery_submit)
 
     @property
     def finished(self) -> bool:
         return self.status in (DONE, FAILED)
+
+
+class IdConverter(BaseConverter):
+    """``<id:job_id>`` in a route: a job, comparison or batch id (32 lowercase hex digits) or no route at all, so
+    anything else (``..%2F`` included) is a 404 before any view or redirect sees it."""
+
+    regex = _JOB_ID.pattern.strip("^$")
 
 
 def valid_job_id(job_id: str) -> bool:
@@ -150,6 +157,28 @@ class JobStore:
             except OSError:
                 pass
         return job
+
+    def statuses(self) -> dict[str, str]:
+        """Job id → status of every readable record, as stored (no liveness is judged here)."""
+        found = {}
+        for folder in self.root.iterdir() if self.root.is_dir() else ():
+            if not valid_job_id(folder.name):
+                continue
+            try:
+                found[folder.name] = json.loads((folder / "job.json").read_text()).get("status")
+            except (OSError, ValueError, AttributeError):
+                continue
+        return found
+
+    def unfinished(self) -> list[str]:
+        """Ids of the jobs whose record says queued or running."""
+        return [job_id for job_id, status in self.statuses().items() if status not in (DONE, FAILED)]
+
+    def count_by_status(self) -> dict[str, int]:
+        counts = {QUEUED: 0, RUNNING: 0, DONE: 0, FAILED: 0}
+        for status in self.statuses().values():
+            counts[status] = counts.get(status, 0) + 1
+        return counts
 
     def expired(self, job: Job) -> bool:
         return time.time() >= job.expires
@@ -305,9 +334,12 @@ class JobRunner:
     """
 
     def __init__(self, store: JobStore, convert, workers: int = 1, max_queued: int = 8,
-                 timeout_seconds: float = 300.0):
+                 timeout_seconds: float = 300.0, export=None, export_workers: int = 1):
         self.store = store
         self.convert = convert  # (job, upload, report) → dict of info; writes the job's files
+        self.export = export  # (web.exports.Target) → status: writes a later download (web.exports.Exports.run)
+        # Exports have threads of their own: a video being written never holds a conversion back, nor the reverse.
+        self._exports = ThreadPoolExecutor(max_workers=export_workers, thread_name_prefix="export")
         self.capacity = workers + max_queued
         self.timeout_seconds = timeout_seconds
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="convert")
@@ -348,82 +380,29 @@ class JobRunner:
         with self._lock:
             return max(0, self.capacity - self._active - len(self._waiting))
 
+    def submit_export(self, target) -> None:
+        """Queue a later download (web.exports); its state file says where it stands."""
+        self._exports.submit(self._export, target)
+
+    def _export(self, target) -> None:
+        try:
+            self.export(target)
+        except Exception:  # Exports.run records its own failures; this is the last guard of the thread
+            log.exception("export %s failed", target)
+
     def shutdown(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+        self._exports.shutdown(wait=False, cancel_futures=True)
 
     def _run(self, job_id: str, upload: Upload | None) -> None:
         with self._lock:
             self._waiting.remove(job_id)
             self._active += 1
-        job = self.store.get(job_id)
-        guard = threading.Lock()  # orders the watchdog's and the worker's last writes
-        cancelled = threading.Event()
-
-        def time_out() -> None:
-            with guard:
-                if job.finished:
-                    return
-                cancelled.set()
-                self._fail(job, TIMED_OUT, "timed_out")
-                self._save_quietly(job)
-
-        watchdog = threading.Timer(self.timeout_seconds, time_out)
-        watchdog.daemon = True
         try:
-            if job is None:
-                return
-            job.status = RUNNING
-            watchdog.start()
-
-            def report(stage: str) -> None:
-                with guard:
-                    if cancelled.is_set():
-                        raise JobCancelled()
-                    job.stage, job.progress = stage, progress_of(stage)
-                    self.store.save(job)
-
-            try:
-                report(RUNNING)
-                info = self.convert(job, upload, report)
-                with guard:
-                    if cancelled.is_set():
-                        raise JobCancelled()
-                    job.info = info
-                    job.status, job.stage, job.progress = DONE, "done", 1.0
-                    self.store.save(job)
-            except JobCancelled:
-                with guard:
-                    self._remove_files(job)
-            except ConversionError as error:
-                with guard:
-                    self._fail(job, error.message, error.code)
-                    self._save_quietly(job)
-            except Exception:  # never show internals; the log has the details
-                log.exception("job %s failed", job_id)
-                with guard:
-                    self._fail(job, "The conversion failed because of an internal error.", "internal_error")
-                    self._save_quietly(job)
+            job = self.store.get(job_id)
+            if job is not None:
+                run_attempt(self.store, job, lambda job, report: self.convert(job, upload, report),
+                            self.timeout_seconds)
         finally:
-            watchdog.cancel()
             with self._lock:
                 self._active -= 1
-
-    def _fail(self, job: Job, message: str, code: str) -> None:
-        job.status, job.stage, job.progress, job.error, job.error_code = FAILED, "failed", 1.0, message, code
-        self._remove_files(job)
-
-    def _remove_files(self, job: Job) -> None:
-        """No link to a half-written result: every output file goes, the job record stays."""
-        folder = self.store.folder(job.id)
-        job.files = []
-        for path in folder.iterdir() if folder.is_dir() else ():
-            if path.name != "job.json" and path.is_file():
-                path.unlink(missing_ok=True)
-            elif path.is_dir():
-                shutil.rmtree(path, ignore_errors=True)
-
-    def _save_quietly(self, job: Job) -> None:
-        try:
-            self.store.save(job)
-        except (OSError, OutputError):
-            log.warning("could not record the end of job %s", job.id)

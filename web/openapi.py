@@ -146,7 +146,12 @@ def _schemas() -> dict:
             "error": nullable_string, "code": nullable_string,
             "queue_position": {"type": ["integer", "null"], "minimum": 1},
             "files": {"type": "object", "propertyNames": {"enum": offered_kinds(JobRequest(mesh=True))},
-                      "additionalProperties": url},
+                      "additionalProperties": url,
+                      "description": "Every download the job offers. One not written yet answers 202 (Retry-After, "
+                                     "JSON) while an export task prepares it, then the file."},
+            "sizes": {"type": "object", "propertyNames": {"enum": offered_kinds(JobRequest(mesh=True))},
+                      "additionalProperties": {"type": "integer", "minimum": 0},
+                      "description": "Bytes of each download already written."},
             "result_url": url, "status_url": url, "rebuild_url": url,
             "info": {"type": "object", "description": "The job's result.json (present when done)."},
         },

@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, abort, current_app, render_template, send_file
+from flask import Blueprint, abort, current_app, jsonify, render_template, request, send_file
 
-from converter import ConversionError
-
-from .conversion import ensure_output
-from .errors import EXPIRED, UserError, allow_webassembly
-from .jobs import DONE, DOWNLOADS, PREVIEWS
+from .conversion import offered_kinds
+from .errors import allow_webassembly, wants_html
+from .exports import Target
+from .job_request import JobRequest
+from .jobs import DONE, DOWNLOAD_GROUPS, DOWNLOADS, PREVIEWS
 from .service import get_service, model_label, page_context
 
 bp = Blueprint("pages", __name__)
+PREPARING_RETRY_SECONDS = 2
+
+
+@bp.app_template_filter("filesize")
+def filesize(size: int) -> str:
+    """Bytes for people: 812 B, 4.2 kB, 31 MB."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}" if size < 10 * scale else f"{size / scale:.0f} {unit}"
+    return f"{size} B"
 
 
 @bp.get("/")
@@ -19,7 +29,7 @@ def index():
     return render_template("index.html", **page_context())
 
 
-@bp.get("/jobs/<job_id>")
+@bp.get("/jobs/<id:job_id>")
 def job_page(job_id):
     service = get_service()
     job = service.job_or_404(job_id)
@@ -27,35 +37,45 @@ def job_page(job_id):
     return allow_webassembly(current_app.make_response(page))
 
 
-@bp.get("/jobs/<job_id>/result")
+@bp.get("/jobs/<id:job_id>/result")
 def job_result_fragment(job_id):
     service = get_service()
     job = service.job_or_404(job_id)
-    return render_template("_result.html", job=job, view=service.job_view(job), downloads=DOWNLOADS)
+    return render_template("_result.html", job=job, view=service.job_view(job), downloads=DOWNLOADS,
+                           download_groups=DOWNLOAD_GROUPS)
 
 
-@bp.get("/jobs/<job_id>/files/<kind>")
+@bp.get("/jobs/<id:job_id>/files/<kind>")
 def job_file(job_id, kind):
-    """A finished job's file; one not written yet is written now (once), so a link never fails or serves a part."""
+    """A finished job's file; one not written yet is queued as an export and the link answers at once
+    ("preparing…", 202), then serves the file once it is whole."""
     service = get_service()
     job = service.job_or_404(job_id)
     entry = DOWNLOADS.get(kind) or PREVIEWS.get(kind)
-    if entry is None or job.status != DONE:
+    if entry is None or job.status != DONE or kind not in offered_kinds(JobRequest.from_dict(job.request)):
         abort(404)
-    try:
-        path = ensure_output(service.store, job, kind, service.config["MAX_PIXELS"])
-    except KeyError:
-        abort(404)
-    except ConversionError:
-        if service.store.expired(job) or not service.store.folder(job.id).is_dir():
-            raise UserError(410, "expired", EXPIRED) from None
-        raise
+    path, state = service.download(Target(job.id, kind))
+    if path is None:
+        return preparing(entry.label, state)
     if kind in PREVIEWS:
         return send_file(path, mimetype=entry.media_type, max_age=3600)
     return send_file(path, mimetype=entry.media_type, as_attachment=True, download_name=f"{job.id[:8]}-{path.name}")
 
 
-@bp.get("/compare/<comparison_id>")
+def preparing(label: str, state, retry_after: int = PREPARING_RETRY_SECONDS):
+    """202 while a download is prepared: a page that reloads itself (no script: CSP) for people, JSON with
+    Retry-After for scripts. The same address serves the file once it is whole."""
+    headers = {"Retry-After": str(retry_after), "Cache-Control": "no-store"}
+    if wants_html():
+        page = render_template("preparing.html", label=label, state=state, retry_after=retry_after,
+                               **page_context())
+        return page, 202, headers
+    body = {"status": "preparing", "stage": state.status, "progress": state.line, "retry_after": retry_after,
+            "url": request.full_path.rstrip("?"), "message": f"Preparing the {label}; ask again in {retry_after} s."}
+    return jsonify(body), 202, headers
+
+
+@bp.get("/compare/<id:comparison_id>")
 def compare_page(comparison_id):
     service = get_service()
     comparison = service.comparison_or_404(comparison_id)

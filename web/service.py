@@ -17,20 +17,23 @@ from converter import (
     KNOWN_MODELS,
     MODES,
     PREDICTION_FILE,
-    Converter,
     OptionError,
     check_convertible_size,
     load_image,
     probe_header,
 )
 
+
+from . import metrics
 from .conversion import offered_kinds, run_job
 from .depth_cache import DepthCache
 from .errors import EXPIRED, UserError
+from .exports import EXPORT_TIMEOUT_SECONDS, Exports, Target, size_of
 from .forms import parse_rebuild, parse_request
 from .job_request import DEFAULT_STL_WIDTH_MM, JobRequest
 from .jobs import (
     DONE,
+    DOWNLOAD_GROUPS,
     FAILED,
     BatchStore,
     ComparisonStore,
@@ -43,12 +46,12 @@ from .jobs import (
     valid_job_id,
 )
 from .model_status import UNAVAILABLE, ModelStatus
+from .settings import conversion_workers, make_converter, uses_cuda
 
 BUSY = "The server is busy with other conversions. Please try again in a minute."
 NOTHING_HERE = "There is nothing here. Results expire after a while; convert the image again."
 # Bigger full-size pictures are decoded by their job, not the request (about 2 x 3 bytes a pixel while decoding).
 REQUEST_DECODE_PIXELS = 16_000_000
-GPU_CONVERSION_WORKERS, GPU_BATCH_SIZE = 8, 8  # the defaults on CUDA (CONVERSION_WORKERS, BATCH_SIZE = 0)
 
 
 class Service:
@@ -57,37 +60,36 @@ class Service:
     def __init__(self, config):
         self.config = config
         self.backend = config.get("JOB_BACKEND", "embedded")
-        gpu = self.backend == "embedded" and _uses_cuda(config["DEVICE"])
+        gpu = self.backend == "embedded" and uses_cuda(config["DEVICE"])
         # On a GPU several conversions run at once and their forwards are batched; on a CPU that only adds waiting.
-        workers = config["CONVERSION_WORKERS"] or (GPU_CONVERSION_WORKERS if gpu else 1)
-        batch_size = config["BATCH_SIZE"] or (GPU_BATCH_SIZE if gpu else 1)
-        self.converter = Converter(model=config["DEPTH_MODEL"], device=config["DEVICE"],
-                                   precision=config["PRECISION"], max_pixels=config["MAX_PIXELS"],
-                                   engine=config.get("ENGINE", "auto"), batch_size=batch_size,
-                                   batch_wait_ms=config["BATCH_WAIT_MS"])
+        workers = conversion_workers(config, gpu)
+        self.converter = make_converter(config, gpu)
         self.store = JobStore(config["OUTPUT_FOLDER"], ttl_seconds=config["RESULT_TTL_SECONDS"])
         self.comparisons = ComparisonStore(config["OUTPUT_FOLDER"], ttl_seconds=config["RESULT_TTL_SECONDS"])
         self.batches = BatchStore(config["OUTPUT_FOLDER"], ttl_seconds=config["RESULT_TTL_SECONDS"])
         self.cache = DepthCache(os.path.join(config["OUTPUT_FOLDER"], ".cache"),
                                 max_entries=config["DEPTH_CACHE_ENTRIES"], ttl_seconds=config["RESULT_TTL_SECONDS"])
         os.makedirs(self.cache.folder, exist_ok=True)  # made now, not by the first job: the layout is fixed
-        if self.backend == "celery":  # Celery workers convert; this process loads no model (web/celery_jobs.py)
-            from . import celery_jobs
+        self.exports = Exports(self.store, self.batches, config["MAX_PIXELS"],
+                               config.get("EXPORT_TIMEOUT_SECONDS", EXPORT_TIMEOUT_SECONDS))
+        if self.backend == "celery":  # Celery workers convert; this process loads no model (web/celery_worker.py)
+            from . import celery_submit
 
-            self.runner = celery_jobs.CeleryJobRunner(self.store, config["REDIS_URL"],
-                                                      max_queued=config["MAX_QUEUED_JOBS"])
+            self.runner = celery_submit.CeleryJobRunner(self.store, config["REDIS_URL"],
+                                                        max_queued=config["MAX_QUEUED_JOBS"])
             self.store.alive = self.runner.alive
-            self.model_status = celery_jobs.WorkersModelStatus(self.runner.board, self.converter)
+            self.model_status = celery_submit.WorkersModelStatus(self.runner.board, self.converter)
         elif self.backend == "embedded":
             self.model_status = ModelStatus(self.converter, threads=config["TORCH_THREADS"] or _threads_per_process())
             self.runner = JobRunner(
                 self.store, lambda job, upload, report: run_job(self.converter, self.store, job, upload, report,
                                                                 self.cache),
                 workers=workers, max_queued=config["MAX_QUEUED_JOBS"],
-                timeout_seconds=config["JOB_TIMEOUT_SECONDS"],
+                timeout_seconds=config["JOB_TIMEOUT_SECONDS"], export=self.exports.run,
             )
         else:
             raise ValueError(f"JOB_BACKEND must be 'embedded' or 'celery', not {self.backend!r}")
+        self._metrics = metrics.registry_for(self)
         self.sweeper = Sweeper(self.store, config["UPLOAD_FOLDER"], config["SWEEP_INTERVAL_SECONDS"],
                                cache=self.cache, records=(self.comparisons, self.batches))
 
@@ -152,14 +154,16 @@ class Service:
 
     def job_view(self, job: Job) -> dict:
         """The job as the API and the page's script see it."""
-        files = {}
+        files, sizes = {}, {}
         if job.status == DONE:
             files = {kind: url_for("pages.job_file", job_id=job.id, kind=kind)
                      for kind in offered_kinds(JobRequest.from_dict(job.request))}
+            sizes = {kind: size for kind in files if (size := size_of(self.exports.path(Target(job.id, kind))))}
         view = {
             "id": job.id, "status": job.status, "stage": job.stage, "progress": round(job.progress, 3),
             "error": job.error if job.status == FAILED else None, "code": job.error_code,
             "queue_position": self.runner.queue_position(job.id), "files": files,
+            "sizes": sizes,  # bytes of each download already written (the others are prepared on request)
             "result_url": url_for("pages.job_result_fragment", job_id=job.id),
             "status_url": url_for("api.job_status", job_id=job.id),
             "rebuild_url": url_for("api.rebuild", job_id=job.id),
@@ -167,6 +171,26 @@ class Service:
         if job.status == DONE:
             view["info"] = job.info
         return view
+
+    def download(self, target: Target):
+        """(path, None) of a download that is whole, or (None, its export state) with the export queued once: no
+        request writes a download itself. A failed export is a 503 with its sentence (the next request retries)."""
+        try:
+            path, state = self.exports.request(target, self.runner.submit_export)
+        except QueueFullError:  # the Celery queue is away
+            raise UserError(503, "busy", BUSY, retry_after=30) from None
+        if state is not None and state.status == "failed":
+            raise UserError(503, "export_failed", f"{state.error} Open the link again to retry.", retry_after=5)
+        return path, state
+
+    def workers_ready(self) -> int:
+        """Conversion workers whose model is ready: the Celery workers that say so, or this process."""
+        if self.backend == "celery":
+            return self.model_status.ready_count()
+        return int(self.model_status.ready)
+
+    def metrics(self) -> tuple[bytes, str]:
+        return metrics.exposition(self._metrics)
 
     def comparison_or_404(self, comparison_id: str) -> dict:
         comparison = self.comparisons.get(comparison_id)
@@ -217,16 +241,6 @@ def _uploads(files) -> tuple[bytes, bytes]:
     return data, (depth_file.read() if depth_file else b"")
 
 
-def _uses_cuda(device: str) -> bool:
-    """Whether conversions will run on CUDA (``auto`` asks torch, which the embedded backend loads anyway)."""
-    device = (device or "auto").strip().lower()
-    if device == "auto":
-        import torch
-
-        return torch.cuda.is_available()
-    return device.startswith("cuda")
-
-
 def _threads_per_process() -> int:
     """Share the cores between gunicorn's worker processes (WEB_CONCURRENCY) so they do not oversubscribe them."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
@@ -245,7 +259,8 @@ def page_context() -> dict:
         "model_status": service.model_status, "models": config["MODELS"], "known_models": KNOWN_MODELS,
         "max_upload_mb": config["MAX_UPLOAD_MB"], "max_megapixels": config["MAX_PIXELS"] / 1e6,
         "max_batch_images": config["MAX_BATCH_IMAGES"],
-        "detail_levels": DETAIL_LEVELS, "modes": MODES, "default_stl_width_mm": DEFAULT_STL_WIDTH_MM,
+        "download_groups": DOWNLOAD_GROUPS, "detail_levels": DETAIL_LEVELS, "modes": MODES,
+        "default_stl_width_mm": DEFAULT_STL_WIDTH_MM,
     }
 
 

@@ -103,13 +103,25 @@ function nextPaint() {
 	});
 }
 
-/** fetch() with messages a person can act on. */
+/** fetch() with messages a person can act on. A download not written yet answers 202 ("preparing", with
+ * Retry-After) until it is whole: ask again, for up to PREPARING_LIMIT_MS. */
+const PREPARING_LIMIT_MS = 180000;
+
 async function fetchBytes(url, what) {
 	let response;
-	try {
-		response = await fetch(url, { credentials: 'same-origin' });
-	} catch {
-		throw new LoadError(`Could not download the ${what}: the connection failed. Check your network and reload the page.`);
+	const started = Date.now();
+	for (;;) {
+		try {
+			response = await fetch(url, { credentials: 'same-origin', headers: { Accept: 'application/json, */*;q=0.1' } });
+		} catch {
+			throw new LoadError(`Could not download the ${what}: the connection failed. Check your network and reload the page.`);
+		}
+		if (response.status !== 202) break;
+		if (Date.now() - started > PREPARING_LIMIT_MS) {
+			throw new LoadError(`The ${what} is still being prepared. Reload the page in a minute.`);
+		}
+		const seconds = Math.min(10, Math.max(0.5, Number(response.headers.get('Retry-After')) || 2));
+		await new Promise((resolve) => setTimeout(resolve, seconds * 1000));
 	}
 	if (response.status === 404 || response.status === 410) {
 		throw new LoadError(`The ${what} file was not found on the server (it may have been deleted or expired).`);

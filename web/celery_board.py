@@ -1,0 +1,151 @@
+"""The Redis keys that web instances and Celery workers share (``JOB_BACKEND=celery``): the broker's queue, the
+pending and active jobs, heartbeats, once-only guards and the workers' published model states.
+
+Liveness: a worker running a job refreshes a heartbeat key (``HEARTBEAT_TTL``) from a thread. A job whose heartbeat
+is gone is run once more (attempt 2; a SET NX guard lets one reader re-enqueue it) and is failed with
+``WORKER_DIED`` when that run dies too. A second delivery of an attempt, or a late one of an old attempt, is
+ignored. Heartbeats vanish when Redis restarts, so nothing is judged dead until Redis has been up for a TTL.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import redis
+from celery import Celery
+from kombu.exceptions import OperationalError
+from redis.backoff import ConstantBackoff
+from redis.retry import Retry
+
+QUEUE = "image-to-3d"  # the Celery queue: a Redis list of that name, its length the real backlog
+TASK_NAME = "image_to_3d.convert"
+EXPORT_TASK = "image_to_3d.export"  # a later download (web.exports), on the same queue
+MAX_ATTEMPTS = 2  # a job whose worker died runs once more, then fails
+HEARTBEAT_TTL, HEARTBEAT_EVERY = 10, 2.0  # seconds
+HEARTBEAT_GRACE = HEARTBEAT_TTL * 1.5  # after a Redis restart, nothing is judged before every live worker beat again
+PRESENCE_TTL, PRESENCE_EVERY = 15, 3.0  # a worker's published model state, seconds
+CLAIM_TTL = 2 * 24 * 3600  # remembers that an attempt started, well past the broker's redelivery of it
+
+BROKER_ERRORS = (redis.RedisError, OperationalError)  # Redis away, as our client and as kombu's publisher say it
+_PREFIX = "image-to-3d:"
+PENDING, ACTIVE = _PREFIX + "pending", _PREFIX + "active"  # sorted sets: job id → enqueue / claim time
+
+# Admission as one step in Redis, so that web instances accepting at the same moment cannot overshoot the cap: the
+# jobs waiting are the pending set (queued, not yet claimed by a worker); a batch goes in whole when there is room
+# for one more. KEYS[1]: the pending set; ARGV: cap, enqueue time, job ids. Returns 1 when admitted, else 0.
+_ADMIT = """
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then return 0 end
+for i = 3, #ARGV do redis.call('ZADD', KEYS[1], ARGV[2], ARGV[i]) end
+return 1
+"""
+
+
+def make_celery(redis_url: str) -> Celery:
+    """A Celery app on ``redis_url``: JSON only, one unacknowledged job per worker process, reconnecting forever."""
+    app = Celery("image_to_3d", broker=redis_url, set_as_current=False)
+    app.conf.update(
+        task_serializer="json", accept_content=["json"], task_ignore_result=True, result_backend=None,
+        task_default_queue=QUEUE, task_acks_late=True, task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1, worker_hijack_root_logger=False, worker_send_task_events=False,
+        # A worker waits for Redis as long as it takes; a web request gives up after a few seconds (503).
+        broker_connection_retry=True, broker_connection_retry_on_startup=True, broker_connection_max_retries=None,
+        broker_transport_options={"visibility_timeout": 3600, "socket_timeout": 5, "socket_connect_timeout": 3,
+                                  "health_check_interval": 10},
+        task_publish_retry=True,
+        task_publish_retry_policy={"max_retries": 4, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 1},
+    )
+    return app
+
+
+def redis_client(redis_url: str) -> redis.Redis:
+    """A client that gives up in seconds (callers treat Redis being away as "cannot tell") and reconnects once."""
+    return redis.Redis.from_url(redis_url, socket_timeout=3, socket_connect_timeout=2, decode_responses=True,
+                                retry=Retry(ConstantBackoff(0.2), 2), health_check_interval=10)
+
+
+class Board:
+    """The Redis keys web instances and workers share: the broker's queue length, pending and active jobs,
+    heartbeats, once-only guards, and the workers' model states. Every method may raise redis.RedisError."""
+
+    def __init__(self, redis_url: str):
+        self.redis = redis_client(redis_url)
+        self._admit = self.redis.register_script(_ADMIT)
+
+    def waiting(self) -> int:
+        """Messages in the broker's queue that no worker has taken (prefetch 1: nothing is held back by workers)."""
+        return int(self.redis.llen(QUEUE))
+
+    def admit(self, job_ids: list[str], since: float, cap: int) -> bool:
+        """Reserve places for ``job_ids`` in the pending set while it holds fewer than ``cap`` (atomically)."""
+        return bool(self._admit(keys=[PENDING], args=[cap, since, *job_ids]))
+
+    def pending_count(self) -> int:
+        return int(self.redis.zcard(PENDING))
+
+    def started(self, job_id: str, attempt: int) -> bool:
+        """Whether a worker claimed ``attempt`` (the claim outlives the worker; a Redis restart forgets it)."""
+        return bool(self.redis.exists(f"{_PREFIX}claim:{job_id}:{attempt}"))
+
+    def add_pending(self, job_id: str, since: float) -> None:
+        self.redis.zadd(PENDING, {job_id: since})
+
+    def position(self, job_id: str) -> int | None:
+        rank = self.redis.zrank(PENDING, job_id)
+        return None if rank is None else rank + 1
+
+    def claim(self, job_id: str, attempt: int, owner: str) -> bool:
+        """Start ``attempt`` once: False when it was started before (a duplicate or late delivery)."""
+        if not self.redis.set(f"{_PREFIX}claim:{job_id}:{attempt}", owner, nx=True, ex=CLAIM_TTL):
+            return False
+        with self.redis.pipeline() as pipe:  # one transaction: a reader sees it pending or beating, never neither
+            pipe.set(_heartbeat(job_id), f"{attempt} {owner}", ex=HEARTBEAT_TTL)
+            pipe.zrem(PENDING, job_id)
+            pipe.zadd(ACTIVE, {job_id: time.time()})
+            pipe.execute()
+        return True
+
+    def beat(self, job_id: str, attempt: int, owner: str) -> None:
+        with self.redis.pipeline() as pipe:  # SET, not EXPIRE: the key comes back after a Redis restart
+            pipe.set(_heartbeat(job_id), f"{attempt} {owner}", ex=HEARTBEAT_TTL)
+            pipe.zadd(ACTIVE, {job_id: time.time()}, nx=True)
+            pipe.execute()
+
+    def release(self, job_id: str) -> None:
+        with self.redis.pipeline() as pipe:
+            pipe.delete(_heartbeat(job_id))
+            pipe.zrem(ACTIVE, job_id)
+            pipe.zrem(PENDING, job_id)
+            pipe.execute()
+
+    def presence(self, job_id: str) -> tuple[bool, bool]:
+        """(waiting in the pending set, a worker's heartbeat present)."""
+        with self.redis.pipeline() as pipe:
+            pipe.zscore(PENDING, job_id)
+            pipe.exists(_heartbeat(job_id))
+            pending, beating = pipe.execute()
+        return pending is not None, bool(beating)
+
+    def uptime(self) -> float:
+        return float(self.redis.info("server").get("uptime_in_seconds", 0))
+
+    def once(self, name: str, ttl: int = 3600) -> bool:
+        """True for the first caller only (SET NX), across every web instance."""
+        return bool(self.redis.set(f"{_PREFIX}once:{name}", "1", nx=True, ex=ttl))
+
+    def tracked(self) -> list[str]:
+        """Job ids pending or active: what the web tier's watch re-reads."""
+        return list(dict.fromkeys(self.redis.zrange(ACTIVE, 0, -1) + self.redis.zrange(PENDING, 0, -1)))
+
+    def publish_worker(self, name: str, state: dict) -> None:
+        self.redis.set(f"{_PREFIX}worker:{name}", json.dumps(state), ex=PRESENCE_TTL)
+
+    def workers(self) -> list[dict]:
+        keys = list(self.redis.scan_iter(f"{_PREFIX}worker:*", count=200))
+        return [json.loads(value) for value in self.redis.mget(keys) if value] if keys else []
+
+
+def _heartbeat(job_id: str) -> str:
+    return f"{_PREFIX}heartbeat:{job_id}"
+
+

@@ -1,0 +1,290 @@
+"""The web tier's side of ``JOB_BACKEND=celery``: it only accepts, validates and answers.
+
+The upload's bytes go into the job folder (``OUTPUT_FOLDER``, a volume every machine shares), the job into Redis's
+pending set, and a task naming (job id, attempt) onto the broker's queue; a worker (web/celery_worker.py) runs it.
+No result backend: the job record on the shared folder is the state. A watch thread settles jobs whose worker died.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import redis
+
+from converter import QUEUED, Converter, OutputError, atomic_output
+
+from .celery_board import (
+    BROKER_ERRORS,
+    EXPORT_TASK,
+    HEARTBEAT_GRACE,
+    HEARTBEAT_TTL,
+    MAX_ATTEMPTS,
+    QUEUE,
+    TASK_NAME,
+    Board,
+    make_celery,
+)
+from .execution import UPLOAD_DEPTH, UPLOAD_IMAGE, drop_uploads, remove_outputs
+from .jobs import Job, JobStore, QueueFullError, Upload
+from .model_status import LOADING, READY, UNAVAILABLE
+
+log = logging.getLogger(__name__)
+
+QUEUE_DOWN = "The conversion queue cannot be reached right now."
+# A job Redis forgot is queued again this long after Redis is back at the latest: the grace for heartbeats to return
+# (1.5 TTL), then one watch period (TTL), plus a period's slack for the instance whose turn it is.
+WATCH_WITHIN_SECONDS = HEARTBEAT_TTL * 3.5
+
+
+class QueueUnavailableError(QueueFullError):
+    """Redis cannot be reached: like a full queue, the client should retry later."""
+
+
+class CeleryJobRunner:
+    """JobRunner's interface for the web tier: stores the upload in the job folder and enqueues the task.
+
+    Back-pressure comes from the broker's real queue length (``max_queued`` waiting messages; web instances check
+    independently, so a simultaneous burst may overshoot by one per submitting thread). ``alive`` is the JobStore
+    hook that notices dead workers and re-enqueues their jobs once; a watch thread re-reads pending and active jobs
+    every ``HEARTBEAT_TTL`` so that happens even when nobody is looking at the job.
+    """
+
+    def __init__(self, store: JobStore, redis_url: str, max_queued: int = 8, watch: bool = True):
+        self.store = store
+        self.max_queued = max_queued
+        self.board = Board(redis_url)
+        self.celery = make_celery(redis_url)
+        self._stop = threading.Event()
+        self._watch = threading.Thread(target=self._watch_loop, name="celery-watch", daemon=True)
+        if watch:
+            self._watch.start()
+
+    def submit(self, request: dict, upload: Upload | None) -> Job:
+        """Queue the job; QueueFullError when the queue is full, QueueUnavailableError without Redis."""
+        return self.submit_batch(request, [upload])[0]
+
+    def submit_batch(self, request: dict, uploads: list[Upload | None]) -> list[Job]:
+        """Queue jobs as one unit of admission (as JobRunner.submit_batch): admitted whole, in one Redis step, when
+        fewer than ``max_queued`` jobs wait, or QueueFullError; QueueUnavailableError without Redis."""
+        jobs = [self.store.create(request) for _ in uploads]
+        try:
+            admitted = self.board.admit([job.id for job in jobs], time.time(), self.max_queued)
+        except redis.RedisError:
+            admitted = None
+        if not admitted:
+            for job in jobs:
+                self.store.delete(job.id)
+            if admitted is None:
+                raise QueueUnavailableError(QUEUE_DOWN)
+            raise QueueFullError()
+        for index, (job, upload) in enumerate(zip(jobs, uploads)):
+            try:
+                self._send(job, upload)
+            except Exception:
+                for later in jobs[index + 1:]:
+                    self._forget(later)
+                raise
+        return jobs
+
+    def _send(self, job: Job, upload: Upload | None) -> None:
+        """Store the upload beside the admitted job and publish its task (undone on failure)."""
+        folder = self.store.folder(job.id)
+        try:
+            if upload is not None:
+                _write_bytes(folder / UPLOAD_IMAGE, upload.image)
+                if upload.depth:
+                    _write_bytes(folder / UPLOAD_DEPTH, upload.depth)
+            self.celery.send_task(TASK_NAME, args=[job.id, job.attempt], queue=QUEUE, retry=True)
+        except OutputError:
+            self._forget(job)
+            raise
+        except BROKER_ERRORS as error:
+            self._forget(job)
+            log.warning("could not queue job %s: %s", job.id, error)
+            raise QueueUnavailableError(QUEUE_DOWN) from None
+
+    def _forget(self, job: Job) -> None:
+        self.store.delete(job.id)
+        try:
+            self.board.release(job.id)
+        except redis.RedisError:
+            pass
+
+    def room(self) -> int:
+        """How many more jobs the queue takes now (0 when Redis cannot be reached): a batch goes whole or not."""
+        try:
+            return max(0, self.max_queued - self.board.pending_count())
+        except redis.RedisError:
+            return 0
+
+    def submit_export(self, target) -> None:
+        """Queue a later download (web.exports) for a worker; QueueUnavailableError without Redis."""
+        try:
+            self.celery.send_task(EXPORT_TASK, args=target.to_args(), queue=QUEUE, retry=True)
+        except BROKER_ERRORS:
+            raise QueueUnavailableError(QUEUE_DOWN) from None
+
+    def queue_position(self, job_id: str) -> int | None:
+        try:
+            return self.board.position(job_id)
+        except redis.RedisError:
+            return None
+
+    def shutdown(self) -> None:
+        self._stop.set()
+        self.board.redis.close()
+        self.celery.close()
+
+    def alive(self, job: Job) -> bool | None:
+        """The JobStore hook: is someone on this unfinished job? None when Redis cannot be reached. A job whose
+        worker is gone is re-enqueued here (``job`` is updated in place and True returned) while it has an attempt
+        left; False then lets the store fail it with WORKER_DIED."""
+        try:
+            pending, beating = self.board.presence(job.id)
+            if pending or beating:
+                return True
+            # Just created (not yet in the pending set), or Redis just restarted (heartbeats not yet back).
+            if time.time() - job.updated < HEARTBEAT_TTL or self.board.uptime() < HEARTBEAT_GRACE:
+                return True
+            return self._recover(job)
+        except redis.RedisError:
+            return None
+
+    def _recover(self, job: Job) -> bool | None:
+        """A job nobody is on: either Redis lost it before any worker started it (restarted or flushed with the
+        job queued: queued again as the same attempt, nothing counted), or the worker running it died (counted:
+        queued again while an attempt is left, else failed). The log says which."""
+        folder = self.store.folder(job.id)
+        if not self.board.once(f"recover:{job.id}:{job.attempt}:{job.updated}"):
+            return True  # another reader is handling it; the next read shows what it did
+        if job.status == QUEUED and not self.board.started(job.id, job.attempt):
+            log.warning("job %s: the queue lost it before any worker started it (Redis restarted or was "
+                        "flushed), not a worker death; queueing attempt %d again", job.id, job.attempt)
+            return self._requeue(job)
+        self.board.release(job.id)
+        retryable = job.attempt < MAX_ATTEMPTS and ((folder / UPLOAD_IMAGE).is_file()
+                                                    or job.request.get("rebuild_of"))
+        if not retryable:
+            log.warning("job %s: its worker died on attempt %d; failing it", job.id, job.attempt)
+            drop_uploads(folder)
+            return False
+        log.warning("job %s: its worker died on attempt %d; queueing it again", job.id, job.attempt)
+        job.attempt += 1
+        return self._requeue(job)
+
+    def _requeue(self, job: Job) -> bool | None:
+        job.status, job.stage, job.progress, job.files = QUEUED, QUEUED, 0.0, []
+        remove_outputs(self.store.folder(job.id), keep_uploads=True)
+        self.store.save(job)
+        try:
+            self._enqueue(job)
+        except BROKER_ERRORS as error:  # the broker went away meanwhile: the next look at the job tries again
+            log.warning("job %s: could not queue it again: %s", job.id, error)
+            return None
+        return True
+
+    def _enqueue(self, job: Job) -> None:
+        self.board.add_pending(job.id, job.created)  # first come, first in line: a retried job keeps its place
+        try:
+            self.celery.send_task(TASK_NAME, args=[job.id, job.attempt], queue=QUEUE, retry=True)
+        except Exception:
+            try:
+                self.board.release(job.id)
+            except redis.RedisError:
+                pass
+            raise
+
+    def _watch_loop(self) -> None:
+        while not self._stop.wait(HEARTBEAT_TTL):
+            self.watch_once()
+
+    def watch_once(self) -> None:
+        """Re-read the jobs Redis tracks and, once per period across all instances, every unfinished record on the
+        shared folder: a job Redis forgot (restarted with it queued) is queued again without anyone polling it,
+        within ``WATCH_WITHIN_SECONDS`` of Redis coming back."""
+        try:
+            job_ids = self.board.tracked()
+            if self.board.once("scan-unfinished", ttl=HEARTBEAT_TTL):
+                job_ids = list(dict.fromkeys(job_ids + self.store.unfinished()))
+            for job_id in job_ids:
+                job = self.store.get(job_id)  # runs ``alive``: recovers or fails a job nobody is on
+                if job is None or job.finished:
+                    self.board.release(job_id)
+        except redis.RedisError:
+            pass  # Redis is away; look again later
+        except Exception:  # the watch must never stop
+            log.exception("watching celery jobs failed")
+
+
+class WorkersModelStatus:
+    """ModelStatus's interface for a web tier that loads no model: ready when a worker says its model is ready."""
+
+    CACHE_SECONDS = 1.0
+
+    def __init__(self, board: Board, converter: Converter):
+        self.board, self.converter = board, converter
+        self._read_at, self._value = 0.0, (LOADING, "")
+
+    def start(self) -> WorkersModelStatus:
+        return self
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return True
+
+    @property
+    def state(self) -> str:
+        return self._current()[0]
+
+    @property
+    def message(self) -> str:
+        return self._current()[1]
+
+    @property
+    def ready(self) -> bool:
+        return self.state == READY
+
+    @property
+    def runs(self) -> dict:
+        """The engine and precision a ready worker reports, else the ones asked for."""
+        try:
+            workers = [w for w in self.board.workers() if w.get("model") == self.converter.model]
+        except redis.RedisError:
+            workers = []
+        for worker in workers:
+            if worker.get("state") == READY and worker.get("engine"):
+                return {"engine": worker["engine"], "precision": worker.get("precision", self.converter.precision)}
+        return {"engine": self.converter.engine, "precision": self.converter.precision}
+
+    def ready_count(self) -> int:
+        try:
+            return sum(w.get("model") == self.converter.model and w.get("state") == READY
+                       for w in self.board.workers())
+        except redis.RedisError:
+            return 0
+
+    def _current(self) -> tuple[str, str]:
+        if time.monotonic() - self._read_at > self.CACHE_SECONDS:
+            self._value, self._read_at = self._read(), time.monotonic()
+        return self._value
+
+    def _read(self) -> tuple[str, str]:
+        try:
+            workers = [w for w in self.board.workers() if w.get("model") == self.converter.model]
+        except redis.RedisError:
+            return LOADING, f"{QUEUE_DOWN} Conversions will start once it is back."
+        ready = sum(worker.get("state") == READY for worker in workers)
+        if ready:
+            return READY, f"The depth model '{self.converter.model}' is ready on {ready} worker(s)."
+        if workers and all(worker.get("state") == UNAVAILABLE for worker in workers):
+            return UNAVAILABLE, workers[0].get("message") or f"The depth model '{self.converter.model}' is unavailable."
+        if workers:
+            return LOADING, f"The depth model '{self.converter.model}' is loading on the conversion workers."
+        return LOADING, ("No conversion worker is running: conversions wait in the queue until one starts "
+                         "(make worker).")
+
+
+def _write_bytes(path, data: bytes) -> None:
+    with atomic_output(path) as temporary:
+        temporary.write_bytes(data)

@@ -1,0 +1,184 @@
+"""The Celery worker (``JOB_BACKEND=celery``): claims one attempt of a job, decodes the stored upload once and runs
+it through web.execution.run_attempt, as the embedded runner does. Its settings come from web.settings, the same
+object the web app reads.
+
+Run a worker with ``celery -A web.celery_worker worker --concurrency 1 --prefetch-multiplier 1`` (``make worker``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import socket
+import threading
+from pathlib import Path
+
+import redis
+from celery import signals
+
+from converter import ConversionError
+
+from . import settings as service_settings
+from .celery_board import EXPORT_TASK, HEARTBEAT_EVERY, PRESENCE_EVERY, TASK_NAME, Board, make_celery
+from .conversion import run_job
+from .depth_cache import DepthCache
+from .execution import UPLOAD_DEPTH, UPLOAD_IMAGE, run_attempt
+from .exports import Exports, Target
+from .jobs import BatchStore, Job, JobStore, Upload, process_token
+from .model_status import ModelStatus
+
+log = logging.getLogger(__name__)
+
+
+class Worker:
+    """One worker process's resources (converter, stores, cache, Redis), built once after the fork, and how it
+    runs one attempt of a job."""
+
+    def __init__(self, settings: dict):
+        self.settings = settings
+        self.name = f"{socket.gethostname()}:{process_token()}"
+        # Several jobs of one process (``--pool threads``) share forwards on a GPU, as the embedded runner's do.
+        self.converter = service_settings.make_converter(settings, gpu=service_settings.uses_cuda(settings["DEVICE"]))
+        # The worker never judges liveness (a job's owner token names a process on another machine).
+        self.store = JobStore(settings["OUTPUT_FOLDER"], ttl_seconds=settings["RESULT_TTL_SECONDS"],
+                              alive=lambda job: None)
+        self.cache = DepthCache(os.path.join(settings["OUTPUT_FOLDER"], ".cache"),
+                                max_entries=settings["DEPTH_CACHE_ENTRIES"],
+                                ttl_seconds=settings["RESULT_TTL_SECONDS"])
+        self.board = Board(settings["REDIS_URL"])
+        self.exports = Exports(self.store, BatchStore(settings["OUTPUT_FOLDER"], settings["RESULT_TTL_SECONDS"]),
+                               settings["MAX_PIXELS"], settings["EXPORT_TIMEOUT_SECONDS"])
+        self.model_status = ModelStatus(self.converter, threads=settings["TORCH_THREADS"] or None)
+        self.timeout_seconds = settings["JOB_TIMEOUT_SECONDS"]
+        self._stop = threading.Event()
+
+    def start(self) -> Worker:
+        """Load the model in the background (the pool's start-up must stay quick) and publish its state."""
+        self.model_status.start()
+        threading.Thread(target=self._publish_loop, name="worker-presence", daemon=True).start()
+        return self
+
+    def _publish_loop(self) -> None:
+        while True:
+            try:
+                self.board.publish_worker(self.name, {
+                    "model": self.converter.model, "state": self.model_status.state,
+                    "message": self.model_status.message, "host": socket.gethostname(), "pid": os.getpid(),
+                    **self.model_status.runs, **self._batching()})
+            except redis.RedisError:
+                pass
+            if self._stop.wait(PRESENCE_EVERY):
+                return
+
+    def _batching(self) -> dict:
+        """How many forwards served how many predictions, when this process batches them."""
+        if self.converter.batch_size <= 1 or not self.converter.is_loaded:
+            return {}
+        stats = self.converter.depth_model.batcher.stats
+        return {"forwards": stats.forwards, "predictions": stats.requests}
+
+    def run(self, job_id: str, attempt: int) -> None:
+        """Run ``attempt`` of the job unless it is stale (the job moved on) or was started before."""
+        job = self.store.get(job_id)
+        if job is None or job.finished or job.attempt != attempt:
+            log.info("job %s attempt %s: nothing to do (finished, gone or superseded)", job_id, attempt)
+            return
+        if not self.board.claim(job_id, attempt, self.name):
+            log.info("job %s attempt %s: already started elsewhere; ignoring this delivery", job_id, attempt)
+            return
+        stop = threading.Event()
+        beating = threading.Thread(target=self._beat, args=(job_id, attempt, stop), daemon=True, name="heartbeat")
+        beating.start()
+        try:
+            self.model_status.wait(self.timeout_seconds)
+            self._execute(job, attempt)
+        finally:
+            stop.set()
+            try:
+                self.board.release(job_id)
+            except redis.RedisError:
+                pass  # the heartbeat expires by itself
+
+    def _beat(self, job_id: str, attempt: int, stop: threading.Event) -> None:
+        while not stop.wait(HEARTBEAT_EVERY):
+            try:
+                self.board.beat(job_id, attempt, self.name)
+            except redis.RedisError:
+                pass  # Redis blinked: the next beat puts the key back
+
+    def _execute(self, job: Job, attempt: int) -> None:
+        """One claimed attempt, run as every attempt is (web.execution). A write is made only while the record
+        still names this attempt (a recovered job belongs to its new attempt)."""
+        folder = self.store.folder(job.id)
+
+        def ours() -> bool:
+            current = self.store.get(job.id)
+            return current is not None and current.attempt == attempt and not current.finished
+
+        def work(job: Job, report) -> dict:
+            return run_job(self.converter, self.store, job, self._upload(folder, job), report, self.cache)
+
+        job.owner, job.files = self.name, []
+        run_attempt(self.store, job, work, self.timeout_seconds, ours=ours)
+
+    @staticmethod
+    def _upload(folder: Path, job: Job) -> Upload | None:
+        """The bytes the web tier stored (decoded by run_job, once); None for a rebuild."""
+        if job.request.get("rebuild_of"):
+            return None
+        try:
+            data = (folder / UPLOAD_IMAGE).read_bytes()
+        except OSError:
+            raise ConversionError("The uploaded image is gone. Please upload it again.") from None
+        depth_path = folder / UPLOAD_DEPTH
+        depth = depth_path.read_bytes() if depth_path.is_file() else None
+        return Upload(image=data, sha256=hashlib.sha256(data).hexdigest(), depth=depth)
+
+
+app = make_celery(service_settings.from_env()["REDIS_URL"])
+_worker: Worker | None = None
+_worker_lock = threading.Lock()
+
+
+def worker() -> Worker:
+    """This process's Worker, built on first use (``--pool solo`` or ``threads``) or right after the pool forks
+    (prefork)."""
+    global _worker
+    with _worker_lock:
+        if _worker is None:
+            logging.basicConfig(level=logging.INFO)
+            _worker = Worker(service_settings.from_env()).start()
+        return _worker
+
+
+@signals.worker_process_init.connect
+def _load_after_fork(**_) -> None:
+    worker()
+
+
+@signals.worker_ready.connect
+def _load_in_a_pool_without_children(sender=None, **_) -> None:
+    """Threads and solo pools run jobs in this process: load the model now so the worker reports ready at once
+    (prefork loads in each child, after the fork: CUDA must not be touched before it)."""
+    port = service_settings.from_env()["WORKER_METRICS_PORT"]
+    if port:  # this machine's worker processes' events, for Prometheus (web.metrics)
+        from .metrics import serve_worker_metrics
+
+        serve_worker_metrics(port)
+    pool = getattr(getattr(sender, "controller", None), "pool_cls", None)
+    module = getattr(pool, "__module__", str(pool))
+    if "prefork" not in module:
+        worker()
+
+
+@app.task(name=TASK_NAME, ignore_result=True)
+def convert(job_id: str, attempt: int) -> None:
+    """Run one attempt of one job (its state and files are in its folder on the shared volume)."""
+    worker().run(job_id, int(attempt))
+
+
+@app.task(name=EXPORT_TASK, ignore_result=True)
+def export(owner: str, kind: str, formats: str = "") -> None:
+    """Write one later download (a job's file or a batch's zip) on the shared volume."""
+    worker().exports.run(Target(owner, kind, formats))

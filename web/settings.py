@@ -1,0 +1,90 @@
+"""The service's settings, read from the environment in one place: by the web app (``app.create_app``) and by the
+Celery worker (web/celery_worker.py) alike, so both run with the same defaults. Plus the one factory that turns
+them into a ``Converter``.
+"""
+
+from __future__ import annotations
+
+import os
+
+from converter import DEFAULT_MAX_PIXELS, DEFAULT_MODEL, Converter
+
+from .depth_cache import DEFAULT_ENTRIES
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+GPU_CONVERSION_WORKERS, GPU_BATCH_SIZE = 8, 8  # the defaults on CUDA (CONVERSION_WORKERS, BATCH_SIZE = 0)
+
+
+def from_env(environ=os.environ) -> dict:
+    """Every setting, from ``environ`` with its default (Flask config keys)."""
+
+    def number(name: str, default, kind=int):
+        return kind(environ.get(name) or default)
+
+    return {
+        "DEPTH_MODEL": environ.get("DEPTH_MODEL") or DEFAULT_MODEL,
+        "DEVICE": environ.get("DEVICE", "auto"),
+        "PRECISION": environ.get("PRECISION", "fp32"),
+        "ENGINE": environ.get("ENGINE", "auto"),  # what runs the model: auto (OpenVINO on a CPU), torch, openvino
+        "MODELS": [m.strip() for m in environ.get("MODELS", "").split(",") if m.strip()] or None,
+        "UPLOAD_FOLDER": environ.get("UPLOAD_FOLDER", os.path.join(ROOT, "uploads")),
+        "OUTPUT_FOLDER": environ.get("OUTPUT_FOLDER", os.path.join(ROOT, "outputs")),
+        "MAX_UPLOAD_MB": number("MAX_UPLOAD_MB", 25),
+        "MAX_PIXELS": number("MAX_PIXELS", DEFAULT_MAX_PIXELS),
+        "CONVERSION_WORKERS": number("CONVERSION_WORKERS", 0),  # 0: 1 on a CPU, 8 on CUDA
+        # Forwards shared by concurrent conversions (of one process); 0: 1 on a CPU, 8 on CUDA.
+        "BATCH_SIZE": number("BATCH_SIZE", 0),
+        "BATCH_WAIT_MS": number("BATCH_WAIT_MS", 5, float),  # how long a forward waits for company
+        "MAX_QUEUED_JOBS": number("MAX_QUEUED_JOBS", 8),
+        "PRELOAD_MODEL": environ.get("PRELOAD_MODEL", "1") != "0",
+        "JOB_TIMEOUT_SECONDS": number("JOB_TIMEOUT_SECONDS", 300, float),
+        "EXPORT_TIMEOUT_SECONDS": number("EXPORT_TIMEOUT_SECONDS", 120, float),  # one later download (web.exports)
+        "RESULT_TTL_SECONDS": number("RESULT_TTL_SECONDS", 24 * 3600, float),
+        "SWEEP_INTERVAL_SECONDS": number("SWEEP_INTERVAL_SECONDS", 600, float),
+        "TORCH_THREADS": number("TORCH_THREADS", 0),
+        "DEPTH_CACHE_ENTRIES": number("DEPTH_CACHE_ENTRIES", DEFAULT_ENTRIES),
+        # "embedded": conversions run in this process's threads; "celery": in Celery workers fed through Redis
+        # (web/celery_worker.py), with OUTPUT_FOLDER on a volume every machine shares.
+        "JOB_BACKEND": environ.get("JOB_BACKEND", "embedded"),
+        "REDIS_URL": environ.get("REDIS_URL", DEFAULT_REDIS_URL),
+        # A Celery worker's own Prometheus exporter (web.metrics); 0: none.
+        "WORKER_METRICS_PORT": number("WORKER_METRICS_PORT", 0),
+        "MAX_BATCH_IMAGES": number("MAX_BATCH_IMAGES", 20),
+        "MAX_BATCH_UNPACKED_MB": number("MAX_BATCH_UNPACKED_MB", 200),
+    }
+
+
+def uses_cuda(device: str) -> bool:
+    """Whether conversions will run on CUDA (``auto`` asks torch: call it only where the model runs)."""
+    device = (device or "auto").strip().lower()
+    if device == "auto":
+        import torch
+
+        return torch.cuda.is_available()
+    return device.startswith("cuda")
+
+
+def conversion_workers(settings: dict, gpu: bool) -> int:
+    """Conversions run at once by one process: several on a GPU (their forwards batched), one on a CPU."""
+    return settings["CONVERSION_WORKERS"] or (GPU_CONVERSION_WORKERS if gpu else 1)
+
+
+def make_converter(settings: dict, gpu: bool = False, model: str | None = None,
+                   align_to: str | None = None) -> Converter:
+    """The one way the service builds a Converter: the settings' device, engine, precision, pixel cap and
+    micro-batching, for the default model or ``model`` (fitted to the metric ``align_to`` if given)."""
+    return Converter(model=model or settings["DEPTH_MODEL"], device=settings["DEVICE"],
+                     precision=settings["PRECISION"], engine=settings.get("ENGINE") or "auto",
+                     max_pixels=settings["MAX_PIXELS"], align_to=align_to or None,
+                     batch_size=settings["BATCH_SIZE"] or (GPU_BATCH_SIZE if gpu else 1),
+                     batch_wait_ms=settings["BATCH_WAIT_MS"])
+
+
+def converter_like(base: Converter, model: str | None = None, align_to: str | None = None) -> Converter:
+    """``base``'s device, engine, precision, pixel cap and micro-batching for another model (or alignment)."""
+    if (not model or model == base.model) and not align_to:
+        return base
+    return Converter(model=model or base.model, device=base.device, precision=base.precision, engine=base.engine,
+                     max_pixels=base.max_pixels, align_to=align_to or None, batch_size=base.batch_size,
+                     batch_wait_ms=base.batch_wait_ms)

@@ -23,7 +23,6 @@ from converter import (
     probe_header,
 )
 
-
 from . import metrics
 from .conversion import offered_kinds, run_job
 from .depth_cache import DepthCache

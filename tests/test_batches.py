@@ -119,6 +119,7 @@ def test_batch_limits_are_stated_and_enforced(make_app, case, status, code, word
     assert not list(Path(app.config["OUTPUT_FOLDER"]).glob("batch-*"))
 
 
+@pytest.mark.slow  # seconds of threads and forwards
 def test_a_batch_is_one_unit_of_admission(make_app):
     """Room for 2 jobs: a batch of 3 still fits the idle server, whole; while it waits, another batch (or a
     single image) is refused whole with 503 and Retry-After, and no job is created for it."""

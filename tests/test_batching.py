@@ -50,6 +50,7 @@ def call_at_once(batcher, requests):
     return results
 
 
+@pytest.mark.slow  # seconds of threads and forwards
 def test_eight_threads_share_forwards_and_get_their_own_results(model):
     requests = inputs(8)
     with MicroBatcher(model, max_batch=8, max_wait_ms=300) as batcher:
@@ -93,6 +94,7 @@ def test_an_error_reaches_only_its_own_forwards_callers(model):
     torch.testing.assert_close(after, single(model, good[0]), rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.slow  # seconds of threads and forwards
 def test_a_lone_request_waits_at_most_max_wait(model):
     pixel_values = inputs(1)[0]
     single(model, pixel_values)  # warm up

@@ -224,6 +224,7 @@ def test_failed_conversion_reports_why_and_keeps_no_files(app, client):
     assert [name for name in stored_files(app) if not name.endswith("job.json")] == []
 
 
+@pytest.mark.slow  # a third of a second or more: the fast tier stays under 30 s
 def test_every_download_kind_reads_back(client, tmp_path):
     """Point cloud, GLB, zipped OBJ, mesh PLY, 16-bit depth PNG and .npy, each read by an independent reader."""
     import zipfile

@@ -157,6 +157,7 @@ def test_the_metric_models_are_offered_by_name_each_with_a_line_in_the_readme():
         assert f"| `{info.name}` | `{info.hub_id}` |" in readme, info.name
 
 
+@pytest.mark.slow  # a third of a second or more: the fast tier stays under 30 s
 def test_zoedepth_runs_without_torchvision_its_padding_removed(tiny_models, image):
     """ZoeDepth's processor pads by reflection and its post-processing (torchvision's resize) removes the padding:
     done here in torch, the depth at the image's size is the padded prediction's middle."""

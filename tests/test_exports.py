@@ -9,6 +9,8 @@ import threading
 import time
 from dataclasses import replace
 
+import pytest
+
 from test_lazy_downloads import fetch, submit, wait_done
 
 from converter import OUTPUTS
@@ -89,6 +91,7 @@ def test_a_stale_export_state_is_queued_again(app, client, monkeypatch):
     assert fetch(client, view["files"]["pcd"])[0] == 200  # its process died long ago: queued again, written
 
 
+@pytest.mark.slow  # a third of a second or more: the fast tier stays under 30 s
 def test_an_export_past_its_deadline_fails_with_a_sentence_at_once(app, client, monkeypatch):
     view = wait_done(client, submit(client))
     service = app.extensions["image_to_3d"]

@@ -119,6 +119,7 @@ def test_without_a_mesh_no_mesh_kind_is_offered_or_served(app, client):
 # ------------------------------------------------------------------------------------------ written once
 
 
+@pytest.mark.slow  # a third of a second or more: the fast tier stays under 30 s
 @pytest.mark.parametrize("kind", ["glb", "stl"])
 def test_concurrent_first_requests_get_one_whole_file(app, client, monkeypatch, kind):
     writes = []

@@ -168,6 +168,7 @@ def test_paper_background_leaves_photos_and_dark_borders_alone(photo):
     assert not paper_mask(load_image(dark)).any()
 
 
+@pytest.mark.slow  # a third of a second or more: the fast tier stays under 30 s
 def test_paper_background_is_fast_on_megapixels():
     rng = np.random.default_rng(0)
     picture = (232 + rng.integers(-8, 9, (1500, 2000, 3))).astype(np.uint8)

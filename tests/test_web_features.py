@@ -194,6 +194,7 @@ def test_same_upload_again_skips_the_model(app, client, monkeypatch):
     assert not entry.exists()
 
 
+@pytest.mark.slow  # a third of a second or more: the fast tier stays under 30 s
 def test_cache_holds_at_most_the_configured_entries(make_app, monkeypatch):
     app = make_app(DEPTH_CACHE_ENTRIES=2)
     client = app.test_client()

@@ -58,6 +58,18 @@ def photo() -> np.ndarray:
     return np.dstack([columns * 2, rows * 2, 255 - columns]).astype(np.uint8)
 
 
+TWO_HALVES = (230, 40, 40), (40, 80, 230)  # the browser tests' photo: a red left half, a blue right half
+
+
+def two_halves_png(folder, height: int, width: int):
+    """Write the browser tests' photo (left half TWO_HALVES[0], right half TWO_HALVES[1]) to ``folder``; its path."""
+    picture = np.zeros((height, width, 3), np.uint8)
+    picture[:, : width // 2], picture[:, width // 2:] = TWO_HALVES
+    image = folder / "two halves.png"
+    image.write_bytes(png_bytes(picture))
+    return image
+
+
 def png_bytes(array: np.ndarray, **save_options) -> bytes:
     """Encode an array as PNG bytes (any Pillow mode the array maps to)."""
     import io

@@ -8,12 +8,12 @@ import urllib.request
 
 import numpy as np
 import pytest
-from conftest import canvas_pixels, click_pixel, png_bytes, wait_until
+from conftest import TWO_HALVES, canvas_pixels, click_pixel, two_halves_png, wait_until
 from plyfile import PlyData
 
 pytestmark = pytest.mark.browser
 
-LEFT, RIGHT = (230, 40, 40), (40, 80, 230)  # the photo's two halves
+LEFT, RIGHT = TWO_HALVES  # the photo's two halves
 PLANE_DEPTH = 2.0  # metres
 
 
@@ -56,11 +56,7 @@ def measure_left_to_right(chrome, viewer) -> None:
 def test_measure_on_a_metric_depth_map_matches_the_downloaded_cloud(chrome, live_server, tmp_path):
     from selenium.webdriver.common.by import By
 
-    picture = np.zeros((30, 40, 3), np.uint8)
-    picture[:, :20] = LEFT
-    picture[:, 20:] = RIGHT
-    image = tmp_path / "two halves.png"
-    image.write_bytes(png_bytes(picture))
+    image = two_halves_png(tmp_path, 30, 40)
     depth = tmp_path / "plane.npy"
     np.save(depth, np.full((30, 40), PLANE_DEPTH, np.float32))
 
@@ -115,11 +111,7 @@ def test_a_known_length_rescales_the_result_to_metres(chrome, live_server, tmp_p
     metres with exactly that distance between the same two points of the new cloud."""
     from selenium.webdriver.common.by import By
 
-    picture = np.zeros((30, 40, 3), np.uint8)
-    picture[:, :20] = LEFT
-    picture[:, 20:] = RIGHT
-    image = tmp_path / "two halves.png"
-    image.write_bytes(png_bytes(picture))
+    image = two_halves_png(tmp_path, 30, 40)
     columns = np.tile(np.arange(40, dtype=np.float32), (30, 1))
     np.save(tmp_path / "disparity.npy", 1.0 / (2.0 + 0.05 * columns))  # a slanted plane, relative units
 

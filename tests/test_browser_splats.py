@@ -14,12 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
-from conftest import canvas_pixels, png_bytes, wait_until
+from conftest import TWO_HALVES, canvas_pixels, two_halves_png, wait_until
 from PIL import Image
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-LEFT, RIGHT = (230, 40, 40), (40, 80, 230)  # the photo's two halves
+LEFT, RIGHT = TWO_HALVES  # the photo's two halves
 SCREENSHOT = Path(tempfile.gettempdir()) / "viewer-splats.png"
 BACKGROUND = (0x1F, 0x22, 0x26)  # the viewer's clear colour
 # The page records CSP violations itself too: Chromium logs them, but a test should not depend on log wording.
@@ -49,11 +49,7 @@ def wait_for_canvas(chrome, canvas, condition, timeout: float = 30) -> np.ndarra
 def test_splats_toggle_draws_the_splat_file_in_place_of_the_points(chrome, live_server, tmp_path):
     from selenium.webdriver.common.by import By
 
-    picture = np.zeros((48, 64, 3), np.uint8)
-    picture[:, :32] = LEFT
-    picture[:, 32:] = RIGHT
-    image = tmp_path / "two halves.png"
-    image.write_bytes(png_bytes(picture))
+    image = two_halves_png(tmp_path, 48, 64)
     depth = tmp_path / "plane.npy"
     np.save(depth, np.full((48, 64), 2.0, np.float32))
 

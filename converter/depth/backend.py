@@ -17,6 +17,7 @@ back-end (:class:`BatchedBackend`). Adding an engine is one module with a subcla
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 import logging
@@ -166,9 +167,6 @@ class BatchedBackend(DepthBackend):
     def postprocess(self, outputs: dict, size: tuple[int, int]):
         return self.backend.postprocess(outputs, size)
 
-    def finish(self, outputs: dict, size: tuple[int, int]):
-        return self.backend.finish(outputs, size)
-
     def describe(self) -> dict:
         return self.backend.describe()  # the wrapped engine's own account (an OpenVINO fallback says why)
 
@@ -191,6 +189,7 @@ def load_backend(model_id: str, device: str, precision: str, engine: str | None 
     return backend
 
 
+@functools.lru_cache(maxsize=None)  # asked on every model lookup and readiness probe
 def _installed(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 

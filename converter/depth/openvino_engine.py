@@ -34,12 +34,15 @@ import numpy as np
 
 from ..errors import OptionError
 from .backend import MODEL_OUTPUTS
-from .huggingface import HuggingFaceDepthModel, _load
+from .huggingface import HuggingFaceDepthModel, _dtype, _load
 
 log = logging.getLogger(__name__)
 
 INFERENCE_PRECISION = {"fp32": "f32", "bf16": "bf16"}
 MAX_SHAPES = 8  # compiled input shapes kept per model (Depth Anything: one per aspect ratio seen)
+# New shapes converted per model and process: a conversion takes many seconds and about 100 MB of disk, and uploads
+# choose their aspect ratio; beyond this, torch serves a shape that has no saved conversion.
+MAX_CONVERSIONS = MAX_SHAPES
 STATS = {"converted": 0, "loaded": 0}  # conversions run and saved conversions reused, in this process
 
 
@@ -102,6 +105,7 @@ class OpenVinoDepthModel(HuggingFaceDepthModel):
         self._core.set_property({"CACHE_DIR": str(cache_folder() / "compiled")})
         self._compiled: OrderedDict[tuple, tuple] = OrderedDict()
         self._convert_lock = threading.Lock()
+        self._conversions = 0
         size = _processor_size(self.processor)
         try:
             self._compiled_for(tuple(self.prepare(Image.new("RGB", size[::-1], (128, 128, 128))).shape))
@@ -152,6 +156,9 @@ class OpenVinoDepthModel(HuggingFaceDepthModel):
                 except RuntimeError:
                     log.warning("the saved OpenVINO conversion of %s is damaged; converting again", self.model_id)
             if compiled is None:
+                if self._conversions >= MAX_CONVERSIONS:
+                    raise ConversionBudgetSpent(f"{MAX_CONVERSIONS} shapes already converted in this process")
+                self._conversions += 1
                 model, names = self._convert(shape)
                 compiled = self._compile(str(path) if self._save(model, names, path, shape) else model)
             self._compiled[shape] = (compiled, names)
@@ -227,7 +234,7 @@ class OpenVinoDepthModel(HuggingFaceDepthModel):
         self.fallback = f"the model did not convert to OpenVINO ({type(error).__name__})"
         log.warning("%s: %s; running it with torch", self.model_id, self.fallback)
         self.engine = "torch"
-        self.dtype = super()._weights_dtype()
+        self.dtype = _dtype(self.precision, self.device)  # torch runs it in the precision that was asked for
         self.model = self._torch_module().to(dtype=self.dtype)
 
     def describe(self) -> dict:
@@ -235,6 +242,10 @@ class OpenVinoDepthModel(HuggingFaceDepthModel):
         if self.fallback:
             info["fallback"] = self.fallback
         return info
+
+
+class ConversionBudgetSpent(RuntimeError):
+    """No more new shapes are converted in this process (see MAX_CONVERSIONS)."""
 
 
 def _traceable(model):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import os
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,7 +81,7 @@ def load_image_state(path: str | os.PathLike, image_meta: dict | None = None,
             rgb = kept["rgb"]
             alpha = kept["alpha"] if "alpha" in kept.files else None
             stored = {name: kept[f"meta_{name}"].item() for name in _IMAGE_FACTS if f"meta_{name}" in kept.files}
-    except (OSError, KeyError, ValueError):
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):  # missing, cut short or damaged
         return None
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.shape[0] * rgb.shape[1] > max_pixels:
         return None
@@ -109,5 +110,5 @@ def load_prediction(path: str | os.PathLike) -> DepthMap | None:
             return DepthMap(values=data["values"].astype(np.float32, copy=False),
                             native=data["native"].astype(np.float32, copy=False), kind=str(data["kind"]),
                             source=str(data["source"]), focal_px=focal_px if math.isfinite(focal_px) else None)
-    except (OSError, KeyError, ValueError):
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):  # missing, cut short or damaged
         return None

@@ -20,6 +20,13 @@ def npy_bytes(array) -> bytes:
     return buffer.getvalue()
 
 
+def npz_bytes(array) -> bytes:
+    """An .npz archive (a zip of .npy files), which np.load opens lazily instead of returning an array."""
+    buffer = io.BytesIO()
+    np.savez(buffer, depth=np.asarray(array))
+    return buffer.getvalue()
+
+
 def png_bytes(array, mode=None) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(array, mode).save(buffer, "PNG") if mode else Image.fromarray(array).save(buffer, "PNG")
@@ -124,6 +131,8 @@ def garbage() -> bytes:
         pytest.param(png_bytes(np.zeros((H, W, 3), np.uint8) + 1), id="rgb-png"),
         pytest.param(b"", id="empty"),
         pytest.param(b"<html>not a depth map</html>", id="html"),
+        pytest.param(npz_bytes(np.ones((H, W), np.float32)), id="npz-archive"),
+        pytest.param(b"PK\x03\x04" + bytes(64), id="broken-zip"),
     ],
 )
 def test_bad_depth_files(data):

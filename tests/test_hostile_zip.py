@@ -94,14 +94,16 @@ def picture(seed: int = 0) -> bytes:
     return png_bytes(np.dstack([columns * 7, rows * 9, np.full((24, 32), 30 * seed)]).astype(np.uint8))
 
 
-def post_zip(client, body: bytes, **fields):
+def post_zip(client, body: bytes | list[bytes], **fields):
     """POST the zip as multipart bytes encoded here (the test client would spool a big body to a file it never
     closes)."""
     boundary = "hostile-corpus-boundary"
     parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
              for name, value in fields.items()]
-    parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="zip"; filename="batch.zip"\r\n'
-                 "Content-Type: application/zip\r\n\r\n".encode() + body + f"\r\n--{boundary}--\r\n".encode())
+    for zipped in body if isinstance(body, list) else [body]:  # several zips: several parts named "zip"
+        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="zip"; filename="batch.zip"\r\n'
+                     "Content-Type: application/zip\r\n\r\n".encode() + zipped + b"\r\n")
+    parts.append(f"--{boundary}--\r\n".encode())
     return client.post("/api/v1/batches", data=b"".join(parts),
                        content_type=f"multipart/form-data; boundary={boundary}")
 
@@ -275,6 +277,15 @@ def test_the_unpacked_budget_plus_and_minus_one(method):
     with pytest.raises(UserError) as refused:
         list(unzip.unpack(one_more, max_files=1, max_total_bytes=size, max_entry_bytes=size))
     assert refused.value.status == 422 and f"more than the {size} bytes its header declares" in refused.value.message
+
+
+def test_several_zips_in_one_upload_share_one_unpacked_budget(small_app):
+    """Each zip alone fits the batch's 1 MB, three together do not: the budget is the request's, not each zip's."""
+    noise = np.random.default_rng(3).integers(0, 256, (300, 400, 3), dtype=np.uint8)  # incompressible, ~0.36 MB
+    zips = [zip_of(member(f"{index}.png", png_bytes(noise), zipfile.ZIP_STORED)) for index in range(3)]
+    status, code, message = refusal(post_zip(small_app.test_client(), zips))
+    assert (status, code) == (413, "too_large")
+    assert "1 MB (with the zips before it in this upload), the limit for a batch" in message
 
 
 def test_an_honest_bomb_is_413_before_any_entry_is_read(small_app):

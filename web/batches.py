@@ -47,6 +47,7 @@ def read_images(files, config) -> list[tuple[str, bytes]]:
     decoded here, and a zip is unpacked under web.unzip's budget."""
     limit = config["MAX_BATCH_IMAGES"]
     images: list[tuple[str, bytes]] = []
+    unpacked = 0  # bytes from every zip of this request: one budget for all of them
     parts = files.getlist("image") + files.getlist("images") + files.getlist("zip")
     for part in parts:
         data = part.read()
@@ -55,8 +56,9 @@ def read_images(files, config) -> list[tuple[str, bytes]]:
         if data.startswith(ZIP_MAGICS):
             entries = unzip.unpack(data, max_files=limit,
                                    max_total_bytes=config["MAX_BATCH_UNPACKED_MB"] * 1024 * 1024,
-                                   max_entry_bytes=config["MAX_UPLOAD_MB"] * 1024 * 1024)
+                                   max_entry_bytes=config["MAX_UPLOAD_MB"] * 1024 * 1024, already_unpacked=unpacked)
             for entry in entries:
+                unpacked += len(entry.data)
                 images.append(_checked(f"Image {len(images) + 1} of the batch (the zip's {entry.label})", entry.data,
                                        config))
         else:

@@ -46,13 +46,14 @@ class Entry:
     data: bytes
 
 
-def unpack(data: bytes, max_files: int, max_total_bytes: int, max_entry_bytes: int):
+def unpack(data: bytes, max_files: int, max_total_bytes: int, max_entry_bytes: int, already_unpacked: int = 0):
     """Yield the zip's files in the zip's order (folders, hidden files and macOS metadata skipped), each read in
     full and checked before the next is touched, so a caller can refuse a bad one before reading on.
 
     Refusals (UserError): 413 when the zip lists more than ``max_files`` files, declares more than
-    ``max_total_bytes`` in all or more than ``max_entry_bytes`` for one file; 422 for a damaged or unsafe zip or
-    entry; the message names the entry and the limit.
+    ``max_total_bytes`` in all (counting ``already_unpacked`` bytes of earlier zips of the same request) or more
+    than ``max_entry_bytes`` for one file; 422 for a damaged or unsafe zip or entry; the message names the entry and
+    the limit.
     """
     _check_directory(data)
     try:
@@ -60,6 +61,9 @@ def unpack(data: bytes, max_files: int, max_total_bytes: int, max_entry_bytes: i
             infos = bundle.infolist()
     except Exception:  # noqa: BLE001 — hostile bytes in a third-party parser: any failure means "damaged"
         raise _damaged("The zip file is damaged: its list of files cannot be read.") from None
+    if len(infos) > MAX_ENTRIES:  # the end record's count is the sender's word; the directory is what it holds
+        raise UserError(413, "too_many_entries", f"The zip lists {len(infos)} entries; the limit is {MAX_ENTRIES}, "
+                                                 "folders included.")
     if not infos:
         raise UserError(422, "empty_zip", "The zip is empty: it holds no files.")
     files = []
@@ -89,10 +93,11 @@ def unpack(data: bytes, max_files: int, max_total_bytes: int, max_entry_bytes: i
     if len(files) > max_files:
         raise UserError(413, "too_many_images", f"Too many images: the zip holds {len(files)} files and a batch "
                                                 f"holds at most {max_files}.")
-    if sum(info.file_size for _, _, info in files) > max_total_bytes:
-        raise UserError(413, "too_large", f"The zip unpacks to more than {_mb(max_total_bytes)}, the limit for a "
-                                          "batch.")
-    remaining = max_total_bytes
+    if already_unpacked + sum(info.file_size for _, _, info in files) > max_total_bytes:
+        together = " (with the zips before it in this upload)" if already_unpacked else ""
+        raise UserError(413, "too_large", f"The zip unpacks to more than {_mb(max_total_bytes)}{together}, the limit "
+                                          "for a batch.")
+    remaining = max_total_bytes - already_unpacked
     for number, label, info in files:
         content = _read_entry(data, info, label, min(info.file_size, max_entry_bytes, remaining))
         remaining -= len(content)

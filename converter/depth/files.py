@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import zipfile
 
 import numpy as np
 from PIL import Image
@@ -60,8 +61,11 @@ def _read_bytes(source, name: str) -> bytes:
 def _read_npy(data: bytes, name: str) -> np.ndarray:
     try:
         values = np.load(io.BytesIO(data), allow_pickle=False)
-    except (ValueError, OSError, EOFError):
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile):
         raise DepthFileError(f"The {name} is not a readable .npy array.") from None
+    if not isinstance(values, np.ndarray):  # bytes of a zip load as a lazy .npz archive, not an array
+        values.close()
+        raise DepthFileError(f"The {name} is not a readable .npy array.")
     if values.ndim == 3 and values.shape[0] == 1:
         values = values[0]
     if values.ndim == 3 and values.shape[2] == 1:

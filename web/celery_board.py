@@ -72,10 +72,6 @@ class Board:
         self.redis = redis_client(redis_url)
         self._admit = self.redis.register_script(_ADMIT)
 
-    def waiting(self) -> int:
-        """Messages in the broker's queue that no worker has taken (prefetch 1: nothing is held back by workers)."""
-        return int(self.redis.llen(QUEUE))
-
     def admit(self, job_ids: list[str], since: float, cap: int) -> bool:
         """Reserve places for ``job_ids`` in the pending set while it holds fewer than ``cap`` (atomically)."""
         return bool(self._admit(keys=[PENDING], args=[cap, since, *job_ids]))

@@ -45,8 +45,8 @@ class QueueUnavailableError(QueueFullError):
 class CeleryJobRunner:
     """JobRunner's interface for the web tier: stores the upload in the job folder and enqueues the task.
 
-    Back-pressure comes from the broker's real queue length (``max_queued`` waiting messages; web instances check
-    independently, so a simultaneous burst may overshoot by one per submitting thread). ``alive`` is the JobStore
+    Admission is one atomic step in Redis on the set of pending jobs (``max_queued`` places shared by every web
+    instance, so a burst cannot overshoot). ``alive`` is the JobStore
     hook that notices dead workers and re-enqueues their jobs once; a watch thread re-reads pending and active jobs
     every ``HEARTBEAT_TTL`` so that happens even when nobody is looking at the job.
     """

@@ -70,13 +70,12 @@ def conversion_workers(settings: dict, gpu: bool) -> int:
     return settings["CONVERSION_WORKERS"] or (GPU_CONVERSION_WORKERS if gpu else 1)
 
 
-def make_converter(settings: dict, gpu: bool = False, model: str | None = None,
-                   align_to: str | None = None) -> Converter:
-    """The one way the service builds a Converter: the settings' device, engine, precision, pixel cap and
-    micro-batching, for the default model or ``model`` (fitted to the metric ``align_to`` if given)."""
-    return Converter(model=model or settings["DEPTH_MODEL"], device=settings["DEVICE"],
+def make_converter(settings: dict, gpu: bool = False) -> Converter:
+    """The one way the service builds a Converter: the settings' model, device, engine, precision, pixel cap and
+    micro-batching (another model or an alignment: :func:`converter_like`)."""
+    return Converter(model=settings["DEPTH_MODEL"], device=settings["DEVICE"],
                      precision=settings["PRECISION"], engine=settings.get("ENGINE") or "auto",
-                     max_pixels=settings["MAX_PIXELS"], align_to=align_to or None,
+                     max_pixels=settings["MAX_PIXELS"],
                      batch_size=settings["BATCH_SIZE"] or (GPU_BATCH_SIZE if gpu else 1),
                      batch_wait_ms=settings["BATCH_WAIT_MS"])
 

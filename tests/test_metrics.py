@@ -3,11 +3,16 @@ ready, uploads refused by reason; with several gunicorn workers, one scrape adds
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import signal
+import tempfile
 
+import psutil
 import pytest
 import requests
-from conftest import download, serve
+from conftest import download, serve, wait_until
 from test_lazy_downloads import submit, wait_done
 
 from web import metrics
@@ -45,13 +50,43 @@ def test_metrics_count_jobs_stages_exports_and_refused_uploads(app, client, monk
 
 @pytest.mark.slow  # gunicorn with two worker processes
 def test_one_scrape_adds_up_every_gunicorn_worker(dpt_model, tmp_path):
+    """Each worker is sent its own number of refused uploads while the other is stopped (SIGSTOP: it cannot accept,
+    so the kernel has one taker), then one scrape, answered by either, must add them up."""
     metrics_dir = tmp_path / "metrics"
     metrics_dir.mkdir()
+    sent = {}
     with serve(dpt_model, tmp_path, workers=2, threads=2, PROMETHEUS_MULTIPROC_DIR=metrics_dir) as server:
-        for _ in range(12):  # spread over both processes by the kernel
-            answer = requests.post(server.url + "/api/v1/conversions", files={"image": ("e.png", b"")}, timeout=10)
-            assert answer.status_code == 400
-        pids = {path.name.split("_")[-1] for path in metrics_dir.glob("counter_*.db")}
-        scrapes = [requests.get(server.url + "/metrics", timeout=10).text for _ in range(6)]
-    assert len(pids) == 2, pids  # both workers recorded events
+        workers = wait_until(lambda: _two_children(server.process.pid))
+        for count, (worker, other) in zip((5, 7), (workers, workers[::-1])):
+            os.kill(other.pid, signal.SIGSTOP)
+            try:
+                for _ in range(count):
+                    answer = requests.post(server.url + "/api/v1/conversions", files={"image": ("e.png", b"")},
+                                           timeout=60)
+                    assert answer.status_code == 400
+            finally:
+                os.kill(other.pid, signal.SIGCONT)
+            sent[worker.pid] = count
+        scrapes = [requests.get(server.url + "/metrics", timeout=60).text for _ in range(6)]
+        recorded = {pid: _refused_by_process(metrics_dir, pid) for pid in sent}
+    assert recorded == sent  # each worker recorded what it served, in its own files
     assert {sample(text, "image_to_3d_uploads_refused_total", reason="no_image") for text in scrapes} == {12.0}
+
+
+def _two_children(pid: int):
+    children = psutil.Process(pid).children()
+    return children if len(children) == 2 else None
+
+
+def _refused_by_process(metrics_dir, pid: int) -> float:
+    """One process's own count of refused uploads, read from its files alone by prometheus_client's collector."""
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    with tempfile.TemporaryDirectory() as alone:
+        for path in metrics_dir.glob(f"*_{pid}.db"):
+            shutil.copy(path, alone)
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=alone)
+        value = registry.get_sample_value("image_to_3d_uploads_refused_total", {"reason": "no_image"})
+    return value or 0.0

@@ -81,17 +81,27 @@ def png_bytes(array: np.ndarray, **save_options) -> bytes:
     return buffer.getvalue()
 
 
+def pauses(longest: float = 0.05):
+    """Pauses between polls: 1 ms, doubling up to ``longest``. A poll that sleeps a fixed 50 ms wastes half of that on
+    average for every job a test waits for; the doubling keeps busy-waiting off the CPU the job needs."""
+    pause = 0.001
+    while True:
+        yield pause
+        pause = min(2 * pause, longest)
+
+
 def wait_for_job(client, location: str, timeout: float = 60.0) -> dict:
     """Poll a job's status through the Flask test client until it is done or failed."""
     import time
 
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    for pause in pauses():
         view = client.get(location.rstrip("/") + "/status").get_json()
         if view["status"] in ("done", "failed"):
             return view
-        time.sleep(0.05)
-    raise AssertionError(f"job {location} did not finish in {timeout} s")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"job {location} did not finish in {timeout} s")
+        time.sleep(pause)
 
 
 @pytest.fixture
@@ -133,7 +143,7 @@ def download(client, url: str, timeout: float = 60.0, **kwargs):
     import time
 
     deadline = time.monotonic() + timeout
-    while True:
+    for pause in pauses():
         response = client.get(url, **kwargs)
         response.get_data()
         response.close()
@@ -141,7 +151,7 @@ def download(client, url: str, timeout: float = 60.0, **kwargs):
             return response
         assert int(response.headers["Retry-After"]) > 0, response.headers
         assert time.monotonic() < deadline, f"{url} was still being prepared after {timeout} s"
-        time.sleep(0.02)
+        time.sleep(pause)
 
 
 def http_download(url: str, timeout: float = 60.0, poll: float = 0.05):
@@ -183,6 +193,7 @@ def _answers(url: str) -> bool:
 def serve(model_folder, folder, workers: int = 2, threads: int = 4, preexec_fn=None, outputs=None, **env_overrides):
     """Run the real app under real gunicorn on 127.0.0.1 until the block ends; yields url, folders and process.
     ``outputs``: an OUTPUT_FOLDER shared with other servers (default: ``folder``/outputs)."""
+    import socket
     import subprocess
     import time
     import urllib.request
@@ -190,7 +201,10 @@ def serve(model_folder, folder, workers: int = 2, threads: int = 4, preexec_fn=N
 
     folder = Path(folder)
     outputs = Path(outputs) if outputs is not None else folder / "outputs"
-    port = _free_port()
+    # gunicorn listens on a socket bound here and handed over (fd://): no other process can take its port between a
+    # port being chosen and bound.
+    listener = socket.create_server(("127.0.0.1", 0), backlog=128)
+    port = listener.getsockname()[1]
     env = dict(
         os.environ, DEPTH_MODEL=str(model_folder), UPLOAD_FOLDER=str(folder / "uploads"),
         OUTPUT_FOLDER=str(outputs), MAX_UPLOAD_MB="2", HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT),
@@ -198,11 +212,13 @@ def serve(model_folder, folder, workers: int = 2, threads: int = 4, preexec_fn=N
     )
     env.update({name: str(value) for name, value in env_overrides.items()})
     log = open(folder / "gunicorn.log", "wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", str(workers), "--threads",
-         str(threads), "--timeout", "120", "app:create_app()"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=preexec_fn,
-    )
+    with listener:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "--bind", f"fd://{listener.fileno()}", "--workers", str(workers),
+             "--threads", str(threads), "--timeout", "120", "app:create_app()"],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=preexec_fn,
+            pass_fds=(listener.fileno(),),
+        )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 90
     try:
@@ -274,16 +290,18 @@ def chrome(tmp_path):
 
 
 def wait_until(condition, timeout: float = 60, interval: float = 0.1):
-    """Call ``condition`` until it returns something truthy (returned), or fail after ``timeout`` seconds."""
+    """Call ``condition`` until it returns something truthy (returned), or fail after ``timeout`` seconds (polls at
+    most every ``interval`` seconds)."""
     import time
 
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    for pause in pauses(interval):
         value = condition()
         if value:
             return value
-        time.sleep(interval)
-    raise AssertionError("timed out waiting")
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting")
+        time.sleep(pause)
 
 
 def canvas_pixels(driver, canvas) -> np.ndarray:

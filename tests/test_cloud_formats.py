@@ -231,7 +231,7 @@ def test_full_disk_is_an_output_error_and_leaves_nothing(tmp_path):
         from converter.errors import OutputError
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (4096, resource.RLIM_INFINITY))
-        points, colors = np.random.rand(20000, 3), np.zeros((20000, 3), np.uint8)
+        points, colors = np.random.default_rng(0).random((20000, 3)), np.zeros((20000, 3), np.uint8)
         for name, write in (("cloud.pcd", write_pcd), ("cloud.las", lambda p, a, b: write_las(p, a, b, metric=True))):
             try:
                 write(os.path.join(sys.argv[1], name), points, colors)

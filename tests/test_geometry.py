@@ -168,7 +168,7 @@ def test_tilted_plane_stays_planar(normal, distance):
     assert len(result.points) == H * W  # a moderately tilted plane has no depth edges
     points = result.points.astype(np.float64)
     centre = points.mean(axis=0)
-    _, singular, vt = np.linalg.svd(points - centre)
+    _, singular, vt = np.linalg.svd(points - centre, full_matrices=False)
     fitted = vt[-1]
     residuals = (points - centre) @ fitted
     scale = np.abs(points).max()

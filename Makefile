@@ -1,5 +1,6 @@
 # Two commands: `make run` serves the app, `make test` runs the whole suite. Both set everything up first.
-# `make test-fast`: the suite without gunicorn, Chromium or subprocess CLIs (pytest -m "not slow"), in seconds.
+# `make test-fast`: the suite without gunicorn, Chromium or subprocess CLIs (pytest -m "not slow"), in seconds;
+# `make test-shuffled`: the same in a random order.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -23,7 +24,7 @@ METRICS_DIR ?= /tmp/image-to-3d-metrics-$(PORT)
 WORKER_METRICS_PORT ?= 9808
 WORKER_METRICS_DIR ?= /tmp/image-to-3d-worker-metrics-$(WORKER_METRICS_PORT)
 
-.PHONY: setup setup-test system-libs run worker redis test test-fast download-model bench clean
+.PHONY: setup setup-test system-libs run worker redis test test-fast test-shuffled download-model bench clean
 
 setup: system-libs $(VENV)/.installed
 
@@ -74,6 +75,11 @@ test: setup-test
 
 test-fast: setup-test
 	$(PY) -m pytest -m "not slow"
+
+# The fast tier in a random order (pytest-randomly prints its seed; `--randomly-seed=N` repeats an order). CI keeps
+# the file order: a shuffled order is a hunt for tests that lean on each other, run here, not a lottery in CI.
+test-shuffled: setup-test
+	$(PY) -m pytest -p randomly -m "not slow" $(PYTEST_ARGS)
 
 download-model: setup
 	$(PY) -m converter.download "$(DEPTH_MODEL)"

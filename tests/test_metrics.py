@@ -36,16 +36,25 @@ def test_metrics_count_jobs_stages_exports_and_refused_uploads(app, client, monk
     assert refused.status_code == 400
     response = client.get("/metrics")
     assert response.status_code == 200 and response.mimetype == "text/plain"
-    text = response.get_data(as_text=True)
+    # An export is timed once its file is whole, and the file is served from that moment: the export thread records
+    # it a moment after the download can answer, so the scrape waits for it rather than racing it.
+    text = wait_until(lambda: _exported(client.get("/metrics").get_data(as_text=True), before, "stl"))
     assert sample(text, "image_to_3d_jobs_ended_total", status="done", code="") == \
         sample(before, "image_to_3d_jobs_ended_total", status="done", code="") + 1
     assert sample(text, "image_to_3d_stage_seconds_count", stage="writing files") >= 1
-    assert sample(text, "image_to_3d_export_seconds_count", kind="stl", status="done") >= 1
     assert sample(text, "image_to_3d_uploads_refused_total", reason="no_image") == \
         sample(before, "image_to_3d_uploads_refused_total", reason="no_image") + 1
     assert sample(text, "image_to_3d_jobs", status="done") == 1
     assert sample(text, "image_to_3d_jobs", status="failed") == 0
     assert sample(text, "image_to_3d_queue_length") == 0 and sample(text, "image_to_3d_workers_ready") == 1
+
+
+def _exported(text: str, before: str, kind: str) -> str | None:
+    """The scrape ``text`` once it counts one more finished export of ``kind`` than the scrape ``before``."""
+    def count(scrape):
+        return sample(scrape, "image_to_3d_export_seconds_count", kind=kind, status="done")
+
+    return text if count(text) == count(before) + 1 else None
 
 
 @pytest.mark.slow  # gunicorn with two worker processes

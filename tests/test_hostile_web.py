@@ -119,6 +119,9 @@ def test_a_burst_larger_than_the_queue(tiny_models, tmp_path, picture):
                 answers = list(pool.map(one, range(12)))
             statuses = sorted(response.status_code for response in answers)
             assert statuses == [202] * 3 + [503] * 9, statuses
+            held = [requests.get(server.url + response.json()["status_url"], timeout=60).json()["status"]
+                    for response in answers if response.status_code == 202]
+            assert len(held) == 3 and set(held) <= {"queued", "running"}, held  # the hold is what kept them
         finally:
             hold.unlink()
         accepted = [response for response in answers if response.status_code == 202]

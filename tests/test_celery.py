@@ -60,9 +60,13 @@ def quiet_port() -> int:
     Redis restart on it); the search starts at a point of this process's own, so concurrent runs differ."""
     import socket
 
-    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    low = min(low, 32768)
+    try:
+        low = min(int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0]), 32768)
+    except (OSError, ValueError, IndexError):  # not Linux: the range IANA and most systems use
+        low = 32768
     span = low - 10000
+    if span < 1000:  # an unusual range: no quiet ports to choose from
+        return _free_port()
     start = os.getpid() * 7 % span
     for step in range(span):
         port = 10000 + (start + step) % span

@@ -127,7 +127,7 @@ def test_a_batch_is_one_unit_of_admission(make_app):
     service = app.extensions["image_to_3d"]
     block = threading.Event()
     original = service.runner.convert
-    service.runner.convert = lambda *args: (block.wait(10), original(*args))[1]
+    service.runner.convert = lambda *args: (block.wait(60), original(*args))[1]  # held until `finally`
     client = app.test_client()
     try:
         accepted = post_batch(client, [("images", data) for data in pictures(3)])
@@ -155,8 +155,15 @@ def test_unknown_batches_and_bad_formats(client):
 
 
 def test_expired_batches_are_swept(tmp_path):
-    store = BatchStore(tmp_path, ttl_seconds=0.0)
+    import json
+    import os
+
+    store = BatchStore(tmp_path, ttl_seconds=3600)
     batch = store.create(job_ids=["a" * 32])
     assert store.get(batch["id"])["job_ids"] == ["a" * 32]
-    time.sleep(0.01)
+    assert not store.expired(store.get(batch["id"])) and store.sweep() == 0
+    # Two hours old, by its record and its file's time (recorded values, not a wait on the clock).
+    path, then = store.path(batch["id"]), time.time() - 7200
+    path.write_text(json.dumps({**batch, "created": then}))
+    os.utime(path, (then, then))
     assert store.expired(store.get(batch["id"])) and store.sweep() == 1 and store.get(batch["id"]) is None

@@ -11,8 +11,7 @@ import time
 
 import pytest
 import requests
-from conftest import _free_port
-from test_celery import Workers, photo, ready_workers, worker_setting
+from test_celery import Workers, photo, quiet_port, ready_workers, worker_setting
 
 from web.celery_board import PENDING
 from web.celery_submit import WATCH_WITHIN_SECONDS
@@ -36,7 +35,7 @@ def test_a_burst_on_two_instances_admits_exactly_max_queued_jobs(tmp_path, make_
         image, answers, start = photo(), [], threading.Barrier(30)
 
         def one(index: int) -> None:
-            start.wait(10)
+            start.wait(60)  # a hang guard only
             answers.append(_post(apps[index % 2], image))
 
         threads = [threading.Thread(target=one, args=(index,)) for index in range(30)]
@@ -61,7 +60,7 @@ def test_jobs_redis_forgot_are_queued_again_unpolled_as_the_same_attempt(tmp_pat
     afterwards converts them."""
     caplog.set_level(logging.WARNING, logger="web.celery_submit")
     redis_server, model, outputs, env = worker_setting(tmp_path)
-    metrics_port, metrics_dir = _free_port(), tmp_path / "worker-metrics"
+    metrics_port, metrics_dir = quiet_port(), tmp_path / "worker-metrics"  # bound later, by the worker
     metrics_dir.mkdir()
     env.update(WORKER_METRICS_PORT=str(metrics_port), PROMETHEUS_MULTIPROC_DIR=str(metrics_dir))
     workers = Workers(tmp_path, env)

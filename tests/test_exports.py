@@ -24,18 +24,17 @@ def test_a_download_not_written_answers_202_at_once_and_the_file_once_whole(app,
 
     def slow_stl(path, artifacts):  # an export that takes its time
         asked.set()
-        release.wait(20)
+        release.wait(60)  # a hang guard only: the test sets it
         real.write(path, artifacts)
 
     monkeypatch.setitem(OUTPUTS, "stl", replace(real, write=slow_stl))
     url = view["files"]["stl"]
-    started = time.monotonic()
     first = client.get(url)
-    assert first.status_code == 202 and time.monotonic() - started < 5  # the request did not build it
+    assert first.status_code == 202 and not release.is_set()  # answered while the export is held: not built here
     assert int(first.headers["Retry-After"]) > 0
     body = first.get_json()
     assert body["status"] == "preparing" and body["url"] == url and "relief" in body["message"]
-    assert asked.wait(10)  # the export task is on it, in its own thread
+    assert asked.wait(60)  # the export task is on it, in its own thread
     page = client.get(url, headers={"Accept": "text/html"})
     html = page.get_data(as_text=True)
     assert page.status_code == 202 and '<meta http-equiv="refresh"' in html and "Preparing the" in html
@@ -58,7 +57,7 @@ def test_a_failed_export_says_why_once_and_the_next_request_tries_again(app, cli
 
     monkeypatch.setitem(OUTPUTS, "las", replace(real, write=broken))
     url = view["files"]["las"]
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 60  # a hang guard only
     while (answer := client.get(url, headers={"Accept": "application/json"})).status_code == 202:
         assert time.monotonic() < deadline
         time.sleep(0.02)
@@ -98,13 +97,13 @@ def test_an_export_past_its_deadline_fails_with_a_sentence_at_once(app, client, 
     real, release = OUTPUTS["sbs"], threading.Event()
 
     def stuck(path, artifacts):
-        release.wait(20)
+        release.wait(60)  # a hang guard only: the test sets it
         real.write(path, artifacts)
 
     monkeypatch.setitem(OUTPUTS, "sbs", replace(real, write=stuck))
     monkeypatch.setattr(service.exports, "timeout_seconds", 0.2)
     url = view["files"]["sbs"]
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 60  # a hang guard only
     while (answer := client.get(url, headers={"Accept": "application/json"})).status_code == 202:
         assert time.monotonic() < deadline
         time.sleep(0.02)

@@ -122,12 +122,12 @@ def test_without_a_mesh_no_mesh_kind_is_offered_or_served(app, client):
 @pytest.mark.slow  # a third of a second or more: the fast tier stays under 30 s
 @pytest.mark.parametrize("kind", ["glb", "stl"])
 def test_concurrent_first_requests_get_one_whole_file(app, client, monkeypatch, kind):
-    writes = []
+    writes, proceed = [], threading.Event()
     real = OUTPUTS[kind]
 
-    def counted(path, artifacts):  # slow enough that every thread asks before the first file is in place
+    def counted(path, artifacts):  # held until every thread has asked and been told "preparing"
         writes.append(path)
-        time.sleep(0.2)
+        assert proceed.wait(60)  # a hang guard only: the test sets it
         real.write(path, artifacts)
 
     monkeypatch.setitem(OUTPUTS, kind, replace(real, write=counted))
@@ -136,18 +136,26 @@ def test_concurrent_first_requests_get_one_whole_file(app, client, monkeypatch, 
     path = folder_of(app, job_id) / real.file_name
     assert not path.exists()
 
-    url, start, answers = f"/jobs/{job_id}/files/{kind}", threading.Barrier(6), [None] * 6
+    url, start, asked = f"/jobs/{job_id}/files/{kind}", threading.Barrier(6), threading.Barrier(7)
+    firsts, answers = [None] * 6, [None] * 6
 
     def download(index):
         own = app.test_client()  # a test client per thread, as each browser has its own connection
-        start.wait()
+        start.wait(60)
+        first = own.get(url)
+        first.close()
+        firsts[index] = first.status_code
+        asked.wait(60)  # every thread has asked while the file is not written
         answers[index] = fetch(own, url)
 
     threads = [threading.Thread(target=download, args=(index,)) for index in range(6)]
     for thread in threads:
         thread.start()
+    asked.wait(60)
+    proceed.set()
     for thread in threads:
         thread.join(60)
+    assert firsts == [202] * 6  # six concurrent first requests, the writer held: all "preparing"
     assert [status for status, _ in answers] == [200] * 6
     assert len({body for _, body in answers}) == 1 and len(answers[0][1]) > 0
     assert writes == [path]

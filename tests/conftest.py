@@ -118,7 +118,7 @@ def make_app(tmp_path, dpt_model):
         }
         config.update(overrides)
         application = create_app(config)
-        application.extensions["image_to_3d"].model_status.wait(60)
+        assert application.extensions["image_to_3d"].model_status.wait(120), "the model did not load in 120 s"
         apps.append(application)
         return application
 

@@ -184,3 +184,35 @@ def test_a_broken_video_leaves_a_sentence_and_no_file(tmp_path, clip_with_sound,
     text.write_text("not a video at all")
     assert main([str(text), "-o", str(outputs / "x_TB.mp4")]) == 1  # by content: not a video, not an image
     assert "not a supported image" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_sound_that_mp4_does_not_take_is_re_encoded(tmp_path):
+    """A Matroska source with PCM sound: the MP4 gets AAC of the same length."""
+    frames, depths, _ = scenes.clip(64, 48, 12)
+    source = tmp_path / "pcm.mkv"
+    with av.open(str(source), "w") as container:
+        video = container.add_stream("libx264", rate=24)
+        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+        sound = container.add_stream("pcm_s16le", rate=48000)
+        sound.layout = "stereo"
+        for index, rgb in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            frame.pts = index
+            for packet in video.encode(frame):
+                container.mux(packet)
+        for packet in video.encode(None):
+            container.mux(packet)
+        for start in range(0, 24_000, 1024):
+            chunk = av.AudioFrame.from_ndarray(np.zeros((1, 2048), np.int16), format="s16", layout="stereo")
+            chunk.sample_rate, chunk.pts = 48000, start
+            for packet in sound.encode(chunk):
+                container.mux(packet)
+        for packet in sound.encode(None):
+            container.mux(packet)
+    target = tmp_path / "pcm_TB.mp4"
+    info = convert_video(source, [target], depth=_depth_zip(depths), options=VideoOptions(depth_kind="disparity"))
+    assert info.metadata()["audio"] == {"codec": "pcm_s16le", "handling": "re-encoded as AAC"}
+    report = _probe(target)
+    assert {stream["codec_name"] for stream in report["streams"]} == {"h264", "aac"}
+    assert abs(float(report["format"]["duration"]) - float(_probe(source)["format"]["duration"])) <= 1 / 24

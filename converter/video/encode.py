@@ -60,7 +60,8 @@ class AudioTrack:
         else:
             rate = self.source.codec_context.sample_rate or 48_000
             self.stream = container.add_stream("aac", rate=rate)
-            self.stream.layout = self.source.codec_context.layout.name if self.source.codec_context.layout else "stereo"
+            channels = self.source.codec_context.channels or 2
+            self.stream.layout = {1: "mono", 2: "stereo", 6: "5.1"}.get(channels, "stereo")
             self.resampler = av.AudioResampler(format="fltp", layout=self.stream.layout, rate=rate)
         self.container, self.start = container, start
         self._packets = self.input.demux(self.source)

@@ -57,8 +57,9 @@ def test_two_outputs_quickly(tmp_path):
     frames, depths, _ = scenes.clip(48, 32, 6)
     source = tmp_path / "small.mp4"
     scenes.write_clip(source, frames, fps=12)
-    result = convert_video(source, [tmp_path / "small_Half_SBS.mp4", tmp_path / "small.json"],
-                           depth=_depth_zip(depths), options=VideoOptions(depth_kind="disparity"))
+    with open(source, "rb") as handle:  # a file, as the web will hand it over
+        result = convert_video(handle, [tmp_path / "small_Half_SBS.mp4", tmp_path / "small.json"],
+                               depth=_depth_zip(depths), options=VideoOptions(depth_kind="disparity"))
     with av.open(str(tmp_path / "small_Half_SBS.mp4")) as container:
         decoded = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
     assert len(decoded) == 6 and decoded[0].shape == (32, 48, 3)

@@ -50,22 +50,20 @@ def main(args) -> int:
     try:
         result = converter.convert_video(source, targets, depth=args.depth, options=options,
                                          progress=bar.update if bar else None)
-    except ModelUnavailableError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_MODEL
-    except ConversionError as error:
-        _close(bar)
-        print(f"error: {source}: {error}", file=sys.stderr)
-        return EXIT_FAILED
     except KeyboardInterrupt:
+        _close(bar)
         print("interrupted", file=sys.stderr)
         return 130
-    except Exception as error:  # an unforeseen failure: one line, no traceback (unless --debug)
-        if args.debug:
-            raise
+    except Exception as error:  # one line, no traceback (unforeseen failures: unless --debug)
         _close(bar)
-        print(f"error: {source}: unexpected failure ({type(error).__name__}); run with --debug for details",
-              file=sys.stderr)
+        if isinstance(error, ModelUnavailableError):
+            print(f"error: {error}", file=sys.stderr)
+            return EXIT_MODEL
+        if not isinstance(error, ConversionError):
+            if args.debug:
+                raise
+            error = f"unexpected failure ({type(error).__name__}); run with --debug for details"
+        print(f"error: {source}: {error}", file=sys.stderr)
         return EXIT_FAILED
     _close(bar)
     if not args.quiet:

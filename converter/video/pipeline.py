@@ -34,7 +34,7 @@ from ..exports.files import write_json
 from . import decode as decoding
 from . import render
 from .depth_frames import depth_frames
-from .encode import FrameZip, VideoWriter, ply_bytes, png16_bytes
+from .encode import COPYABLE_AUDIO, FrameZip, VideoWriter, ply_bytes, png16_bytes
 from .kinds import VIDEO_OUTPUTS, video_kind_for_path
 from .limits import VideoLimits
 from .options import VideoOptions
@@ -342,7 +342,7 @@ class _Run:
         audio = None
         if self.info.has_audio:
             codec = self.info.audio_codec
-            audio = {"codec": codec, "handling": "stream-copied" if codec in _copyable() else "re-encoded as AAC"}
+            audio = {"codec": codec, "handling": "stream-copied" if codec in COPYABLE_AUDIO else "re-encoded as AAC"}
         limits_hit = []
         if self.options.max_frames is not None and len(self.times) >= self.options.max_frames:
             limits_hit.append("max_frames (option)")
@@ -399,12 +399,6 @@ def _poll(source: queue.Queue):
         return source.get_nowait()
     except queue.Empty:
         return None
-
-
-def _copyable():
-    from .encode import COPYABLE_AUDIO
-
-    return COPYABLE_AUDIO
 
 
 def _expected_frames(info, options: VideoOptions, limits: VideoLimits) -> int | None:

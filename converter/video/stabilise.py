@@ -7,8 +7,10 @@ metric model's in scale). Each frame's inverse depth ``d`` is fitted by a robust
 frame (moving things, newly revealed ones) are left out of the fit when enough others remain, and pixels that
 disagree with the reference by more than ``THRESHOLD`` are outliers, not drag. The fitted frame ``a = s · d + t``
 updates the reference (an average with it where they agree, a replacement where they do not, so the reference follows
-the scene) and is lightly smoothed in time: where it agrees with the reference, the output is
-``(1 − SMOOTHING) · a + SMOOTHING · previous output``. Metric depth is fitted in scale only (t = 0).
+the scene) and is smoothed in time: where it is within SMOOTHING_GATE of the reference, the output is
+``(1 − SMOOTHING) · a + SMOOTHING · previous output`` (farther: a moving edge or a new surface, taken as it is). Metric
+depth is fitted in scale only (t = 0). The fit runs on 4 × 4 block means (at least): per-pixel noise in the frame
+would bias a least-squares slope towards 0, and that bias would add up from frame to frame.
 
 A shot starts with its own units: relative disparity is mapped so that its 2nd and 98th percentiles become 1 and 2
 (metric: 1 / z as it is); the stereo planes of the shot (the 2nd and 98th percentiles of that first stabilised frame)

@@ -217,3 +217,15 @@ def test_sound_that_mp4_does_not_take_is_re_encoded(tmp_path):
     report = _probe(target)
     assert {stream["codec_name"] for stream in report["streams"]} == {"h264", "aac"}
     assert abs(float(report["format"]["duration"]) - float(_probe(source)["format"]["duration"])) <= 1 / 24
+
+
+@pytest.mark.slow
+def test_the_openvino_engine_runs_a_video(tmp_path, tiny_models):
+    frames, _, _ = scenes.clip(64, 48, 6)
+    source = tmp_path / "clip.mp4"
+    scenes.write_clip(source, frames, fps=24)
+    result = Converter(model=str(tiny_models["dpt_hybrid"]), device="cpu", engine="openvino").convert_video(
+        source, {"sbs_half": tmp_path / "clip_Half_SBS.mp4"})
+    assert result.metadata()["engine"]["engine"] == "openvino" and result.frames == 6
+    with av.open(str(tmp_path / "clip_Half_SBS.mp4")) as container:
+        assert sum(1 for _ in container.decode(video=0)) == 6

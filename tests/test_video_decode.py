@@ -117,15 +117,19 @@ def scenes_png() -> bytes:
     return png_bytes(_frames(count=1)[0])
 
 
-def test_sound_only_and_empty_files_are_refused(tmp_path):
-    sound = tmp_path / "sound.mp4"
-    with av.open(str(sound), "w") as container:
+def _sound_only(path):
+    with av.open(str(path), "w") as container:
         stream = container.add_stream("aac", rate=48000)
         stream.layout = "mono"
         frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
         frame.sample_rate, frame.pts = 48000, 0
         for packet in [*stream.encode(frame), *stream.encode(None)]:
             container.mux(packet)
+    return path
+
+
+def test_sound_only_and_empty_files_are_refused(tmp_path):
+    sound = _sound_only(tmp_path / "sound.mp4")
     with pytest.raises(UnsupportedVideoError, match="no video track"):
         probe(sound, LIMITS, VideoOptions())
     empty = tmp_path / "empty.mp4"
@@ -194,3 +198,17 @@ def test_a_resolution_jump_mid_stream(tmp_path):
     info = probe(joined, VideoLimits(max_pixels=64 * 48), VideoOptions())
     with pytest.raises(VideoTooLargeError, match="96 x 72"):
         list(decode(info, VideoOptions(max_fps=0), VideoLimits(max_pixels=64 * 48)))
+
+
+@pytest.mark.slow
+def test_the_command_line_refuses_hostile_videos_with_one_line(tmp_path, capsys):
+    from converter.__main__ import main
+
+    hours = tmp_path / "hours.mp4"
+    scenes.write_clip(hours, _frames(count=2), times=[0.0, 3600.0])
+    for path, words in ((_sound_only(tmp_path / "sound.m4v"), "no video track"), (hours, "limit is 600 s")):
+        target = tmp_path / f"{path.stem}_TB.mp4"
+        assert main([str(path), "-o", str(target), "--depth", str(tmp_path / "unused.npz")]) == 1
+        error = capsys.readouterr().err.strip()
+        assert error.startswith(f"error: {path}: ") and words in error and len(error.splitlines()) == 1
+        assert not target.exists() and not list(tmp_path.glob(".*.part"))

@@ -20,6 +20,9 @@ from .errors import (
     OptionError,
     OutputError,
     UnsupportedImageError,
+    UnsupportedVideoError,
+    DamagedVideoError,
+    VideoTooLargeError,
 )
 from .exports.files import atomic_output, write_json
 from .exports.outputs import (
@@ -57,6 +60,16 @@ from .state import (
     save_prediction,
 )
 
+from .video import (
+    VIDEO_OUTPUTS,
+    VideoLimits,
+    VideoOptions,
+    VideoProgress,
+    VideoResult,
+    is_video_file,
+)
+
+
 def convert(image, output=None, *, model: str | None = None, device: str = "auto", depth=None,
             align_to: str | None = None, **options) -> ConversionResult:
     """One-call conversion with a process-wide model; writes ``output`` when given. ``align_to``: a metric model to
@@ -79,4 +92,6 @@ __all__ = [
     "StateError", "UnsupportedImageError", "WRITING_FILES", "atomic_output", "check_convertible_size", "convert",
     "load_image", "load_prediction", "load_state", "parse_simplify", "probe_header", "progress_of", "save_prediction",
     "set_torch_threads", "write_json", "write_outputs",
+    "DamagedVideoError", "UnsupportedVideoError", "VIDEO_OUTPUTS", "VideoLimits", "VideoOptions", "VideoProgress",
+    "VideoResult", "VideoTooLargeError", "is_video_file",
 ]

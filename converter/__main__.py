@@ -17,6 +17,8 @@ from .exports import printing
 from .exports.outputs import OUTPUTS, OutputSettings, kind_for_path, parse_kinds, write_outputs
 from .options import DEFAULT_MAX_POINTS, DEPTH_KIND_CHOICES, MODES, ConversionOptions
 from .pipeline import Converter
+from .video import cli as video_cli
+from .video import is_video_file
 
 EXIT_FAILED, EXIT_USAGE, EXIT_MODEL = 1, 2, 3
 FILE_KINDS = [kind for kind in OUTPUTS.values() if kind.suffixes]  # what the command line can write
@@ -85,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help=".stl output: width of the printed relief in millimetres (default %(default)s)")
     group.add_argument("--stl-base-mm", type=float, default=printing.DEFAULT_BASE_MM, metavar="MM",
                        help=".stl output: thickness of its flat base in millimetres (default %(default)s)")
+    video_cli.add_arguments(parser)
     parser.add_argument("-q", "--quiet", action="store_true", help="print errors only")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of unexpected errors")
     return parser
@@ -93,6 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if any(is_video_file(path) for path in args.inputs):  # by content: the video pipeline
+        return video_cli.main(args)
     try:
         options = ConversionOptions(
             fov_deg=args.fov, focal_px=args.focal_px, principal_point=args.principal_point, relief=args.relief,

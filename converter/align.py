@@ -79,11 +79,11 @@ def inverse_depth(prediction: DepthMap, values: np.ndarray | None = None) -> np.
 
 def fit_inverse_depth(disparity: np.ndarray, metric_depth: np.ndarray, mask: np.ndarray | None = None, *,
                       threshold: float = DEFAULT_THRESHOLD, iterations: int = DEFAULT_ITERATIONS,
-                      seed: int = 0) -> AlignmentFit:
+                      seed: int = 0, shift: bool = True) -> AlignmentFit:
     """Robust (s, t) with 1 / metric_depth ≈ s · disparity + t (see the module docstring).
 
     disparity, metric_depth: [H, W]; mask: [H, W] bool of pixels that may be compared (None: all with finite
-    values and metric depth > 0)."""
+    values and metric depth > 0). ``shift=False``: scale only (t = 0; one-pixel hypotheses), for two metric maps."""
     target = np.full(metric_depth.shape, np.nan, np.float64)
     positive = np.isfinite(metric_depth) & (metric_depth > 0)
     target[positive] = 1.0 / metric_depth[positive]
@@ -99,8 +99,8 @@ def fit_inverse_depth(disparity: np.ndarray, metric_depth: np.ndarray, mask: np.
     pairs = rng.integers(0, len(xs), size=(iterations, 2))
     x1, x2, y1, y2 = xs[pairs[:, 0]], xs[pairs[:, 1]], ys[pairs[:, 0]], ys[pairs[:, 1]]
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        scales = (y2 - y1) / (x2 - x1)
-        shifts = y1 - scales * x1
+        scales = (y2 - y1) / (x2 - x1) if shift else y1 / x1
+        shifts = y1 - scales * x1 if shift else np.zeros_like(scales)
     good = np.isfinite(scales) & np.isfinite(shifts) & (scales > 0)  # larger disparity is nearer: s > 0
     if not good.any():
         raise OptionError("The relative depth map does not follow the metric one anywhere: it cannot be aligned.")
@@ -113,21 +113,24 @@ def fit_inverse_depth(disparity: np.ndarray, metric_depth: np.ndarray, mask: np.
         index = int(np.argmax(counts))
         if counts[index] > best_count:
             best, best_count = start + index, int(counts[index])
-    scale, shift = float(scales[best]), float(shifts[best])
-    inliers = np.abs(scale * x + shift - y) <= threshold * y
+    scale, offset = float(scales[best]), float(shifts[best])
+    inliers = np.abs(scale * x + offset - y) <= threshold * y
     for _ in range(10):  # refit on the inliers until they settle
         if inliers.sum() < 2:
             break
-        design = np.stack([x[inliers], np.ones(int(inliers.sum()))], axis=1)
-        (scale, shift), *_ = np.linalg.lstsq(design, y[inliers], rcond=None)
-        updated = np.abs(scale * x + shift - y) <= threshold * y
+        if shift:
+            design = np.stack([x[inliers], np.ones(int(inliers.sum()))], axis=1)
+            (scale, offset), *_ = np.linalg.lstsq(design, y[inliers], rcond=None)
+        else:
+            scale, offset = float(x[inliers] @ y[inliers] / (x[inliers] @ x[inliers])), 0.0
+        updated = np.abs(scale * x + offset - y) <= threshold * y
         if np.array_equal(updated, inliers):
             break
         inliers = updated
     with np.errstate(divide="ignore", invalid="ignore"):
-        depth_error = np.abs(y[inliers] / (scale * x[inliers] + shift) - 1.0)
+        depth_error = np.abs(y[inliers] / (scale * x[inliers] + offset) - 1.0)
     residual = float(np.median(depth_error)) * 100.0 if inliers.any() else float("nan")
-    return AlignmentFit(scale=float(scale), shift=float(shift), inlier_share=float(inliers.mean()),
+    return AlignmentFit(scale=float(scale), shift=float(offset), inlier_share=float(inliers.mean()),
                         residual_percent=residual, pixels=int(len(x)), threshold=threshold)
 
 

@@ -69,3 +69,22 @@ class OutputError(ConversionError):
     """The result could not be written (disk full, folder not writable)."""
 
     code = "output_failed"
+
+
+class UnsupportedVideoError(InputError):
+    """Not a video this converter reads (recognised from the content, not the name), or one without pictures."""
+
+    code = "unsupported_video"
+
+
+class DamagedVideoError(InputError):
+    """A video whose pictures cannot be decoded: truncated, corrupt, or broken before its first frame."""
+
+    code = "damaged_video"
+
+
+class VideoTooLargeError(InputError):
+    """A video beyond one of the limits (:class:`converter.video.VideoLimits`): size, length, frames, pixels or
+    the time a video job may take."""
+
+    code = "video_too_large"

@@ -328,6 +328,18 @@ class Converter:
         result.timings = timings
         return result
 
+    def convert_video(self, source, outputs, *, depth=None, options=None, limits=None, progress=None):
+        """Convert a video (path, bytes or binary file) into 3D video outputs, streaming in bounded memory (see
+        :mod:`converter.video`). ``outputs``: {kind: path}, or a path / list of paths whose endings name the kinds
+        (``clip_LRF_Full_SBS.mp4``, ``clip.anaglyph.mp4``, … :data:`converter.video.VIDEO_OUTPUTS`). ``depth``: a
+        depth video of your own instead of the model (``.npz`` stack or zip of 16-bit PNGs). ``options``: a
+        :class:`converter.video.VideoOptions`; ``limits``: a :class:`converter.video.VideoLimits` (None: from the
+        environment). ``progress(VideoProgress)`` after each frame. Returns a :class:`converter.video.VideoResult`."""
+        from .video.pipeline import convert_video
+
+        return convert_video(source, outputs, depth_model=None if depth is not None else (lambda: self.depth_model),
+                             model_name=self.model, depth=depth, options=options, limits=limits, progress=progress)
+
     @staticmethod
     def reconvert(state: ConversionState, options: ConversionOptions | None = None, *,
                   progress: Callable[[str], None] | None = None) -> ConversionResult:

@@ -80,11 +80,14 @@ class Scene:
         return self.parallax.shape
 
 
-def normalised_nearness(depth: np.ndarray, keep: np.ndarray | None = None) -> tuple[np.ndarray, bool]:
+def normalised_nearness(depth: np.ndarray, keep: np.ndarray | None = None,
+                         bounds: tuple[float, float] | None = None) -> tuple[np.ndarray, bool]:
     """Depth [H, W] → (t [H, W] float32 in [0, 1], flat).
 
     t is inverse depth mapped linearly from its 2nd percentile (0, far) to its 98th (1, near) over valid pixels inside
     ``keep``, clamped; pixels without depth get 0. ``flat`` is True when those percentiles coincide (no shape).
+    ``bounds``: (far, near) in inverse depth, given instead of the percentiles (a video keeps one pair for a shot, so
+    its frames do not flicker).
     """
     depth = np.asarray(depth, dtype=np.float32)
     valid = np.isfinite(depth) & (depth > 0)
@@ -93,7 +96,7 @@ def normalised_nearness(depth: np.ndarray, keep: np.ndarray | None = None) -> tu
     selected = valid if keep is None or not (valid & keep).any() else valid & keep
     if not selected.any():
         return np.zeros(depth.shape, dtype=np.float32), True
-    far, near = np.percentile(inverse[selected], NEARNESS_PERCENTILES)
+    far, near = bounds if bounds is not None else np.percentile(inverse[selected], NEARNESS_PERCENTILES)
     span = float(near - far)
     if span <= 1e-6 * max(abs(float(near)), 1e-30):
         return np.zeros(depth.shape, dtype=np.float32), True
@@ -109,8 +112,10 @@ def prepare_scene(
     *,
     convergence: float = DEFAULT_CONVERGENCE,
     background: tuple[int, int, int] = (0, 0, 0),
+    bounds: tuple[float, float] | None = None,
 ) -> Scene:
-    """Check the inputs and compute what every view of this image shares (nearness, z-buffer keys)."""
+    """Check the inputs and compute what every view of this image shares (nearness, z-buffer keys). ``bounds``: the
+    far and near planes in inverse depth (see :func:`normalised_nearness`; None: the depth's own percentiles)."""
     rgb, depth, opaque = _check_inputs(rgb, depth, alpha)
     if not 0.0 <= convergence <= 1.0:
         raise OptionError(
@@ -118,7 +123,7 @@ def prepare_scene(
         )
     if len(background) != 3 or not all(0 <= c <= 255 for c in background):
         raise OptionError("The background colour must be three numbers from 0 to 255 (red, green, blue).")
-    t, flat = normalised_nearness(depth, opaque)
+    t, flat = normalised_nearness(depth, opaque, bounds)
     parallax = np.zeros_like(t) if flat else t - np.float32(convergence)
     colour = rgb.astype(np.float32)
     colour[~opaque] = background
@@ -195,6 +200,14 @@ def side_by_side(left: np.ndarray, right: np.ndarray, *, half: bool = False) -> 
     if half:
         left, right = _squeeze_half(left), _squeeze_half(right)
     return np.concatenate([left, right], axis=1)
+
+
+def top_bottom(left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """Half top-bottom: [H, W, 3] for even H, the left eye on top, each eye squeezed 2:1 vertically by averaging row
+    pairs (the "_TB" layout of VR players and 3D TVs)."""
+    left, right = _check_pair(left, right)
+    squeeze = lambda view: _squeeze_half(view.transpose(1, 0, 2)).transpose(1, 0, 2)  # noqa: E731
+    return np.concatenate([squeeze(left), squeeze(right)], axis=0)
 
 
 def anaglyph(left: np.ndarray, right: np.ndarray, *, method: str = "color") -> np.ndarray:

@@ -39,7 +39,7 @@ def halves(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return (red > 120) & (blue < 100), (blue > 120) & (red < 100)
 
 
-def wait_for_canvas(chrome, canvas, condition, timeout: float = 30) -> np.ndarray:
+def wait_for_canvas(chrome, canvas, condition, timeout: float = 60) -> np.ndarray:
     """The canvas's pixels once ``condition(pixels)`` holds (fails after ``timeout`` seconds)."""
     found = []
     wait_until(lambda: condition(found.append(canvas_pixels(chrome, canvas)) or found[-1]), timeout)

@@ -129,8 +129,8 @@ def test_a_lone_request_waits_for_company_at_most_max_wait(model, monkeypatch):
     with MicroBatcher(model, max_batch=2, max_wait_ms=HOUR_MS) as batcher:
         first = batcher.submit(pixel_values)
         second = batcher.submit(inputs(1, seed=1)[0])
-        first.result(60), second.result(60)
-        assert batcher.stats.batch_sizes == [2]
+        outputs = first.result(60), second.result(60)
+        assert batcher.stats.batch_sizes == [2] and not torch.equal(*(o["predicted_depth"] for o in outputs))
     # Once the batcher's clock says the window is over, a lone request runs: the wait is bounded by the window,
     # not by the batch filling up (were it, this predict would hang and fail after 60 s).
     batcher_clock(monkeypatch, 0.0, 3600.0)

@@ -1,5 +1,6 @@
 """The geometry stage of a 1 MP conversion on the CPU (``build_point_cloud``: depth units, cleaning, back-projection,
-colours), best of N, for a relative and a metric prediction. No model: the prediction is synthetic.
+colours), best of N, for a relative and a metric prediction. No model: the prediction is synthetic. Also the paper
+background's mask on a 3 MP drawing (tests/test_relief.py checks its result, not its time).
 
     .venv/bin/python bench/geometry_speed.py [repeats]
 """
@@ -12,6 +13,7 @@ import time
 import numpy as np
 
 from converter import ConversionOptions, DepthMap, LoadedImage
+from converter.images import load_image, paper_mask
 from converter.pipeline import build_point_cloud
 
 
@@ -44,3 +46,9 @@ if __name__ == "__main__":
         seconds = best_of(repeats, lambda: build_point_cloud(image, prediction, options))
         print(f"{kind:17s} {options.mode:11s} normals={options.normals!s:5s} drop={options.drop_background_percent:g}: "
               f"{seconds * 1000:7.1f} ms (best of {repeats})")
+    rng = np.random.default_rng(0)
+    paper = (232 + rng.integers(-8, 9, (1500, 2000, 3))).astype(np.uint8)
+    paper[300:1200, 400:1600] = 40
+    paper[500:1000, 600:1400] = 235
+    drawing = load_image(paper)
+    print(f"paper_mask 3 MP drawing: {best_of(repeats, lambda: paper_mask(drawing)) * 1000:7.1f} ms (best of {repeats})")

@@ -68,10 +68,10 @@ def test_drop_a_photo_see_it_in_3d_and_download_everything(chrome, live_server, 
     # when it is whole; then back to the result.
     result_url, point_count = chrome.current_url, int(viewer.get_attribute("data-point-count"))
     chrome.find_element(By.CSS_SELECTOR, "#downloads a[data-kind=stl]").click()
-    wait_until(lambda: "Preparing the" in chrome.find_element(By.TAG_NAME, "h1").text, 30)
+    wait_until(lambda: "Preparing the" in chrome.find_element(By.TAG_NAME, "h1").text, 60)
     wait_until(lambda: any(p.name.endswith("relief.stl") for p in chrome.download_dir.iterdir()), 60)
     chrome.get(result_url)
-    wait_until(lambda: chrome.find_elements(By.CSS_SELECTOR, "#downloads a[data-kind]"), 30)
+    wait_until(lambda: chrome.find_elements(By.CSS_SELECTOR, "#downloads a[data-kind]"), 60)
     links = chrome.find_elements(By.CSS_SELECTOR, "#downloads a[data-kind]")
     # The rest are prepared first (following the 202 answers), then clicked: each is then a plain download.
     # Chromium lets a page start about ten downloads at once; the others are fetched from the same links.
@@ -93,7 +93,7 @@ def test_drop_a_photo_see_it_in_3d_and_download_everything(chrome, live_server, 
                  if not path.name.endswith(".crdownload")}
         return names if names >= expected else None
 
-    wait_until(downloaded, 30)
+    wait_until(downloaded, 60)
     files = {path.name.split("-", 1)[1]: path for path in chrome.download_dir.iterdir()}
     cloud = PlyData.read(str(files["cloud.ply"]))["vertex"]
     assert cloud.count == point_count

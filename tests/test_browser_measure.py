@@ -3,7 +3,6 @@ clicked points on the job page, and check the result against the downloaded poin
 
 from __future__ import annotations
 
-import time
 import urllib.request
 
 import numpy as np
@@ -44,13 +43,17 @@ def measure_left_to_right(chrome, viewer) -> None:
     chrome.execute_script("arguments[0].scrollIntoView({block: 'center'})", canvas)
     viewer.find_element(By.CSS_SELECTOR, "input[type=range]").send_keys(Keys.END)
     wait_until(lambda: viewer.find_element(By.CSS_SELECTOR, "output").text == "10 px")
-    time.sleep(0.3)  # the next frame draws the bigger points
+    # The size change requested a frame; animation-frame callbacks run in the order asked for, so once one asked
+    # for now has run (and the one after it), the viewer has drawn the bigger points: wait for that, not 0.3 s.
+    chrome.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "requestAnimationFrame(() => requestAnimationFrame(() => done()));")
     pixels = canvas_pixels(chrome, canvas)
     viewer.find_element(By.XPATH, ".//button[normalize-space()='Measure']").click()
     click_pixel(chrome, canvas, *solid_pixel(pixels, LEFT))
-    wait_until(lambda: viewer.get_attribute("data-measure-a"), 10)
+    wait_until(lambda: viewer.get_attribute("data-measure-a"), 60)
     click_pixel(chrome, canvas, *solid_pixel(pixels, RIGHT))
-    wait_until(lambda: viewer.get_attribute("data-measure-distance"), 10)
+    wait_until(lambda: viewer.get_attribute("data-measure-distance"), 60)
 
 
 def test_measure_on_a_metric_depth_map_matches_the_downloaded_cloud(chrome, live_server, tmp_path):

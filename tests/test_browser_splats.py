@@ -39,7 +39,7 @@ def halves(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return (red > 120) & (blue < 100), (blue > 120) & (red < 100)
 
 
-def wait_for_canvas(chrome, canvas, condition, timeout: float = 30) -> np.ndarray:
+def wait_for_canvas(chrome, canvas, condition, timeout: float = 60) -> np.ndarray:
     """The canvas's pixels once ``condition(pixels)`` holds (fails after ``timeout`` seconds)."""
     found = []
     wait_until(lambda: condition(found.append(canvas_pixels(chrome, canvas)) or found[-1]), timeout)
@@ -66,9 +66,9 @@ def test_splats_toggle_draws_the_splat_file_in_place_of_the_points(chrome, live_
     chrome.execute_script("arguments[0].scrollIntoView({block: 'center'})", canvas)
 
     # Only the job page may compile WebAssembly; the page it came from keeps the strict policy.
-    job_csp = requests.get(chrome.current_url, timeout=10).headers["Content-Security-Policy"]
+    job_csp = requests.get(chrome.current_url, timeout=60).headers["Content-Security-Policy"]
     assert "script-src 'self' 'wasm-unsafe-eval';" in job_csp
-    assert "'wasm-unsafe-eval'" not in requests.get(live_server.url + "/", timeout=10).headers[
+    assert "'wasm-unsafe-eval'" not in requests.get(live_server.url + "/", timeout=60).headers[
         "Content-Security-Policy"]
 
     points = canvas_pixels(chrome, canvas)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -99,12 +100,16 @@ def test_help_names_the_axes_and_models():
 
 
 def test_an_unreachable_hub_is_reported_without_retrying_for_minutes(tmp_path, image_file):
-    """Not cached and no Hub: one clear line (a closed local port stands in for the unreachable Hub)."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT), HF_ENDPOINT="http://127.0.0.1:9", HF_HOME=str(tmp_path / "hf"))
-    env.pop("HF_HUB_OFFLINE", None)
-    completed = subprocess.run(
-        [sys.executable, "-m", "converter", str(image_file), "-o", str(tmp_path / "x.ply"), "--model",
-         "someone/some-depth-model"], capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+    """Not cached and no Hub: one clear line (a closed local port stands in for the unreachable Hub: bound here and
+    never listened on, so it refuses every connection and nothing else can take it while the CLI runs)."""
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        env = dict(os.environ, PYTHONPATH=str(ROOT), HF_ENDPOINT=f"http://127.0.0.1:{closed.getsockname()[1]}",
+                   HF_HOME=str(tmp_path / "hf"))
+        env.pop("HF_HUB_OFFLINE", None)
+        completed = subprocess.run(
+            [sys.executable, "-m", "converter", str(image_file), "-o", str(tmp_path / "x.ply"), "--model",
+             "someone/some-depth-model"], capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
     assert completed.returncode == 3
     assert "someone/some-depth-model" in completed.stderr and "cannot be reached" in completed.stderr
     assert "Retry" not in completed.stderr

@@ -32,7 +32,7 @@ def poll(server, status_url: str, until, timeout: float = 60) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            view = requests.get(server.url + status_url, timeout=10).json()
+            view = requests.get(server.url + status_url, timeout=60).json()
             if until(view):
                 return view
         except (requests.ConnectionError, ValueError):
@@ -77,8 +77,8 @@ def test_a_full_disk_fails_the_job_clearly_and_leaves_no_partial_file(tiny_model
         assert "disk space" in view["error"] and view["files"] == {}
         job_folder = server.outputs / view["id"]
         assert sorted(path.name for path in job_folder.iterdir()) == ["job.json"]
-        assert requests.get(server.url + f"/jobs/{view['id']}/files/ply", timeout=10).status_code == 404
-        assert requests.get(server.url + "/healthz", timeout=10).status_code == 200
+        assert requests.get(server.url + f"/jobs/{view['id']}/files/ply", timeout=60).status_code == 404
+        assert requests.get(server.url + "/healthz", timeout=60).status_code == 200
 
 
 def test_a_corrupt_model_folder_is_unavailable_not_a_crash(tiny_models, tmp_path):
@@ -91,14 +91,14 @@ def test_a_corrupt_model_folder_is_unavailable_not_a_crash(tiny_models, tmp_path
     (tmp_path / "srv").mkdir()
     with serve(broken, tmp_path / "srv", workers=1, threads=2, EXPECT_UNREADY=1) as server:
         deadline = time.monotonic() + 60
-        while requests.get(server.url + "/readyz", timeout=10).json()["status"] == "loading":
+        while requests.get(server.url + "/readyz", timeout=60).json()["status"] == "loading":
             assert time.monotonic() < deadline
             time.sleep(0.2)
-        ready = requests.get(server.url + "/readyz", timeout=10)
+        ready = requests.get(server.url + "/readyz", timeout=60)
         assert ready.status_code == 503 and "unavailable" in ready.json()["message"]
-        assert requests.get(server.url + "/healthz", timeout=10).status_code == 200
-        page = requests.get(server.url + "/", timeout=10).text
+        assert requests.get(server.url + "/healthz", timeout=60).status_code == 200
+        page = requests.get(server.url + "/", timeout=60).text
         assert "broken-model" in page and "DEPTH_MODEL" in page
         refused = requests.post(server.url + "/convert", files={"image": ("p.png", png_bytes(
-            np.zeros((20, 20, 3), np.uint8)))}, timeout=30)
+            np.zeros((20, 20, 3), np.uint8)))}, timeout=60)
         assert refused.status_code == 503 and "unavailable" in refused.text

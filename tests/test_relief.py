@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -169,15 +168,14 @@ def test_paper_background_leaves_photos_and_dark_borders_alone(photo):
 
 
 @pytest.mark.slow  # a third of a second or more: the fast tier stays under 30 s
-def test_paper_background_is_fast_on_megapixels():
+def test_paper_background_on_megapixels():
+    """Three megapixels of noisy paper: the border's paper goes, the drawing and the white inside it stay. (How
+    long it takes is bench/geometry_speed.py's business: a duration asserted here would depend on the machine.)"""
     rng = np.random.default_rng(0)
     picture = (232 + rng.integers(-8, 9, (1500, 2000, 3))).astype(np.uint8)
     picture[300:1200, 400:1600] = 40
     picture[500:1000, 600:1400] = 235
-    loaded = load_image(picture)
-    started = time.perf_counter()
-    mask = paper_mask(loaded)
-    assert time.perf_counter() - started < 5.0  # ~0.2 s alone; generous for a loaded test machine
+    mask = paper_mask(load_image(picture))
     assert mask[:300].all() and not mask[300:1200, 400:1600].any()
 
 

@@ -241,7 +241,7 @@ def status_text(driver) -> str:
     return driver.find_element(By.CSS_SELECTOR, "#v .viewer-status").text
 
 
-def wait_for_pixels(driver, condition, timeout: float = 10) -> np.ndarray:
+def wait_for_pixels(driver, condition, timeout: float = 60) -> np.ndarray:
     """Poll the canvas until condition(pixels) holds (renders after input happen on the next animation frame)."""
     found = {}
 
@@ -341,7 +341,7 @@ def test_toolbar_is_labelled_and_works(site, driver):
 def test_show_mesh_loads_the_textured_glb_lazily(site, driver):
     assert open_viewer(driver, site["url"] + "/index.html") == "ready"
     driver.find_element(By.XPATH, "//div[@id='v']//label[normalize-space()='Show mesh']").click()
-    WebDriverWait(driver, 30).until(
+    WebDriverWait(driver, 60).until(
         lambda d: d.find_element(By.ID, "v").get_attribute("data-mesh-state") in ("ready", "error"))
     assert driver.find_element(By.ID, "v").get_attribute("data-mesh-state") == "ready", status_text(driver)
     assert status_text(driver) == "Mesh: 2 triangles"
@@ -412,7 +412,7 @@ def test_viewer_added_later_is_set_up(site, driver):
         late.dataset.viewer = '';
         late.dataset.plyUrl = '/cloud.ply';
         document.querySelector('main').append(late);""")
-    WebDriverWait(driver, 30).until(
+    WebDriverWait(driver, 60).until(
         lambda d: d.execute_script("return document.querySelector('#late').dataset.viewerState") == "ready")
     assert driver.find_element(By.ID, "late").get_attribute("data-point-count") == str(site["points"])
     assert driver.find_elements(By.CSS_SELECTOR, "#late input[type=checkbox]") == []  # no mesh URL, no toggle
@@ -499,10 +499,10 @@ def test_measure_between_two_picked_points(site, driver, tmp_path):
     red_pixel = pixel_near_middle_of(near(picture, RED, 12))
     dark_pixel = pixel_near_middle_of(near(picture, DARK, 12))
     click_pixel(driver, canvas, *red_pixel)
-    WebDriverWait(driver, 10).until(lambda d: viewer.get_attribute("data-measure-a"))
+    WebDriverWait(driver, 60).until(lambda d: viewer.get_attribute("data-measure-a"))
     assert viewer.get_attribute("data-measure-b") is None and "point B" in readout.text
     click_pixel(driver, canvas, *dark_pixel)
-    WebDriverWait(driver, 10).until(lambda d: viewer.get_attribute("data-measure-distance"))
+    WebDriverWait(driver, 60).until(lambda d: viewer.get_attribute("data-measure-distance"))
 
     a = match_in_file(points, coordinates(viewer.get_attribute("data-measure-a")))
     b = match_in_file(points, coordinates(viewer.get_attribute("data-measure-b")))
@@ -519,7 +519,7 @@ def test_measure_between_two_picked_points(site, driver, tmp_path):
 
     # A third click starts a new measurement.
     click_pixel(driver, canvas, *dark_pixel)
-    WebDriverWait(driver, 10).until(lambda d: viewer.get_attribute("data-measure-b") is None)
+    WebDriverWait(driver, 60).until(lambda d: viewer.get_attribute("data-measure-b") is None)
     assert np.abs(coordinates(viewer.get_attribute("data-measure-a")) - b).max() < 1e-5
     assert viewer.get_attribute("data-measure-distance") is None and "point B" in readout.text
 
@@ -533,7 +533,7 @@ def test_measure_between_two_picked_points(site, driver, tmp_path):
     # Turning measuring off clears it too; while off, clicks pick nothing.
     measure.click()
     click_pixel(driver, canvas, *red_pixel)
-    WebDriverWait(driver, 10).until(lambda d: viewer.get_attribute("data-measure-a"))
+    WebDriverWait(driver, 60).until(lambda d: viewer.get_attribute("data-measure-a"))
     measure.click()
     assert viewer.get_attribute("data-measure-a") is None and measure.get_attribute("aria-pressed") == "false"
     click_pixel(driver, canvas, *red_pixel)
@@ -553,7 +553,7 @@ def test_measure_says_relative_units_without_a_real_scale(site, driver, tmp_path
         late.dataset.plyUrl = '/cloud.ply';
         late.dataset.units = 'relative units';
         document.querySelector('main').append(late);""")
-    WebDriverWait(driver, 30).until(
+    WebDriverWait(driver, 60).until(
         lambda d: d.execute_script("return document.querySelector('#rel').dataset.viewerState") == "ready")
     viewer = driver.find_element(By.ID, "rel")
     canvas = viewer.find_element(By.TAG_NAME, "canvas")
@@ -564,14 +564,14 @@ def test_measure_says_relative_units_without_a_real_scale(site, driver, tmp_path
         with Image.open(io.BytesIO(base64.b64decode(data_url.split(",", 1)[1]))) as image:
             return np.asarray(image.convert("RGB")).astype(int)
 
-    WebDriverWait(driver, 10, poll_frequency=0.2).until(
+    WebDriverWait(driver, 60, poll_frequency=0.2).until(
         lambda d: solid(near(pixels_of_rel(), GREEN, 12)).any() and solid(near(pixels_of_rel(), RED, 12)).any())
     picture = pixels_of_rel()
     viewer.find_element(By.XPATH, ".//button[normalize-space()='Measure']").click()
     click_pixel(driver, canvas, *pixel_near_middle_of(near(picture, GREEN, 12)))
-    WebDriverWait(driver, 10).until(lambda d: viewer.get_attribute("data-measure-a"))
+    WebDriverWait(driver, 60).until(lambda d: viewer.get_attribute("data-measure-a"))
     click_pixel(driver, canvas, *pixel_near_middle_of(near(picture, RED, 12)))
-    WebDriverWait(driver, 10).until(lambda d: viewer.get_attribute("data-measure-distance"))
+    WebDriverWait(driver, 60).until(lambda d: viewer.get_attribute("data-measure-distance"))
     a = match_in_file(points, coordinates(viewer.get_attribute("data-measure-a")))
     b = match_in_file(points, coordinates(viewer.get_attribute("data-measure-b")))
     assert a[2] == -3.0 and a[0] < -0.9 and a[1] > 0.6 and b[2] == -2.0  # green corner of the wall, red square
@@ -593,7 +593,7 @@ def test_splats_refused_by_a_strict_csp_leave_the_points(site, driver):
     driver.execute_script("""window.refused = [];
         document.addEventListener('securitypolicyviolation', (e) => window.refused.push([e.effectiveDirective, e.blockedURI]));""")
     driver.find_element(By.XPATH, "//div[@id='v']//label[normalize-space()='Show splats']").click()
-    WebDriverWait(driver, 30).until(
+    WebDriverWait(driver, 60).until(
         lambda d: d.find_element(By.ID, "v").get_attribute("data-splat-state") in ("ready", "error"))
     assert driver.find_element(By.ID, "v").get_attribute("data-splat-state") == "error", status_text(driver)
     assert status_text(driver).startswith("The splats cannot be shown here: this page does not allow the WebAssembly")

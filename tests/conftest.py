@@ -193,6 +193,7 @@ def _answers(url: str) -> bool:
 def serve(model_folder, folder, workers: int = 2, threads: int = 4, preexec_fn=None, outputs=None, **env_overrides):
     """Run the real app under real gunicorn on 127.0.0.1 until the block ends; yields url, folders and process.
     ``outputs``: an OUTPUT_FOLDER shared with other servers (default: ``folder``/outputs)."""
+    import signal
     import socket
     import subprocess
     import time
@@ -217,7 +218,7 @@ def serve(model_folder, folder, workers: int = 2, threads: int = 4, preexec_fn=N
             [sys.executable, "-m", "gunicorn", "--bind", f"fd://{listener.fileno()}", "--workers", str(workers),
              "--threads", str(threads), "--timeout", "120", "app:create_app()"],
             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=preexec_fn,
-            pass_fds=(listener.fileno(),),
+            pass_fds=(listener.fileno(),), start_new_session=True,
         )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 90
@@ -239,9 +240,10 @@ def serve(model_folder, folder, workers: int = 2, threads: int = 4, preexec_fn=N
     finally:
         process.terminate()
         try:
-            process.wait(timeout=20)
+            process.wait(timeout=60)  # gunicorn's graceful stop waits up to 30 s for a worker's running job
         except subprocess.TimeoutExpired:
-            process.kill()
+            os.killpg(process.pid, signal.SIGKILL)  # the master and its workers (a session of their own)
+            process.wait()  # reaped: an unwaited Popen warns "still running", which fails the session at exit
         log.close()
 
 

@@ -6,11 +6,12 @@ import os
 import resource
 import signal
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 import requests
-from conftest import png_bytes, serve
+from conftest import holding, png_bytes, serve
 
 pytestmark = pytest.mark.slow  # real gunicorn or the CLI in subprocesses
 
@@ -42,10 +43,12 @@ def poll(server, status_url: str, until, timeout: float = 60) -> dict:
 
 
 def test_a_worker_killed_mid_job_fails_the_job_and_the_next_job_succeeds(tiny_models, tmp_path):
-    # A large flat picture: cheap to upload, slow enough to convert that we can kill the worker during it.
-    big = png_bytes(np.full((5000, 7000, 3), 90, np.uint8))
-    with serve(tiny_models["dpt_hybrid"], tmp_path, workers=1, threads=4) as server:
-        accepted = requests.post(server.url + "/api/v1/conversions", files={"image": ("big.png", big)},
+    holds = holding(tmp_path)
+    hold = Path(holds["HOLD_CONVERSIONS_WHILE"])
+    hold.touch()  # the job starts, then waits inside its conversion: it is mid-job when its worker is killed
+    picture = png_bytes(np.full((120, 160, 3), 90, np.uint8))
+    with serve(tiny_models["dpt_hybrid"], tmp_path, workers=1, threads=4, **holds) as server:
+        accepted = requests.post(server.url + "/api/v1/conversions", files={"image": ("p.png", picture)},
                                  data={"detail": "full"}, timeout=60)
         assert accepted.status_code == 202
         status_url = accepted.json()["status_url"]
@@ -54,6 +57,7 @@ def test_a_worker_killed_mid_job_fails_the_job_and_the_next_job_succeeds(tiny_mo
         os.kill(worker, signal.SIGKILL)
         view = poll(server, status_url, lambda view: view["status"] != "running")
         assert view["status"] == "failed" and "stopped" in view["error"] and view["files"] == {}
+        hold.unlink()
         small = png_bytes(np.full((30, 40, 3), 120, np.uint8))
         again = requests.post(server.url + "/api/v1/conversions", files={"image": ("s.png", small)}, timeout=60)
         assert poll(server, again.json()["status_url"], lambda v: v["status"] in ("done", "failed"))["status"] == \

@@ -102,7 +102,7 @@ def test_a_burst_larger_than_the_queue(tiny_models, tmp_path, picture):
     """12 simultaneous uploads against 1 worker process with room for 3 jobs (1 converting, 2 waiting): while the
     conversions are held, exactly 3 are accepted and 9 refused at once (they are answered while nothing can end)
     with 503 + Retry-After; released, each accepted one converts to a correct file; memory stays bounded."""
-    from test_export_load import holding
+    from conftest import holding
 
     settings = holding(tmp_path)
     hold = tmp_path / "hold-conversions"

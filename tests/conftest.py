@@ -247,37 +247,11 @@ def serve(model_folder, folder, workers: int = 2, threads: int = 4, preexec_fn=N
         log.close()
 
 
-# A gunicorn config file (passed in GUNICORN_CMD_ARGS) with one hook: after a worker loads the real app, its
-# conversions (exports) wait before their work while the file HOLD_CONVERSIONS_WHILE (HOLD_EXPORTS_WHILE) names
-# exists. Without the files: no effect.
-GUNICORN_HOLDS = """
-import os
-import time
-from pathlib import Path
-
-
-def _held(variable, function):
-    def run(*args, **kwargs):
-        hold = os.environ.get(variable)
-        while hold and Path(hold).exists():
-            time.sleep(0.02)
-        return function(*args, **kwargs)
-    return run
-
-
-def post_worker_init(worker):
-    runner = worker.wsgi.extensions["image_to_3d"].runner
-    runner.convert = _held("HOLD_CONVERSIONS_WHILE", runner.convert)
-    runner.export = _held("HOLD_EXPORTS_WHILE", runner.export)
-"""
-
-
 def holding(folder: Path) -> dict:
-    """serve() settings that install GUNICORN_HOLDS: hold files ``folder``/hold-conversions and hold-exports."""
-    config = folder / "gunicorn_holds.py"
-    config.write_text(GUNICORN_HOLDS)
-    return {"GUNICORN_CMD_ARGS": f"--config {config}", "HOLD_CONVERSIONS_WHILE": folder / "hold-conversions",
-            "HOLD_EXPORTS_WHILE": folder / "hold-exports"}
+    """serve() settings that hold a worker's conversions and exports (tests/holds.py) while the files
+    ``folder``/hold-conversions and hold-exports exist."""
+    return {"GUNICORN_CMD_ARGS": f"--config {ROOT / 'tests' / 'holds.py'}",
+            "HOLD_CONVERSIONS_WHILE": folder / "hold-conversions", "HOLD_EXPORTS_WHILE": folder / "hold-exports"}
 
 
 @pytest.fixture(scope="session")

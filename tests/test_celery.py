@@ -28,32 +28,6 @@ REDIS_SERVER = shutil.which("redis-server")
 MAX_QUEUED = 2
 FINISHED = ("done", "failed")
 
-# The workers run the real web.celery_worker through this module, which only adds two holds for the tests: while
-# the file HOLD_CONVERSIONS_WHILE (or HOLD_EXPORTS_WHILE) names exists, a job (an export) waits before its work, so
-# a test decides when work may end instead of hoping a conversion is slow enough. Without the files: no effect.
-GATE_MODULE = """
-import os
-import time
-from pathlib import Path
-
-from web import celery_worker
-from web.celery_worker import app  # noqa: F401 (celery -A finds the app here; importing registers the tasks)
-
-
-def _held(variable, function):
-    def run(*args, **kwargs):
-        hold = os.environ.get(variable)
-        while hold and Path(hold).exists():
-            time.sleep(0.02)
-        return function(*args, **kwargs)
-    return run
-
-
-celery_worker.run_job = _held("HOLD_CONVERSIONS_WHILE", celery_worker.run_job)
-celery_worker.Exports.run = _held("HOLD_EXPORTS_WHILE", celery_worker.Exports.run)
-"""
-
-
 def quiet_port() -> int:
     """A free port below the kernel's ephemeral range (ip_local_port_range), so no bind(0) or outgoing connection
     of another process takes it while it is unbound (between choosing it and the server binding it, or across a
@@ -185,11 +159,8 @@ def worker_setting(root: Path, **extra):
     outputs.mkdir()
     redis_server = Redis(root / "redis")
     redis_server.start()
-    gate = root / "gate"
-    gate.mkdir()
-    (gate / "celery_gate.py").write_text(GATE_MODULE)
     env = dict(os.environ, REDIS_URL=redis_server.url, OUTPUT_FOLDER=str(outputs), DEPTH_MODEL=str(model),
-               HF_HUB_OFFLINE="1", PYTHONPATH=f"{ROOT}{os.pathsep}{gate}", TORCH_THREADS="1",
+               HF_HUB_OFFLINE="1", PYTHONPATH=f"{ROOT}{os.pathsep}{ROOT / 'tests'}", TORCH_THREADS="1",
                HOLD_CONVERSIONS_WHILE=str(root / "hold-conversions"), HOLD_EXPORTS_WHILE=str(root / "hold-exports"),
                **extra)
     return redis_server, model, outputs, env

@@ -32,7 +32,7 @@ from .exports.outputs import (
     write_outputs,
 )
 from .images import DEFAULT_MAX_PIXELS, LoadedImage, check_convertible_size, load_image, probe_header
-from .options import DEFAULT_MAX_POINTS, DEPTH_KIND_CHOICES, DETAIL_LEVELS, MODES, ConversionOptions
+from .options import DEFAULT_MAX_POINTS, DEPTH_KIND_CHOICES, DETAIL_LEVELS, MODES, ConversionOptions, parse_number
 from .pipeline import ConversionResult, Converter
 from .stages import (
     BUILDING_GEOMETRY,
@@ -77,6 +77,6 @@ __all__ = [
     "KNOWN_MODELS", "LOADING_MODEL", "LoadedImage", "MESH_KINDS", "MODES", "ModelUnavailableError", "OUTPUTS",
     "OptionError", "OutputError", "OutputSettings", "PREDICTION_FILE", "QUEUED", "RUNNING", "STATE_FILES",
     "StateError", "UnsupportedImageError", "WRITING_FILES", "atomic_output", "check_convertible_size", "convert",
-    "load_image", "load_prediction", "load_state", "parse_simplify", "probe_header", "progress_of", "save_prediction",
+    "load_image", "load_prediction", "load_state", "parse_number", "parse_simplify", "probe_header", "progress_of", "save_prediction",
     "set_torch_threads", "write_json", "write_outputs",
 ]

@@ -243,7 +243,7 @@ def test_stl_download_is_a_watertight_relief(client):
 
 def test_new_form_fields_are_validated(client):
     for fields, words in (({"mode": "sideways"}, "mode"), ({"stl_width_mm": "-3"}, "stl width"),
-                          ({"stl_width_mm": "wide"}, "stl width")):
+                          ({"stl_width_mm": "wide"}, "stl_width_mm")):
         response = post(client, "/api/v1/conversions", picture(), **fields)
         assert response.status_code == 400, fields
         assert words in response.get_json()["error"].lower()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import replace
 
 from converter import (
@@ -12,14 +11,14 @@ from converter import (
     MODES,
     ConversionOptions,
     OptionError,
+    parse_number,
     parse_simplify,
 )
 
 from .job_request import JobRequest
 
-_NUMBERS = (("fov", "fov_deg", "Field of view"), ("focal_px", "focal_px", "Focal length"),
-            ("relief", "relief", "Relief"),
-            ("drop_background", "drop_background_percent", "Background to drop"))
+_NUMBERS = (("fov", "fov_deg"), ("focal_px", "focal_px"), ("relief", "relief"),
+            ("drop_background", "drop_background_percent"))
 
 
 def parse_request(form, models: list[str], default_model: str) -> JobRequest:
@@ -74,13 +73,13 @@ def _fields(form) -> tuple[dict, dict]:
         if detail not in DETAIL_LEVELS:
             raise OptionError(f"Detail must be one of: {', '.join(DETAIL_LEVELS)}.")
         options["max_points"] = DETAIL_LEVELS[detail]
-    max_points = _number(form, "max_points", "Maximum points")
+    max_points = _number(form, "max_points", whole=True)
     if max_points is not None:
-        if max_points != int(max_points) or max_points < 0:
+        if max_points < 0:
             raise OptionError("Maximum points must be a whole number, 0 or more.")
-        options["max_points"] = int(max_points)
-    for name, option, label in _NUMBERS:
-        value = _number(form, name, label)
+        options["max_points"] = max_points
+    for name, option in _NUMBERS:
+        value = _number(form, name)
         if value is not None:
             options[option] = value
     submitted_by_form = bool(form.get("checkboxes_submitted"))  # an unticked box sends nothing at all
@@ -92,7 +91,7 @@ def _fields(form) -> tuple[dict, dict]:
         if mode not in MODES:
             raise OptionError(f"Mode must be one of: {', '.join(MODES)}.")
         options["mode"] = mode
-    stl_width = _number(form, "stl_width_mm", "STL width")
+    stl_width = _number(form, "stl_width_mm")
     if stl_width is not None:
         if not 1 <= stl_width <= 2000:
             raise OptionError("STL width must be between 1 and 2000 millimetres.")
@@ -104,34 +103,25 @@ def _fields(form) -> tuple[dict, dict]:
         job["simplify"] = parse_simplify(simplify)
     known = (form.get("known_length") or "").strip()
     if known:
-        options["known_length"] = _numbers(known, "The known length", 5)
+        options["known_length"] = _known_length(known)
     return options, job
 
 
-def _numbers(text: str, label: str, count: int) -> tuple[float, ...]:
-    """"x1 y1 x2 y2 m" (spaces or commas) → floats; the option itself checks what they mean."""
+def _known_length(text: str) -> tuple[float, ...]:
+    """"x1 y1 x2 y2 m" (spaces or commas) → five floats; the option itself checks what they mean."""
     parts = text.replace(",", " ").split()
-    try:
-        values = tuple(float(part) for part in parts)
-    except ValueError:
-        values = ()
-    if len(values) != count or not all(math.isfinite(value) for value in values):
-        raise OptionError(f"{label} must be {count} numbers: X1 Y1 X2 Y2 (two pixels of the image) and the real "
-                          "distance between them in metres.")
-    return values
+    if len(parts) != 5:
+        raise OptionError("The field 'known_length' must be 5 numbers: X1 Y1 X2 Y2 (two pixels of the image) and "
+                          "the real distance between them in metres.")
+    return tuple(parse_number(part, "known_length") for part in parts)
 
 
-def _number(form, field: str, label: str) -> float | None:
-    text = (form.get(field) or "").strip()
-    if not text:
+def _number(form, field: str, whole: bool = False) -> float | int | None:
+    """A numeric field (converter.parse_number: ASCII digits only); None when blank."""
+    text = form.get(field) or ""
+    if not text.strip(" \t\r\n"):
         return None
-    try:
-        value = float(text)
-    except ValueError:
-        raise OptionError(f"{label} must be a number.") from None
-    if not math.isfinite(value):
-        raise OptionError(f"{label} must be a finite number.")
-    return value
+    return parse_number(text, field, whole=whole)
 
 
 def _flag(value) -> bool:

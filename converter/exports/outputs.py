@@ -20,6 +20,7 @@ import numpy as np
 
 from .. import geometry
 from ..errors import OptionError
+from ..options import parse_number
 from ..mesh import DEFAULT_MAX_DEPTH_RATIO, Mesh, mesh_from_result, mesh_on_grid, texture_image
 from . import files as export
 from . import mesh_formats as mesh_export
@@ -343,12 +344,12 @@ def parse_simplify(value) -> str | int:
         text = value.strip().lower()
         if text in DETAIL_FRACTIONS:
             return text
-        if text.isdigit():
-            value = int(text)
+        if text[:1].isascii() and text[:1].isdigit():  # a count: ASCII digits only ('¹', '٣' are refused below)
+            value = parse_number(text, "simplify", whole=True)
     if isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= MIN_TARGET_FACES:
         return int(value)
     raise OptionError(f"Simplify to a detail level ({', '.join(DETAIL_FRACTIONS)}) or a number of triangles "
-                      f"(at least {MIN_TARGET_FACES}).")
+                      f"written with the digits 0-9 (at least {MIN_TARGET_FACES}).")
 
 
 def kind_for_path(path: str | Path) -> OutputKind:

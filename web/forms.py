@@ -110,10 +110,17 @@ def _fields(form) -> tuple[dict, dict]:
 def _known_length(text: str) -> tuple[float, ...]:
     """"x1 y1 x2 y2 m" (spaces or commas) → five floats; the option itself checks what they mean."""
     parts = text.replace(",", " ").split()
+    sentence = ("The field 'known_length' must be 5 numbers written with the digits 0-9: X1 Y1 X2 Y2 (two pixels of "
+                "the image) and the real distance between them in metres")
     if len(parts) != 5:
-        raise OptionError("The field 'known_length' must be 5 numbers: X1 Y1 X2 Y2 (two pixels of the image) and "
-                          "the real distance between them in metres.")
-    return tuple(parse_number(part, "known_length") for part in parts)
+        raise OptionError(sentence + ".")
+    values = []
+    for part in parts:
+        try:
+            values.append(parse_number(part, "known_length"))
+        except OptionError:
+            raise OptionError(f"{sentence}; '{part[:20]}' is not such a number.") from None
+    return tuple(values)
 
 
 def _number(form, field: str, whole: bool = False) -> float | int | None:

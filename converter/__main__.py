@@ -14,7 +14,7 @@ from .depth.huggingface import PRECISIONS
 from .depth.models import DEFAULT_MODEL, KNOWN_MODELS
 from .errors import ConversionError, ModelUnavailableError
 from .exports import printing
-from .exports.outputs import OUTPUTS, OutputSettings, kind_for_path, parse_kinds, write_outputs
+from .exports.outputs import OUTPUTS, UP_AXES, OutputSettings, kind_for_path, parse_kinds, write_outputs
 from .options import DEFAULT_MAX_POINTS, DEPTH_KIND_CHOICES, MODES, ConversionOptions
 from .pipeline import Converter
 
@@ -83,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "number of triangles (default %(default)s)")
     group.add_argument("--stl-width-mm", type=float, default=printing.DEFAULT_WIDTH_MM, metavar="MM",
                        help=".stl output: width of the printed relief in millimetres (default %(default)s)")
+    group.add_argument("--up", default="y", metavar="AXIS", help=".ply, .pcd and mesh .ply output: which axis is up: "
+                       + ", ".join(f"{name} = {what}" for name, what in UP_AXES.items()) + " (default %(default)s; "
+                       ".las is always z up, .glb/.obj/.usdz y up, .stl z up)")
     group.add_argument("--stl-base-mm", type=float, default=printing.DEFAULT_BASE_MM, metavar="MM",
                        help=".stl output: thickness of its flat base in millimetres (default %(default)s)")
     parser.add_argument("-q", "--quiet", action="store_true", help="print errors only")
@@ -100,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
             drop_background_percent=args.drop_background, mode=args.mode, paper_background=args.paper_background,
             known_length=args.known_length,
         )
-        settings = OutputSettings(stl_width_mm=args.stl_width_mm, stl_base_mm=args.stl_base_mm, simplify=args.simplify)
+        settings = OutputSettings(stl_width_mm=args.stl_width_mm, stl_base_mm=args.stl_base_mm, simplify=args.simplify,
+                                  up=args.up)
         kinds = parse_kinds(args.format) if args.format else None
         jobs = plan_outputs([Path(p) for p in args.inputs], args.output, args.mesh, kinds)
     except (ConversionError, ValueError) as error:

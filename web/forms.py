@@ -13,6 +13,7 @@ from converter import (
     OptionError,
     parse_number,
     parse_simplify,
+    parse_up,
 )
 
 from .job_request import JobRequest
@@ -101,6 +102,9 @@ def _fields(form) -> tuple[dict, dict]:
     simplify = (form.get("simplify") or "").strip()
     if simplify:
         job["simplify"] = parse_simplify(simplify)
+    up = (form.get("up") or "").strip()
+    if up:
+        job["up"] = parse_up(up)
     known = (form.get("known_length") or "").strip()
     if known:
         options["known_length"] = _known_length(known)

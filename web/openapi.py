@@ -7,7 +7,7 @@ slow tier fails otherwise).
 
 from __future__ import annotations
 
-from converter import DEPTH_KIND_CHOICES, DETAIL_LEVELS, MODES
+from converter import DEPTH_KIND_CHOICES, DETAIL_LEVELS, MODES, UP_AXES
 
 from .conversion import offered_kinds
 from .job_request import JobRequest
@@ -125,6 +125,9 @@ def _option_fields(config) -> dict:
         "mesh": {**flag, "description": "Also offer the mesh downloads."},
         "stl_width_mm": _number("Width of the printable relief, 1–2000 mm."),
         "simplify": {"type": "string", "description": "low, medium, high or a triangle count (at least 4)."},
+        "up": _choice(list(UP_AXES), "Which axis is up in the .ply and .pcd files: "
+                      + "; ".join(f"{name}: {what}" for name, what in UP_AXES.items())
+                      + " (.las is always z up, .glb/.obj/.usdz y up, .stl z up). A rebuild keeps the job's."),
         "known_length": {"type": "string", "description": "X1 Y1 X2 Y2 METRES: two pixels and the real distance "
                                                           "between their surface points."},
         "depth_kind": _choice(list(DEPTH_KIND_CHOICES), "What a depth file holds."),

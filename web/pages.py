@@ -42,7 +42,7 @@ def job_result_fragment(job_id):
     service = get_service()
     job = service.job_or_404(job_id)
     return render_template("_result.html", job=job, view=service.job_view(job), downloads=DOWNLOADS,
-                           download_groups=DOWNLOAD_GROUPS)
+                           download_groups=DOWNLOAD_GROUPS, up_axes=page_context()["up_axes"])
 
 
 @bp.get("/jobs/<id:job_id>/files/<kind>")

@@ -17,6 +17,7 @@ from converter import (
     KNOWN_MODELS,
     MODES,
     PREDICTION_FILE,
+    UP_AXES,
     OptionError,
     check_convertible_size,
     load_image,
@@ -259,7 +260,7 @@ def page_context() -> dict:
         "max_upload_mb": config["MAX_UPLOAD_MB"], "max_megapixels": config["MAX_PIXELS"] / 1e6,
         "max_batch_images": config["MAX_BATCH_IMAGES"],
         "download_groups": DOWNLOAD_GROUPS, "detail_levels": DETAIL_LEVELS, "modes": MODES,
-        "default_stl_width_mm": DEFAULT_STL_WIDTH_MM,
+        "default_stl_width_mm": DEFAULT_STL_WIDTH_MM, "up_axes": UP_AXES,
     }
 
 

@@ -34,7 +34,17 @@ from .exports.outputs import (
     write_outputs,
 )
 from .images import DEFAULT_MAX_PIXELS, LoadedImage, check_convertible_size, load_image, probe_header
-from .options import DEFAULT_MAX_POINTS, DEPTH_KIND_CHOICES, DETAIL_LEVELS, MODES, ConversionOptions, parse_number
+from .options import (
+    DECIMAL_GRAMMAR,
+    DEFAULT_MAX_POINTS,
+    DEPTH_KIND_CHOICES,
+    DETAIL_LEVELS,
+    FOCAL_PX_RANGE,
+    MODES,
+    WHOLE_GRAMMAR,
+    ConversionOptions,
+    parse_number,
+)
 from .pipeline import ConversionResult, Converter
 from .stages import (
     BUILDING_GEOMETRY,
@@ -74,12 +84,13 @@ def convert(image, output=None, *, model: str | None = None, device: str = "auto
 
 __all__ = [
     "ALIGNMENT_KINDS", "Artifacts", "BUILDING_GEOMETRY", "ConversionError", "ConversionOptions", "ConversionResult",
-    "ConversionState", "Converter", "DECODING", "DEFAULT_MAX_PIXELS", "DEFAULT_MAX_POINTS", "DEFAULT_MODEL",
-    "DEPTH_KIND_CHOICES", "DETAIL_LEVELS", "DONE", "DamagedImageError", "DepthFileError", "DepthMap",
-    "ESTIMATING_DEPTH", "FAILED", "IMAGE_FILE", "ImageTooLargeError", "ImageTooSmallError", "InputError",
-    "KNOWN_MODELS", "LOADING_MODEL", "LoadedImage", "MESH_KINDS", "MODES", "ModelUnavailableError", "OUTPUTS",
-    "OptionError", "OutputError", "OutputSettings", "PREDICTION_FILE", "QUEUED", "RUNNING", "STATE_FILES",
-    "StateError", "UP_AXES", "UnsupportedImageError", "WRITING_FILES", "atomic_output", "check_convertible_size", "convert",
-    "load_image", "load_prediction", "load_state", "parse_number", "parse_simplify", "parse_up", "probe_header", "progress_of", "save_prediction",
+    "ConversionState", "Converter", "DECIMAL_GRAMMAR", "DECODING", "DEFAULT_MAX_PIXELS", "DEFAULT_MAX_POINTS",
+    "DEFAULT_MODEL", "DEPTH_KIND_CHOICES", "DETAIL_LEVELS", "DONE", "DamagedImageError", "DepthFileError",
+    "DepthMap", "ESTIMATING_DEPTH", "FAILED", "FOCAL_PX_RANGE", "IMAGE_FILE", "ImageTooLargeError",
+    "ImageTooSmallError", "InputError", "KNOWN_MODELS", "LOADING_MODEL", "LoadedImage", "MESH_KINDS", "MODES",
+    "ModelUnavailableError", "OUTPUTS", "OptionError", "OutputError", "OutputSettings", "PREDICTION_FILE", "QUEUED",
+    "RUNNING", "STATE_FILES", "StateError", "UP_AXES", "UnsupportedImageError", "WHOLE_GRAMMAR", "WRITING_FILES",
+    "atomic_output", "check_convertible_size", "convert", "load_image", "load_prediction", "load_state",
+    "parse_number", "parse_simplify", "parse_up", "probe_header", "progress_of", "save_prediction",
     "set_torch_threads", "write_json", "write_outputs",
 ]

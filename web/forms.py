@@ -18,13 +18,15 @@ from converter import (
 
 from .job_request import JobRequest
 
+FLAG_WORDS = {"true": True, "false": False, "1": True, "0": False, "on": True, "off": False, "yes": True,
+              "no": False, "": False}
 _NUMBERS = (("fov", "fov_deg"), ("focal_px", "focal_px"), ("relief", "relief"),
             ("drop_background", "drop_background_percent"))
 
 
 def parse_request(form, models: list[str], default_model: str) -> JobRequest:
     """A new conversion's fields → JobRequest. Blank fields mean "automatic"."""
-    model = (form.get("model") or default_model).strip()
+    model = (form.get("model") or "").strip() or default_model
     if model not in models:
         raise OptionError(f"Unknown model '{model[:80]}'. Choose one of: {', '.join(models)}.")
     changes, job = _fields(form)
@@ -86,7 +88,7 @@ def _fields(form) -> tuple[dict, dict]:
     submitted_by_form = bool(form.get("checkboxes_submitted"))  # an unticked box sends nothing at all
     for name in ("clean", "paper_background"):
         if form.get(name) is not None or submitted_by_form:
-            options[name] = _flag(form.get(name))
+            options[name] = _flag(name, form.get(name))
     mode = (form.get("mode") or "").strip().lower()
     if mode:
         if mode not in MODES:
@@ -98,7 +100,7 @@ def _fields(form) -> tuple[dict, dict]:
             raise OptionError("STL width must be between 1 and 2000 millimetres.")
         job["stl_width_mm"] = stl_width
     if form.get("mesh") is not None or submitted_by_form:
-        job["mesh"] = _flag(form.get("mesh"))
+        job["mesh"] = _flag("mesh", form.get("mesh"))
     simplify = (form.get("simplify") or "").strip()
     if simplify:
         job["simplify"] = parse_simplify(simplify)
@@ -135,5 +137,9 @@ def _number(form, field: str, whole: bool = False) -> float | int | None:
     return parse_number(text, field, whole=whole)
 
 
-def _flag(value) -> bool:
-    return str(value).strip().lower() in ("1", "true", "on", "yes")
+def _flag(name: str, value) -> bool:
+    """A checkbox or flag field: FLAG_WORDS (any case); an unticked box sends nothing or a blank (False)."""
+    word = str(value or "").strip().lower()
+    if word not in FLAG_WORDS:
+        raise OptionError(f"The field '{name}' must be true or false.")
+    return FLAG_WORDS[word]

@@ -50,6 +50,7 @@ from .settings import conversion_workers, make_converter, uses_cuda
 
 BUSY = "The server is busy with other conversions. Please try again in a minute."
 NOTHING_HERE = "There is nothing here. Results expire after a while; convert the image again."
+STILL_CONVERTING_RETRY_SECONDS = 2
 # Bigger full-size pictures are decoded by their job, not the request (about 2 x 3 bytes a pixel while decoding).
 REQUEST_DECODE_PIXELS = 16_000_000
 
@@ -117,6 +118,7 @@ class Service:
         """A new job converting a finished job's kept image with its kept depth: no model run."""
         source = self.job_or_404(job_id, missing="There is no such conversion to rebuild. Results expire after a "
                                                  "while; convert the image again.")
+        still_converting(source, "rebuild it")
         folder = self.store.folder(source.id)
         if source.status != DONE or IMAGE_FILE not in source.files or not (folder / PREDICTION_FILE).is_file():
             raise UserError(404, "not_rebuildable", "This conversion has no finished result to rebuild (it failed "
@@ -202,7 +204,7 @@ class Service:
 
     def comparison_view(self, comparison: dict) -> dict:
         return {"id": comparison["id"], "url": url_for("pages.compare_page", comparison_id=comparison["id"]),
-                "models": comparison["models"],
+                "models": comparison["models"], "job_ids": comparison["job_ids"],
                 "jobs": [url_for("api.job_status", job_id=job_id) for job_id in comparison["job_ids"]]}
 
     # ------------------------------------------------------------------------------------------------ helpers
@@ -230,6 +232,14 @@ class Service:
             return self.runner.submit(job_request.to_dict(), upload)
         except QueueFullError:
             raise UserError(503, "busy", BUSY, retry_after=30) from None
+
+
+def still_converting(job: Job, wanted: str) -> None:
+    """A 409 with Retry-After while ``job`` is queued or running: it exists, and what was asked comes when it is
+    done (a failed job has no result: the callers answer 404)."""
+    if job.status not in (DONE, FAILED):
+        raise UserError(409, "not_finished", f"This conversion is still running: {wanted} once it is done.",
+                        retry_after=STILL_CONVERTING_RETRY_SECONDS)
 
 
 def _uploads(files) -> tuple[bytes, bytes]:

@@ -67,8 +67,16 @@ def parse_rebuild(form, source: JobRequest, source_camera: dict | None = None) -
     return replace(source, options=replace(source.options, **changes), rebuild_of=None, **job)
 
 
+OPTION_FIELDS = ("model", "align_to", "depth_kind", "detail", "max_points", "fov", "focal_px", "relief",
+                 "drop_background", "clean", "paper_background", "mode", "stl_width_mm", "mesh", "simplify", "up",
+                 "known_length")
+
+
 def _fields(form) -> tuple[dict, dict]:
     """(ConversionOptions fields, JobRequest fields) given in the form; nothing for blank fields."""
+    for name in OPTION_FIELDS:  # a field given twice would be read as its first value: refused instead
+        if hasattr(form, "getlist") and len(form.getlist(name)) > 1:
+            raise OptionError(f"The field '{name}' was given more than once; give it once.")
     options: dict = {}
     job: dict = {}
     detail = (form.get("detail") or "").strip().lower()

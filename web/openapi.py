@@ -7,6 +7,7 @@ slow tier fails otherwise).
 
 from __future__ import annotations
 
+import re
 import struct
 
 from converter import (
@@ -44,7 +45,7 @@ ERRORS = {
     404: "There is no such thing (results expire after a while).",
     410: "It existed but has expired and was deleted.",
     409: "The job (or a job of the batch) is still converting: ask again when it is done (Retry-After says when "
-         "to look again).",
+         "to look again); or it failed, so it has no result (code 'failed', with the reason).",
     413: "A limit was hit (upload size, form parts or a text field, images in a batch, a zip's unpacked size, "
          "its number of entries); the sentence names the limit.",
     415: "A file is not an image in a supported format (by content, never by name).",
@@ -87,7 +88,8 @@ def document(config) -> dict:
                                                      "model."),
                                       **options}, required=["image"]),
                 "responses": {"202": _accepted({"anyOf": [_ref("JobCreated"), _ref("Batch")]},
-                                               {**JOB_LINKS, **BATCH_LINKS}),
+                                               {**JOB_LINKS, **{name: BATCH_LINKS[name]
+                                                                for name in ("getBatch", "downloadBatch")}}),
                               **_errors(400, 413, 415, 422, 503, 507)},
             }},
             "/api/v1/conversions/{job_id}": {"get": {
@@ -120,9 +122,10 @@ def document(config) -> dict:
                 "operationId": "createBatch",
                 "summary": "Several images, or a zip of images: one job each, accepted whole or not at all",
                 "requestBody": _form({
-                    "images": {"type": "array", "items": _file("An image.", EXAMPLE_PICTURE),
-                               "description": f"At most {config['MAX_BATCH_IMAGES']} images (413 beyond: a limit "
-                                              "of this server, like the upload size)."},
+                    "images": {"anyOf": [{"type": "array", "items": _file("An image.", EXAMPLE_PICTURE)},
+                                         _file("One image.", EXAMPLE_PICTURE)],
+                               "description": f"Repeated: at most {config['MAX_BATCH_IMAGES']} images (413 beyond: a "
+                                              "limit of this server, like the upload size)."},
                     "zip": _file(f"A zip of images (stored, deflate, bzip2 or lzma), at most "
                                  f"{config['MAX_BATCH_IMAGES']} files and {config['MAX_BATCH_UNPACKED_MB']} MB "
                                  "unpacked; folders, hidden files and __MACOSX are skipped."),
@@ -154,8 +157,7 @@ def document(config) -> dict:
                 "operationId": "createComparison", "summary": "One image converted by two models, side by side",
                 "requestBody": _form({"image": _file("The image.", EXAMPLE_PICTURE),
                                       "model_a": _choice(config["MODELS"], "The first model (default: model)."),
-                                      "model_b": {"type": "string", "enum": list(config["MODELS"]),
-                                                  "description": "The second model."},
+                                      "model_b": _choice(config["MODELS"], "The second model.", blank=False),
                                       **options}, required=["image", "model_b"]),
                 "responses": {"202": _accepted(_ref("Comparison"), COMPARISON_LINKS),
                               **_errors(400, 413, 415, 422, 503, 507)},
@@ -179,34 +181,35 @@ def document(config) -> dict:
 def _option_fields(config) -> dict:
     """The conversion options as form fields. A blank field means "automatic" (the page's form sends blanks), so
     every one also takes the empty string; numbers are written in ASCII digits (converter.parse_number)."""
-    flag = _blank_or({"type": "string", "enum": list(FLAG_WORDS)})
+    flag = _choice([word for word in FLAG_WORDS if word], "", any_case=True)
     metric_models = [model for model in config["MODELS"]
                      if model not in KNOWN_MODELS or KNOWN_MODELS[model].metric]  # what align_to takes
     return {
         "model": _choice(config["MODELS"], "Depth model (default: the server's)."),
-        "detail": _choice(list(DETAIL_LEVELS), "Output density; or max_points."),
+        "detail": _choice(list(DETAIL_LEVELS), "Output density; or max_points.", any_case=True),
         "max_points": _number("Points wanted, 0 = every pixel.", type="integer", minimum=0),
         "fov": _number("Horizontal field of view, degrees.", minimum=1, maximum=179),
         "focal_px": _number("Focal length in pixels.", minimum=FOCAL_PX_RANGE[0], maximum=FOCAL_PX_RANGE[1]),
         "relief": _number("Depth range of relative models.", exclusiveMinimum=0, maximum=100),
         "drop_background": _number("Also drop the farthest N % of pixels.", minimum=0, exclusiveMaximum=100),
-        "mode": _choice(list(MODES), "perspective (a photo) or relief (drawings, logos)."),
+        "mode": _choice(list(MODES), "perspective (a photo) or relief (drawings, logos).", any_case=True),
         "clean": {**flag, "description": "Drop flying pixels on depth edges (blank: off)."},
         "paper_background": {**flag, "description": "Make white paper around a drawing transparent (blank: off)."},
         "mesh": {**flag, "description": "Also offer the mesh downloads (blank: off)."},
         "stl_width_mm": _number("Width of the printable relief in millimetres.", minimum=1, maximum=2000),
-        "simplify": _blank_or({"anyOf": [{"type": "string", "enum": ["low", "medium", "high"]},
-                                         {"type": "integer", "minimum": 4}]},
-                              "low, medium, high or a triangle count (at least 4), for the simplified mesh."),
+        "simplify": {"anyOf": [_choice(["low", "medium", "high"], "", any_case=True),
+                               {"type": "integer", "minimum": 4}],
+                     "description": "low, medium, high or a triangle count (at least 4), for the simplified mesh."},
         "up": _choice(list(UP_AXES), "Which axis is up in the .ply and .pcd files: "
                       + "; ".join(f"{name}: {what}" for name, what in UP_AXES.items())
-                      + " (.las is always z up, .glb/.obj/.usdz y up, .stl z up). A rebuild keeps the job's."),
+                      + " (.las is always z up, .glb/.obj/.usdz y up, .stl z up). A rebuild keeps the job's.",
+                      any_case=True),
         "known_length": {"type": "string",
                          "pattern": rf"^\s*$|^[\s,]*{DECIMAL_GRAMMAR}([\s,]+{DECIMAL_GRAMMAR}){{4}}[\s,]*$",
                          "description": "X1 Y1 X2 Y2 METRES (spaces or commas): two pixels and the real distance "
                                         "between their surface points (the two pixels different, the distance "
                                         "above 0)."},
-        "depth_kind": _choice(list(DEPTH_KIND_CHOICES), "What a depth file holds."),
+        "depth_kind": _choice(list(DEPTH_KIND_CHOICES), "What a depth file holds.", any_case=True),
         "align_to": _choice(metric_models, "A metric model to fit the depth model's relative depth to: metres with "
                                            "the relative model's detail (the depth model must differ)."),
     }
@@ -283,8 +286,20 @@ def _file(description: str, example: str | None = None) -> dict:
     return schema
 
 
-def _choice(choices, description: str) -> dict:
-    return _blank_or({"type": "string", "enum": list(choices)}, description)
+def _choice(choices, description: str, any_case: bool = False, blank: bool = True) -> dict:
+    """One of ``choices`` (``any_case``: in any letter case), blanks around it ignored, or blank: exactly what the
+    server takes, as a pattern (an enum would call " relief" invalid, which the server reads as relief)."""
+    def spelled(choice: str) -> str:
+        if not any_case:
+            return re.escape(choice)
+        return "".join(f"[{c.upper()}{c.lower()}]" if c.upper() != c.lower() else re.escape(c) for c in choice)
+
+    alternatives = "|".join(spelled(choice) for choice in choices)
+    optional = "?" if blank else ""
+    field = {"type": "string", "pattern": rf"^\s*({alternatives}){optional}\s*$", "examples": list(choices)}
+    if description:
+        field["description"] = description
+    return field
 
 
 def _number(description: str, type: str = "number", **bounds) -> dict:
@@ -293,14 +308,6 @@ def _number(description: str, type: str = "number", **bounds) -> dict:
     grammar = WHOLE_GRAMMAR if type == "integer" else DECIMAL_GRAMMAR
     text = {"type": "string", "pattern": rf"^[ \t\r\n]*({grammar})?[ \t\r\n]*$"}
     return {"anyOf": [{"type": type, **bounds}, text], "description": description}
-
-
-def _blank_or(schema: dict, description: str | None = None) -> dict:
-    """``schema``, or a blank (automatic; blanks around a value are ignored)."""
-    field = {"anyOf": [schema, {"type": "string", "pattern": r"^\s*$"}]}
-    if description:
-        field["description"] = description
-    return field
 
 
 def _path(name: str) -> dict:
@@ -334,8 +341,10 @@ def _preparing() -> dict:
 def _download_body() -> dict:
     """A file, in its kind's media type (converter.OUTPUTS)."""
     types = sorted({kind.media_type for kind in OUTPUTS.values()})
+    binary = {"type": "string", "format": "binary"}
     return {"description": "The file, as an attachment (previews inline).",
-            "content": {media_type: {"schema": {"type": "string", "format": "binary"}} for media_type in types}}
+            "content": {media_type: {"schema": {"type": "object"} if media_type == "application/json" else binary}
+                        for media_type in types}}
 
 
 def _errors(*statuses: int) -> dict:

@@ -130,6 +130,13 @@ class Service:
         """Two jobs, one per model, on the same upload (decoded once for both)."""
         data, _ = _uploads(files)
         fields = form.to_dict()
+        for name in ("model", "model_a", "model_b"):  # model and model_a both name the first: each must be offered
+            given = (fields.get(name) or "").strip()
+            if len(form.getlist(name)) > 1:
+                raise OptionError(f"The field '{name}' was given more than once; give it once.")
+            if given and given not in self.config["MODELS"]:
+                raise OptionError(f"Unknown model '{given[:80]}' in the field '{name}'. Choose one of: "
+                                  f"{', '.join(self.config['MODELS'])}.")
         first = (fields.get("model_a") or fields.get("model") or self.config["DEPTH_MODEL"]).strip()
         second = (fields.get("model_b") or "").strip()
         if not second:
@@ -235,9 +242,12 @@ class Service:
 
 
 def still_converting(job: Job, wanted: str) -> None:
-    """A 409 with Retry-After while ``job`` is queued or running: it exists, and what was asked comes when it is
-    done (a failed job has no result: the callers answer 404)."""
-    if job.status not in (DONE, FAILED):
+    """A 409 while ``job`` is queued or running (with Retry-After: what was asked comes when it is done) or when it
+    has failed (it exists, but has no result)."""
+    if job.status == FAILED:
+        raise UserError(409, "failed", f"This conversion failed, so it has no result to {wanted.split()[0]}: "
+                                       f"{job.error or 'see its status.'}")
+    if job.status != DONE:
         raise UserError(409, "not_finished", f"This conversion is still running: {wanted} once it is done.",
                         retry_after=STILL_CONVERTING_RETRY_SECONDS)
 

@@ -108,3 +108,33 @@ def test_the_cli_and_the_one_call_api_take_up(tmp_path):
     with pytest.raises(Exception, match="up must be one of"):
         convert(picture.read_bytes(), tmp_path / "never.ply", depth=depth.read_bytes(), up="sideways")
     assert not (tmp_path / "never.ply").exists()
+
+
+@pytest.mark.browser
+def test_the_viewer_shows_a_z_up_cloud_as_it_shows_the_y_up_one(chrome, live_server):
+    """The job page's viewer turns a z-up cloud back (data-up="z"): the same picture converted with up=y and with
+    up=z draws the same (a red top half above a blue bottom half), pixel for pixel within rendering noise."""
+    import requests
+    from conftest import canvas_pixels, wait_for_server_job, wait_until
+    from selenium.webdriver.common.by import By
+
+    picture = np.zeros((40, 60, 3), np.uint8)
+    picture[:20], picture[20:] = (230, 40, 40), (40, 80, 230)
+    drawn = {}
+    for up in ("y", "z"):
+        created = requests.post(live_server.url + "/api/v1/conversions", files={"image": ("p.png", png_bytes(picture))},
+                                data={"up": up, "mesh": "false"}, timeout=60).json()
+        assert wait_for_server_job(live_server, created["status_url"])["status"] == "done"
+        chrome.get(f"{live_server.url}/jobs/{created['id']}")
+        wait_until(lambda: chrome.find_elements(By.CSS_SELECTOR, "[data-viewer][data-viewer-state='ready']"), 90)
+        viewer = chrome.find_element(By.CSS_SELECTOR, "[data-viewer]")
+        assert viewer.get_attribute("data-up") == up
+        drawn[up] = canvas_pixels(chrome, viewer.find_element(By.TAG_NAME, "canvas"))
+    for pixels in drawn.values():
+        rows = np.arange(pixels.shape[0])
+        red = (pixels[:, :, 0] > 150) & (pixels[:, :, 2] < 100)
+        blue = (pixels[:, :, 2] > 150) & (pixels[:, :, 0] < 100)
+        assert red.sum() > 100 and blue.sum() > 100
+        assert rows[red.any(axis=1)].mean() < rows[blue.any(axis=1)].mean()  # red above blue: upright
+    differs = np.abs(drawn["y"] - drawn["z"]).max(axis=2) > 40
+    assert differs.mean() < 0.01, differs.mean()

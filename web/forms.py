@@ -72,11 +72,16 @@ OPTION_FIELDS = ("model", "align_to", "depth_kind", "detail", "max_points", "fov
                  "known_length")
 
 
-def _fields(form) -> tuple[dict, dict]:
-    """(ConversionOptions fields, JobRequest fields) given in the form; nothing for blank fields."""
-    for name in OPTION_FIELDS:  # a field given twice would be read as its first value: refused instead
+def check_single_values(form, names=OPTION_FIELDS) -> None:
+    """A field given twice would be read as its first value: an OptionError instead (``form``: a MultiDict)."""
+    for name in names:
         if hasattr(form, "getlist") and len(form.getlist(name)) > 1:
             raise OptionError(f"The field '{name}' was given more than once; give it once.")
+
+
+def _fields(form) -> tuple[dict, dict]:
+    """(ConversionOptions fields, JobRequest fields) given in the form; nothing for blank fields."""
+    check_single_values(form)
     options: dict = {}
     job: dict = {}
     detail = (form.get("detail") or "").strip().lower()

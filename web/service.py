@@ -29,7 +29,7 @@ from .conversion import offered_kinds, run_job
 from .depth_cache import DepthCache
 from .errors import EXPIRED, UserError
 from .exports import EXPORT_TIMEOUT_SECONDS, Exports, Target, size_of
-from .forms import parse_rebuild, parse_request
+from .forms import OPTION_FIELDS, check_single_values, parse_rebuild, parse_request
 from .job_request import DEFAULT_STL_WIDTH_MM, JobRequest
 from .jobs import (
     DONE,
@@ -129,11 +129,10 @@ class Service:
     def compare(self, form, files) -> dict:
         """Two jobs, one per model, on the same upload (decoded once for both)."""
         data, _ = _uploads(files)
+        check_single_values(form, OPTION_FIELDS + ("model_a", "model_b"))
         fields = form.to_dict()
         for name in ("model", "model_a", "model_b"):  # model and model_a both name the first: each must be offered
             given = (fields.get(name) or "").strip()
-            if len(form.getlist(name)) > 1:
-                raise OptionError(f"The field '{name}' was given more than once; give it once.")
             if given and given not in self.config["MODELS"]:
                 raise OptionError(f"Unknown model '{given[:80]}' in the field '{name}'. Choose one of: "
                                   f"{', '.join(self.config['MODELS'])}.")

@@ -108,3 +108,19 @@ def test_every_operation_refuses_foreign_numbers_in_every_field(client):
                 assert response.status_code == 400, (url, field, bad, response.status_code)
                 assert body["code"] == "bad_option" and field in body["error"].lower(), (url, field, bad, body)
     assert len(list(outputs.glob("*/job.json"))) == jobs_before  # nothing was queued
+
+
+CLI_NUMBERS = [["--fov"], ["--focal-px"], ["--relief"], ["--max-points"], ["--drop-background"], ["--stl-width-mm"],
+               ["--stl-base-mm"], ["--principal-point", "1"], ["--known-length", "1", "2", "3", "4"]]
+
+
+@pytest.mark.parametrize("bad", FOREIGN)
+@pytest.mark.parametrize("option", CLI_NUMBERS, ids=lambda option: option[0])
+def test_the_command_line_reads_numbers_the_same_strict_way(option, bad, capsys):
+    from converter.__main__ import build_parser
+
+    with pytest.raises(SystemExit) as caught:
+        build_parser().parse_args(["photo.png", *option, bad])
+    assert caught.value.code == 2
+    assert f"argument {option[0]}: " in capsys.readouterr().err
+    assert build_parser().parse_args(["photo.png", *option, "5"]) is not None

@@ -11,7 +11,7 @@ WORKERS ?= 1
 THREADS ?= 4
 
 SYSTEM_LIBS := libusb-1.0-0 libgl1 libgomp1
-TEST_SYSTEM_LIBS := chromium chromium-driver redis-server ffmpeg
+TEST_SYSTEM_LIBS := chromium chromium-driver redis-server ffmpeg blender python3-numpy
 # Scaling out (README "Scaling out"): web instances started with JOB_BACKEND=celery, and `make worker` on any machine,
 # all with the same REDIS_URL and an OUTPUT_FOLDER on storage every machine sees.
 REDIS_URL ?= redis://127.0.0.1:6379/0

@@ -29,13 +29,25 @@ from .exports.outputs import (
     ALIGNMENT_KINDS,
     MESH_KINDS,
     OUTPUTS,
+    UP_AXES,
     Artifacts,
     OutputSettings,
     parse_simplify,
+    parse_up,
     write_outputs,
 )
 from .images import DEFAULT_MAX_PIXELS, LoadedImage, check_convertible_size, load_image, probe_header
-from .options import DEFAULT_MAX_POINTS, DEPTH_KIND_CHOICES, DETAIL_LEVELS, MODES, ConversionOptions
+from .options import (
+    DECIMAL_GRAMMAR,
+    DEFAULT_MAX_POINTS,
+    DEPTH_KIND_CHOICES,
+    DETAIL_LEVELS,
+    FOCAL_PX_RANGE,
+    MODES,
+    WHOLE_GRAMMAR,
+    ConversionOptions,
+    parse_number,
+)
 from .pipeline import ConversionResult, Converter
 from .stages import (
     BUILDING_GEOMETRY,
@@ -71,26 +83,28 @@ from .video import (
 
 
 def convert(image, output=None, *, model: str | None = None, device: str = "auto", depth=None,
-            align_to: str | None = None, **options) -> ConversionResult:
+            align_to: str | None = None, up: str = "y", **options) -> ConversionResult:
     """One-call conversion with a process-wide model; writes ``output`` when given. ``align_to``: a metric model to
-    fit ``model``'s depth to (metres with its detail). ``options``: the fields of :class:`ConversionOptions` as
-    keywords (``fov_deg=60, max_points=500_000``)."""
+    fit ``model``'s depth to (metres with its detail). ``up``: "z" for a z-up PLY or PCD ``output`` (Blender).
+    ``options``: the fields of :class:`ConversionOptions` as keywords (``fov_deg=60, max_points=500_000``)."""
+    settings = OutputSettings(up=up)  # checked before the conversion
     converter = Converter(model=model, device=device, align_to=align_to)
     result = converter.convert(image, depth, options=ConversionOptions.from_kwargs(**options))
     if output is not None:
-        result.save(output)
+        result.save(output, settings=settings)
     return result
 
 
 __all__ = [
     "ALIGNMENT_KINDS", "Artifacts", "BUILDING_GEOMETRY", "ConversionError", "ConversionOptions", "ConversionResult",
-    "ConversionState", "Converter", "DECODING", "DEFAULT_MAX_PIXELS", "DEFAULT_MAX_POINTS", "DEFAULT_MODEL",
-    "DEPTH_KIND_CHOICES", "DETAIL_LEVELS", "DONE", "DamagedImageError", "DepthFileError", "DepthMap",
-    "ESTIMATING_DEPTH", "FAILED", "IMAGE_FILE", "ImageTooLargeError", "ImageTooSmallError", "InputError",
-    "KNOWN_MODELS", "LOADING_MODEL", "LoadedImage", "MESH_KINDS", "MODES", "ModelUnavailableError", "OUTPUTS",
-    "OptionError", "OutputError", "OutputSettings", "PREDICTION_FILE", "QUEUED", "RUNNING", "STATE_FILES",
-    "StateError", "UnsupportedImageError", "WRITING_FILES", "atomic_output", "check_convertible_size", "convert",
-    "load_image", "load_prediction", "load_state", "parse_simplify", "probe_header", "progress_of", "save_prediction",
+    "ConversionState", "Converter", "DECIMAL_GRAMMAR", "DECODING", "DEFAULT_MAX_PIXELS", "DEFAULT_MAX_POINTS",
+    "DEFAULT_MODEL", "DEPTH_KIND_CHOICES", "DETAIL_LEVELS", "DONE", "DamagedImageError", "DepthFileError",
+    "DepthMap", "ESTIMATING_DEPTH", "FAILED", "FOCAL_PX_RANGE", "IMAGE_FILE", "ImageTooLargeError",
+    "ImageTooSmallError", "InputError", "KNOWN_MODELS", "LOADING_MODEL", "LoadedImage", "MESH_KINDS", "MODES",
+    "ModelUnavailableError", "OUTPUTS", "OptionError", "OutputError", "OutputSettings", "PREDICTION_FILE", "QUEUED",
+    "RUNNING", "STATE_FILES", "StateError", "UP_AXES", "UnsupportedImageError", "WHOLE_GRAMMAR", "WRITING_FILES",
+    "atomic_output", "check_convertible_size", "convert", "load_image", "load_prediction", "load_state",
+    "parse_number", "parse_simplify", "parse_up", "probe_header", "progress_of", "save_prediction",
     "set_torch_threads", "write_json", "write_outputs",
     "DamagedVideoError", "UnsupportedVideoError", "VIDEO_OUTPUTS", "VideoLimits", "VideoOptions", "VideoProgress",
     "VideoResult", "VideoTooLargeError", "is_video_file",

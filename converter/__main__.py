@@ -14,14 +14,29 @@ from .depth.huggingface import PRECISIONS
 from .depth.models import DEFAULT_MODEL, KNOWN_MODELS
 from .errors import ConversionError, ModelUnavailableError
 from .exports import printing
-from .exports.outputs import OUTPUTS, OutputSettings, kind_for_path, parse_kinds, write_outputs
-from .options import DEFAULT_MAX_POINTS, DEPTH_KIND_CHOICES, MODES, ConversionOptions
+from .exports.outputs import OUTPUTS, UP_AXES, OutputSettings, kind_for_path, parse_kinds, write_outputs
+from .options import DEFAULT_MAX_POINTS, DEPTH_KIND_CHOICES, MODES, ConversionOptions, parse_number
 from .pipeline import Converter
 from .video import cli as video_cli
 from .video import is_video_file
 
 EXIT_FAILED, EXIT_USAGE, EXIT_MODEL = 1, 2, 3
 FILE_KINDS = [kind for kind in OUTPUTS.values() if kind.suffixes]  # what the command line can write
+
+
+def _decimal(text: str) -> float:
+    """A number on the command line, read as the web form reads one (converter.parse_number: ASCII digits only)."""
+    try:
+        return parse_number(text, "value")
+    except ConversionError:
+        raise argparse.ArgumentTypeError(f"'{text[:40]}' is not a finite number written with the digits 0-9") from None
+
+
+def _whole(text: str) -> int:
+    try:
+        return parse_number(text, "value", whole=True)
+    except ConversionError:
+        raise argparse.ArgumentTypeError(f"'{text[:40]}' is not a whole number written with the digits 0-9") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "16-bit PNG (millimetres); one input only")
     group.add_argument("--depth-kind", choices=tuple(DEPTH_KIND_CHOICES), default="metric",
                        help="what --depth holds: metric depth (metres) or disparity (larger is nearer)")
-    group.add_argument("--relief", type=float, default=ConversionOptions.relief,
+    group.add_argument("--relief", type=_decimal, default=ConversionOptions.relief,
                        help="depth range of relative models: far = near x (1 + relief); in relief mode and .stl "
                        "output, the relief height: relief x 0.2 of the image width (default %(default)s)")
     group.add_argument("--mode", choices=tuple(MODES), default="perspective",
@@ -64,28 +79,31 @@ def build_parser() -> argparse.ArgumentParser:
                        help="make near-white paper connected to the image border transparent (sketches on paper)")
     group = parser.add_argument_group("camera (default: EXIF focal length, else the model's own estimate (Depth Pro), "
                                       "else a 60 degree horizontal field of view)")
-    group.add_argument("--fov", type=float, metavar="DEG", help="horizontal field of view in degrees")
-    group.add_argument("--focal-px", type=float, metavar="F", help="focal length in pixels (overrides --fov)")
-    group.add_argument("--principal-point", type=float, nargs=2, metavar=("CX", "CY"),
+    group.add_argument("--fov", type=_decimal, metavar="DEG", help="horizontal field of view in degrees")
+    group.add_argument("--focal-px", type=_decimal, metavar="F", help="focal length in pixels (overrides --fov)")
+    group.add_argument("--principal-point", type=_decimal, nargs=2, metavar=("CX", "CY"),
                        help="principal point in pixels (default: the image centre)")
-    group.add_argument("--known-length", type=float, nargs=5, metavar=("X1", "Y1", "X2", "Y2", "METRES"),
+    group.add_argument("--known-length", type=_decimal, nargs=5, metavar=("X1", "Y1", "X2", "Y2", "METRES"),
                        help="true scale: the real distance in metres between the surface points at two pixels "
                        "(X Y in the image's pixels); everything is scaled to match and written in metres")
     group = parser.add_argument_group("output")
-    group.add_argument("--max-points", type=int, default=DEFAULT_MAX_POINTS,
+    group.add_argument("--max-points", type=_whole, default=DEFAULT_MAX_POINTS,
                        help="at most this many points, sampled evenly; 0 = one per pixel (default %(default)s)")
     group.add_argument("--no-clean", dest="clean", action="store_false",
                        help="keep the 'flying pixels' on depth edges")
-    group.add_argument("--drop-background", type=float, default=0.0, metavar="PERCENT",
+    group.add_argument("--drop-background", type=_decimal, default=0.0, metavar="PERCENT",
                        help="also drop the farthest PERCENT %% of the pixels (a wall or sky behind the subject)")
     group.add_argument("--normals", action="store_true", help="write per-point normals into the .ply")
     group.add_argument("--mesh", action="store_true", help="write a mesh .ply instead of a point cloud")
     group.add_argument("--simplify", default="low", metavar="DETAIL|FACES",
                        help="simplified_glb output: low (10 %% of the triangles), medium (25 %%), high (50 %%) or a "
                        "number of triangles (default %(default)s)")
-    group.add_argument("--stl-width-mm", type=float, default=printing.DEFAULT_WIDTH_MM, metavar="MM",
+    group.add_argument("--stl-width-mm", type=_decimal, default=printing.DEFAULT_WIDTH_MM, metavar="MM",
                        help=".stl output: width of the printed relief in millimetres (default %(default)s)")
-    group.add_argument("--stl-base-mm", type=float, default=printing.DEFAULT_BASE_MM, metavar="MM",
+    group.add_argument("--up", default="y", metavar="AXIS", help=".ply, .pcd and mesh .ply output: which axis is up: "
+                       + ", ".join(f"{name} = {what}" for name, what in UP_AXES.items()) + " (default %(default)s; "
+                       ".las is always z up, .glb/.obj/.usdz y up, .stl z up)")
+    group.add_argument("--stl-base-mm", type=_decimal, default=printing.DEFAULT_BASE_MM, metavar="MM",
                        help=".stl output: thickness of its flat base in millimetres (default %(default)s)")
     video_cli.add_arguments(parser)
     parser.add_argument("-q", "--quiet", action="store_true", help="print errors only")
@@ -105,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
             drop_background_percent=args.drop_background, mode=args.mode, paper_background=args.paper_background,
             known_length=args.known_length,
         )
-        settings = OutputSettings(stl_width_mm=args.stl_width_mm, stl_base_mm=args.stl_base_mm, simplify=args.simplify)
+        settings = OutputSettings(stl_width_mm=args.stl_width_mm, stl_base_mm=args.stl_base_mm, simplify=args.simplify,
+                                  up=args.up)
         kinds = parse_kinds(args.format) if args.format else None
         jobs = plan_outputs([Path(p) for p in args.inputs], args.output, args.mesh, kinds)
     except (ConversionError, ValueError) as error:

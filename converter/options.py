@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import re
 from dataclasses import asdict, dataclass, fields
 
 import numpy as np
@@ -16,6 +17,38 @@ MODES = {"perspective": "Perspective (a photo seen by a camera)", "relief": "Rel
 DEPTH_KIND_CHOICES = {"metric": "depth in metres (PNG: millimetres)", "disparity": "disparity (larger is nearer)"}
 DEFAULT_MAX_POINTS = 1_000_000  # a 12 MP photo → ~15 MB .ply that viewers open at once
 DETAIL_LEVELS = {"low": 250_000, "medium": DEFAULT_MAX_POINTS, "high": 2_000_000, "full": 0}  # → max_points
+# Numbers typed by people and scripts: ASCII digits and the decimal float grammar only. Python's int() and float()
+# also take other scripts' digits ('٣', '３'), superscripts (via str.isdigit), '1_000', 'nan' and 'inf'; we do not.
+DECIMAL_GRAMMAR = r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
+WHOLE_GRAMMAR = r"[+-]?[0-9]+"
+_DECIMAL, _WHOLE = re.compile(DECIMAL_GRAMMAR), re.compile(WHOLE_GRAMMAR)
+_BLANKS = " \t\r\n"
+FOCAL_PX_RANGE = (0.01, 1e7)  # beyond, back-projection overflows float32 (a fuzzer's 1e-300 made infinite points)
+
+
+def parse_number(text: str, field: str, *, whole: bool = False) -> float | int:
+    """A number typed in a form, a query or on the command line → float (``whole``: int). ``field`` names it in the
+    OptionError for anything else: other scripts' digits, superscripts, underscores, hex, nan, inf, overflow."""
+    stripped = str(text).strip(_BLANKS)
+    grammar = _WHOLE if whole else _DECIMAL
+    if not grammar.fullmatch(stripped):
+        kind = "a whole number" if whole else "a number"
+        example = "such as 5000" if whole else "such as 60 or 2.5"
+        raise OptionError(f"The field '{field}' must be {kind} written with the digits 0-9 ({example}), not "
+                          f"'{_shown(stripped)}'.")
+    if whole:
+        return int(stripped)
+    value = float(stripped)
+    if not math.isfinite(value):
+        raise OptionError(f"The field '{field}' must be a finite number, not '{_shown(stripped)}'.")
+    return value
+
+
+def _shown(text: str) -> str:
+    """At most 40 printable characters of what was typed, for an error sentence."""
+    shown = "".join(character if character.isprintable() else "?" for character in text[:40])
+    return shown + ("…" if len(text) > 40 else "")
+
 
 
 @dataclass(frozen=True)
@@ -51,8 +84,9 @@ class ConversionOptions:
     def __post_init__(self):
         if self.fov_deg is not None and not (_finite(self.fov_deg) and 1.0 <= self.fov_deg <= 179.0):
             raise OptionError("The field of view must be between 1 and 179 degrees.")
-        if self.focal_px is not None and not (_finite(self.focal_px) and self.focal_px > 0):
-            raise OptionError("The focal length must be a positive number of pixels.")
+        if self.focal_px is not None and not (_finite(self.focal_px) and
+                                              FOCAL_PX_RANGE[0] <= self.focal_px <= FOCAL_PX_RANGE[1]):
+            raise OptionError("The focal length must be a positive number of pixels, from 0.01 to 10,000,000.")
         if self.principal_point is not None:
             try:
                 valid = len(self.principal_point) == 2 and all(_finite(value) for value in self.principal_point)

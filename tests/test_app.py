@@ -289,3 +289,33 @@ def test_drop_background_removes_the_far_pixels(client):
     view = wait_for_job(client, f"/jobs/{response.get_json()['id']}")
     cloud = PlyData.read(io.BytesIO(fetch(client, view["files"]["ply"]).data))["vertex"]
     assert cloud.count == 200 and np.all(cloud["z"] == -1.0)
+
+
+@pytest.mark.slow  # loads a model of its own
+def test_the_model_banner_follows_the_model_the_jobs_use(tiny_models, tmp_path, photo):
+    """Without the warm-up (PRELOAD_MODEL off) the first conversion loads the model: from then on no page says
+    "loading", and /readyz is ready, although no warm-up ever finished."""
+    import shutil
+
+    from app import create_app
+
+    model = tmp_path / "model-of-its-own"  # a folder no test has loaded in this process
+    shutil.copytree(tiny_models["dpt_hybrid"], model)
+    application = create_app({"TESTING": True, "DEPTH_MODEL": str(model), "PRELOAD_MODEL": False,
+                              "UPLOAD_FOLDER": str(tmp_path / "uploads"), "OUTPUT_FOLDER": str(tmp_path / "outputs")})
+    try:
+        client = application.test_client()
+        before = client.get("/").get_data(as_text=True)
+        assert 'id="model-status"' in before and "loads with the first conversion" in before
+        assert client.get("/readyz").status_code == 503
+        response = upload(client, png_bytes(photo))
+        location = response.headers["Location"]
+        assert wait_for_job(client, location)["status"] == "done"
+        job_id = location.rsplit("/", 1)[1]
+        for page in ("/", location, f"/jobs/{job_id}/result", "/nothing-here"):
+            html = client.get(page).get_data(as_text=True)
+            assert "loading" not in html and 'id="model-status"' not in html, page
+        ready = client.get("/readyz")
+        assert ready.status_code == 200 and ready.get_json()["status"] == "ready"
+    finally:
+        application.extensions["image_to_3d"].stop()

@@ -129,7 +129,7 @@ def test_las_reads_back_with_laspy(tmp_path):
     assert header.point_count == len(points) and len(las.points) == len(points)
     assert header.point_format.id == 2 and str(header.version) == "1.2"
     assert header.generating_software == "image-to-3d"
-    assert "y up" in header.system_identifier and "relative" in header.system_identifier
+    assert "z up" in header.system_identifier and "relative" in header.system_identifier
     extent = (points.max(0) - points.min(0)).max()
     scale = header.scales[0]
     assert (header.scales == scale).all() and scale <= 1e-6 * extent

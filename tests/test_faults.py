@@ -81,7 +81,7 @@ def test_a_full_disk_fails_the_job_clearly_and_leaves_no_partial_file(tiny_model
         assert "disk space" in view["error"] and view["files"] == {}
         job_folder = server.outputs / view["id"]
         assert sorted(path.name for path in job_folder.iterdir()) == ["job.json"]
-        assert requests.get(server.url + f"/jobs/{view['id']}/files/ply", timeout=60).status_code == 404
+        assert requests.get(server.url + f"/jobs/{view['id']}/files/ply", timeout=60).status_code == 409  # failed
         assert requests.get(server.url + "/healthz", timeout=60).status_code == 200
 
 

@@ -102,7 +102,7 @@ def test_a_job_over_its_time_limit_fails_and_leaves_no_files(make_app, photo):
     wait_until(lambda: runner.room() == runner.capacity, timeout=60, interval=0.01)  # the attempt has ended
     folder = app.extensions["image_to_3d"].store.folder(job_id)
     assert sorted(p.name for p in folder.iterdir()) == ["job.json"]
-    assert client.get(f"/jobs/{job_id}/files/ply").status_code == 404
+    assert client.get(f"/jobs/{job_id}/files/ply").status_code == 409  # failed: no files
     assert not any(os.scandir(app.config["UPLOAD_FOLDER"]))
 
 

@@ -216,7 +216,8 @@ def test_point_clouds_read_back(written, result):
     np.testing.assert_allclose(np.asarray(pcd.points), result.points, atol=1e-6)
     las = laspy.read(written["las"])
     assert len(las.points) == count
-    np.testing.assert_allclose(np.column_stack([las.x, las.y, las.z]), result.points, atol=1e-3)
+    np.testing.assert_allclose(np.column_stack([las.x, las.y, las.z]), outputs_module.turned_z_up(result.points),
+                               atol=1e-3)  # z up
 
 
 def test_meshes_read_back(written, result, tmp_path):
@@ -352,3 +353,62 @@ def test_the_disagreement_map_of_a_result_without_alignment_is_a_plain_error(res
     with pytest.raises(OptionError, match="aligned to a metric model"):
         write_outputs(result, {"disagreement": tmp_path / "d.png"})
     assert not list(tmp_path.iterdir())
+
+
+# --- which way is up: each file in its own field's convention ----------------------------------------------------
+
+def ply_comments(path: Path) -> list[str]:
+    return PlyData.read(str(path)).comments
+
+
+def test_las_is_z_up_as_survey_tools_expect(result, tmp_path):
+    """LAS: x right, y forward into the scene, z up; the picture's top row is the highest."""
+    path = write_outputs(result, tmp_path, kinds=["las"])["las"]
+    las = laspy.read(path)
+    xyz = np.column_stack([las.x, las.y, las.z])
+    x, y, z = result.points.T.astype(np.float64)
+    np.testing.assert_allclose(xyz, np.column_stack([x, -z, y]), atol=0.001)
+    assert las.header.system_identifier.startswith("z up")
+    top, bottom = xyz[: W, 2].mean(), xyz[-W:, 2].mean()  # max_points=0: the points are the pixels, row by row
+    assert top > bottom and (xyz[:, 1] > 0).all()  # upright, and in front of the camera (forward = +y)
+
+
+@pytest.mark.parametrize("kind", ["ply", "mesh_ply", "pcd"])
+def test_ply_and_pcd_are_y_up_by_default_and_z_up_when_asked(result, tmp_path, kind):
+    def positions(up):
+        path = write_outputs(result, tmp_path / up, OutputSettings(up=up), kinds=[kind])[kind]
+        if kind == "pcd":
+            return np.asarray(o3d.io.read_point_cloud(str(path)).points), None
+        vertices = PlyData.read(str(path))["vertex"]
+        axes = next(line for line in ply_comments(path) if line.startswith("axes:"))
+        return np.column_stack([vertices["x"], vertices["y"], vertices["z"]]).astype(np.float64), axes
+
+    (tmp_path / "y").mkdir(), (tmp_path / "z").mkdir()
+    y_up, y_axes = positions("y")
+    z_up, z_axes = positions("z")
+    assert len(y_up) == len(z_up) > 0
+    np.testing.assert_allclose(z_up, np.column_stack([y_up[:, 0], -y_up[:, 2], y_up[:, 1]]), atol=1e-6)
+    if kind == "ply":
+        np.testing.assert_allclose(y_up, result.points, atol=1e-6)
+    if y_axes is not None:
+        assert "y up" in y_axes and z_axes.startswith("axes: right-handed, z up: x right, y forward")
+
+
+def test_up_z_turns_the_normals_too(tmp_path):
+    result = convert(normals=True)
+    path = write_outputs(result, tmp_path, OutputSettings(up="z"), kinds=["ply"])["ply"]
+    vertex = PlyData.read(str(path))["vertex"]
+    normals = np.column_stack([vertex["nx"], vertex["ny"], vertex["nz"]])
+    np.testing.assert_allclose(normals, outputs_module.turned_z_up(result.normals), atol=1e-6)
+
+
+@pytest.mark.parametrize("up", ["x", "-z", "Z-up", "", None, 2])
+def test_unknown_up_values_are_refused_with_a_sentence(up):
+    with pytest.raises(OptionError, match=r"up must be one of: y \(.*\), z \(.*\)\.$"):
+        OutputSettings(up=up)
+    assert OutputSettings(up=" Z ").up == "z"
+
+
+def test_save_takes_up(result, tmp_path):
+    path = result.save(tmp_path / "cloud.ply", up="z")
+    assert any("z up" in line for line in ply_comments(path))

@@ -148,7 +148,7 @@ def test_rebuild_of_unknown_failed_or_expired_jobs_is_refused_clearly(app, clien
     view = wait_for_job(client, f"/jobs/{failed.get_json()['id']}")
     assert view["status"] == "failed"
     refused = post(client, f"/api/v1/conversions/{view['id']}/rebuild", fov="30")
-    assert refused.status_code == 404 and refused.get_json()["code"] == "not_rebuildable"
+    assert refused.status_code == 409 and refused.get_json()["code"] == "failed"  # it exists, with no result
 
     done = convert(client, picture())
     bad = post(client, f"/api/v1/conversions/{done['id']}/rebuild", fov="500")
@@ -246,7 +246,7 @@ def test_stl_download_is_a_watertight_relief(client):
 
 def test_new_form_fields_are_validated(client):
     for fields, words in (({"mode": "sideways"}, "mode"), ({"stl_width_mm": "-3"}, "stl width"),
-                          ({"stl_width_mm": "wide"}, "stl width")):
+                          ({"stl_width_mm": "wide"}, "stl_width_mm")):
         response = post(client, "/api/v1/conversions", picture(), **fields)
         assert response.status_code == 400, fields
         assert words in response.get_json()["error"].lower()

@@ -154,6 +154,7 @@ def batch_page(batch_id):
 
 
 @bp.get("/batches/<id:batch_id>/download")
+@bp.get("/api/v1/batches/<id:batch_id>/download", endpoint="download_api")  # the same, answering JSON
 def download(batch_id):
     """One zip of every finished job's files (``formats``: comma-separated kinds, default ply,glb,json), numbered
     in upload order; a failed job contributes its error as ``NN/error.txt``. Written once per set of formats, by an

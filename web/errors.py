@@ -117,6 +117,11 @@ def init_app(app: Flask) -> None:
         if request.method != "POST" or request.mimetype not in FORM_TYPES:
             return
         limit_kb = app.config["MAX_FIELD_KB"]
+        boundary = request.mimetype_params.get("boundary", "")
+        if not request.form and not request.files and (request.content_length or 0) > len(boundary) + 8:
+            # Bytes but not one named part (an empty form is just "--boundary--"): not a form at all.
+            raise UserError(400, "unreadable_form", "The form could not be read: send multipart/form-data (or a "
+                                                    "urlencoded form) with named fields.")
         for name, value in request.form.items(multi=True):
             if len(value) > limit_kb * 1024:
                 shown = "".join(character for character in name[:40] if character.isprintable())
@@ -135,7 +140,8 @@ def init_app(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def http_error(error):
         message = HTTP_MESSAGES.get(error.code, error.name)
-        return error_response(error.code or 500, error.name.lower().replace(" ", "_"), message)
+        allow = {name: value for name, value in error.get_headers() if name == "Allow"}  # RFC 9110: every 405
+        return error_response(error.code or 500, error.name.lower().replace(" ", "_"), message, allow)
 
     @app.errorhandler(Exception)
     def internal_error(error):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import replace
 
 from converter import (
@@ -12,19 +11,22 @@ from converter import (
     MODES,
     ConversionOptions,
     OptionError,
+    parse_number,
     parse_simplify,
+    parse_up,
 )
 
 from .job_request import JobRequest
 
-_NUMBERS = (("fov", "fov_deg", "Field of view"), ("focal_px", "focal_px", "Focal length"),
-            ("relief", "relief", "Relief"),
-            ("drop_background", "drop_background_percent", "Background to drop"))
+FLAG_WORDS = {"true": True, "false": False, "1": True, "0": False, "on": True, "off": False, "yes": True,
+              "no": False, "": False}
+_NUMBERS = (("fov", "fov_deg"), ("focal_px", "focal_px"), ("relief", "relief"),
+            ("drop_background", "drop_background_percent"))
 
 
 def parse_request(form, models: list[str], default_model: str) -> JobRequest:
     """A new conversion's fields → JobRequest. Blank fields mean "automatic"."""
-    model = (form.get("model") or default_model).strip()
+    model = (form.get("model") or "").strip() or default_model
     if model not in models:
         raise OptionError(f"Unknown model '{model[:80]}'. Choose one of: {', '.join(models)}.")
     changes, job = _fields(form)
@@ -65,8 +67,21 @@ def parse_rebuild(form, source: JobRequest, source_camera: dict | None = None) -
     return replace(source, options=replace(source.options, **changes), rebuild_of=None, **job)
 
 
+OPTION_FIELDS = ("model", "align_to", "depth_kind", "detail", "max_points", "fov", "focal_px", "relief",
+                 "drop_background", "clean", "paper_background", "mode", "stl_width_mm", "mesh", "simplify", "up",
+                 "known_length")
+
+
+def check_single_values(form, names=OPTION_FIELDS) -> None:
+    """A field given twice would be read as its first value: an OptionError instead (``form``: a MultiDict)."""
+    for name in names:
+        if hasattr(form, "getlist") and len(form.getlist(name)) > 1:
+            raise OptionError(f"The field '{name}' was given more than once; give it once.")
+
+
 def _fields(form) -> tuple[dict, dict]:
     """(ConversionOptions fields, JobRequest fields) given in the form; nothing for blank fields."""
+    check_single_values(form)
     options: dict = {}
     job: dict = {}
     detail = (form.get("detail") or "").strip().lower()
@@ -74,65 +89,70 @@ def _fields(form) -> tuple[dict, dict]:
         if detail not in DETAIL_LEVELS:
             raise OptionError(f"Detail must be one of: {', '.join(DETAIL_LEVELS)}.")
         options["max_points"] = DETAIL_LEVELS[detail]
-    max_points = _number(form, "max_points", "Maximum points")
+    max_points = _number(form, "max_points", whole=True)
     if max_points is not None:
-        if max_points != int(max_points) or max_points < 0:
+        if max_points < 0:
             raise OptionError("Maximum points must be a whole number, 0 or more.")
-        options["max_points"] = int(max_points)
-    for name, option, label in _NUMBERS:
-        value = _number(form, name, label)
+        options["max_points"] = max_points
+    for name, option in _NUMBERS:
+        value = _number(form, name)
         if value is not None:
             options[option] = value
     submitted_by_form = bool(form.get("checkboxes_submitted"))  # an unticked box sends nothing at all
     for name in ("clean", "paper_background"):
         if form.get(name) is not None or submitted_by_form:
-            options[name] = _flag(form.get(name))
+            options[name] = _flag(name, form.get(name))
     mode = (form.get("mode") or "").strip().lower()
     if mode:
         if mode not in MODES:
             raise OptionError(f"Mode must be one of: {', '.join(MODES)}.")
         options["mode"] = mode
-    stl_width = _number(form, "stl_width_mm", "STL width")
+    stl_width = _number(form, "stl_width_mm")
     if stl_width is not None:
         if not 1 <= stl_width <= 2000:
             raise OptionError("STL width must be between 1 and 2000 millimetres.")
         job["stl_width_mm"] = stl_width
     if form.get("mesh") is not None or submitted_by_form:
-        job["mesh"] = _flag(form.get("mesh"))
+        job["mesh"] = _flag("mesh", form.get("mesh"))
     simplify = (form.get("simplify") or "").strip()
     if simplify:
         job["simplify"] = parse_simplify(simplify)
+    up = (form.get("up") or "").strip()
+    if up:
+        job["up"] = parse_up(up)
     known = (form.get("known_length") or "").strip()
     if known:
-        options["known_length"] = _numbers(known, "The known length", 5)
+        options["known_length"] = _known_length(known)
     return options, job
 
 
-def _numbers(text: str, label: str, count: int) -> tuple[float, ...]:
-    """"x1 y1 x2 y2 m" (spaces or commas) → floats; the option itself checks what they mean."""
+def _known_length(text: str) -> tuple[float, ...]:
+    """"x1 y1 x2 y2 m" (spaces or commas) → five floats; the option itself checks what they mean."""
     parts = text.replace(",", " ").split()
-    try:
-        values = tuple(float(part) for part in parts)
-    except ValueError:
-        values = ()
-    if len(values) != count or not all(math.isfinite(value) for value in values):
-        raise OptionError(f"{label} must be {count} numbers: X1 Y1 X2 Y2 (two pixels of the image) and the real "
-                          "distance between them in metres.")
-    return values
+    sentence = ("The field 'known_length' must be 5 numbers written with the digits 0-9: X1 Y1 X2 Y2 (two pixels of "
+                "the image) and the real distance between them in metres")
+    if len(parts) != 5:
+        raise OptionError(sentence + ".")
+    values = []
+    for part in parts:
+        try:
+            values.append(parse_number(part, "known_length"))
+        except OptionError:
+            raise OptionError(f"{sentence}; '{part[:20]}' is not such a number.") from None
+    return tuple(values)
 
 
-def _number(form, field: str, label: str) -> float | None:
-    text = (form.get(field) or "").strip()
-    if not text:
+def _number(form, field: str, whole: bool = False) -> float | int | None:
+    """A numeric field (converter.parse_number: ASCII digits only); None when blank."""
+    text = form.get(field) or ""
+    if not text.strip(" \t\r\n"):
         return None
-    try:
-        value = float(text)
-    except ValueError:
-        raise OptionError(f"{label} must be a number.") from None
-    if not math.isfinite(value):
-        raise OptionError(f"{label} must be a finite number.")
-    return value
+    return parse_number(text, field, whole=whole)
 
 
-def _flag(value) -> bool:
-    return str(value).strip().lower() in ("1", "true", "on", "yes")
+def _flag(name: str, value) -> bool:
+    """A checkbox or flag field: FLAG_WORDS (any case); an unticked box sends nothing or a blank (False)."""
+    word = str(value or "").strip().lower()
+    if word not in FLAG_WORDS:
+        raise OptionError(f"The field '{name}' must be true or false.")
+    return FLAG_WORDS[word]

@@ -9,35 +9,40 @@ from converter import ConversionOptions, OutputSettings
 
 DEFAULT_STL_WIDTH_MM = OutputSettings().stl_width_mm
 DEFAULT_SIMPLIFY = OutputSettings().simplify
+DEFAULT_UP = OutputSettings().up
 
 
 @dataclass(frozen=True)
 class JobRequest:
     """options: the conversion. model: the depth model (Hub id or folder). mesh: offer the mesh downloads.
     stl_width_mm: width of the printable relief. simplify: detail level or triangle count of the simplified mesh.
-    rebuild_of: the job whose image and depth a rebuild reuses (no
-    model run). align_to: a metric model that ``model``'s depth is fitted to ("" = none; see converter.align)."""
+    up: which axis is up in the PLY and PCD files ("y" or "z"; converter.UP_AXES). rebuild_of: the job whose image
+    and depth a rebuild reuses (no model run). align_to: a metric model that ``model``'s depth is fitted to ("" =
+    none; see converter.align)."""
 
     options: ConversionOptions = field(default_factory=ConversionOptions)
     model: str = ""
     mesh: bool = True
     stl_width_mm: float = DEFAULT_STL_WIDTH_MM
     simplify: str | int = DEFAULT_SIMPLIFY
+    up: str = DEFAULT_UP
     rebuild_of: str | None = None
     align_to: str = ""
 
     def __post_init__(self):
         settings = self.output_settings  # the same checks as every other way in
         object.__setattr__(self, "simplify", settings.simplify)
+        object.__setattr__(self, "up", settings.up)
 
     @property
     def output_settings(self) -> OutputSettings:
-        return OutputSettings(stl_width_mm=self.stl_width_mm, simplify=self.simplify)
+        return OutputSettings(stl_width_mm=self.stl_width_mm, simplify=self.simplify, up=self.up)
 
     def public(self) -> dict:
         """As people see it (result.json, the API, the rebuild form): the options plus the job's own choices."""
         return {**_plain(self.options.to_dict()), "model": self.model, "mesh": self.mesh,
-                "stl_width_mm": self.stl_width_mm, "simplify": self.simplify, "align_to": self.align_to or None}
+                "stl_width_mm": self.stl_width_mm, "simplify": self.simplify, "up": self.up,
+                "align_to": self.align_to or None}
 
     def to_dict(self) -> dict:
         data = asdict(self)

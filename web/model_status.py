@@ -1,4 +1,7 @@
-"""Load the depth model in the background at start-up and say whether it is ready, loading or unavailable."""
+"""Load the depth model in the background at start-up and say whether it is ready, loading or unavailable.
+
+The state is the state of the model the jobs use (this process's Converter), whoever loaded it: a conversion that
+loaded it before the warm-up finished makes it ready, so no page says "loading" after a conversion has run."""
 
 from __future__ import annotations
 
@@ -18,8 +21,8 @@ class ModelStatus:
     def __init__(self, converter: Converter, threads: int | None = None):
         self.converter = converter
         self.threads = threads
-        self.state = LOADING
-        self.message = f"The depth model '{converter.model}' is loading."
+        self._state = LOADING
+        self._message = f"The depth model '{converter.model}' loads with the first conversion."
         self._done = threading.Event()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -27,6 +30,7 @@ class ModelStatus:
     def start(self) -> "ModelStatus":
         with self._lock:
             if self._thread is None:
+                self._message = f"The depth model '{self.converter.model}' is loading."
                 self._thread = threading.Thread(target=self._load, name="model-preload", daemon=True)
                 self._thread.start()
         return self
@@ -35,8 +39,20 @@ class ModelStatus:
         return self._done.wait(timeout)
 
     @property
+    def state(self) -> str:
+        return READY if self._serving() else self._state
+
+    @property
+    def message(self) -> str:
+        return f"The depth model '{self.converter.model}' is ready." if self._serving() else self._message
+
+    @property
     def ready(self) -> bool:
         return self.state == READY
+
+    def _serving(self) -> bool:
+        """Whether the jobs' model is in memory (loaded by the warm-up or by a conversion)."""
+        return self._state == READY or self.converter.is_loaded
 
     @property
     def runs(self) -> dict:
@@ -49,14 +65,14 @@ class ModelStatus:
                 set_torch_threads(self.threads)
             self.converter.load()
         except ConversionError as error:
-            self.state, self.message = UNAVAILABLE, error.message
+            self._state, self._message = UNAVAILABLE, error.message
             log.warning("%s", error.message)
         except Exception:
             log.exception("loading the depth model failed")
-            self.state = UNAVAILABLE
-            self.message = f"The depth model '{self.converter.model}' is unavailable: it failed to load."
+            self._state = UNAVAILABLE
+            self._message = f"The depth model '{self.converter.model}' is unavailable: it failed to load."
         else:
-            self.state, self.message = READY, f"The depth model '{self.converter.model}' is ready."
+            self._state, self._message = READY, f"The depth model '{self.converter.model}' is ready."
         finally:
             self._done.set()
 

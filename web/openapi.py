@@ -7,24 +7,59 @@ slow tier fails otherwise).
 
 from __future__ import annotations
 
-from converter import DEPTH_KIND_CHOICES, DETAIL_LEVELS, MODES
+import re
+import struct
+
+from converter import (
+    DECIMAL_GRAMMAR,
+    DEPTH_KIND_CHOICES,
+    DETAIL_LEVELS,
+    FOCAL_PX_RANGE,
+    KNOWN_MODELS,
+    MODES,
+    OUTPUTS,
+    UP_AXES,
+    WHOLE_GRAMMAR,
+)
 
 from .conversion import offered_kinds
+from .forms import FLAG_WORDS
 from .job_request import JobRequest
 
+
+
+def _example_picture() -> str:
+    """A 4 × 4 24-bit BMP whose every byte is ASCII, so that the JSON document carries it exactly: the example
+    image of the upload fields (fuzzers send it as it is; a real image lets them follow the links to the views)."""
+    pixels = bytes((16 * row + 3 * column + channel) & 0x7F for row in range(4) for column in range(4)
+                   for channel in range(3))
+    header = b"BM" + struct.pack("<IHHI", 54 + len(pixels), 0, 0, 54) + struct.pack(
+        "<IiiHHIIiiII", 40, 4, 4, 1, 24, 0, len(pixels), 0, 0, 0, 0)
+    return (header + pixels).decode("ascii")
+
+
+EXAMPLE_PICTURE = _example_picture()
 JOB_ID = {"type": "string", "pattern": "^[0-9a-f]{32}$", "description": "A uuid4 in hex, as the server made it."}
 ERRORS = {
     400: "A field is wrong or missing; the sentence says which and what is allowed.",
     404: "There is no such thing (results expire after a while).",
     410: "It existed but has expired and was deleted.",
+    409: "The job (or a job of the batch) is still converting: ask again when it is done (Retry-After says when "
+         "to look again); or it failed, so it has no result (code 'failed', with the reason).",
     413: "A limit was hit (upload size, form parts or a text field, images in a batch, a zip's unpacked size, "
          "its number of entries); the sentence names the limit.",
     415: "A file is not an image in a supported format (by content, never by name).",
     422: "An image is damaged, has too many pixels or too few (under 2 a side), or a zip is damaged, empty or unsafe (a path out of the "
          "zip, a link, an encrypted entry); the sentence names the image or the zip's entry.",
-    503: "The model is unavailable, or the queue is full (then with Retry-After).",
+    503: "The model is unavailable, the queue is full, or preparing a download failed (then ask again); "
+         "Retry-After says when.",
     507: "The server could not write the result (its disk is full).",
 }
+URI_TOO_LONG = {"description": "The request line is longer than the server accepts (gunicorn: 4094 bytes); "
+                               "answered by the HTTP server itself, as plain text.",
+                "content": {"text/html": {"schema": {"type": "string"}}, "text/plain": {"schema": {"type": "string"}}}}
+RETRY_AFTER = {"Retry-After": {"schema": {"type": "string", "pattern": "^[0-9]+$"},
+                               "description": "Seconds to wait before asking again."}}
 
 
 def document(config) -> dict:
@@ -47,17 +82,21 @@ def document(config) -> dict:
         "paths": {
             "/api/v1/conversions": {"post": {
                 "operationId": "createConversion", "summary": "Convert one image (several images or a zip: a batch)",
-                "requestBody": _form({"image": _file("The image (or, several times, or as a zip: a batch)."),
+                "requestBody": _form({"image": _file("The image (or, several times, or as a zip: a batch).",
+                                                     EXAMPLE_PICTURE),
                                       "depth": _file("Optional depth map (PNG/TIFF/.npy) to use instead of the "
                                                      "model."),
                                       **options}, required=["image"]),
-                "responses": {"202": _accepted({"anyOf": [_ref("JobCreated"), _ref("Batch")]}),
+                "responses": {"202": _accepted({"anyOf": [_ref("JobCreated"), _ref("Batch")]},
+                                               {**JOB_LINKS, **{name: BATCH_LINKS[name]
+                                                                for name in ("getBatch", "downloadBatch")}}),
                               **_errors(400, 413, 415, 422, 503, 507)},
             }},
             "/api/v1/conversions/{job_id}": {"get": {
                 "operationId": "getConversion", "summary": "A job's status, progress, files and result",
                 "parameters": [_path("job_id")],
-                "responses": {"200": _json(_ref("Job"), "The job."), **_errors(404, 410)},
+                "responses": {"200": _json(_ref("Job"), "The job.", links=_links_from_body(JOB_LINKS, "getConversion")),
+                              **_errors(404, 410)},
             }},
             "/api/v1/conversions/{job_id}/rebuild": {"post": {
                 "operationId": "rebuildConversion",
@@ -66,37 +105,69 @@ def document(config) -> dict:
                 "parameters": [_path("job_id")],
                 "requestBody": _form({name: field for name, field in options.items()
                                        if name not in ("model", "align_to")}),
-                "responses": {"202": _accepted(_ref("JobCreated")), **_errors(400, 404, 410, 413, 503, 507)},
+                "responses": {"202": _accepted(_ref("JobCreated"), JOB_LINKS),
+                              **_errors(400, 404, 409, 410, 413, 503, 507)},
+            }},
+            "/api/v1/conversions/{job_id}/files/{kind}": {"get": {
+                "operationId": "getConversionFile",
+                "summary": "One of a finished job's files (the same as its files' addresses under /jobs, with JSON "
+                           "answers); one not written yet is prepared first: 202 with Retry-After, then the file",
+                "parameters": [_path("job_id"), {"name": "kind", "in": "path", "required": True,
+                                                 "schema": {"type": "string", "enum": list(OUTPUTS)},
+                                                 "description": "A download kind (the job's files list those it "
+                                                                "offers)."}],
+                "responses": {"200": _download_body(), "202": _preparing(), **_errors(404, 409, 410, 503)},
             }},
             "/api/v1/batches": {"post": {
                 "operationId": "createBatch",
                 "summary": "Several images, or a zip of images: one job each, accepted whole or not at all",
                 "requestBody": _form({
-                    "images": {"type": "array", "items": _file("An image."),
-                               "maxItems": config["MAX_BATCH_IMAGES"]},
+                    "images": {"anyOf": [{"type": "array", "items": _file("An image.", EXAMPLE_PICTURE)},
+                                         _file("One image.", EXAMPLE_PICTURE)],
+                               "description": f"Repeated: at most {config['MAX_BATCH_IMAGES']} images (413 beyond: a "
+                                              "limit of this server, like the upload size)."},
                     "zip": _file(f"A zip of images (stored, deflate, bzip2 or lzma), at most "
                                  f"{config['MAX_BATCH_IMAGES']} files and {config['MAX_BATCH_UNPACKED_MB']} MB "
                                  "unpacked; folders, hidden files and __MACOSX are skipped."),
                     **options}),
-                "responses": {"202": _accepted(_ref("Batch")), **_errors(400, 413, 415, 422, 503, 507)},
+                "responses": {"202": _accepted(_ref("Batch"), BATCH_LINKS), **_errors(400, 413, 415, 422, 503, 507)},
             }},
             "/api/v1/batches/{batch_id}": {"get": {
                 "operationId": "getBatch", "summary": "A batch's jobs, in upload order",
                 "parameters": [_path("batch_id")],
-                "responses": {"200": _json(_ref("Batch"), "The batch."), **_errors(404, 410)},
+                "responses": {"200": _json(_ref("Batch"), "The batch.",
+                                           links=_links_from_body(BATCH_LINKS, "getBatch")),
+                              **_errors(404, 410)},
+            }},
+            "/api/v1/batches/{batch_id}/download": {"get": {
+                "operationId": "downloadBatch",
+                "summary": "One zip of every job's files once every job has finished (a failed job gives its "
+                           "error.txt); prepared first: 202 with Retry-After, then the zip",
+                "parameters": [_path("batch_id"), {
+                    "name": "formats", "in": "query", "required": False,
+                    "schema": {"type": "string"},
+                    "description": "Comma-separated kinds, a set (default ply,glb,json): "
+                                   + ", ".join(offered_kinds(JobRequest(mesh=True)))}],
+                "responses": {"200": {"description": "The zip.",
+                                      "content": {"application/zip": {"schema": {"type": "string",
+                                                                                 "format": "binary"}}}},
+                              "202": _preparing(), **_errors(400, 404, 409, 410, 503)},
             }},
             "/api/v1/comparisons": {"post": {
                 "operationId": "createComparison", "summary": "One image converted by two models, side by side",
-                "requestBody": _form({"image": _file("The image."),
+                "requestBody": _form({"image": _file("The image.", EXAMPLE_PICTURE),
                                       "model_a": _choice(config["MODELS"], "The first model (default: model)."),
-                                      "model_b": _choice(config["MODELS"], "The second model."),
+                                      "model_b": _choice(config["MODELS"], "The second model.", blank=False),
                                       **options}, required=["image", "model_b"]),
-                "responses": {"202": _accepted(_ref("Comparison")), **_errors(400, 413, 415, 422, 503, 507)},
+                "responses": {"202": _accepted(_ref("Comparison"), COMPARISON_LINKS),
+                              **_errors(400, 413, 415, 422, 503, 507)},
             }},
             "/api/v1/comparisons/{comparison_id}": {"get": {
                 "operationId": "getComparison", "summary": "A comparison's two jobs",
                 "parameters": [_path("comparison_id")],
-                "responses": {"200": _json(_ref("Comparison"), "The comparison."), **_errors(404, 410)},
+                "responses": {"200": _json(_ref("Comparison"), "The comparison.",
+                                           links=_links_from_body(COMPARISON_LINKS, "getComparison")),
+                              **_errors(404, 410)},
             }},
             "/api/v1/openapi.json": {"get": {
                 "operationId": "getOpenApi", "summary": "This document",
@@ -108,28 +179,39 @@ def document(config) -> dict:
 
 
 def _option_fields(config) -> dict:
-    """The conversion options as form fields (text: blank means automatic)."""
-    flag = {"type": "string", "enum": ["true", "false"]}
+    """The conversion options as form fields. A blank field means "automatic" (the page's form sends blanks), so
+    every one also takes the empty string; numbers are written in ASCII digits (converter.parse_number)."""
+    flag = _choice([word for word in FLAG_WORDS if word], "", any_case=True)
+    metric_models = [model for model in config["MODELS"]
+                     if model not in KNOWN_MODELS or KNOWN_MODELS[model].metric]  # what align_to takes
     return {
         "model": _choice(config["MODELS"], "Depth model (default: the server's)."),
-        "detail": _choice(list(DETAIL_LEVELS), "Output density; or max_points."),
-        "max_points": {"type": "string", "pattern": r"^[0-9]{1,9}$", "description": "Points wanted, 0 = every "
-                                                                                     "pixel."},
-        "fov": _number("Horizontal field of view, degrees."),
-        "focal_px": _number("Focal length in pixels."),
-        "relief": _number("Depth range of relative models."),
-        "drop_background": _number("Also drop the farthest N % of pixels."),
-        "mode": _choice(list(MODES), "perspective (a photo) or relief (drawings, logos)."),
-        "clean": {**flag, "description": "Drop flying pixels on depth edges."},
-        "paper_background": {**flag, "description": "Make white paper around a drawing transparent."},
-        "mesh": {**flag, "description": "Also offer the mesh downloads."},
-        "stl_width_mm": _number("Width of the printable relief, 1–2000 mm."),
-        "simplify": {"type": "string", "description": "low, medium, high or a triangle count (at least 4)."},
-        "known_length": {"type": "string", "description": "X1 Y1 X2 Y2 METRES: two pixels and the real distance "
-                                                          "between their surface points."},
-        "depth_kind": _choice(list(DEPTH_KIND_CHOICES), "What a depth file holds."),
-        "align_to": _choice(config["MODELS"], "A metric model to fit the depth model's relative depth to: metres "
-                                              "with the relative model's detail (the depth model must differ)."),
+        "detail": _choice(list(DETAIL_LEVELS), "Output density; or max_points.", any_case=True),
+        "max_points": _number("Points wanted, 0 = every pixel.", type="integer", minimum=0),
+        "fov": _number("Horizontal field of view, degrees.", minimum=1, maximum=179),
+        "focal_px": _number("Focal length in pixels.", minimum=FOCAL_PX_RANGE[0], maximum=FOCAL_PX_RANGE[1]),
+        "relief": _number("Depth range of relative models.", exclusiveMinimum=0, maximum=100),
+        "drop_background": _number("Also drop the farthest N % of pixels.", minimum=0, exclusiveMaximum=100),
+        "mode": _choice(list(MODES), "perspective (a photo) or relief (drawings, logos).", any_case=True),
+        "clean": {**flag, "description": "Drop flying pixels on depth edges (blank: off)."},
+        "paper_background": {**flag, "description": "Make white paper around a drawing transparent (blank: off)."},
+        "mesh": {**flag, "description": "Also offer the mesh downloads (blank: off)."},
+        "stl_width_mm": _number("Width of the printable relief in millimetres.", minimum=1, maximum=2000),
+        "simplify": {"anyOf": [_choice(["low", "medium", "high"], "", any_case=True),
+                               {"type": "integer", "minimum": 4}],
+                     "description": "low, medium, high or a triangle count (at least 4), for the simplified mesh."},
+        "up": _choice(list(UP_AXES), "Which axis is up in the .ply and .pcd files: "
+                      + "; ".join(f"{name}: {what}" for name, what in UP_AXES.items())
+                      + " (.las is always z up, .glb/.obj/.usdz y up, .stl z up). A rebuild keeps the job's.",
+                      any_case=True),
+        "known_length": {"type": "string",
+                         "pattern": rf"^\s*$|^[\s,]*{DECIMAL_GRAMMAR}([\s,]+{DECIMAL_GRAMMAR}){{4}}[\s,]*$",
+                         "description": "X1 Y1 X2 Y2 METRES (spaces or commas): two pixels and the real distance "
+                                        "between their surface points (the two pixels different, the distance "
+                                        "above 0)."},
+        "depth_kind": _choice(list(DEPTH_KIND_CHOICES), "What a depth file holds.", any_case=True),
+        "align_to": _choice(metric_models, "A metric model to fit the depth model's relative depth to: metres with "
+                                           "the relative model's detail (the depth model must differ)."),
     }
 
 
@@ -177,9 +259,15 @@ def _schemas() -> dict:
                                                                   + ", ".join(offered_kinds(JobRequest(mesh=True)))},
             },
         },
-        "Comparison": {"type": "object", "required": ["id", "url", "models", "jobs"],
+        "Comparison": {"type": "object", "required": ["id", "url", "models", "job_ids", "jobs"],
                        "properties": {"id": JOB_ID, "url": url, "models": {"type": "array", "items": url},
+                                      "job_ids": {"type": "array", "items": JOB_ID},
                                       "jobs": {"type": "array", "items": url}}},
+        "Preparing": {"type": "object", "required": ["status", "progress", "retry_after", "url", "message"],
+                      "properties": {"status": {"const": "preparing"}, "stage": {"type": "string"},
+                                     "progress": {"type": ["string", "number", "null"]},
+                                     "retry_after": {"type": "integer", "minimum": 1}, "url": url,
+                                     "message": {"type": "string"}}},
     }
 
 
@@ -190,17 +278,36 @@ def _form(properties: dict, required: list[str] | None = None) -> dict:
     return {"required": True, "content": {"multipart/form-data": {"schema": schema}}}
 
 
-def _file(description: str) -> dict:
-    return {"type": "string", "format": "binary", "contentMediaType": "application/octet-stream",
-            "description": description}
+def _file(description: str, example: str | None = None) -> dict:
+    schema = {"type": "string", "format": "binary", "contentMediaType": "application/octet-stream",
+              "description": description}
+    if example is not None:
+        schema["examples"] = [example]
+    return schema
 
 
-def _choice(choices, description: str) -> dict:
-    return {"type": "string", "enum": list(choices), "description": description}
+def _choice(choices, description: str, any_case: bool = False, blank: bool = True) -> dict:
+    """One of ``choices`` (``any_case``: in any letter case), blanks around it ignored, or blank: exactly what the
+    server takes, as a pattern (an enum would call " relief" invalid, which the server reads as relief)."""
+    def spelled(choice: str) -> str:
+        if not any_case:
+            return re.escape(choice)
+        return "".join(f"[{c.upper()}{c.lower()}]" if c.upper() != c.lower() else re.escape(c) for c in choice)
+
+    alternatives = "|".join(spelled(choice) for choice in choices)
+    optional = "?" if blank else ""
+    field = {"type": "string", "pattern": rf"^\s*({alternatives}){optional}\s*$", "examples": list(choices)}
+    if description:
+        field["description"] = description
+    return field
 
 
-def _number(description: str) -> dict:
-    return {"type": "string", "pattern": r"^-?[0-9]{1,6}(\.[0-9]{1,6})?$", "description": description}
+def _number(description: str, type: str = "number", **bounds) -> dict:
+    """A number in a form field: within the bounds the server checks, or any text the server reads as a number
+    (converter.parse_number's grammar; out of bounds that is a 400 naming the field), or blank."""
+    grammar = WHOLE_GRAMMAR if type == "integer" else DECIMAL_GRAMMAR
+    text = {"type": "string", "pattern": rf"^[ \t\r\n]*({grammar})?[ \t\r\n]*$"}
+    return {"anyOf": [{"type": type, **bounds}, text], "description": description}
 
 
 def _path(name: str) -> dict:
@@ -211,22 +318,64 @@ def _ref(name: str) -> dict:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-def _json(schema: dict, description: str, headers: dict | None = None) -> dict:
+def _json(schema: dict, description: str, headers: dict | None = None, links: dict | None = None) -> dict:
     response = {"description": description, "content": {"application/json": {"schema": schema}}}
     if headers:
         response["headers"] = headers
+    if links:
+        response["links"] = links
     return response
 
 
-def _accepted(schema: dict) -> dict:
+def _accepted(schema: dict, links: dict | None = None) -> dict:
     return _json(schema, "Accepted: the work runs in the background; Location is where to follow it.",
-                 {"Location": {"required": True, "schema": {"type": "string"}}})
+                 {"Location": {"required": True, "schema": {"type": "string"}}}, links)
+
+
+def _preparing() -> dict:
+    return _json(_ref("Preparing"), "Accepted: the file is being prepared (an export task); ask the same address "
+                                    "again after Retry-After seconds.",
+                 {"Retry-After": {**RETRY_AFTER["Retry-After"], "required": True}})
+
+
+def _download_body() -> dict:
+    """A file, in its kind's media type (converter.OUTPUTS)."""
+    types = sorted({kind.media_type for kind in OUTPUTS.values()})
+    binary = {"type": "string", "format": "binary"}
+    return {"description": "The file, as an attachment (previews inline).",
+            "content": {media_type: {"schema": {"type": "object"} if media_type == "application/json" else binary}
+                        for media_type in types}}
 
 
 def _errors(*statuses: int) -> dict:
+    """Each status's Error body, with every status a request to this server can also meet: 414 (a too-long address,
+    from the HTTP server), 503 and 409 with Retry-After."""
     responses = {}
     for status in statuses:
-        headers = {"Retry-After": {"schema": {"type": "string", "pattern": "^[0-9]+$"},
-                                   "description": "Seconds to wait when the queue is full."}} if status == 503 else None
+        headers = RETRY_AFTER if status in (409, 503) else None
         responses[str(status)] = _json(_ref("Error"), ERRORS[status], headers)
+    responses["414"] = URI_TOO_LONG
     return responses
+
+
+def _link(operation: str, expression: str) -> dict:
+    """An OpenAPI link to ``operation``, its id parameter taken from the response: {name: expression}."""
+    return {"operationId": operation, "parameters": {_ID_PARAMETER[operation]: expression}}
+
+
+_ID_PARAMETER = {"getConversion": "job_id", "rebuildConversion": "job_id", "getConversionFile": "job_id",
+                 "getBatch": "batch_id", "downloadBatch": "batch_id", "getComparison": "comparison_id"}
+# From each creating operation to every operation that takes the id it made (stateful testing follows them).
+JOB_LINKS = {name: _link(name, "$response.body#/id")
+             for name in ("getConversion", "rebuildConversion", "getConversionFile")}
+BATCH_LINKS = {"getBatch": _link("getBatch", "$response.body#/id"),
+               "downloadBatch": _link("downloadBatch", "$response.body#/id"),
+               "getBatchJob": _link("getConversion", "$response.body#/job_ids/0")}
+COMPARISON_LINKS = {"getComparison": _link("getComparison", "$response.body#/id"),
+                    "getFirstJob": _link("getConversion", "$response.body#/job_ids/0"),
+                    "getSecondJob": _link("getConversion", "$response.body#/job_ids/1")}
+
+
+def _links_from_body(links: dict, leaving_out: str) -> dict:
+    """The same links from a view of the thing (its own view left out)."""
+    return {name: link for name, link in links.items() if name != leaving_out}

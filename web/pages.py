@@ -9,7 +9,7 @@ from .errors import allow_webassembly, wants_html
 from .exports import Target
 from .job_request import JobRequest
 from .jobs import DONE, DOWNLOAD_GROUPS, DOWNLOADS, PREVIEWS
-from .service import get_service, model_label, page_context
+from .service import get_service, model_label, page_context, still_converting
 
 bp = Blueprint("pages", __name__)
 PREPARING_RETRY_SECONDS = 2
@@ -42,16 +42,19 @@ def job_result_fragment(job_id):
     service = get_service()
     job = service.job_or_404(job_id)
     return render_template("_result.html", job=job, view=service.job_view(job), downloads=DOWNLOADS,
-                           download_groups=DOWNLOAD_GROUPS)
+                           download_groups=DOWNLOAD_GROUPS, up_axes=page_context()["up_axes"])
 
 
 @bp.get("/jobs/<id:job_id>/files/<kind>")
+@bp.get("/api/v1/conversions/<id:job_id>/files/<kind>", endpoint="job_file_api")  # the same, answering JSON
 def job_file(job_id, kind):
     """A finished job's file; one not written yet is queued as an export and the link answers at once
     ("preparing…", 202), then serves the file once it is whole."""
     service = get_service()
     job = service.job_or_404(job_id)
     entry = DOWNLOADS.get(kind) or PREVIEWS.get(kind)
+    if entry is not None:
+        still_converting(job, "download its files")
     if entry is None or job.status != DONE or kind not in offered_kinds(JobRequest.from_dict(job.request)):
         abort(404)
     path, state = service.download(Target(job.id, kind))

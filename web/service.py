@@ -17,6 +17,7 @@ from converter import (
     KNOWN_MODELS,
     MODES,
     PREDICTION_FILE,
+    UP_AXES,
     OptionError,
     check_convertible_size,
     load_image,
@@ -28,7 +29,7 @@ from .conversion import offered_kinds, run_job
 from .depth_cache import DepthCache
 from .errors import EXPIRED, UserError
 from .exports import EXPORT_TIMEOUT_SECONDS, Exports, Target, size_of
-from .forms import parse_rebuild, parse_request
+from .forms import OPTION_FIELDS, check_single_values, parse_rebuild, parse_request
 from .job_request import DEFAULT_STL_WIDTH_MM, JobRequest
 from .jobs import (
     DONE,
@@ -49,6 +50,7 @@ from .settings import conversion_workers, make_converter, uses_cuda
 
 BUSY = "The server is busy with other conversions. Please try again in a minute."
 NOTHING_HERE = "There is nothing here. Results expire after a while; convert the image again."
+STILL_CONVERTING_RETRY_SECONDS = 2
 # Bigger full-size pictures are decoded by their job, not the request (about 2 x 3 bytes a pixel while decoding).
 REQUEST_DECODE_PIXELS = 16_000_000
 
@@ -116,6 +118,7 @@ class Service:
         """A new job converting a finished job's kept image with its kept depth: no model run."""
         source = self.job_or_404(job_id, missing="There is no such conversion to rebuild. Results expire after a "
                                                  "while; convert the image again.")
+        still_converting(source, "rebuild it")
         folder = self.store.folder(source.id)
         if source.status != DONE or IMAGE_FILE not in source.files or not (folder / PREDICTION_FILE).is_file():
             raise UserError(404, "not_rebuildable", "This conversion has no finished result to rebuild (it failed "
@@ -126,7 +129,13 @@ class Service:
     def compare(self, form, files) -> dict:
         """Two jobs, one per model, on the same upload (decoded once for both)."""
         data, _ = _uploads(files)
+        check_single_values(form, OPTION_FIELDS + ("model_a", "model_b"))
         fields = form.to_dict()
+        for name in ("model", "model_a", "model_b"):  # model and model_a both name the first: each must be offered
+            given = (fields.get(name) or "").strip()
+            if given and given not in self.config["MODELS"]:
+                raise OptionError(f"Unknown model '{given[:80]}' in the field '{name}'. Choose one of: "
+                                  f"{', '.join(self.config['MODELS'])}.")
         first = (fields.get("model_a") or fields.get("model") or self.config["DEPTH_MODEL"]).strip()
         second = (fields.get("model_b") or "").strip()
         if not second:
@@ -201,7 +210,7 @@ class Service:
 
     def comparison_view(self, comparison: dict) -> dict:
         return {"id": comparison["id"], "url": url_for("pages.compare_page", comparison_id=comparison["id"]),
-                "models": comparison["models"],
+                "models": comparison["models"], "job_ids": comparison["job_ids"],
                 "jobs": [url_for("api.job_status", job_id=job_id) for job_id in comparison["job_ids"]]}
 
     # ------------------------------------------------------------------------------------------------ helpers
@@ -229,6 +238,17 @@ class Service:
             return self.runner.submit(job_request.to_dict(), upload)
         except QueueFullError:
             raise UserError(503, "busy", BUSY, retry_after=30) from None
+
+
+def still_converting(job: Job, wanted: str) -> None:
+    """A 409 while ``job`` is queued or running (with Retry-After: what was asked comes when it is done) or when it
+    has failed (it exists, but has no result)."""
+    if job.status == FAILED:
+        raise UserError(409, "failed", f"This conversion failed, so it has no result to {wanted.split()[0]}: "
+                                       f"{job.error or 'see its status.'}")
+    if job.status != DONE:
+        raise UserError(409, "not_finished", f"This conversion is still running: {wanted} once it is done.",
+                        retry_after=STILL_CONVERTING_RETRY_SECONDS)
 
 
 def _uploads(files) -> tuple[bytes, bytes]:
@@ -259,7 +279,7 @@ def page_context() -> dict:
         "max_upload_mb": config["MAX_UPLOAD_MB"], "max_megapixels": config["MAX_PIXELS"] / 1e6,
         "max_batch_images": config["MAX_BATCH_IMAGES"],
         "download_groups": DOWNLOAD_GROUPS, "detail_levels": DETAIL_LEVELS, "modes": MODES,
-        "default_stl_width_mm": DEFAULT_STL_WIDTH_MM,
+        "default_stl_width_mm": DEFAULT_STL_WIDTH_MM, "up_axes": UP_AXES,
     }
 
 

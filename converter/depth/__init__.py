@@ -50,6 +50,8 @@ def set_torch_threads(threads: int) -> None:
 def is_model_loaded(model: str | None = None, device: str = "auto", precision: str = "fp32", *,
                     engine: str | None = None, tensor_preprocess: bool | None = None, batch_size: int = 1,
                     batch_wait_ms: float = 0.0) -> bool:
+    if not _loaded:  # nothing loaded yet: answered without importing torch (resolve_device does)
+        return False
     try:
         device = resolve_device(device)
         key = _key(resolve_model_name(model), device, precision, engine, tensor_preprocess, batch_size,

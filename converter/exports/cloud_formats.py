@@ -1,9 +1,9 @@
 """Point cloud writers for tools that do not read PLY well: PCD (the Point Cloud Library's format, through Open3D) and
 LAS 1.2 (lidar and GIS tools, through laspy).
 
-Both are atomic like every writer (:func:`converter.exports.files.atomic_output`). Coordinates are written as given: the
-product's frame, right-handed, **y up**, camera at the origin looking down −z. LAS tools usually expect z up; the
-LAS header says "y up" in its system identifier so that nobody has to guess.
+Both are atomic like every writer (:func:`converter.exports.files.atomic_output`). Coordinates are written as given;
+the output table (:mod:`converter.exports.outputs`) turns them: LAS z up (x right, y forward into the scene, z up),
+as survey tools expect, and PCD y up or z up as asked. The LAS header says which in its system identifier.
 """
 
 from __future__ import annotations
@@ -88,14 +88,15 @@ def _write_empty_pcd(path: str | os.PathLike, with_normals: bool) -> None:
 # ---------------------------------------------------------------------------------------------------------- LAS
 
 
-def write_las(path: str | os.PathLike, points: np.ndarray, colors: np.ndarray, *, metric: bool) -> None:
+def write_las(path: str | os.PathLike, points: np.ndarray, colors: np.ndarray, *, metric: bool,
+              up: str = "z") -> None:
     """Uncompressed LAS 1.2, point format 2 (x, y, z, intensity 0, 16-bit RGB), read by CloudCompare, PDAL, QGIS and
     lidar viewers. Format 2 rather than 1.4's format 7: every LAS reader takes it, and 1.4 adds nothing we use.
 
     points [N, 3] float (metres when ``metric``, else relative units), colors [N, 3] uint8 stored as value × 257
     (0–255 → 0–65535). LAS stores integers × scale + offset: the offset is the cloud's minimum, the scale 1 mm for
     metric clouds and, for relative ones, the largest power of ten at most 1e-6 of the extent (coarser only when
-    the extent would not fit in 32 bits). The header names the generator, the units and the axes (y up).
+    the extent would not fit in 32 bits). The header names the generator, the units and which axis is ``up``.
     """
     import laspy  # only this writer needs it
 
@@ -107,7 +108,7 @@ def write_las(path: str | os.PathLike, points: np.ndarray, colors: np.ndarray, *
     header.scales = np.full(3, scale)
     header.offsets = offsets
     header.generating_software = GENERATOR
-    header.system_identifier = f"y up, {'metres' if metric else 'relative units'}"
+    header.system_identifier = f"{up} up, {'metres' if metric else 'relative units'}"
     las = laspy.LasData(header)
     las.x, las.y, las.z = points[:, 0], points[:, 1], points[:, 2]
     wide = colors.astype(np.uint16) * np.uint16(257)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import tempfile
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Callable
@@ -20,6 +20,7 @@ import numpy as np
 
 from .. import geometry
 from ..errors import OptionError
+from ..options import parse_number
 from ..mesh import DEFAULT_MAX_DEPTH_RATIO, Mesh, mesh_from_result, mesh_on_grid, texture_image
 from . import files as export
 from . import mesh_formats as mesh_export
@@ -33,6 +34,24 @@ from .usdz import write_usdz
 
 PREVIEW_MAX_SIDE = 768  # previews are for a web page, shown a few hundred pixels wide
 PARALLAX_MAX_SIDE, PARALLAX_FPS = 720, 24  # a 3 s clip: about 0.3 MB and several seconds to render
+# Which way is up in the PLY and PCD files (their readers disagree): y as in glTF, three.js, MeshLab and Open3D, or
+# z as in Blender (whose PLY importer converts no axes), CloudCompare and survey tools. LAS is always z up, STL too.
+UP_AXES = {"y": "y up (glTF, three.js, MeshLab, Open3D)", "z": "z up (Blender, CloudCompare, survey tools)"}
+Z_UP_AXES = "right-handed, z up: x right, y forward (into the scene), z up"
+
+
+def turned_z_up(vectors: np.ndarray | None) -> np.ndarray | None:
+    """[N, 3] in the product's y-up frame → z up: (x, y, z) → (x, −z, y), a quarter turn about x (what Blender's
+    glTF importer does), so the camera looks along +y and the picture's top is +z. None stays None."""
+    if vectors is None:
+        return None
+    vectors = np.asarray(vectors)
+    return np.stack([vectors[:, 0], -vectors[:, 2], vectors[:, 1]], axis=1)
+
+
+def z_up_axes(axes: str) -> str:
+    """The axes line of a file turned z up, from the y-up description ``axes``."""
+    return f"{Z_UP_AXES} (the y-up frame '{axes}' turned by (x, y, z) -> (x, -z, y))"
 
 
 @dataclass(frozen=True)
@@ -45,9 +64,11 @@ class OutputSettings:
     stl_base_mm: float = printing.DEFAULT_BASE_MM
     max_depth_ratio: float = DEFAULT_MAX_DEPTH_RATIO
     simplify: str | int = "low"
+    up: str = "y"
 
     def __post_init__(self):
         printing.check_size(self.stl_width_mm, self.stl_base_mm)
+        object.__setattr__(self, "up", parse_up(self.up))
         object.__setattr__(self, "simplify", parse_simplify(self.simplify))
         if not (isinstance(self.max_depth_ratio, (int, float)) and math.isfinite(self.max_depth_ratio)
                 and self.max_depth_ratio >= 1.0):
@@ -55,9 +76,17 @@ class OutputSettings:
 
     @classmethod
     def from_keywords(cls, width_mm: float = printing.DEFAULT_WIDTH_MM, base_mm: float = printing.DEFAULT_BASE_MM,
-                      max_depth_ratio: float = DEFAULT_MAX_DEPTH_RATIO) -> "OutputSettings":
-        """The keyword names ``ConversionResult.save`` has always taken."""
-        return cls(stl_width_mm=width_mm, stl_base_mm=base_mm, max_depth_ratio=max_depth_ratio)
+                      max_depth_ratio: float = DEFAULT_MAX_DEPTH_RATIO, up: str = "y") -> "OutputSettings":
+        """The keyword names ``ConversionResult.save`` takes."""
+        return cls(stl_width_mm=width_mm, stl_base_mm=base_mm, max_depth_ratio=max_depth_ratio, up=up)
+
+
+def parse_up(value) -> str:
+    """"y" or "z" (any case, blanks around) → itself; anything else is an OptionError."""
+    text = value.strip().lower() if isinstance(value, str) else value
+    if text not in UP_AXES:
+        raise OptionError(f"up must be one of: {', '.join(f'{name} ({what})' for name, what in UP_AXES.items())}.")
+    return text
 
 
 class Artifacts:
@@ -75,6 +104,19 @@ class Artifacts:
     @cached_property
     def comments(self) -> list[str]:
         return comment_lines(self.metadata)
+
+    @cached_property
+    def z_up_comments(self) -> list[str]:
+        """The header comments of a file turned z up: its axes line says so."""
+        axes = f"axes: {self.metadata['axes']}"
+        return [f"axes: {z_up_axes(self.metadata['axes'])}" if line == axes else line for line in self.comments]
+
+    def comments_for_up(self) -> list[str]:
+        return self.z_up_comments if self.settings.up == "z" else self.comments
+
+    def turned(self, vectors: np.ndarray | None) -> np.ndarray | None:
+        """Points or normals in the settings' ``up`` frame (the PLY and PCD writers)."""
+        return turned_z_up(vectors) if self.settings.up == "z" else vectors
 
     @cached_property
     def mesh(self) -> Mesh:
@@ -172,11 +214,14 @@ class OutputKind:
 
 def _point_cloud_ply(path: Path, a: Artifacts) -> None:
     r = a.result
-    export.write_point_cloud_ply(path, r.points, r.colors, r.normals, comments=a.comments)
+    export.write_point_cloud_ply(path, a.turned(r.points), r.colors, a.turned(r.normals),
+                                 comments=a.comments_for_up())
 
 
 def _mesh_ply(path: Path, a: Artifacts) -> None:
-    mesh_export.write_mesh_ply(path, a.mesh, comments=a.comments)
+    mesh = a.mesh if a.settings.up == "y" else replace(a.mesh, vertices=a.turned(a.mesh.vertices),
+                                                        normals=a.turned(a.mesh.normals))
+    mesh_export.write_mesh_ply(path, mesh, comments=a.comments_for_up())
 
 
 def _glb(path: Path, a: Artifacts) -> None:
@@ -212,11 +257,12 @@ def _usdz(path: Path, a: Artifacts) -> None:
 
 
 def _pcd(path: Path, a: Artifacts) -> None:
-    write_pcd(path, a.result.points, a.result.colors, a.result.normals)
+    write_pcd(path, a.turned(a.result.points), a.result.colors, a.turned(a.result.normals))
 
 
 def _las(path: Path, a: Artifacts) -> None:
-    write_las(path, a.result.points, a.result.colors, metric=a.result.units == "metres")
+    """Always z up (x right, y forward into the scene, z up), as survey tools expect."""
+    write_las(path, turned_z_up(a.result.points), a.result.colors, metric=a.result.units == "metres")
 
 
 def _splat_ply(path: Path, a: Artifacts) -> None:
@@ -247,7 +293,8 @@ def _stl(path: Path, a: Artifacts) -> None:
 
 
 def _json(path: Path, a: Artifacts) -> None:
-    export.write_json(path, a.metadata)
+    extra = {"ply_pcd_axes": z_up_axes(a.metadata["axes"])} if a.settings.up == "z" else {}  # the files written
+    export.write_json(path, {**a.metadata, **extra})
 
 
 def _depth_png(path: Path, a: Artifacts) -> None:
@@ -343,12 +390,12 @@ def parse_simplify(value) -> str | int:
         text = value.strip().lower()
         if text in DETAIL_FRACTIONS:
             return text
-        if text.isdigit():
-            value = int(text)
+        if text[:1].isascii() and text[:1].isdigit():  # a count: ASCII digits only ('¹', '٣' are refused below)
+            value = parse_number(text, "simplify", whole=True)
     if isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= MIN_TARGET_FACES:
         return int(value)
     raise OptionError(f"Simplify to a detail level ({', '.join(DETAIL_FRACTIONS)}) or a number of triangles "
-                      f"(at least {MIN_TARGET_FACES}).")
+                      f"written with the digits 0-9 (at least {MIN_TARGET_FACES}).")
 
 
 def kind_for_path(path: str | Path) -> OutputKind:

@@ -14,7 +14,8 @@
  *                      data-splat-url (optional 3D Gaussian Splatting .ply, same frame as the cloud; adds a
  *                                      "Show splats" toggle, loaded on first use with the vendored Spark renderer,
  *                                      which needs the page's CSP to allow 'wasm-unsafe-eval'),
- *                      data-units (optional words such as "metres" or "relative units", shown with the size).
+ *                      data-units (optional words such as "metres" or "relative units", shown with the size),
+ *                      data-up (optional "z": the PLY is z up, (x, -z, y) of the frame above; it is turned back).
  *   Attributes set:    data-viewer-state  = "loading" | "ready" | "error"
  *                      data-point-count   = number of points drawn (when ready)
  *                      data-mesh-state    = "loading" | "ready" | "error" (only once the mesh was asked for)
@@ -146,6 +147,7 @@ class Viewer {
 		this.plyUrl = (element.dataset.plyUrl || '').trim();
 		this.meshUrl = (element.dataset.meshUrl || '').trim();
 		this.units = (element.dataset.units || '').trim();
+		this.zUp = (element.dataset.up || '').trim() === 'z';
 		this.frame = 0;
 		this.points = null;
 		this.mesh = null;
@@ -329,6 +331,8 @@ class Viewer {
 		loader.setCustomPropertyNameMapping({ viewerSrgb: ['viewer_srgb_r', 'viewer_srgb_g', 'viewer_srgb_b'] });
 		const geometry = loader.parse(bytes);
 		if (!geometry.getAttribute('position')) throw new Error('no positions');
+		// A z-up file (the job's "up" option, for Blender) back in the y-up frame that everything here uses.
+		if (this.zUp) geometry.rotateX(-Math.PI / 2);
 		const raw = geometry.getAttribute('viewerSrgb');
 		if (raw) {
 			geometry.setAttribute('color', linearColours(raw));

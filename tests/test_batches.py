@@ -74,6 +74,7 @@ def test_a_batch_converts_every_image_and_zips_everything(client):
     assert page.count('class="batch-job"') == 3 and 'id="batch-download"' in page
 
 
+@pytest.mark.slow  # a whole batch converted (test_a_batch_converts_every_image... keeps one in the fast tier)
 def test_the_form_sends_several_images_to_a_batch_page(client):
     response = post_batch(client, [("image", data) for data in pictures(2)], path="/convert")
     assert response.status_code == 303 and response.headers["Location"].startswith("/batches/")
@@ -81,6 +82,7 @@ def test_the_form_sends_several_images_to_a_batch_page(client):
     assert len(wait_for_batch(client, batch_id)["job_ids"]) == 2
 
 
+@pytest.mark.slow  # a whole batch converted (test_a_batch_converts_every_image... keeps one in the fast tier)
 def test_a_zip_of_images_is_a_batch_in_the_zips_order(client):
     images = pictures(2)
     archive = zipped({"photos/b.png": images[1], "photos/a.png": images[0], "__MACOSX/._a.png": b"junk",

@@ -4,6 +4,7 @@ writers sit above the core, and the public API is the package's own names."""
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 import converter
@@ -17,6 +18,7 @@ def _module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+@functools.cache  # read once for the tests that check it (none changes it)
 def import_graph() -> dict[str, set[str]]:
     """converter module → the converter modules it imports anywhere (top level or inside a function); importing a
     name from a package counts as importing the package's ``__init__`` (and the submodule, when it is one), but for

@@ -172,7 +172,8 @@ def test_concurrent_first_requests_get_one_whole_file(app, client, monkeypatch, 
 # ---------------------------------------------------------------------------- made again from the kept files
 
 
-@pytest.mark.parametrize("kind", ["stl", "glb", "mesh_ply", "las", "depth_npy"])
+@pytest.mark.parametrize("kind", ["stl", *(pytest.param(kind, marks=pytest.mark.slow)  # one kind in the fast tier
+                                   for kind in ("glb", "mesh_ply", "las", "depth_npy"))])
 def test_a_download_made_from_the_kept_files_equals_the_one_made_from_memory(make_app, kind):
     first = make_app()
     client = first.test_client()
@@ -231,7 +232,8 @@ def test_unknown_kinds_404_and_an_expired_job_410(app, client):
 # ---------------------------------------------------------------------------------------------- rebuilds
 
 
-@pytest.mark.parametrize("text", ["3 4 30 25 0.5", "3, 4, 30, 25, 0.5", " 3,4 30,25  0.5 "])
+@pytest.mark.parametrize("text", ["3 4 30 25 0.5", *(pytest.param(text, marks=pytest.mark.slow)  # one in the fast tier
+                                                   for text in ("3, 4, 30, 25, 0.5", " 3,4 30,25  0.5 "))])
 def test_a_rebuild_with_a_known_length_is_in_metres(app, client, text):
     source = submit(client, depth=1.0 / tilted_depth(), depth_kind="disparity")
     source_view = wait_done(client, source)

@@ -294,6 +294,7 @@ def test_glb_with_texture_is_valid_and_reads_back(textured, tmp_path):
     assert np.asarray(model.materials[0].albedo_img).shape[:2] == (H, W)
 
 
+@pytest.mark.slow  # the Khronos validator in a subprocess (the textured GLB keeps it in the fast tier)
 def test_glb_with_vertex_colours_and_normals_is_valid(textured, tmp_path):
     _, mesh = textured
     mesh.normals = mesh_from_result(textured[0], normals=True).normals
@@ -312,6 +313,7 @@ def test_glb_with_vertex_colours_and_normals_is_valid(textured, tmp_path):
     np.testing.assert_allclose(np.asarray(o3d_mesh.vertex_colors) * 255, mesh.colors[order], atol=0.51)
 
 
+@pytest.mark.slow  # the Khronos validator in a subprocess (the textured GLB keeps it in the fast tier)
 def test_glb_without_faces_or_vertices_is_still_valid(tmp_path):
     points_only = Mesh(vertices=np.eye(3), faces=np.empty((0, 3)), colors=np.full((3, 3), 200), uvs=np.zeros((3, 2)))
     mesh_export.write_glb(tmp_path / "points.glb", points_only, None)

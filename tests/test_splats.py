@@ -307,7 +307,7 @@ def surface_mask(camera: Camera, result, margin: int) -> np.ndarray:
 
 
 @pytest.mark.parametrize("picture", ["photo-like", pytest.param("chelsea-half", marks=pytest.mark.slow)])
-@pytest.mark.parametrize("degrees", [5.0, -5.0])
+@pytest.mark.parametrize("degrees", [5.0, pytest.param(-5.0, marks=pytest.mark.slow)])
 def test_a_camera_moved_five_degrees_around_the_scene_sees_no_holes(scene, photo_scene, picture, degrees):
     """At twice the picture's resolution, so the viewer's 0.3 px² screen-space filter cannot hide gaps."""
     _, result, path = scene if picture == "photo-like" else photo_scene("chelsea", 2)

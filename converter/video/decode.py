@@ -104,6 +104,9 @@ class Frame:
     rgb: np.ndarray
 
 
+UNREADABLE_TRACK = "The video's picture track cannot be decoded: the file is damaged or incomplete."
+
+
 def probe(path: str | os.PathLike, limits: VideoLimits, options: VideoOptions) -> VideoInfo:
     """Open ``path`` and check what it declares before any work: a video container (by content), a picture track,
     size, pixels, length and frames within ``limits``. Raises UnsupportedVideoError, DamagedVideoError or
@@ -122,6 +125,8 @@ def probe(path: str | os.PathLike, limits: VideoLimits, options: VideoOptions) -
             raise UnsupportedVideoError("The file holds no pictures (a sound-only file?): there is no video track.")
         stream = container.streams.video[0]
         context = stream.codec_context
+        if context is None:  # a track whose codec PyAV cannot open: e.g. its header was cut off
+            raise DamagedVideoError(UNREADABLE_TRACK)
         context.options = _decoder_options(limits)
         width, height = int(context.width or 0), int(context.height or 0)
         if width * height > limits.max_pixels:
@@ -134,7 +139,7 @@ def probe(path: str | os.PathLike, limits: VideoLimits, options: VideoOptions) -
         frames = int(stream.frames or 0)
         _check_declared(duration, frames, fps, limits, options)
         rotation = _stream_rotation(container, stream)
-        audio = container.streams.audio[0] if container.streams.audio else None
+        audio = next((track for track in container.streams.audio if track.codec_context is not None), None)
         fmt = av.VideoFormat(context.pix_fmt) if context.pix_fmt else None
         bits = max((c.bits for c in fmt.components), default=8) if fmt else 8
         swapped = rotation % 180 == 90
@@ -161,6 +166,8 @@ def decode(info: VideoInfo, options: VideoOptions, limits: VideoLimits, deadline
     size = None
     with _open(info.path) as container:
         stream = container.streams.video[0]
+        if stream.codec_context is None:
+            raise DamagedVideoError(UNREADABLE_TRACK)
         stream.thread_type = "AUTO"
         stream.codec_context.options = _decoder_options(limits)
         if options.start > 0:

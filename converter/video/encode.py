@@ -48,12 +48,12 @@ class _Atomic:
 
 
 class AudioTrack:
-    """The source's first audio track, muxed into ``container`` up to a given time (see the module docstring).
+    """The source's first audio track that can be opened (as decode.probe picks it), muxed into ``container`` up to a given time (see the module docstring).
     ``start``: the source time (seconds) that becomes 0 in the output."""
 
     def __init__(self, source: str | os.PathLike, container, start: float):
         self.input = av.open(str(source), metadata_errors="ignore")
-        self.source = self.input.streams.audio[0]
+        self.source = next(track for track in self.input.streams.audio if track.codec_context is not None)
         self.copy = self.source.codec_context.name in COPYABLE_AUDIO
         if self.copy:
             self.stream = container.add_stream_from_template(self.source)

@@ -123,8 +123,14 @@ def make_app(tmp_path, dpt_model):
         return application
 
     yield build
-    for application in apps:
-        application.extensions["image_to_3d"].stop()
+    import threading
+
+    for application in apps:  # no conversion of this test may end in the next one (and count in its metrics)
+        stopper = threading.Thread(target=application.extensions["image_to_3d"].stop, kwargs={"wait": True},
+                                   daemon=True)
+        stopper.start()
+        stopper.join(120)
+        assert not stopper.is_alive(), "the app's conversions were still running 120 s after the test"
 
 
 @pytest.fixture

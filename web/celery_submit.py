@@ -132,7 +132,8 @@ class CeleryJobRunner:
         except redis.RedisError:
             return None
 
-    def shutdown(self) -> None:
+    def shutdown(self, wait: bool = False) -> None:
+        """Stop watching; nothing runs in this process to wait for (the workers run the jobs)."""
         self._stop.set()
         self.board.redis.close()
         self.celery.close()

@@ -390,9 +390,10 @@ class JobRunner:
         except Exception:  # Exports.run records its own failures; this is the last guard of the thread
             log.exception("export %s failed", target)
 
-    def shutdown(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
-        self._exports.shutdown(wait=False, cancel_futures=True)
+    def shutdown(self, wait: bool = False) -> None:
+        """Drop what waits; with ``wait``, return once the running conversions and exports have ended."""
+        self._executor.shutdown(wait=wait, cancel_futures=True)
+        self._exports.shutdown(wait=wait, cancel_futures=True)
 
     def _run(self, job_id: str, upload: Upload | None) -> None:
         with self._lock:

@@ -100,9 +100,10 @@ class Service:
         self.sweeper.start()
         return self
 
-    def stop(self) -> None:
+    def stop(self, wait: bool = False) -> None:
+        """Stop the sweeper and the runner; with ``wait``, once the work running in this process has ended."""
         self.sweeper.stop()
-        self.runner.shutdown()
+        self.runner.shutdown(wait=wait)
 
     # ------------------------------------------------------------------------------------------------ actions
 

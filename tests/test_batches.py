@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import download, png_bytes
+from conftest import download, png_bytes, wait_until
 from plyfile import PlyData
 
 from web.jobs import BatchStore
@@ -43,13 +43,11 @@ def fetch(client, url: str):
 
 
 def wait_for_batch(client, batch_id: str, timeout: float = 60) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def done():
         view = client.get(f"/api/v1/batches/{batch_id}").get_json()
-        if view["status"] == "done":
-            return view
-        time.sleep(0.05)
-    raise AssertionError("the batch did not finish")
+        return view if view["status"] == "done" else None
+
+    return wait_until(done, timeout, interval=0.05)
 
 
 def test_a_batch_converts_every_image_and_zips_everything(client):

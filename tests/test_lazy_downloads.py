@@ -16,7 +16,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import trimesh
-from conftest import png_bytes
+from conftest import pauses, png_bytes, wait_until
 from plyfile import PlyData
 
 from converter import ALIGNMENT_KINDS, IMAGE_FILE, MESH_KINDS, OUTPUTS, PREDICTION_FILE
@@ -53,21 +53,20 @@ def submit(client, depth: np.ndarray | None = None, **fields) -> str:
 
 
 def wait_done(client, job_id: str, timeout: float = 60.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def finished():
         view = client.get(f"/api/v1/conversions/{job_id}").get_json()
-        if view["status"] in ("done", "failed"):
-            assert view["status"] == "done", view["error"]
-            return view
-        time.sleep(0.05)
-    raise AssertionError(f"job {job_id} did not finish in {timeout} s")
+        return view if view["status"] in ("done", "failed") else None
+
+    view = wait_until(finished, timeout, interval=0.05)
+    assert view["status"] == "done", view["error"]
+    return view
 
 
 def fetch(client, url: str, timeout: float = 60.0) -> tuple[int, bytes]:
     """(status, body) of a download, following the "preparing" answers (202, Retry-After, JSON) until the file is
     whole; each response closed (a file response holds its file open until then)."""
     deadline = time.monotonic() + timeout
-    while True:
+    for pause in pauses():
         response = client.get(url)
         body = response.get_data()
         response.close()
@@ -75,7 +74,7 @@ def fetch(client, url: str, timeout: float = 60.0) -> tuple[int, bytes]:
             return response.status_code, body
         assert int(response.headers["Retry-After"]) > 0 and json.loads(body)["status"] == "preparing"
         assert time.monotonic() < deadline, f"{url} was still being prepared after {timeout} s"
-        time.sleep(0.02)
+        time.sleep(pause)
 
 
 def folder_of(app, job_id: str):

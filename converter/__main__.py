@@ -44,7 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=_program_name(),
         description="Turn images into coloured 3D point clouds (.ply), meshes (.glb, .obj) or printable reliefs (.stl).",
-        epilog="Axes: right-handed, y up, camera at the origin looking down -z. Metric depth gives metres.",
+        epilog="Axes: right-handed, camera at the origin looking down -z, y up, as glTF, OBJ and .ply/.pcd by default; "
+               "--up z turns .ply/.pcd z up (Blender); .las is z up (survey tools), .stl z up from the print bed "
+               "(millimetres). Metric depth gives metres.",
     )
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image file(s): JPEG, PNG, WebP, BMP, GIF, TIFF")
     parser.add_argument("-o", "--output", help="output file for one input (.ply, .glb, .obj, .stl, ...), or a folder "

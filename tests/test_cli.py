@@ -93,10 +93,12 @@ def test_model_that_cannot_load_says_how_to_fix_it(tmp_path, image_file):
     assert "Traceback" not in completed.stderr and not (tmp_path / "x.ply").exists()
 
 
-def test_help_names_the_axes_and_models():
+def test_help_names_the_axes_of_each_file_and_the_models():
     completed = run_cli("--help")
     assert completed.returncode == 0
-    assert "y up" in completed.stdout and "Intel/dpt-hybrid-midas" in completed.stdout
+    text = " ".join(completed.stdout.split())  # argparse wraps to the terminal's width
+    assert "y up, as glTF, OBJ and .ply/.pcd by default" in text and "--up z turns .ply/.pcd z up" in text
+    assert ".las is z up" in text and ".stl z up" in text and "Intel/dpt-hybrid-midas" in text
 
 
 def test_an_unreachable_hub_is_reported_without_retrying_for_minutes(tmp_path, image_file):

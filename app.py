@@ -13,8 +13,9 @@ import os
 from flask import Flask
 
 from converter import KNOWN_MODELS
-from web import api, batches, comparisons, errors, pages, service, settings
-from web.jobs import IdConverter
+from web import service, settings
+from web.jobs.store import IdConverter
+from web.routes import api, batches, comparisons, errors, pages
 
 
 def create_app(test_config: dict | None = None) -> Flask:

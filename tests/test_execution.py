@@ -1,4 +1,4 @@
-"""One attempt of a job (web.execution.run_attempt), as both back-ends run it: the record's status and stages, the
+"""One attempt of a job (web.jobs.execution.run_attempt), as both back-ends run it: the record's status and stages, the
 deadline, the failure sentence, and no partial file left; and the one settings object both read."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from conftest import wait_until
 from converter.errors import ConversionError
 from converter.stages import ESTIMATING_DEPTH
 from web import settings
-from web.execution import INTERNAL, TIMED_OUT, UPLOAD_IMAGE, run_attempt
-from web.jobs import DONE, FAILED, JobStore
+from web.jobs.execution import INTERNAL, TIMED_OUT, UPLOAD_IMAGE, run_attempt
+from web.jobs.store import DONE, FAILED, JobStore
 
 
 def _job(tmp_path):

@@ -26,8 +26,8 @@ import pytest
 from conftest import png_bytes
 from PIL import Image
 
-from web import unzip
-from web.errors import UserError
+from web.intake import unzip
+from web.routes.errors import UserError
 
 METHODS = {"stored": zipfile.ZIP_STORED, "deflate": zipfile.ZIP_DEFLATED, "bzip2": zipfile.ZIP_BZIP2,
            "lzma": zipfile.ZIP_LZMA}

@@ -14,7 +14,7 @@ import pytest
 from conftest import png_bytes, wait_for_job, wait_until
 
 from converter.stages import BUILDING_GEOMETRY, ESTIMATING_DEPTH, LOADING_MODEL, WRITING_FILES
-from web.jobs import DONE, FAILED, RUNNING, JobRunner, JobStore, Upload, process_token
+from web.jobs.store import DONE, FAILED, RUNNING, JobRunner, JobStore, Upload, process_token
 
 
 def submit(client, photo, **fields):

@@ -25,13 +25,13 @@ from converter import (
 )
 
 from . import metrics
-from .conversion import offered_kinds, run_job
-from .depth_cache import DepthCache
-from .errors import EXPIRED, UserError
-from .exports import EXPORT_TIMEOUT_SECONDS, Exports, Target, size_of
-from .forms import OPTION_FIELDS, check_single_values, parse_rebuild, parse_request
-from .job_request import DEFAULT_STL_WIDTH_MM, JobRequest
-from .jobs import (
+from .jobs.conversion import offered_kinds, run_job
+from .jobs.depth_cache import DepthCache
+from .routes.errors import EXPIRED, UserError
+from .jobs.exports import EXPORT_TIMEOUT_SECONDS, Exports, Target, size_of
+from .intake.forms import OPTION_FIELDS, check_single_values, parse_rebuild, parse_request
+from .intake.job_request import DEFAULT_STL_WIDTH_MM, JobRequest
+from .jobs.store import (
     DONE,
     DOWNLOAD_GROUPS,
     FAILED,
@@ -74,7 +74,7 @@ class Service:
         self.exports = Exports(self.store, self.batches, config["MAX_PIXELS"],
                                config.get("EXPORT_TIMEOUT_SECONDS", EXPORT_TIMEOUT_SECONDS))
         if self.backend == "celery":  # Celery workers convert; this process loads no model (web/celery_worker.py)
-            from . import celery_submit
+            from .jobs.celery import submit as celery_submit
 
             self.runner = celery_submit.CeleryJobRunner(self.store, config["REDIS_URL"],
                                                         max_queued=config["MAX_QUEUED_JOBS"])

@@ -9,7 +9,7 @@ import os
 
 from converter import DEFAULT_MAX_PIXELS, DEFAULT_MODEL, Converter
 
-from .depth_cache import DEFAULT_ENTRIES
+from .jobs.depth_cache import DEFAULT_ENTRIES
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"

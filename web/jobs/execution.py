@@ -15,7 +15,7 @@ from pathlib import Path
 
 from converter import DONE, FAILED, RUNNING, ConversionError, OutputError, progress_of
 
-from . import metrics
+from .. import metrics
 
 log = logging.getLogger(__name__)
 

@@ -21,11 +21,11 @@ from pathlib import Path
 
 from converter import OUTPUTS, ConversionError, OutputError, atomic_output, write_json
 
-from . import metrics
+from .. import metrics
 from .conversion import ensure_output, offered_kinds
 from .execution import INTERNAL
-from .job_request import JobRequest
-from .jobs import DONE, BatchStore, JobStore
+from ..intake.job_request import JobRequest
+from .store import DONE, BatchStore, JobStore
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from flask import Blueprint, current_app, jsonify, redirect, request, url_for
 
 from . import batches, openapi
 from .errors import wants_json
-from .service import get_service
+from ..service import get_service
 
 bp = Blueprint("api", __name__)
 

@@ -18,15 +18,15 @@ from flask import Blueprint, jsonify, redirect, render_template, request, send_f
 
 from converter import InputError, OptionError, check_convertible_size, probe_header
 
-from . import unzip
-from .conversion import offered_kinds
+from ..intake import unzip
+from ..jobs.conversion import offered_kinds
 from .errors import UserError, wants_json
-from .forms import parse_request
-from .job_request import JobRequest
-from .jobs import DONE, FAILED, QueueFullError, Upload
-from .exports import Target
+from ..intake.forms import parse_request
+from ..intake.job_request import JobRequest
+from ..jobs.store import DONE, FAILED, QueueFullError, Upload
+from ..jobs.exports import Target
 from .pages import preparing
-from .service import BUSY, get_service, page_context
+from ..service import BUSY, get_service, page_context
 
 DEFAULT_FORMATS = ("ply", "glb", "json")
 ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")  # a zip's first entry, or the end record of an empty zip

@@ -19,7 +19,7 @@ from converter import (
     UnsupportedImageError,
 )
 
-from . import metrics
+from .. import metrics
 
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
@@ -76,7 +76,7 @@ def error_response(status_code: int, code: str, message: str, headers: dict | No
     if wants_json():
         response = jsonify({"error": message, "code": code})
     else:
-        from .service import page_context
+        from ..service import page_context
 
         response = current_app.make_response(render_template("error.html", message=message, status=status_code,
                                                              **page_context()))

@@ -22,9 +22,9 @@ from converter import (
     WHOLE_GRAMMAR,
 )
 
-from .conversion import offered_kinds
-from .forms import FLAG_WORDS
-from .job_request import JobRequest
+from ..jobs.conversion import offered_kinds
+from ..intake.forms import FLAG_WORDS
+from ..intake.job_request import JobRequest
 
 
 

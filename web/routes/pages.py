@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from flask import Blueprint, abort, current_app, jsonify, render_template, request, send_file
 
-from .conversion import offered_kinds
+from ..jobs.conversion import offered_kinds
 from .errors import allow_webassembly, wants_html
-from .exports import Target
-from .job_request import JobRequest
-from .jobs import DONE, DOWNLOAD_GROUPS, DOWNLOADS, PREVIEWS
-from .service import get_service, model_label, page_context, still_converting
+from ..jobs.exports import Target
+from ..intake.job_request import JobRequest
+from ..jobs.store import DONE, DOWNLOAD_GROUPS, DOWNLOADS, PREVIEWS
+from ..service import get_service, model_label, page_context, still_converting
 
 bp = Blueprint("pages", __name__)
 PREPARING_RETRY_SECONDS = 2

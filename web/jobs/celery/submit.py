@@ -15,7 +15,7 @@ import redis
 
 from converter import QUEUED, Converter, OutputError, atomic_output
 
-from .celery_board import (
+from .board import (
     BROKER_ERRORS,
     EXPORT_TASK,
     HEARTBEAT_GRACE,
@@ -26,9 +26,9 @@ from .celery_board import (
     Board,
     make_celery,
 )
-from .execution import UPLOAD_DEPTH, UPLOAD_IMAGE, drop_uploads, remove_outputs
-from .jobs import Job, JobStore, QueueFullError, Upload
-from .model_status import LOADING, READY, UNAVAILABLE
+from ..execution import UPLOAD_DEPTH, UPLOAD_IMAGE, drop_uploads, remove_outputs
+from ..store import Job, JobStore, QueueFullError, Upload
+from ...model_status import LOADING, READY, UNAVAILABLE
 
 log = logging.getLogger(__name__)
 

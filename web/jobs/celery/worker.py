@@ -19,14 +19,14 @@ from celery import signals
 
 from converter import ConversionError
 
-from . import settings as service_settings
-from .celery_board import EXPORT_TASK, HEARTBEAT_EVERY, PRESENCE_EVERY, TASK_NAME, Board, make_celery
-from .conversion import run_job
-from .depth_cache import DepthCache
-from .execution import UPLOAD_DEPTH, UPLOAD_IMAGE, run_attempt
-from .exports import Exports, Target
-from .jobs import BatchStore, Job, JobStore, Upload, process_token
-from .model_status import ModelStatus
+from ... import settings as service_settings
+from .board import EXPORT_TASK, HEARTBEAT_EVERY, PRESENCE_EVERY, TASK_NAME, Board, make_celery
+from ..conversion import run_job
+from ..depth_cache import DepthCache
+from ..execution import UPLOAD_DEPTH, UPLOAD_IMAGE, run_attempt
+from ..exports import Exports, Target
+from ..store import BatchStore, Job, JobStore, Upload, process_token
+from ...model_status import ModelStatus
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +163,7 @@ def _load_in_a_pool_without_children(sender=None, **_) -> None:
     (prefork loads in each child, after the fork: CUDA must not be touched before it)."""
     port = service_settings.from_env()["WORKER_METRICS_PORT"]
     if port:  # this machine's worker processes' events, for Prometheus (web.metrics)
-        from .metrics import serve_worker_metrics
+        from ...metrics import serve_worker_metrics
 
         serve_worker_metrics(port)
     pool = getattr(getattr(sender, "controller", None), "pool_cls", None)

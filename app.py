@@ -35,7 +35,6 @@ def create_app(test_config: dict | None = None) -> Flask:
     config["MAX_CONTENT_LENGTH"] = config["MAX_UPLOAD_MB"] * 1024 * 1024
     config["MODELS"] = config["MODELS"] or [config["DEPTH_MODEL"]] + [
         hub_id for hub_id in KNOWN_MODELS if hub_id != config["DEPTH_MODEL"]]
-    os.makedirs(config["UPLOAD_FOLDER"], exist_ok=True)
     os.makedirs(config["OUTPUT_FOLDER"], exist_ok=True)
     logging.basicConfig(level=logging.INFO)
 

@@ -16,7 +16,7 @@ from web.jobs.store import DONE, FAILED, JobStore
 
 
 def _job(tmp_path):
-    store = JobStore(tmp_path / "out", alive=lambda job: None)
+    store = JobStore(tmp_path / "out")
     return store, store.create({})
 
 

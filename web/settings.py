@@ -28,7 +28,6 @@ def from_env(environ=os.environ) -> dict:
         "PRECISION": environ.get("PRECISION", "fp32"),
         "ENGINE": environ.get("ENGINE", "auto"),  # what runs the model: auto (OpenVINO on a CPU), torch, openvino
         "MODELS": [m.strip() for m in environ.get("MODELS", "").split(",") if m.strip()] or None,
-        "UPLOAD_FOLDER": environ.get("UPLOAD_FOLDER", os.path.join(ROOT, "uploads")),
         "OUTPUT_FOLDER": environ.get("OUTPUT_FOLDER", os.path.join(ROOT, "outputs")),
         "MAX_UPLOAD_MB": number("MAX_UPLOAD_MB", 25),
         "MAX_PIXELS": number("MAX_PIXELS", DEFAULT_MAX_PIXELS),

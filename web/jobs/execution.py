@@ -1,8 +1,9 @@
 """One attempt of one job, the same in every back-end: status, stages and progress into ``job.json``, a deadline,
 a failure sentence for people, and no partial file left behind.
 
-The embedded JobRunner (web/jobs.py) and the Celery worker (web/celery_worker.py) only deliver work here: they
-decide *when* an attempt runs and with which upload; ``run_attempt`` decides what the job record says about it.
+The embedded runner (web/jobs/embedded.py) and the Celery worker (web/jobs/celery/worker.py) only deliver work here:
+they decide *when* an attempt runs and with which upload; ``run_attempt`` decides, through the job's transitions
+(web/jobs/record.py), what its record says about it.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import threading
 import time
 from pathlib import Path
 
-from converter import DONE, FAILED, RUNNING, ConversionError, OutputError, progress_of
+from converter import DONE, FAILED, ConversionError, OutputError
 
 from .. import metrics
 
@@ -27,91 +28,112 @@ RECORD = "job.json"
 UPLOAD_IMAGE, UPLOAD_DEPTH = "upload.image", "upload.depth"
 
 
+SUPERSEDED = "superseded"  # an attempt's outcome, never a job's status: the record moved on to a newer attempt
+
+
 class JobCancelled(Exception):
     """The attempt was ended from outside (timed out, or superseded by a newer attempt) while it was running."""
 
 
-def run_attempt(store, job, work, timeout_seconds: float, ours=None) -> str:
-    """Run ``work(job, report) -> info`` as one attempt of ``job`` (a web.jobs.Job of ``store``); returns the
-    status it ended with (done, failed, or "superseded").
+def run_attempt(store, job, work, timeout_seconds: float, ours=None, on_end=None) -> str:
+    """Run ``work(job, report) -> info`` as one attempt of ``job`` (a web.jobs.record.Job of ``store``); returns
+    how it ended: done, failed, or SUPERSEDED (the record names a newer attempt; this one wrote nothing more).
 
     ``report(stage)`` records a stage and its progress, and raises JobCancelled once the attempt is over for
     someone else (the deadline passed, or ``ours()`` says the record no longer names this attempt). Past
     ``timeout_seconds`` the job is failed at once ("processing timed out"): a model forward cannot be interrupted,
     so the thread stays busy until it ends, but the user hears at the deadline and what it writes later is removed.
-    A failure removes every output file; success removes the kept upload.
+    A failure removes every output file; success removes the kept upload. ``on_end()`` runs once the outcome is
+    decided and before it is saved: a runner frees the job's place there, so whoever sees "done" finds room.
     """
-    ours = ours or (lambda: True)
-    folder = store.folder(job.id)
-    guard = threading.Lock()  # orders the watchdog's and the worker's last writes
-    over = threading.Event()  # the attempt's outcome is recorded (or it is no longer ours)
-    outcome = {"status": "superseded"}
-    clock = {"stage": None, "since": time.monotonic()}  # the stage being timed (web.metrics)
+    return Attempt(store, job, timeout_seconds, ours or (lambda: True), on_end or (lambda: None)).run(work)
 
-    def timed(stage: str | None) -> None:
+
+class Attempt:
+    """One attempt's state: whether its outcome is recorded, the stage being timed, and the deadline's timer.
+
+    The worker thread and the deadline's timer both may end the attempt; ``_lock`` lets exactly one of them."""
+
+    def __init__(self, store, job, timeout_seconds: float, ours, on_end):
+        self.store, self.job, self.ours, self.on_end = store, job, ours, on_end
+        self.folder = store.folder(job.id)
+        self.outcome = SUPERSEDED
+        self._lock = threading.Lock()
+        self._over = False  # the outcome is recorded, or the attempt is no longer ours
+        self._stage, self._since = None, time.monotonic()  # the stage being timed (web.metrics)
+        self._deadline = threading.Timer(timeout_seconds, self._time_out)
+        self._deadline.daemon = True
+
+    def run(self, work) -> str:
+        self._deadline.start()
+        try:
+            with self._lock:
+                self._check_ours()
+                self.job.start()
+                self._record()
+            info = work(self.job, self.report)
+            with self._lock:
+                self._check_ours()
+                self._end(DONE, info=info)
+        except JobCancelled:
+            with self._lock:
+                if self.outcome == FAILED:  # timed out: what the work wrote after the deadline goes too
+                    remove_outputs(self.folder)
+        except ConversionError as error:
+            self._end_unless_over(FAILED, error.message, error.code)
+        except Exception:  # never show internals; the log has the details
+            log.exception("job %s failed", self.job.id)
+            self._end_unless_over(FAILED, INTERNAL, "internal_error")
+        finally:
+            self._deadline.cancel()
+        return self.outcome
+
+    def report(self, stage: str) -> None:
+        """The work reached ``stage``; raises JobCancelled once the attempt is over."""
+        with self._lock:
+            self._check_ours()
+            self.job.advance(stage)
+            self._record()
+
+    def _check_ours(self) -> None:
+        if self._over or not self.ours():
+            self._over = True
+            raise JobCancelled()
+
+    def _record(self) -> None:
+        self.store.save(self.job)
+        self._time(self.job.stage)
+
+    def _time(self, stage: str | None) -> None:
         now = time.monotonic()
-        if clock["stage"] is not None:
-            metrics.STAGE_SECONDS.labels(stage=clock["stage"]).observe(now - clock["since"])
-        clock["stage"], clock["since"] = stage, now
+        if self._stage is not None:
+            metrics.STAGE_SECONDS.labels(stage=self._stage).observe(now - self._since)
+        self._stage, self._since = stage, now
 
-    def finish(status: str, message: str | None = None, code: str | None = None) -> None:
-        over.set()
-        if not ours():
+    def _time_out(self) -> None:
+        self._end_unless_over(FAILED, TIMED_OUT, "timed_out")
+
+    def _end_unless_over(self, status: str, message: str, code: str) -> None:
+        with self._lock:
+            if not self._over:
+                self._end(status, message, code)
+
+    def _end(self, status: str, message: str | None = None, code: str | None = None, info=None) -> None:
+        """Record the outcome (the caller holds the lock)."""
+        self._over = True
+        if not self.ours():
             return
         if status == FAILED:
-            job.error, job.error_code = message, code
-            remove_outputs(folder)
-            job.files = []
+            remove_outputs(self.folder)
+            self.job.fail(message, code)
         else:
-            drop_uploads(folder)
-        job.status, job.stage, job.progress = status, status, 1.0
-        outcome["status"] = status
-        timed(None)
+            drop_uploads(self.folder)
+            self.job.succeed(info)
+        self.outcome = status
+        self._time(None)
         metrics.JOBS_ENDED.labels(status=status, code=code or "").inc()
-        _save_quietly(store, job)
-
-    def time_out() -> None:
-        with guard:
-            if not over.is_set():
-                finish(FAILED, TIMED_OUT, "timed_out")
-
-    def report(stage: str) -> None:
-        with guard:
-            if over.is_set() or not ours():
-                over.set()
-                raise JobCancelled()
-            job.stage, job.progress = stage, progress_of(stage)
-            store.save(job)
-            timed(stage)
-
-    watchdog = threading.Timer(timeout_seconds, time_out)
-    watchdog.daemon = True
-    watchdog.start()
-    try:
-        job.status = RUNNING
-        report(RUNNING)
-        info = work(job, report)
-        with guard:
-            if over.is_set():
-                raise JobCancelled()
-            job.info = info
-            finish(DONE)
-    except JobCancelled:
-        with guard:
-            if outcome["status"] == FAILED:  # timed out: what the work wrote after the deadline goes too
-                remove_outputs(folder)
-    except ConversionError as error:
-        with guard:
-            if not over.is_set():
-                finish(FAILED, error.message, error.code)
-    except Exception:  # never show internals; the log has the details
-        log.exception("job %s failed", job.id)
-        with guard:
-            if not over.is_set():
-                finish(FAILED, INTERNAL, "internal_error")
-    finally:
-        watchdog.cancel()
-    return outcome["status"]
+        self.on_end()
+        _save_quietly(self.store, self.job)
 
 
 def remove_outputs(folder: Path, keep_uploads: bool = False) -> None:

@@ -23,10 +23,11 @@ from ..jobs.conversion import offered_kinds
 from .errors import UserError, wants_json
 from ..intake.forms import parse_request
 from ..intake.job_request import JobRequest
-from ..jobs.store import DONE, FAILED, QueueFullError, Upload
+from ..jobs.backend import QueueFullError
+from ..jobs.store import DONE, FAILED, Upload
 from ..jobs.exports import Target
 from .pages import preparing
-from ..service import BUSY, get_service, page_context
+from ..service import get_service
 
 DEFAULT_FORMATS = ("ply", "glb", "json")
 ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")  # a zip's first entry, or the end record of an empty zip
@@ -92,15 +93,11 @@ def create_batch(form, files) -> dict:
     service = get_service()
     job_request = parse_request(form, service.config["MODELS"], service.config["DEPTH_MODEL"])
     service.check_model(job_request.model)
-    room = getattr(service.runner, "room", None)
-    if room is not None and room() < 1:  # the cheapest refusal first: nothing read yet
-        raise UserError(503, "busy", BUSY, retry_after=30)
+    if service.runner.room() < 1:  # the cheapest refusal first: nothing read yet (a 503, web.routes.errors)
+        raise QueueFullError()
     images = read_images(files, service.config)
     uploads = [Upload(image=data, sha256=hashlib.sha256(data).hexdigest()) for _, data in images]
-    try:
-        jobs = service.runner.submit_batch(job_request.to_dict(), uploads)
-    except QueueFullError:  # another request took the last place meanwhile
-        raise UserError(503, "busy", BUSY, retry_after=30) from None
+    jobs = service.runner.submit_batch(job_request.to_dict(), uploads)  # QueueFullError if another took the place
     return service.batches.create(job_ids=[job.id for job in jobs])
 
 
@@ -150,7 +147,7 @@ def read(batch_id):
 @bp.get("/batches/<id:batch_id>")
 def batch_page(batch_id):
     view = batch_view(batch_or_404(batch_id))
-    return render_template("batch.html", batch=view, **page_context())
+    return render_template("batch.html", batch=view)
 
 
 @bp.get("/batches/<id:batch_id>/download")

@@ -17,7 +17,7 @@ from pathlib import Path
 import redis
 from celery import signals
 
-from converter import ConversionError
+from converter import QUEUED, ConversionError
 
 from ... import settings as service_settings
 from .board import EXPORT_TASK, HEARTBEAT_EVERY, PRESENCE_EVERY, TASK_NAME, Board, make_celery
@@ -25,7 +25,8 @@ from ..conversion import run_job
 from ..depth_cache import DepthCache
 from ..execution import UPLOAD_DEPTH, UPLOAD_IMAGE, run_attempt
 from ..exports import Exports, Target
-from ..store import BatchStore, Job, JobStore, Upload, process_token
+from ..record import Job
+from ..store import BatchStore, JobStore, Upload, process_token
 from ...model_status import ModelStatus
 
 log = logging.getLogger(__name__)
@@ -40,9 +41,8 @@ class Worker:
         self.name = f"{socket.gethostname()}:{process_token()}"
         # Several jobs of one process (``--pool threads``) share forwards on a GPU, as the embedded runner's do.
         self.converter = service_settings.make_converter(settings, gpu=service_settings.uses_cuda(settings["DEVICE"]))
-        # The worker never judges liveness (a job's owner token names a process on another machine).
-        self.store = JobStore(settings["OUTPUT_FOLDER"], ttl_seconds=settings["RESULT_TTL_SECONDS"],
-                              alive=lambda job: None)
+        # The worker never judges liveness (the web tier's watch does: web.jobs.celery.submit).
+        self.store = JobStore(settings["OUTPUT_FOLDER"], ttl_seconds=settings["RESULT_TTL_SECONDS"])
         self.cache = DepthCache(os.path.join(settings["OUTPUT_FOLDER"], ".cache"),
                                 max_entries=settings["DEPTH_CACHE_ENTRIES"],
                                 ttl_seconds=settings["RESULT_TTL_SECONDS"])
@@ -81,8 +81,8 @@ class Worker:
     def run(self, job_id: str, attempt: int) -> None:
         """Run ``attempt`` of the job unless it is stale (the job moved on) or was started before."""
         job = self.store.get(job_id)
-        if job is None or job.finished or job.attempt != attempt:
-            log.info("job %s attempt %s: nothing to do (finished, gone or superseded)", job_id, attempt)
+        if job is None or job.status != QUEUED or job.attempt != attempt:
+            log.info("job %s attempt %s: nothing to do (started, finished, gone or superseded)", job_id, attempt)
             return
         if not self.board.claim(job_id, attempt, self.name):
             log.info("job %s attempt %s: already started elsewhere; ignoring this delivery", job_id, attempt)

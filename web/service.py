@@ -31,7 +31,7 @@ from .jobs.backend import JobBackend, backend_class
 from .jobs.conversion import offered_kinds, run_job
 from .jobs.depth_cache import DepthCache
 from .jobs.exports import EXPORT_TIMEOUT_SECONDS, Exports, Target, size_of
-from .jobs.record import Job
+from .jobs.record import CANCELLED, Job
 from .jobs.store import (
     DONE,
     DOWNLOAD_GROUPS,
@@ -154,7 +154,7 @@ class Service:
             sizes = {kind: size for kind in files if (size := size_of(self.exports.path(Target(job.id, kind))))}
         view = {
             "id": job.id, "status": job.status, "stage": job.stage, "progress": round(job.progress, 3),
-            "error": job.error if job.status == FAILED else None, "code": job.error_code,
+            "error": job.error if job.status in (FAILED, CANCELLED) else None, "code": job.error_code,
             "queue_position": self.runner.queue_position(job.id), "files": files,
             "sizes": sizes,  # bytes of each download already written (the others are prepared on request)
             "result_url": url_for("pages.job_result_fragment", job_id=job.id),
@@ -218,7 +218,7 @@ class Service:
 def still_converting(job: Job, wanted: str) -> None:
     """A 409 while ``job`` is queued or running (with Retry-After: what was asked comes when it is done) or when it
     has failed (it exists, but has no result)."""
-    if job.status == FAILED:
+    if job.status in (FAILED, CANCELLED):
         raise UserError(409, "failed", f"This conversion failed, so it has no result to {wanted.split()[0]}: "
                                        f"{job.error or 'see its status.'}")
     if job.status != DONE:

@@ -24,6 +24,7 @@ from .errors import UserError, wants_json
 from ..intake.forms import parse_request
 from ..intake.job_request import JobRequest
 from ..jobs.backend import QueueFullError
+from ..jobs.record import CANCELLED
 from ..jobs.store import DONE, FAILED, Upload
 from ..jobs.exports import Target
 from .pages import preparing
@@ -120,7 +121,7 @@ def batch_view(batch: dict) -> dict:
             jobs.append({"id": job_id, "status": "expired"})
         else:
             jobs.append(service.job_view(job))
-    finished = all(job["status"] in (DONE, FAILED, "expired") for job in jobs)
+    finished = all(job["status"] in (DONE, FAILED, CANCELLED, "expired") for job in jobs)
     return {"id": batch["id"], "url": url_for("batches.batch_page", batch_id=batch["id"]),
             "status": "done" if finished else "running", "job_ids": batch["job_ids"],
             "jobs": [job.get("status_url") for job in jobs], "views": jobs,

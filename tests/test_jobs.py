@@ -105,9 +105,11 @@ def test_a_job_over_its_time_limit_fails_and_leaves_no_files(make_app, photo):
     assert client.get(f"/jobs/{job_id}/files/ply").status_code == 409  # failed: no files
 
 
-def test_a_job_whose_process_died_is_failed_by_the_watch_and_never_by_a_read(app, client):
+def test_a_job_whose_process_died_is_failed_by_the_watch_and_never_by_a_read(make_app):
     """A job left 'running' by a process that no longer exists: polling it changes nothing on disk; the embedded
-    back-end's watch fails it (not running forever)."""
+    back-end's watch fails it (not running forever). The watch thread is off: the test runs the watch itself."""
+    app = make_app(JOB_WATCH=False)
+    client = app.test_client()
     service = app.extensions["image_to_3d"]
     store = service.store
     job = store.create({})

@@ -38,14 +38,16 @@ def from_env(environ=os.environ) -> dict:
         "MAX_QUEUED_JOBS": number("MAX_QUEUED_JOBS", 8),
         "PRELOAD_MODEL": environ.get("PRELOAD_MODEL", "1") != "0",
         "JOB_TIMEOUT_SECONDS": number("JOB_TIMEOUT_SECONDS", 300, float),
-        "EXPORT_TIMEOUT_SECONDS": number("EXPORT_TIMEOUT_SECONDS", 120, float),  # one later download (web.exports)
+        "EXPORT_TIMEOUT_SECONDS": number("EXPORT_TIMEOUT_SECONDS", 120, float),  # one later download (web.jobs.exports)
         "RESULT_TTL_SECONDS": number("RESULT_TTL_SECONDS", 24 * 3600, float),
         "SWEEP_INTERVAL_SECONDS": number("SWEEP_INTERVAL_SECONDS", 600, float),
         "TORCH_THREADS": number("TORCH_THREADS", 0),
         "DEPTH_CACHE_ENTRIES": number("DEPTH_CACHE_ENTRIES", DEFAULT_ENTRIES),
         # "embedded": conversions run in this process's threads; "celery": in Celery workers fed through Redis
-        # (web/celery_worker.py), with OUTPUT_FOLDER on a volume every machine shares.
+        # (web/jobs/celery/worker.py), with OUTPUT_FOLDER on a volume every machine shares (web/jobs/backend.py).
         "JOB_BACKEND": environ.get("JOB_BACKEND", "embedded"),
+        # Whether this process runs its back-end's watch, which settles jobs nobody is on (0: tests drive it).
+        "JOB_WATCH": environ.get("JOB_WATCH", "1") != "0",
         "REDIS_URL": environ.get("REDIS_URL", DEFAULT_REDIS_URL),
         # A Celery worker's own Prometheus exporter (web.metrics); 0: none.
         "WORKER_METRICS_PORT": number("WORKER_METRICS_PORT", 0),

@@ -41,7 +41,7 @@ class JobRunner:
         # On a GPU several conversions run at once and their forwards are batched; on a CPU that only adds waiting.
         runner = cls(store, convert, workers=conversion_workers(config, uses_cuda(config["DEVICE"])),
                      max_queued=config["MAX_QUEUED_JOBS"], timeout_seconds=config["JOB_TIMEOUT_SECONDS"],
-                     export=export)
+                     export=export, watch=config.get("JOB_WATCH", True))
         runner.model_status = ModelStatus(converter, threads=config["TORCH_THREADS"] or _threads_per_process())
         return runner
 

@@ -59,7 +59,8 @@ class CeleryJobRunner:
     @classmethod
     def from_config(cls, config, store: JobStore, converter, convert=None, export=None) -> CeleryJobRunner:
         """Celery workers convert and export (web/jobs/celery/worker.py); this process loads no model."""
-        runner = cls(store, config["REDIS_URL"], max_queued=config["MAX_QUEUED_JOBS"])
+        runner = cls(store, config["REDIS_URL"], max_queued=config["MAX_QUEUED_JOBS"],
+                     watch=config.get("JOB_WATCH", True))
         runner.model_status = WorkersModelStatus(runner.board, converter)
         return runner
 

@@ -1,8 +1,8 @@
 """Image-to-3D web app: upload an image, follow the conversion, view and download the 3D result.
 
-``create_app`` only configures and wires: the routes live in blueprints (web.pages, web.api, web.comparisons), the
-resources and their threads in web.service, errors in web.errors; the converter package does the work. Nothing here
-imports torch or open3d.
+``create_app`` only configures and wires: the routes live in blueprints (web/routes/: pages, api, batches,
+comparisons), the resources and their threads in web.service, errors in web.routes.errors; the converter package
+does the work. Nothing here imports torch or open3d.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         # Werkzeug checks this against its multipart read buffer too (file data arrives in 64 kB chunks), so it
         # must stay well above the chunk size: Flask's default. Text fields are a few bytes each.
         MAX_FORM_MEMORY_SIZE=500_000,
-        MAX_FIELD_KB=64,  # the real cap on a text field, checked by web.errors (a 413 naming the field)
+        MAX_FIELD_KB=64,  # the real cap on a text field, checked by web.routes.errors (a 413 naming the field)
     )
     if test_config:
         app.config.update(test_config)

@@ -1,4 +1,4 @@
-"""A hostile corpus, built at test time, against the real app's batch intake (web.batches, web.unzip).
+"""A hostile corpus, built at test time, against the real app's batch intake (web.routes.batches, web.intake.unzip).
 
 Zips are written by hand here (``zip_of``) so their headers can lie: every compression method the zip module
 offers × honest / declared smaller than the stream / corrupt stream / wrong checksum / cut short / encrypted /

@@ -67,8 +67,10 @@ class Service:
         os.makedirs(self.cache.folder, exist_ok=True)  # made now, not by the first job: the layout is fixed
         self.exports = Exports(self.store, self.batches, config["MAX_PIXELS"],
                                config.get("EXPORT_TIMEOUT_SECONDS", EXPORT_TIMEOUT_SECONDS))
-        self.runner: JobBackend = backend.from_config(config, self.store, self.converter, self.convert,
-                                                      self.exports.run)
+        self.runner: JobBackend = backend.from_config(
+            config, self.store, self.converter,
+            lambda job, upload, report: run_job(self.converter, self.store, job, upload, report, self.cache),
+            self.exports.run)
         self.model_status = self.runner.model_status
         self._metrics = metrics.registry_for(self)
         self.sweeper = Sweeper(self.store, config["SWEEP_INTERVAL_SECONDS"], cache=self.cache,
@@ -86,10 +88,6 @@ class Service:
         self.runner.shutdown(wait=wait)
 
     # ------------------------------------------------------------------------------------------------ actions
-
-    def convert(self, job: Job, upload: Upload | None, report) -> dict:
-        """One job's work, where the back-end runs it in this process."""
-        return run_job(self.converter, self.store, job, upload, report, self.cache)
 
     def submit(self, form, files) -> Job:
         """A new conversion of the uploaded image with the form's options."""

@@ -1,5 +1,5 @@
 """The service's settings, read from the environment in one place: by the web app (``app.create_app``) and by the
-Celery worker (web/celery_worker.py) alike, so both run with the same defaults. Plus the one factory that turns
+Celery worker (web/jobs/celery/worker.py) alike, so both run with the same defaults. Plus the one factory that turns
 them into a ``Converter``.
 """
 

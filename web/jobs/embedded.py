@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from ..model_status import ModelStatus
 from ..settings import conversion_workers, uses_cuda
 from .backend import QueueFullError
-from .execution import WORKER_DIED, run_attempt
+from .execution import WORKER_DIED, Attempt
 from .record import Job
 from .store import JobStore, Upload, process_alive
 
@@ -131,8 +131,8 @@ class JobRunner:
         try:
             job = self.store.get(job_id)
             if job is not None and not job.finished:
-                run_attempt(self.store, job, lambda job, report: self.convert(job, upload, report),
-                            self.timeout_seconds, on_end=lambda: self._free(job_id))
+                Attempt(self.store, job, self.timeout_seconds, on_end=lambda: self._free(job_id)).run(
+                    lambda job, report: self.convert(job, upload, report))
         finally:
             self._free(job_id)
 

@@ -2,7 +2,7 @@
 a failure sentence for people, and no partial file left behind.
 
 The embedded runner (web/jobs/embedded.py) and the Celery worker (web/jobs/celery/worker.py) only deliver work here:
-they decide *when* an attempt runs and with which upload; ``run_attempt`` decides, through the job's transitions
+they decide *when* an attempt runs and with which upload; an ``Attempt`` decides, through the job's transitions
 (web/jobs/record.py), what its record says about it.
 """
 
@@ -35,9 +35,10 @@ class JobCancelled(Exception):
     """The attempt was ended from outside (timed out, or superseded by a newer attempt) while it was running."""
 
 
-def run_attempt(store, job, work, timeout_seconds: float, ours=None, on_end=None) -> str:
-    """Run ``work(job, report) -> info`` as one attempt of ``job`` (a web.jobs.record.Job of ``store``); returns
-    how it ended: done, failed, or SUPERSEDED (the record names a newer attempt; this one wrote nothing more).
+class Attempt:
+    """One attempt of ``job`` (a web.jobs.record.Job of ``store``): ``Attempt(...).run(work)`` runs
+    ``work(job, report) -> info`` and returns how it ended: done, failed, or SUPERSEDED (the record names a newer
+    attempt; this one wrote nothing more).
 
     ``report(stage)`` records a stage and its progress, and raises JobCancelled once the attempt is over for
     someone else (the deadline passed, or ``ours()`` says the record no longer names this attempt). Past
@@ -45,17 +46,12 @@ def run_attempt(store, job, work, timeout_seconds: float, ours=None, on_end=None
     so the thread stays busy until it ends, but the user hears at the deadline and what it writes later is removed.
     A failure removes every output file; success removes the kept upload. ``on_end()`` runs once the outcome is
     decided and before it is saved: a runner frees the job's place there, so whoever sees "done" finds room.
+    The worker's thread and the deadline's timer may both try to end the attempt; ``_lock`` lets exactly one.
     """
-    return Attempt(store, job, timeout_seconds, ours or (lambda: True), on_end or (lambda: None)).run(work)
 
-
-class Attempt:
-    """One attempt's state: whether its outcome is recorded, the stage being timed, and the deadline's timer.
-
-    The worker thread and the deadline's timer both may end the attempt; ``_lock`` lets exactly one of them."""
-
-    def __init__(self, store, job, timeout_seconds: float, ours, on_end):
-        self.store, self.job, self.ours, self.on_end = store, job, ours, on_end
+    def __init__(self, store, job, timeout_seconds: float, ours=None, on_end=None):
+        self.store, self.job = store, job
+        self.ours, self.on_end = ours or (lambda: True), on_end or (lambda: None)
         self.folder = store.folder(job.id)
         self.outcome = SUPERSEDED
         self._lock = threading.Lock()

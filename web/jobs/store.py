@@ -227,7 +227,7 @@ class Sweeper:
 
     def __init__(self, store: JobStore, interval_seconds: float, cache=None, records=()):
         self.store, self.interval_seconds = store, interval_seconds
-        self.cache = cache  # a web.depth_cache.DepthCache, swept by age and count
+        self.cache = cache  # a web.jobs.depth_cache.DepthCache, swept by age and count
         self.records = tuple(records)  # ComparisonStore, BatchStore: records that expire with their jobs
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="retention-sweep", daemon=True)

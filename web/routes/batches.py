@@ -4,7 +4,7 @@ as one zip.
 Limits, checked before any job is queued (a batch is accepted whole or not at all, as one unit of admission): room
 in the queue for one more job (``503`` with ``Retry-After``), at most ``MAX_BATCH_IMAGES`` images (``413``), a zip
 unpacking to at most ``MAX_BATCH_UNPACKED_MB`` and each file to at most ``MAX_UPLOAD_MB``, counted as unpacked
-(``413``: web.unzip), every file an image by its headers (``415``/``422`` naming it). A damaged or unsafe zip is
+(``413``: web.intake.unzip), every file an image by its headers (``415``/``422`` naming it). A damaged or unsafe zip is
 ``422`` naming the entry. Pixels are decoded by each job, not by the request.
 Names are never used: images are numbered in upload order (zip entries in the zip's order), and the zip
 download holds ``01/cloud.ply``, ``02/cloud.ply``, …; an error about a zip's entry shows the sender its own name for it.
@@ -46,7 +46,7 @@ def is_zip(part) -> bool:
 def read_images(files, config) -> list[tuple[str, bytes]]:
     """The uploaded images as (label, bytes), in order: every ``image``/``images`` part, a zip's files in the zip's
     order. Each is checked from its headers alone (format, pixels of every frame) as soon as it is read: nothing is
-    decoded here, and a zip is unpacked under web.unzip's budget."""
+    decoded here, and a zip is unpacked under web.intake.unzip's budget."""
     limit = config["MAX_BATCH_IMAGES"]
     images: list[tuple[str, bytes]] = []
     unpacked = 0  # bytes from every zip of this request: one budget for all of them
@@ -156,7 +156,7 @@ def batch_page(batch_id):
 def download(batch_id):
     """One zip of every finished job's files (``formats``: comma-separated kinds, default ply,glb,json), numbered
     in upload order; a failed job contributes its error as ``NN/error.txt``. Written once per set of formats, by an
-    export task (web.exports): the link answers "preparing" (202) until the zip is whole."""
+    export task (web.jobs.exports): the link answers "preparing" (202) until the zip is whole."""
     batch = batch_or_404(batch_id)
     service = get_service()
     formats = download_formats(request.args.get("formats"))

@@ -1,8 +1,8 @@
 """The Celery worker (``JOB_BACKEND=celery``): claims one attempt of a job, decodes the stored upload once and runs
-it through web.execution.run_attempt, as the embedded runner does. Its settings come from web.settings, the same
+it as a web.jobs.execution.Attempt, as the embedded runner does. Its settings come from web.settings, the same
 object the web app reads.
 
-Run a worker with ``celery -A web.celery_worker worker --concurrency 1 --prefetch-multiplier 1`` (``make worker``).
+Run a worker with ``celery -A web.jobs.celery.worker worker --concurrency 1 --prefetch-multiplier 1`` (``make worker``).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from ... import settings as service_settings
 from .board import EXPORT_TASK, HEARTBEAT_EVERY, PRESENCE_EVERY, TASK_NAME, Board, make_celery
 from ..conversion import run_job
 from ..depth_cache import DepthCache
-from ..execution import UPLOAD_DEPTH, UPLOAD_IMAGE, run_attempt
+from ..execution import UPLOAD_DEPTH, UPLOAD_IMAGE, Attempt
 from ..exports import Exports, Target
 from ..record import Job
 from ..store import BatchStore, JobStore, Upload, process_token
@@ -108,7 +108,7 @@ class Worker:
                 pass  # Redis blinked: the next beat puts the key back
 
     def _execute(self, job: Job, attempt: int) -> None:
-        """One claimed attempt, run as every attempt is (web.execution). A write is made only while the record
+        """One claimed attempt, run as every attempt is (web.jobs.execution). A write is made only while the record
         still names this attempt (a recovered job belongs to its new attempt)."""
         folder = self.store.folder(job.id)
 
@@ -120,7 +120,7 @@ class Worker:
             return run_job(self.converter, self.store, job, self._upload(folder, job), report, self.cache)
 
         job.owner, job.files = self.name, []
-        run_attempt(self.store, job, work, self.timeout_seconds, ours=ours)
+        Attempt(self.store, job, self.timeout_seconds, ours=ours).run(work)
 
     @staticmethod
     def _upload(folder: Path, job: Job) -> Upload | None:

@@ -12,7 +12,8 @@ from converter.errors import ConversionError
 from converter.stages import ESTIMATING_DEPTH
 from web import settings
 from web.jobs.execution import INTERNAL, SUPERSEDED, TIMED_OUT, UPLOAD_IMAGE, Attempt
-from web.jobs.store import DONE, FAILED, JobStore
+from web.jobs.record import DONE, FAILED
+from web.jobs.store import JobStore
 
 
 def run_attempt(store, job, work, timeout_seconds, ours=None):

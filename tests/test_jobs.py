@@ -15,7 +15,8 @@ from conftest import png_bytes, wait_for_job, wait_until
 
 from converter.stages import BUILDING_GEOMETRY, ESTIMATING_DEPTH, LOADING_MODEL, WRITING_FILES
 from web.jobs.embedded import JobRunner
-from web.jobs.store import DONE, FAILED, RUNNING, JobStore, Upload, process_token
+from web.jobs.record import DONE, FAILED
+from web.jobs.store import JobStore, Upload, process_token
 
 
 def submit(client, photo, **fields):

@@ -31,18 +31,8 @@ from .jobs.backend import JobBackend, backend_class
 from .jobs.conversion import offered_kinds, run_job
 from .jobs.depth_cache import DepthCache
 from .jobs.exports import EXPORT_TIMEOUT_SECONDS, Exports, Target, size_of
-from .jobs.record import CANCELLED, Job
-from .jobs.store import (
-    DONE,
-    DOWNLOAD_GROUPS,
-    FAILED,
-    BatchStore,
-    ComparisonStore,
-    JobStore,
-    Sweeper,
-    Upload,
-    valid_job_id,
-)
+from .jobs.record import CANCELLED, DONE, FAILED, Job
+from .jobs.store import DOWNLOAD_GROUPS, BatchStore, ComparisonStore, JobStore, Sweeper, Upload, valid_job_id
 from .model_status import UNAVAILABLE
 from .settings import make_converter, uses_cuda
 from .user_error import EXPIRED, UserError

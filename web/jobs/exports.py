@@ -25,7 +25,8 @@ from .. import metrics
 from .conversion import ensure_output, offered_kinds
 from .execution import INTERNAL
 from ..intake.job_request import JobRequest
-from .store import DONE, BatchStore, JobStore
+from .record import DONE
+from .store import BatchStore, JobStore
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from werkzeug.routing import BaseConverter
 
 from converter import OUTPUTS, OutputError, write_json
 
-from .record import DONE, FAILED, QUEUED, RUNNING, STATUSES, Job  # noqa: F401 (statuses: for the store's readers)
+from .record import DONE, QUEUED, RUNNING, STATUSES, Job
 
 log = logging.getLogger(__name__)
 

@@ -24,8 +24,8 @@ from .errors import UserError, wants_json
 from ..intake.forms import parse_request
 from ..intake.job_request import JobRequest
 from ..jobs.backend import QueueFullError
-from ..jobs.record import CANCELLED
-from ..jobs.store import DONE, FAILED, Upload
+from ..jobs.record import CANCELLED, DONE, FAILED
+from ..jobs.store import Upload
 from ..jobs.exports import Target
 from .pages import preparing
 from ..service import get_service

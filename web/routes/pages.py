@@ -8,7 +8,8 @@ from ..jobs.conversion import offered_kinds
 from .errors import allow_webassembly, wants_html
 from ..jobs.exports import Target
 from ..intake.job_request import JobRequest
-from ..jobs.store import DONE, DOWNLOADS, PREVIEWS
+from ..jobs.record import DONE
+from ..jobs.store import DOWNLOADS, PREVIEWS
 from ..service import get_service, model_label, still_converting
 
 bp = Blueprint("pages", __name__)

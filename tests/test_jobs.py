@@ -15,7 +15,7 @@ from conftest import png_bytes, wait_for_job, wait_until
 
 from converter.stages import BUILDING_GEOMETRY, ESTIMATING_DEPTH, LOADING_MODEL, WRITING_FILES
 from web.jobs.embedded import JobRunner
-from web.jobs.record import DONE, FAILED
+from web.jobs.record import CANCELLED, DONE, FAILED
 from web.jobs.store import JobStore, Upload, process_token
 
 
@@ -63,6 +63,28 @@ def test_an_unknown_stage_is_an_error_not_a_stuck_progress_bar(tmp_path):
     runner.shutdown()
     failed = store.get(job.id)
     assert failed.status == FAILED and failed.error_code == "internal_error"
+
+
+def test_jobs_still_waiting_when_the_runner_stops_are_cancelled_with_a_sentence(tmp_path):
+    store = JobStore(tmp_path / "out")
+    started, release = threading.Event(), threading.Event()
+
+    def convert(job, upload, report):
+        started.set()
+        assert release.wait(60)  # a hang guard only: the test sets it below
+        return {}
+
+    runner = JobRunner(store, convert, workers=1, max_queued=2, watch=False)
+    (running,) = runner.submit_batch({}, [None])
+    assert started.wait(60)
+    (waiting,) = runner.submit_batch({}, [None])
+    runner.shutdown()
+    cancelled = store.get(waiting.id)
+    assert (cancelled.status, cancelled.error_code, cancelled.finished) == (CANCELLED, CANCELLED, True)
+    assert "stopped before this conversion started" in cancelled.error
+    release.set()
+    wait_until(lambda: store.get(running.id).finished, timeout=60, interval=0.02)
+    assert store.get(running.id).status == DONE and store.get(waiting.id).status == CANCELLED
 
 
 def test_queue_beyond_capacity_is_503_with_retry_after(make_app, photo):

@@ -44,8 +44,9 @@ class Attempt:
     someone else (the deadline passed, or ``ours()`` says the record no longer names this attempt). Past
     ``timeout_seconds`` the job is failed at once ("processing timed out"): a model forward cannot be interrupted,
     so the thread stays busy until it ends, but the user hears at the deadline and what it writes later is removed.
-    A failure removes every output file; success removes the kept upload. ``on_end()`` runs once the outcome is
-    decided and before it is saved: a runner frees the job's place there, so whoever sees "done" finds room.
+    A failure removes every output file; success removes the kept upload. ``on_end()`` runs once the work's own
+    outcome is decided and before it is saved: a runner frees the job's place there, so whoever sees "done" finds
+    room. Not at the deadline: the thread is still busy until its forward ends, and keeps the place till then.
     The worker's thread and the deadline's timer may both try to end the attempt; ``_lock`` lets exactly one.
     """
 
@@ -107,14 +108,15 @@ class Attempt:
         self._stage, self._since = stage, now
 
     def _time_out(self) -> None:
-        self._end_unless_over(FAILED, TIMED_OUT, "timed_out")
+        self._end_unless_over(FAILED, TIMED_OUT, "timed_out", by_deadline=True)
 
-    def _end_unless_over(self, status: str, message: str, code: str) -> None:
+    def _end_unless_over(self, status: str, message: str, code: str, by_deadline: bool = False) -> None:
         with self._lock:
             if not self._over:
-                self._end(status, message, code)
+                self._end(status, message, code, by_deadline=by_deadline)
 
-    def _end(self, status: str, message: str | None = None, code: str | None = None, info=None) -> None:
+    def _end(self, status: str, message: str | None = None, code: str | None = None, info=None,
+             by_deadline: bool = False) -> None:
         """Record the outcome (the caller holds the lock)."""
         self._over = True
         if not self.ours():
@@ -128,7 +130,8 @@ class Attempt:
         self.outcome = status
         self._time(None)
         metrics.JOBS_ENDED.labels(status=status, code=code or "").inc()
-        self.on_end()
+        if not by_deadline:
+            self.on_end()
         _save_quietly(self.store, self.job)
 
 

@@ -1,7 +1,7 @@
 """The web tier's side of ``JOB_BACKEND=celery``: it only accepts, validates and answers.
 
 The upload's bytes go into the job folder (``OUTPUT_FOLDER``, a volume every machine shares), the job into Redis's
-pending set, and a task naming (job id, attempt) onto the broker's queue; a worker (web/celery_worker.py) runs it.
+pending set, and a task naming (job id, attempt) onto the broker's queue; a worker (web/jobs/celery/worker.py) runs it.
 No result backend: the job record on the shared folder is the state. A watch thread settles jobs whose worker died
 (reading a job never does).
 """

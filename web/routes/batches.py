@@ -129,7 +129,7 @@ def batch_view(batch: dict) -> dict:
 
 
 def create():
-    """POST /convert with several images or a zip comes here too (see web.api)."""
+    """POST /convert with several images or a zip comes here too (see web.routes.api)."""
     batch = create_batch(request.form, request.files)
     if wants_json():
         view = batch_view(batch)

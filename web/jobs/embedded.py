@@ -22,7 +22,7 @@ from .store import JobStore, Upload, process_alive
 log = logging.getLogger(__name__)
 
 STOPPED = "The server stopped before this conversion started. Please try again."
-WATCH_SECONDS = 5.0  # how often the watch looks for jobs whose process died
+WATCH_SECONDS = 10.0  # how often the watch looks for jobs whose process died (as often as Celery's)
 
 
 class JobRunner:

@@ -1,6 +1,6 @@
 """``JOB_BACKEND=embedded``: conversions on a bounded pool of threads in the web process itself.
 
-Uploads wait in memory, already decoded: nothing of them is written to disk. Each gunicorn worker process runs its
+Uploads wait in memory (decoded, or a large picture's bytes): nothing of them is written to disk. Each gunicorn worker process runs its
 own pool; a job's record names the process running it, so this back-end's watch fails a job whose process died
 (any instance's watch may: the record is on the shared folder).
 """
@@ -57,7 +57,9 @@ class JobRunner:
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="convert")
         self._lock = threading.Lock()
         self._waiting: list[str] = []
-        self._running: set[str] = set()  # a job leaves it when its outcome is decided, before that is saved
+        # A job leaves this set once its work's outcome is decided, before that is saved (so a client that sees
+        # "done" finds room), or, past its deadline, once its thread is free.
+        self._running: set[str] = set()
         self._stop = threading.Event()
         self._watch = threading.Thread(target=self._watch_loop, name="embedded-watch", daemon=True)
         if watch:

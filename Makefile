@@ -60,7 +60,7 @@ run: setup
 worker: setup
 	rm -rf "$(WORKER_METRICS_DIR)" && mkdir -p "$(WORKER_METRICS_DIR)"
 	PROMETHEUS_MULTIPROC_DIR="$(WORKER_METRICS_DIR)" WORKER_METRICS_PORT="$(WORKER_METRICS_PORT)" \
-	DEPTH_MODEL="$(DEPTH_MODEL)" REDIS_URL="$(REDIS_URL)" $(PY) -m celery -A web.celery_worker worker --pool $(POOL) \
+	DEPTH_MODEL="$(DEPTH_MODEL)" REDIS_URL="$(REDIS_URL)" $(PY) -m celery -A web.jobs.celery.worker worker --pool $(POOL) \
 		--concurrency $(CONCURRENCY) --prefetch-multiplier 1 --without-gossip --without-mingle --without-heartbeat \
 		--queues image-to-3d --loglevel INFO
 

@@ -1,8 +1,8 @@
 """Image-to-3D web app: upload an image, follow the conversion, view and download the 3D result.
 
-``create_app`` only configures and wires: the routes live in blueprints (web.pages, web.api, web.comparisons), the
-resources and their threads in web.service, errors in web.errors; the converter package does the work. Nothing here
-imports torch or open3d.
+``create_app`` only configures and wires: the routes live in blueprints (web/routes/: pages, api, batches,
+comparisons), the resources and their threads in web.service, errors in web.routes.errors; the converter package
+does the work. Nothing here imports torch or open3d.
 """
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ import os
 from flask import Flask
 
 from converter import KNOWN_MODELS
-from web import api, batches, comparisons, errors, pages, service, settings
-from web.jobs import IdConverter
+from web import service, settings
+from web.jobs.store import IdConverter
+from web.routes import api, batches, comparisons, errors, pages
 
 
 def create_app(test_config: dict | None = None) -> Flask:
@@ -26,7 +27,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         # Werkzeug checks this against its multipart read buffer too (file data arrives in 64 kB chunks), so it
         # must stay well above the chunk size: Flask's default. Text fields are a few bytes each.
         MAX_FORM_MEMORY_SIZE=500_000,
-        MAX_FIELD_KB=64,  # the real cap on a text field, checked by web.errors (a 413 naming the field)
+        MAX_FIELD_KB=64,  # the real cap on a text field, checked by web.routes.errors (a 413 naming the field)
     )
     if test_config:
         app.config.update(test_config)
@@ -34,7 +35,6 @@ def create_app(test_config: dict | None = None) -> Flask:
     config["MAX_CONTENT_LENGTH"] = config["MAX_UPLOAD_MB"] * 1024 * 1024
     config["MODELS"] = config["MODELS"] or [config["DEPTH_MODEL"]] + [
         hub_id for hub_id in KNOWN_MODELS if hub_id != config["DEPTH_MODEL"]]
-    os.makedirs(config["UPLOAD_FOLDER"], exist_ok=True)
     os.makedirs(config["OUTPUT_FOLDER"], exist_ok=True)
     logging.basicConfig(level=logging.INFO)
 

@@ -378,7 +378,7 @@ def serve(model: Path, folder: str, workers: int, threads: int, **environment):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    env = dict(os.environ, DEPTH_MODEL=str(model), UPLOAD_FOLDER=f"{folder}/uploads", OUTPUT_FOLDER=f"{folder}/outputs",
+    env = dict(os.environ, DEPTH_MODEL=str(model), OUTPUT_FOLDER=f"{folder}/outputs",
                HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT), WEB_CONCURRENCY=str(workers), MAX_QUEUED_JOBS="64",
                **environment)
     log = open(f"{folder}/gunicorn.log", "wb")

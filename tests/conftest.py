@@ -113,8 +113,7 @@ def make_app(tmp_path, dpt_model):
 
     def build(**overrides):
         config = {
-            "TESTING": True, "DEPTH_MODEL": dpt_model, "UPLOAD_FOLDER": str(tmp_path / "uploads"),
-            "OUTPUT_FOLDER": str(tmp_path / "outputs"),
+            "TESTING": True, "DEPTH_MODEL": dpt_model, "OUTPUT_FOLDER": str(tmp_path / "outputs"),
         }
         config.update(overrides)
         application = create_app(config)
@@ -213,7 +212,7 @@ def serve(model_folder, folder, workers: int = 2, threads: int = 4, preexec_fn=N
     listener = socket.create_server(("127.0.0.1", 0), backlog=128)
     port = listener.getsockname()[1]
     env = dict(
-        os.environ, DEPTH_MODEL=str(model_folder), UPLOAD_FOLDER=str(folder / "uploads"),
+        os.environ, DEPTH_MODEL=str(model_folder),
         OUTPUT_FOLDER=str(outputs), MAX_UPLOAD_MB="2", HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT),
         WEB_CONCURRENCY=str(workers),
     )

@@ -24,13 +24,10 @@ def fetch(client, url: str):
 
 
 def stored_files(app) -> list[str]:
-    """Every file in uploads/ and outputs/ (job folders included)."""
+    """Every file in outputs/ (job folders included): nothing is stored anywhere else."""
     from pathlib import Path
 
-    found = []
-    for key in ("UPLOAD_FOLDER", "OUTPUT_FOLDER"):
-        found += [str(p) for p in Path(app.config[key]).rglob("*") if p.is_file()]
-    return found
+    return [str(p) for p in Path(app.config["OUTPUT_FOLDER"]).rglob("*") if p.is_file()]
 
 
 def test_index_has_the_upload_form(client):
@@ -302,7 +299,7 @@ def test_the_model_banner_follows_the_model_the_jobs_use(tiny_models, tmp_path, 
     model = tmp_path / "model-of-its-own"  # a folder no test has loaded in this process
     shutil.copytree(tiny_models["dpt_hybrid"], model)
     application = create_app({"TESTING": True, "DEPTH_MODEL": str(model), "PRELOAD_MODEL": False,
-                              "UPLOAD_FOLDER": str(tmp_path / "uploads"), "OUTPUT_FOLDER": str(tmp_path / "outputs")})
+                              "OUTPUT_FOLDER": str(tmp_path / "outputs")})
     try:
         client = application.test_client()
         before = client.get("/").get_data(as_text=True)

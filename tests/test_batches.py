@@ -13,7 +13,7 @@ import pytest
 from conftest import download, png_bytes, wait_until
 from plyfile import PlyData
 
-from web.jobs import BatchStore
+from web.jobs.store import BatchStore
 
 
 def pictures(count: int) -> list[bytes]:

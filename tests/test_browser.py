@@ -16,7 +16,7 @@ from conftest import canvas_pixels, http_download, png_bytes, wait_until
 from PIL import Image
 from plyfile import PlyData
 
-from web.jobs import DOWNLOADS
+from web.jobs.store import DOWNLOADS
 
 pytestmark = pytest.mark.browser
 BROWSER_CLICKS = ("ply", "glb", "obj", "mesh_ply", "depth_png", "depth_npy", "json", "stl")

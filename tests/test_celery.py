@@ -20,7 +20,7 @@ import pytest
 import requests
 from conftest import ROOT, _free_port, http_download, png_bytes, serve
 
-from web.celery_board import PENDING
+from web.jobs.celery.board import PENDING
 
 pytestmark = pytest.mark.slow  # a Redis server, Celery workers and gunicorn in subprocesses
 

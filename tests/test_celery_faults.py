@@ -13,8 +13,8 @@ import pytest
 import requests
 from test_celery import Workers, photo, quiet_port, ready_workers, worker_setting
 
-from web.celery_board import PENDING
-from web.celery_submit import WATCH_WITHIN_SECONDS
+from web.jobs.celery.board import PENDING
+from web.jobs.celery.submit import WATCH_WITHIN_SECONDS
 
 pytestmark = pytest.mark.slow  # a Redis server and Celery workers in subprocesses
 
@@ -58,7 +58,7 @@ def test_jobs_redis_forgot_are_queued_again_unpolled_as_the_same_attempt(tmp_pat
     """Two jobs wait in the queue (no worker yet); Redis restarts empty; nobody polls. The web instance's watch
     finds them on the shared folder and queues them again, not counting it as a worker death; a worker started
     afterwards converts them."""
-    caplog.set_level(logging.WARNING, logger="web.celery_submit")
+    caplog.set_level(logging.WARNING, logger="web.jobs.celery.submit")
     redis_server, model, outputs, env = worker_setting(tmp_path)
     metrics_port, metrics_dir = quiet_port(), tmp_path / "worker-metrics"  # bound later, by the worker
     metrics_dir.mkdir()

@@ -95,7 +95,7 @@ def test_the_device_path_micro_batching_and_openvino_keep_the_camera(depth_pro, 
 
 
 def test_the_depth_cache_keeps_the_camera(tmp_path, depth_pro, image):
-    from web.depth_cache import load_prediction, save_prediction
+    from web.jobs.depth_cache import load_prediction, save_prediction
 
     prediction = Converter(model=depth_pro, device="cpu").convert(image).prediction
     stored = load_prediction(save_prediction(tmp_path / "p.npz", prediction))

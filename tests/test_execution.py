@@ -1,4 +1,4 @@
-"""One attempt of a job (web.execution.run_attempt), as both back-ends run it: the record's status and stages, the
+"""One attempt of a job (web.jobs.execution.Attempt), as both back-ends run it: the record's status and stages, the
 deadline, the failure sentence, and no partial file left; and the one settings object both read."""
 
 from __future__ import annotations
@@ -11,12 +11,17 @@ from conftest import wait_until
 from converter.errors import ConversionError
 from converter.stages import ESTIMATING_DEPTH
 from web import settings
-from web.execution import INTERNAL, TIMED_OUT, UPLOAD_IMAGE, run_attempt
-from web.jobs import DONE, FAILED, JobStore
+from web.jobs.execution import INTERNAL, SUPERSEDED, TIMED_OUT, UPLOAD_IMAGE, Attempt
+from web.jobs.record import DONE, FAILED
+from web.jobs.store import JobStore
+
+
+def run_attempt(store, job, work, timeout_seconds, ours=None):
+    return Attempt(store, job, timeout_seconds, ours=ours).run(work)
 
 
 def _job(tmp_path):
-    store = JobStore(tmp_path / "out", alive=lambda job: None)
+    store = JobStore(tmp_path / "out")
     return store, store.create({})
 
 
@@ -95,7 +100,7 @@ def test_a_superseded_attempt_writes_nothing_into_the_record(tmp_path):
         report(ESTIMATING_DEPTH)
         return {}
 
-    assert run_attempt(store, job, work, 30, ours=lambda: mine["ours"]) == "superseded"
+    assert run_attempt(store, job, work, 30, ours=lambda: mine["ours"]) == SUPERSEDED == "superseded"
     assert store.get(job.id).stage == "running"
 
 

@@ -1,4 +1,4 @@
-"""Later downloads as queued work (web.exports): the link answers at once while an export task writes the file,
+"""Later downloads as queued work (web.jobs.exports): the link answers at once while an export task writes the file,
 a browser gets a page that reloads itself, a script 202 with Retry-After; the page lists the downloads by use with
 the size of those written."""
 
@@ -14,7 +14,7 @@ import pytest
 from test_lazy_downloads import fetch, submit, wait_done
 
 from converter import OUTPUTS
-from web import exports
+from web.jobs import exports
 
 
 def test_a_download_not_written_answers_202_at_once_and_the_file_once_whole(app, client, monkeypatch):

@@ -1,4 +1,4 @@
-"""A hostile corpus, built at test time, against the real app's batch intake (web.batches, web.unzip).
+"""A hostile corpus, built at test time, against the real app's batch intake (web.routes.batches, web.intake.unzip).
 
 Zips are written by hand here (``zip_of``) so their headers can lie: every compression method the zip module
 offers × honest / declared smaller than the stream / corrupt stream / wrong checksum / cut short / encrypted /
@@ -26,8 +26,8 @@ import pytest
 from conftest import png_bytes
 from PIL import Image
 
-from web import unzip
-from web.errors import UserError
+from web.intake import unzip
+from web.routes.errors import UserError
 
 METHODS = {"stored": zipfile.ZIP_STORED, "deflate": zipfile.ZIP_DEFLATED, "bzip2": zipfile.ZIP_BZIP2,
            "lzma": zipfile.ZIP_LZMA}

@@ -14,7 +14,9 @@ import pytest
 from conftest import png_bytes, wait_for_job, wait_until
 
 from converter.stages import BUILDING_GEOMETRY, ESTIMATING_DEPTH, LOADING_MODEL, WRITING_FILES
-from web.jobs import DONE, FAILED, RUNNING, JobRunner, JobStore, Upload, process_token
+from web.jobs.embedded import JobRunner
+from web.jobs.record import CANCELLED, DONE, FAILED
+from web.jobs.store import JobStore, Upload, process_token
 
 
 def submit(client, photo, **fields):
@@ -39,9 +41,9 @@ def test_stages_are_reported_in_order(tmp_path):
         return {"points": 1}
 
     runner = JobRunner(store, convert, workers=1, max_queued=2)
-    first = runner.submit({}, Upload(image=b"x"))
+    (first,) = runner.submit_batch({}, [Upload(image=b"x")])
     assert started.wait(60)  # the first job has left the queue: the second is next (not second in line)
-    second = runner.submit({}, Upload(image=b"y"))
+    (second,) = runner.submit_batch({}, [Upload(image=b"y")])
     assert runner.queue_position(second.id) == 1 and store.get(second.id).status == "queued"
     release.set()
     wait_until(lambda: store.get(second.id).status == DONE, timeout=60, interval=0.02)
@@ -56,11 +58,33 @@ def test_stages_are_reported_in_order(tmp_path):
 def test_an_unknown_stage_is_an_error_not_a_stuck_progress_bar(tmp_path):
     store = JobStore(tmp_path / "out")
     runner = JobRunner(store, lambda job, upload, report: report("polishing"), workers=1, max_queued=1)
-    job = runner.submit({}, None)
+    (job,) = runner.submit_batch({}, [None])
     wait_until(lambda: store.get(job.id).finished, timeout=60, interval=0.02)
     runner.shutdown()
     failed = store.get(job.id)
     assert failed.status == FAILED and failed.error_code == "internal_error"
+
+
+def test_jobs_still_waiting_when_the_runner_stops_are_cancelled_with_a_sentence(tmp_path):
+    store = JobStore(tmp_path / "out")
+    started, release = threading.Event(), threading.Event()
+
+    def convert(job, upload, report):
+        started.set()
+        assert release.wait(60)  # a hang guard only: the test sets it below
+        return {}
+
+    runner = JobRunner(store, convert, workers=1, max_queued=2, watch=False)
+    (running,) = runner.submit_batch({}, [None])
+    assert started.wait(60)
+    (waiting,) = runner.submit_batch({}, [None])
+    runner.shutdown()
+    cancelled = store.get(waiting.id)
+    assert (cancelled.status, cancelled.error_code, cancelled.finished) == (CANCELLED, CANCELLED, True)
+    assert "stopped before this conversion started" in cancelled.error
+    release.set()
+    wait_until(lambda: store.get(running.id).finished, timeout=60, interval=0.02)
+    assert store.get(running.id).status == DONE and store.get(waiting.id).status == CANCELLED
 
 
 def test_queue_beyond_capacity_is_503_with_retry_after(make_app, photo):
@@ -77,8 +101,7 @@ def test_queue_beyond_capacity_is_503_with_retry_after(make_app, photo):
     assert busy.get_json()["code"] == "busy"
     block.set()
     assert wait_for_job(client, f"/jobs/{first}")["status"] == "done"
-    # "done" is recorded a moment before the runner frees the job's place: wait for the place, not for luck.
-    wait_until(lambda: runner.room() == 1, timeout=60, interval=0.01)
+    # The runner frees the job's place before "done" is saved: a client that sees "done" finds room at once.
     assert client.post("/api/v1/conversions", content_type="multipart/form-data",
                        data={"image": (io.BytesIO(png_bytes(photo)), "p.png")}).status_code == 202
 
@@ -103,20 +126,32 @@ def test_a_job_over_its_time_limit_fails_and_leaves_no_files(make_app, photo):
     folder = app.extensions["image_to_3d"].store.folder(job_id)
     assert sorted(p.name for p in folder.iterdir()) == ["job.json"]
     assert client.get(f"/jobs/{job_id}/files/ply").status_code == 409  # failed: no files
-    assert not any(os.scandir(app.config["UPLOAD_FOLDER"]))
 
 
-def test_a_job_whose_process_died_is_reported_failed(app, client):
-    """A job left 'running' by a process that no longer exists is failed on the next look, not running forever."""
-    store = app.extensions["image_to_3d"].store
+def test_a_job_whose_process_died_is_failed_by_the_watch_and_never_by_a_read(make_app):
+    """A job left 'running' by a process that no longer exists: polling it changes nothing on disk; the embedded
+    back-end's watch fails it (not running forever). The watch thread is off: the test runs the watch itself."""
+    app = make_app(JOB_WATCH=False)
+    client = app.test_client()
+    service = app.extensions["image_to_3d"]
+    store = service.store
     job = store.create({})
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    job.status, job.owner = RUNNING, process_token(os.getpid()).replace(str(os.getpid()), str(dead.pid), 1)
+    job.start()
+    job.owner = process_token(os.getpid()).replace(str(os.getpid()), str(dead.pid), 1)
     store.save(job)
+    record = store.folder(job.id) / "job.json"
+    before = record.read_bytes()
+    for _ in range(3):
+        view = client.get(f"/api/v1/conversions/{job.id}").get_json()
+        assert view["status"] == "running"
+        assert client.get(f"/jobs/{job.id}").status_code == 200
+    assert record.read_bytes() == before  # a read leaves no trace
+    service.runner.watch()
     view = client.get(f"/api/v1/conversions/{job.id}").get_json()
-    assert view["status"] == "failed" and "stopped" in view["error"]
-    assert json.loads((store.folder(job.id) / "job.json").read_text())["status"] == FAILED
+    assert view["status"] == "failed" and "stopped" in view["error"] and view["code"] == "worker_died"
+    assert json.loads(record.read_text())["status"] == FAILED
 
 
 @pytest.mark.slow  # a conversion and a sweep: make test runs it, make test-fast does not
@@ -163,7 +198,6 @@ def test_unwritable_output_folder_is_507_and_keeps_nothing(make_app, photo, tmp_
                            data={"image": (io.BytesIO(png_bytes(photo)), "p.png")})
     assert response.status_code == 507
     assert "cannot store results" in response.get_data(as_text=True)
-    assert not any(os.scandir(app.config["UPLOAD_FOLDER"]))
     assert client.get("/healthz").status_code == 200
 
 

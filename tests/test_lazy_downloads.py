@@ -20,8 +20,8 @@ from conftest import pauses, png_bytes, wait_until
 from plyfile import PlyData
 
 from converter import ALIGNMENT_KINDS, IMAGE_FILE, MESH_KINDS, OUTPUTS, PREDICTION_FILE
-from web import conversion
-from web.conversion import FIRST_KINDS
+from web.jobs import conversion
+from web.jobs.conversion import FIRST_KINDS
 
 H, W = 30, 40
 

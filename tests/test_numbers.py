@@ -12,8 +12,8 @@ import pytest
 from conftest import png_bytes, wait_for_job
 
 from converter import OptionError, OutputSettings, parse_number, parse_simplify
-from web.forms import parse_rebuild, parse_request
-from web.job_request import JobRequest
+from web.intake.forms import parse_rebuild, parse_request
+from web.intake.job_request import JobRequest
 
 FOREIGN = ["¹", "٣", "３", "1_000", "0x10", "nan", "inf", "-inf", "1e999", "½", "1,5", "+", "."]
 # Every numeric field of the form and API, with a good value; known_length's last number is the one replaced.

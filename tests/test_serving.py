@@ -10,7 +10,7 @@ import pytest
 from batching_gate import hold_forwards
 from conftest import png_bytes, wait_for_job
 
-import web.conversion
+import web.jobs.conversion
 import web.service
 
 
@@ -35,7 +35,7 @@ def post(client, data: bytes, **fields):
 
 def test_an_upload_is_decoded_once_and_a_rebuild_decodes_nothing(app, client, photo, monkeypatch):
     in_request = count_calls(monkeypatch, web.service, "load_image")
-    in_job = count_calls(monkeypatch, web.conversion, "load_image")
+    in_job = count_calls(monkeypatch, web.jobs.conversion, "load_image")
     job = post(client, png_bytes(photo))
     assert wait_for_job(client, f"/jobs/{job['id']}")["status"] == "done"
     assert (len(in_request), len(in_job)) == (1, 0)  # decoded in the request; the job used that picture

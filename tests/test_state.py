@@ -131,7 +131,7 @@ def _converter_submodule_imports(path: Path) -> list[str]:
 
 
 def test_the_web_layer_imports_only_the_converter_packages_public_names():
-    files = sorted((ROOT / "web").glob("*.py")) + [ROOT / "app.py"]
+    files = sorted((ROOT / "web").rglob("*.py")) + [ROOT / "app.py"]
     assert len(files) > 10
     offending = [hit for path in files for hit in _converter_submodule_imports(path)]
     assert offending == [], "web/ and app.py must import converter's public names only: " + ", ".join(offending)

@@ -25,30 +25,17 @@ from converter import (
 )
 
 from . import metrics
-from .conversion import offered_kinds, run_job
-from .depth_cache import DepthCache
-from .errors import EXPIRED, UserError
-from .exports import EXPORT_TIMEOUT_SECONDS, Exports, Target, size_of
-from .forms import OPTION_FIELDS, check_single_values, parse_rebuild, parse_request
-from .job_request import DEFAULT_STL_WIDTH_MM, JobRequest
-from .jobs import (
-    DONE,
-    DOWNLOAD_GROUPS,
-    FAILED,
-    BatchStore,
-    ComparisonStore,
-    Job,
-    JobRunner,
-    JobStore,
-    QueueFullError,
-    Sweeper,
-    Upload,
-    valid_job_id,
-)
-from .model_status import UNAVAILABLE, ModelStatus
-from .settings import conversion_workers, make_converter, uses_cuda
-
-BUSY = "The server is busy with other conversions. Please try again in a minute."
+from .intake.forms import OPTION_FIELDS, check_single_values, parse_rebuild, parse_request
+from .intake.job_request import DEFAULT_STL_WIDTH_MM, JobRequest
+from .jobs.backend import JobBackend, backend_class
+from .jobs.conversion import offered_kinds, run_job
+from .jobs.depth_cache import DepthCache
+from .jobs.exports import EXPORT_TIMEOUT_SECONDS, Exports, Target, size_of
+from .jobs.record import CANCELLED, DONE, FAILED, Job
+from .jobs.store import DOWNLOAD_GROUPS, BatchStore, ComparisonStore, JobStore, Sweeper, Upload, valid_job_id
+from .model_status import UNAVAILABLE
+from .settings import make_converter, uses_cuda
+from .user_error import EXPIRED, UserError
 NOTHING_HERE = "There is nothing here. Results expire after a while; convert the image again."
 STILL_CONVERTING_RETRY_SECONDS = 2
 # Bigger full-size pictures are decoded by their job, not the request (about 2 x 3 bytes a pixel while decoding).
@@ -56,15 +43,12 @@ REQUEST_DECODE_PIXELS = 16_000_000
 
 
 class Service:
-    """Converter, model readiness, job and comparison stores, the depth cache, the job runner and the sweeper."""
+    """Converter, model readiness, job and comparison stores, the depth cache, the job back-end and the sweeper."""
 
     def __init__(self, config):
         self.config = config
-        self.backend = config.get("JOB_BACKEND", "embedded")
-        gpu = self.backend == "embedded" and uses_cuda(config["DEVICE"])
-        # On a GPU several conversions run at once and their forwards are batched; on a CPU that only adds waiting.
-        workers = conversion_workers(config, gpu)
-        self.converter = make_converter(config, gpu)
+        backend = backend_class(config.get("JOB_BACKEND", "embedded"))
+        self.converter = make_converter(config, gpu=backend.runs_here and uses_cuda(config["DEVICE"]))
         self.store = JobStore(config["OUTPUT_FOLDER"], ttl_seconds=config["RESULT_TTL_SECONDS"])
         self.comparisons = ComparisonStore(config["OUTPUT_FOLDER"], ttl_seconds=config["RESULT_TTL_SECONDS"])
         self.batches = BatchStore(config["OUTPUT_FOLDER"], ttl_seconds=config["RESULT_TTL_SECONDS"])
@@ -73,26 +57,14 @@ class Service:
         os.makedirs(self.cache.folder, exist_ok=True)  # made now, not by the first job: the layout is fixed
         self.exports = Exports(self.store, self.batches, config["MAX_PIXELS"],
                                config.get("EXPORT_TIMEOUT_SECONDS", EXPORT_TIMEOUT_SECONDS))
-        if self.backend == "celery":  # Celery workers convert; this process loads no model (web/celery_worker.py)
-            from . import celery_submit
-
-            self.runner = celery_submit.CeleryJobRunner(self.store, config["REDIS_URL"],
-                                                        max_queued=config["MAX_QUEUED_JOBS"])
-            self.store.alive = self.runner.alive
-            self.model_status = celery_submit.WorkersModelStatus(self.runner.board, self.converter)
-        elif self.backend == "embedded":
-            self.model_status = ModelStatus(self.converter, threads=config["TORCH_THREADS"] or _threads_per_process())
-            self.runner = JobRunner(
-                self.store, lambda job, upload, report: run_job(self.converter, self.store, job, upload, report,
-                                                                self.cache),
-                workers=workers, max_queued=config["MAX_QUEUED_JOBS"],
-                timeout_seconds=config["JOB_TIMEOUT_SECONDS"], export=self.exports.run,
-            )
-        else:
-            raise ValueError(f"JOB_BACKEND must be 'embedded' or 'celery', not {self.backend!r}")
+        self.runner: JobBackend = backend.from_config(
+            config, self.store, self.converter,
+            lambda job, upload, report: run_job(self.converter, self.store, job, upload, report, self.cache),
+            self.exports.run)
+        self.model_status = self.runner.model_status
         self._metrics = metrics.registry_for(self)
-        self.sweeper = Sweeper(self.store, config["UPLOAD_FOLDER"], config["SWEEP_INTERVAL_SECONDS"],
-                               cache=self.cache, records=(self.comparisons, self.batches))
+        self.sweeper = Sweeper(self.store, config["SWEEP_INTERVAL_SECONDS"], cache=self.cache,
+                               records=(self.comparisons, self.batches))
 
     def start(self) -> "Service":
         if self.config["PRELOAD_MODEL"]:
@@ -113,7 +85,7 @@ class Service:
         job_request = parse_request(form, self.config["MODELS"], self.config["DEPTH_MODEL"])
         upload = self.decode_upload(data, depth, job_request)
         self.check_model(job_request.model, depth)
-        return self._queue(job_request, upload)
+        return self.runner.submit_batch(job_request.to_dict(), [upload])[0]
 
     def rebuild(self, job_id: str, form) -> Job:
         """A new job converting a finished job's kept image with its kept depth: no model run."""
@@ -125,7 +97,7 @@ class Service:
             raise UserError(404, "not_rebuildable", "This conversion has no finished result to rebuild (it failed "
                                                     "or is still running). Convert the image again.")
         changed = parse_rebuild(form, JobRequest.from_dict(source.request), (source.info or {}).get("camera"))
-        return self._queue(changed.with_changes(rebuild_of=source.id), None)
+        return self.runner.submit_batch(changed.with_changes(rebuild_of=source.id).to_dict(), [None])[0]
 
     def compare(self, form, files) -> dict:
         """Two jobs, one per model, on the same upload (decoded once for both)."""
@@ -146,7 +118,7 @@ class Service:
         upload = self.decode_upload(data, None, chosen[0])
         for job_request in chosen:
             self.check_model(job_request.model)
-        jobs = [self._queue(job_request, upload) for job_request in chosen]
+        jobs = [self.runner.submit_batch(job_request.to_dict(), [upload])[0] for job_request in chosen]
         return self.comparisons.create(job_ids=[job.id for job in jobs],
                                        models=[job_request.model for job_request in chosen])
 
@@ -170,7 +142,7 @@ class Service:
             sizes = {kind: size for kind in files if (size := size_of(self.exports.path(Target(job.id, kind))))}
         view = {
             "id": job.id, "status": job.status, "stage": job.stage, "progress": round(job.progress, 3),
-            "error": job.error if job.status == FAILED else None, "code": job.error_code,
+            "error": job.error if job.status in (FAILED, CANCELLED) else None, "code": job.error_code,
             "queue_position": self.runner.queue_position(job.id), "files": files,
             "sizes": sizes,  # bytes of each download already written (the others are prepared on request)
             "result_url": url_for("pages.job_result_fragment", job_id=job.id),
@@ -183,20 +155,16 @@ class Service:
 
     def download(self, target: Target):
         """(path, None) of a download that is whole, or (None, its export state) with the export queued once: no
-        request writes a download itself. A failed export is a 503 with its sentence (the next request retries)."""
-        try:
-            path, state = self.exports.request(target, self.runner.submit_export)
-        except QueueFullError:  # the Celery queue is away
-            raise UserError(503, "busy", BUSY, retry_after=30) from None
+        request writes a download itself. A failed export is a 503 with its sentence (the next request retries);
+        a queue that is away, QueueFullError (a 503 too)."""
+        path, state = self.exports.request(target, self.runner.submit_export)
         if state is not None and state.status == "failed":
             raise UserError(503, "export_failed", f"{state.error} Open the link again to retry.", retry_after=5)
         return path, state
 
     def workers_ready(self) -> int:
         """Conversion workers whose model is ready: the Celery workers that say so, or this process."""
-        if self.backend == "celery":
-            return self.model_status.ready_count()
-        return int(self.model_status.ready)
+        return self.runner.workers_ready()
 
     def metrics(self) -> tuple[bytes, str]:
         return metrics.exposition(self._metrics)
@@ -225,7 +193,7 @@ class Service:
         check_convertible_size(width, height)
         sha256 = hashlib.sha256(data).hexdigest()
         draft = 0 if depth else job_request.options.max_points
-        if self.backend == "celery" or (draft == 0 and width * height > REQUEST_DECODE_PIXELS):
+        if not self.runner.runs_here or (draft == 0 and width * height > REQUEST_DECODE_PIXELS):
             return Upload(image=data, sha256=sha256, depth=depth or None)
         image = load_image(data, self.config["MAX_PIXELS"], draft_points=draft)
         return Upload(image=image, sha256=sha256, depth=depth or None)
@@ -234,17 +202,11 @@ class Service:
         if not depth and self.model_status.state == UNAVAILABLE and model == self.converter.model:
             raise UserError(503, "model_unavailable", self.model_status.message)
 
-    def _queue(self, job_request: JobRequest, upload: Upload | None) -> Job:
-        try:
-            return self.runner.submit(job_request.to_dict(), upload)
-        except QueueFullError:
-            raise UserError(503, "busy", BUSY, retry_after=30) from None
-
 
 def still_converting(job: Job, wanted: str) -> None:
     """A 409 while ``job`` is queued or running (with Retry-After: what was asked comes when it is done) or when it
     has failed (it exists, but has no result)."""
-    if job.status == FAILED:
+    if job.status in (FAILED, CANCELLED):
         raise UserError(409, "failed", f"This conversion failed, so it has no result to {wanted.split()[0]}: "
                                        f"{job.error or 'see its status.'}")
     if job.status != DONE:
@@ -261,18 +223,12 @@ def _uploads(files) -> tuple[bytes, bytes]:
     return data, (depth_file.read() if depth_file else b"")
 
 
-def _threads_per_process() -> int:
-    """Share the cores between gunicorn's worker processes (WEB_CONCURRENCY) so they do not oversubscribe them."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores // max(1, int(os.environ.get("WEB_CONCURRENCY", 1))))
-
-
 def get_service() -> Service:
     return current_app.extensions["image_to_3d"]
 
 
 def page_context() -> dict:
-    """What every page template needs."""
+    """What every page template needs (the app's template context processor)."""
     service = get_service()
     config = service.config
     return {
@@ -294,4 +250,5 @@ def init_app(app: Flask) -> Service:
     """Make the app's Service and start its threads (model preload, retention sweep)."""
     service = Service(app.config)
     app.extensions["image_to_3d"] = service
+    app.context_processor(page_context)
     return service.start()

@@ -1,5 +1,5 @@
 """The service's settings, read from the environment in one place: by the web app (``app.create_app``) and by the
-Celery worker (web/celery_worker.py) alike, so both run with the same defaults. Plus the one factory that turns
+Celery worker (web/jobs/celery/worker.py) alike, so both run with the same defaults. Plus the one factory that turns
 them into a ``Converter``.
 """
 
@@ -9,7 +9,7 @@ import os
 
 from converter import DEFAULT_MAX_PIXELS, DEFAULT_MODEL, Converter
 
-from .depth_cache import DEFAULT_ENTRIES
+from .jobs.depth_cache import DEFAULT_ENTRIES
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -28,7 +28,6 @@ def from_env(environ=os.environ) -> dict:
         "PRECISION": environ.get("PRECISION", "fp32"),
         "ENGINE": environ.get("ENGINE", "auto"),  # what runs the model: auto (OpenVINO on a CPU), torch, openvino
         "MODELS": [m.strip() for m in environ.get("MODELS", "").split(",") if m.strip()] or None,
-        "UPLOAD_FOLDER": environ.get("UPLOAD_FOLDER", os.path.join(ROOT, "uploads")),
         "OUTPUT_FOLDER": environ.get("OUTPUT_FOLDER", os.path.join(ROOT, "outputs")),
         "MAX_UPLOAD_MB": number("MAX_UPLOAD_MB", 25),
         "MAX_PIXELS": number("MAX_PIXELS", DEFAULT_MAX_PIXELS),
@@ -39,14 +38,16 @@ def from_env(environ=os.environ) -> dict:
         "MAX_QUEUED_JOBS": number("MAX_QUEUED_JOBS", 8),
         "PRELOAD_MODEL": environ.get("PRELOAD_MODEL", "1") != "0",
         "JOB_TIMEOUT_SECONDS": number("JOB_TIMEOUT_SECONDS", 300, float),
-        "EXPORT_TIMEOUT_SECONDS": number("EXPORT_TIMEOUT_SECONDS", 120, float),  # one later download (web.exports)
+        "EXPORT_TIMEOUT_SECONDS": number("EXPORT_TIMEOUT_SECONDS", 120, float),  # one later download (web.jobs.exports)
         "RESULT_TTL_SECONDS": number("RESULT_TTL_SECONDS", 24 * 3600, float),
         "SWEEP_INTERVAL_SECONDS": number("SWEEP_INTERVAL_SECONDS", 600, float),
         "TORCH_THREADS": number("TORCH_THREADS", 0),
         "DEPTH_CACHE_ENTRIES": number("DEPTH_CACHE_ENTRIES", DEFAULT_ENTRIES),
         # "embedded": conversions run in this process's threads; "celery": in Celery workers fed through Redis
-        # (web/celery_worker.py), with OUTPUT_FOLDER on a volume every machine shares.
+        # (web/jobs/celery/worker.py), with OUTPUT_FOLDER on a volume every machine shares (web/jobs/backend.py).
         "JOB_BACKEND": environ.get("JOB_BACKEND", "embedded"),
+        # Whether this process runs its back-end's watch, which settles jobs nobody is on (0: tests drive it).
+        "JOB_WATCH": environ.get("JOB_WATCH", "1") != "0",
         "REDIS_URL": environ.get("REDIS_URL", DEFAULT_REDIS_URL),
         # A Celery worker's own Prometheus exporter (web.metrics); 0: none.
         "WORKER_METRICS_PORT": number("WORKER_METRICS_PORT", 0),

@@ -1,6 +1,9 @@
 // Page behaviour: choosing/dropping/pasting an image with a preview, and following a job until its result shows.
 // An ES module loaded from 'self' only: no inline script, so a strict Content-Security-Policy holds.
 
+// A job's final states (web/jobs/record.py); failed and cancelled carry a sentence in view.error.
+const FINAL = ["done", "failed", "cancelled"];
+const ENDED = ["failed", "cancelled"];
 const form = document.getElementById("upload-form");
 if (form) setUpUpload(form);
 const jobSection = document.getElementById("job");
@@ -65,7 +68,7 @@ function setUpUpload(form) {
 }
 
 function followJob(section) {
-  if (section.dataset.status === "done" || section.dataset.status === "failed") {
+  if (FINAL.includes(section.dataset.status)) {
     startViewers(section);
     return;
   }
@@ -87,7 +90,7 @@ function followJob(section) {
     const position = view.queue_position ? ` (position ${view.queue_position} in the queue)` : "";
     stage.textContent = `${view.stage.charAt(0).toUpperCase()}${view.stage.slice(1)}${position}…`;
     section.dataset.status = view.status;
-    if (view.status === "done" || view.status === "failed") {
+    if (FINAL.includes(view.status)) {
       const response = await fetch(section.dataset.resultUrl);
       section.innerHTML = await response.text();
       startViewers(section);
@@ -119,7 +122,7 @@ function followBatch(section) {
       const bar = row.querySelector("progress");
       if (bar && view.progress !== undefined) bar.value = view.progress;
       const stage = row.querySelector(".batch-stage");
-      if (stage) stage.textContent = view.status === "failed" ? view.error : view.stage || view.status;
+      if (stage) stage.textContent = ENDED.includes(view.status) ? view.error : view.stage || view.status;
       if (view.status === "done" && !row.querySelector("img") && view.files?.input) {
         const thumb = document.createElement("img");
         thumb.className = "batch-thumb";

@@ -1,6 +1,9 @@
 // The comparison page: follows both jobs like app.js follows one, and shows each result's viewer once it is done.
 // An ES module loaded from 'self' only (no inline script). viewer.js starts every [data-viewer], also ones added later.
 
+// A job's final states (web/jobs/record.py); failed and cancelled carry a sentence in view.error.
+const FINAL = ["done", "failed", "cancelled"];
+const ENDED = ["failed", "cancelled"];
 const sides = document.querySelectorAll("[data-compare-side]");
 let viewerModule = null;
 
@@ -12,7 +15,7 @@ function loadViewer() {
 function showResult(side, view) {
   const jobUrl = view.result_url.replace(/\/result$/, "");
   side.querySelector(".progress-block")?.remove();
-  if (view.status === "failed") {
+  if (ENDED.includes(view.status)) {
     const message = document.createElement("p");
     message.className = "error-message";
     message.setAttribute("role", "alert");
@@ -57,7 +60,7 @@ function follow(side) {
     const position = view.queue_position ? ` (position ${view.queue_position} in the queue)` : "";
     if (stage) stage.textContent = `${view.stage.charAt(0).toUpperCase()}${view.stage.slice(1)}${position}…`;
     side.dataset.status = view.status;
-    if (view.status === "done" || view.status === "failed") {
+    if (FINAL.includes(view.status)) {
       showResult(side, view);
       return;
     }
@@ -69,7 +72,7 @@ function follow(side) {
 for (const side of sides) {
   const status = side.dataset.status;
   if (!side.dataset.statusUrl) continue;
-  if (status === "done" || status === "failed") continue;
+  if (FINAL.includes(status)) continue;
   follow(side);
 }
 if (document.querySelector("[data-compare-side] [data-viewer]")) loadViewer().then((module) => module.initAll(document));

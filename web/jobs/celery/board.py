@@ -20,7 +20,7 @@ from redis.retry import Retry
 
 QUEUE = "image-to-3d"  # the Celery queue: a Redis list of that name, its length the real backlog
 TASK_NAME = "image_to_3d.convert"
-EXPORT_TASK = "image_to_3d.export"  # a later download (web.exports), on the same queue
+EXPORT_TASK = "image_to_3d.export"  # a later download (web.jobs.exports), on the same queue
 MAX_ATTEMPTS = 2  # a job whose worker died runs once more, then fails
 HEARTBEAT_TTL, HEARTBEAT_EVERY = 10, 2.0  # seconds
 HEARTBEAT_GRACE = HEARTBEAT_TTL * 1.5  # after a Redis restart, nothing is judged before every live worker beat again

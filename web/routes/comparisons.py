@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, jsonify, redirect, request, url_for
 
 from .errors import wants_json
-from .service import get_service
+from ..service import get_service
 
 bp = Blueprint("comparisons", __name__)
 

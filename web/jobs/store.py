@@ -1,9 +1,9 @@
-"""Conversion jobs: a bounded in-process worker pool, with each job's state kept on disk beside its files.
+"""Job records on disk, beside their files: create, read, save, expire, sweep.
 
 The state lives in ``outputs/<job id>/job.json`` (written atomically), so any gunicorn worker process can answer a
-status request, and nothing but the job folder is needed to serve the result. Uploads wait in ``uploads/`` only
-until the conversion has read them. A job records the process running it, so a job whose process died is reported
-failed instead of "running" forever; results expire after a time to live and a sweep deletes them.
+status request, and nothing but the job folder is needed to serve the result. Reading a record never changes it:
+a job whose process died is settled by its back-end's watch (web.jobs.embedded, web.jobs.celery.submit), not by
+whoever looks. Results expire after a time to live and the Sweeper deletes them.
 """
 
 from __future__ import annotations
@@ -16,15 +16,14 @@ import shutil
 import threading
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from werkzeug.routing import BaseConverter
 
-from converter import DONE, FAILED, OUTPUTS, QUEUED, RUNNING, OutputError, write_json
+from converter import OUTPUTS, OutputError, write_json
 
-from .execution import WORKER_DIED, run_attempt
+from .record import DONE, QUEUED, RUNNING, STATUSES, Job
 
 log = logging.getLogger(__name__)
 
@@ -47,33 +46,6 @@ DOWNLOAD_GROUPS += (("Other", tuple(name for name in DOWNLOADS
                                     if all(name not in kinds for _, kinds in DOWNLOAD_GROUPS))),)
 COMPARISON_PREFIX = "compare-"  # OUTPUT_FOLDER/compare-<uuid4 hex>.json: a pair of jobs shown side by side
 BATCH_PREFIX = "batch-"  # OUTPUT_FOLDER/batch-<uuid4 hex>.json (+ its zips): the jobs of one multi-image upload
-
-
-class QueueFullError(Exception):
-    """More jobs are waiting than the service accepts; the client should retry later."""
-
-
-@dataclass
-class Job:
-    id: str
-    status: str = QUEUED
-    stage: str = QUEUED
-    progress: float = 0.0
-    error: str | None = None
-    error_code: str | None = None
-    files: list[str] = field(default_factory=list)
-    request: dict = field(default_factory=dict)  # a web.job_request.JobRequest, as JobRequest.to_dict() gives it
-    info: dict = field(default_factory=dict)
-    image: dict = field(default_factory=dict)  # how the kept image.npz was decoded (scale, EXIF focal length)
-    created: float = field(default_factory=time.time)
-    updated: float = field(default_factory=time.time)
-    expires: float = 0.0
-    owner: str = ""
-    attempt: int = 1  # which run of the job this is: a job whose worker died is run once more (web.celery_submit)
-
-    @property
-    def finished(self) -> bool:
-        return self.status in (DONE, FAILED)
 
 
 class IdConverter(BaseConverter):
@@ -113,11 +85,9 @@ def process_alive(token: str) -> bool:
 class JobStore:
     """Job folders under ``root``: create, read, update, expire, and look up files by (job id, download kind)."""
 
-    def __init__(self, root: str | os.PathLike, ttl_seconds: float = 24 * 3600, alive=None):
+    def __init__(self, root: str | os.PathLike, ttl_seconds: float = 24 * 3600):
         self.root = Path(root)
         self.ttl_seconds = ttl_seconds
-        # Whether an unfinished job still has someone working on it (True), not (False) or nobody can tell (None).
-        self.alive = alive or (lambda job: process_alive(job.owner))
 
     def folder(self, job_id: str) -> Path:
         if not valid_job_id(job_id):
@@ -143,20 +113,12 @@ class JobStore:
         write_json(self.folder(job.id) / "job.json", asdict(job))
 
     def get(self, job_id: str) -> Job | None:
-        """The job, with a dead owner's unfinished job settled as failed; None if unknown or unreadable."""
+        """The job as recorded (nothing is judged or written); None if unknown or unreadable."""
         try:
             data = json.loads((self.folder(job_id) / "job.json").read_text())
-            job = Job(**data)
+            return Job(**data)
         except (KeyError, OSError, ValueError, TypeError):
             return None
-        if not job.finished and self.alive(job) is False:
-            job.status, job.stage, job.progress = FAILED, "failed", 1.0
-            job.error, job.error_code, job.files = WORKER_DIED, "worker_died", []
-            try:
-                self.save(job)
-            except OSError:
-                pass
-        return job
 
     def statuses(self) -> dict[str, str]:
         """Job id → status of every readable record, as stored (no liveness is judged here)."""
@@ -172,10 +134,10 @@ class JobStore:
 
     def unfinished(self) -> list[str]:
         """Ids of the jobs whose record says queued or running."""
-        return [job_id for job_id, status in self.statuses().items() if status not in (DONE, FAILED)]
+        return [job_id for job_id, status in self.statuses().items() if status in (QUEUED, RUNNING)]
 
     def count_by_status(self) -> dict[str, int]:
-        counts = {QUEUED: 0, RUNNING: 0, DONE: 0, FAILED: 0}
+        counts = dict.fromkeys(STATUSES, 0)
         for status in self.statuses().values():
             counts[status] = counts.get(status, 0) + 1
         return counts
@@ -202,21 +164,11 @@ class JobStore:
             if not valid_job_id(folder.name):
                 continue
             job = self.get(folder.name)
-            stale = job is None and now - _mtime(folder) > self.ttl_seconds
+            stale = job is None and now - mtime(folder) > self.ttl_seconds
             if stale or (job is not None and job.finished and now >= job.expires):
                 self.delete(folder.name)
                 removed += 1
         return removed
-
-
-def sweep_uploads(folder: str | os.PathLike, max_age_seconds: float) -> int:
-    """Delete uploads older than ``max_age_seconds``: left behind only by a process that died mid-job."""
-    removed, now = 0, time.time()
-    for path in Path(folder).iterdir() if Path(folder).is_dir() else ():
-        if path.is_file() and path.name != ".gitkeep" and now - _mtime(path) > max_age_seconds:
-            path.unlink(missing_ok=True)
-            removed += 1
-    return removed
 
 
 class RecordStore:
@@ -252,7 +204,7 @@ class RecordStore:
         """Delete records (and their derived files) older than the time to live. Returns how many files."""
         removed, now = 0, time.time()
         for path in self.root.glob(self.prefix + "*") if self.root.is_dir() else ():
-            if path.is_file() and now - _mtime(path) > self.ttl_seconds:
+            if path.is_file() and now - mtime(path) > self.ttl_seconds:
                 path.unlink(missing_ok=True)
                 removed += 1
         return removed
@@ -271,12 +223,11 @@ class BatchStore(RecordStore):
 
 
 class Sweeper:
-    """Deletes expired results and orphaned uploads every ``interval_seconds``, whether or not anyone asks."""
+    """Deletes expired results every ``interval_seconds``, whether or not anyone asks."""
 
-    def __init__(self, store: JobStore, uploads: str | os.PathLike, interval_seconds: float, cache=None,
-                 records=()):
-        self.store, self.uploads, self.interval_seconds = store, uploads, interval_seconds
-        self.cache = cache  # a web.depth_cache.DepthCache, swept by age and count
+    def __init__(self, store: JobStore, interval_seconds: float, cache=None, records=()):
+        self.store, self.interval_seconds = store, interval_seconds
+        self.cache = cache  # a web.jobs.depth_cache.DepthCache, swept by age and count
         self.records = tuple(records)  # ComparisonStore, BatchStore: records that expire with their jobs
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="retention-sweep", daemon=True)
@@ -290,7 +241,6 @@ class Sweeper:
 
     def run_once(self) -> int:
         removed = self.store.sweep()
-        removed += sweep_uploads(self.uploads, max(self.store.ttl_seconds, 3600))
         for records in self.records:
             removed += records.sweep()
         if self.cache is not None:
@@ -307,7 +257,8 @@ class Sweeper:
                 log.exception("retention sweep failed")
 
 
-def _mtime(path: Path) -> float:
+def mtime(path: Path) -> float:
+    """When the file last changed (0 when it is gone: a file another process just deleted is simply old)."""
     try:
         return path.stat().st_mtime
     except OSError:
@@ -322,88 +273,3 @@ class Upload:
     image: object
     sha256: str | None = None
     depth: bytes | None = None
-
-
-class JobRunner:
-    """Runs conversions on a fixed number of threads, with at most ``max_queued`` jobs waiting.
-
-    ``timeout_seconds`` bounds a job from the moment it starts: past it the job is failed at once ("processing
-    timed out") and whatever it still produces is thrown away. A model forward cannot be interrupted, so the
-    thread is busy until that forward ends, but the user hears at the deadline and no file is left behind.
-    Uploads wait in memory, already decoded: nothing of them is written to disk.
-    """
-
-    def __init__(self, store: JobStore, convert, workers: int = 1, max_queued: int = 8,
-                 timeout_seconds: float = 300.0, export=None, export_workers: int = 1):
-        self.store = store
-        self.convert = convert  # (job, upload, report) → dict of info; writes the job's files
-        self.export = export  # (web.exports.Target) → status: writes a later download (web.exports.Exports.run)
-        # Exports have threads of their own: a video being written never holds a conversion back, nor the reverse.
-        self._exports = ThreadPoolExecutor(max_workers=export_workers, thread_name_prefix="export")
-        self.capacity = workers + max_queued
-        self.timeout_seconds = timeout_seconds
-        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="convert")
-        self._lock = threading.Lock()
-        self._waiting: list[str] = []
-        self._active = 0
-
-    def submit(self, request: dict, upload: Upload | None) -> Job:
-        """Queue the job (``request``: a JobRequest as a dict); raises QueueFullError at capacity."""
-        with self._lock:
-            if self._active + len(self._waiting) >= self.capacity:
-                raise QueueFullError()
-            job = self.store.create(request)
-            self._waiting.append(job.id)
-        self._executor.submit(self._run, job.id, upload)
-        return job
-
-    def submit_batch(self, request: dict, uploads: list[Upload]) -> list[Job]:
-        """Queue a batch's jobs as one unit of admission: accepted whole when there is room for one more job (the
-        batch may take the queue past ``capacity``; nothing else is accepted until it is back under), or
-        QueueFullError. So a batch of any size up to the batch limit fits an idle server."""
-        with self._lock:
-            if self._active + len(self._waiting) >= self.capacity:
-                raise QueueFullError()
-            jobs = [self.store.create(request) for _ in uploads]
-            self._waiting.extend(job.id for job in jobs)
-        for job, upload in zip(jobs, uploads):
-            self._executor.submit(self._run, job.id, upload)
-        return jobs
-
-    def queue_position(self, job_id: str) -> int | None:
-        """1 for the next job to start, None when the job is not waiting (here)."""
-        with self._lock:
-            return self._waiting.index(job_id) + 1 if job_id in self._waiting else None
-
-    def room(self) -> int:
-        """How many more jobs would be accepted now (a batch is accepted whole or not at all)."""
-        with self._lock:
-            return max(0, self.capacity - self._active - len(self._waiting))
-
-    def submit_export(self, target) -> None:
-        """Queue a later download (web.exports); its state file says where it stands."""
-        self._exports.submit(self._export, target)
-
-    def _export(self, target) -> None:
-        try:
-            self.export(target)
-        except Exception:  # Exports.run records its own failures; this is the last guard of the thread
-            log.exception("export %s failed", target)
-
-    def shutdown(self, wait: bool = False) -> None:
-        """Drop what waits; with ``wait``, return once the running conversions and exports have ended."""
-        self._executor.shutdown(wait=wait, cancel_futures=True)
-        self._exports.shutdown(wait=wait, cancel_futures=True)
-
-    def _run(self, job_id: str, upload: Upload | None) -> None:
-        with self._lock:
-            self._waiting.remove(job_id)
-            self._active += 1
-        try:
-            job = self.store.get(job_id)
-            if job is not None:
-                run_attempt(self.store, job, lambda job, report: self.convert(job, upload, report),
-                            self.timeout_seconds)
-        finally:
-            with self._lock:
-                self._active -= 1

@@ -4,7 +4,7 @@ as one zip.
 Limits, checked before any job is queued (a batch is accepted whole or not at all, as one unit of admission): room
 in the queue for one more job (``503`` with ``Retry-After``), at most ``MAX_BATCH_IMAGES`` images (``413``), a zip
 unpacking to at most ``MAX_BATCH_UNPACKED_MB`` and each file to at most ``MAX_UPLOAD_MB``, counted as unpacked
-(``413``: web.unzip), every file an image by its headers (``415``/``422`` naming it). A damaged or unsafe zip is
+(``413``: web.intake.unzip), every file an image by its headers (``415``/``422`` naming it). A damaged or unsafe zip is
 ``422`` naming the entry. Pixels are decoded by each job, not by the request.
 Names are never used: images are numbered in upload order (zip entries in the zip's order), and the zip
 download holds ``01/cloud.ply``, ``02/cloud.ply``, …; an error about a zip's entry shows the sender its own name for it.
@@ -18,15 +18,17 @@ from flask import Blueprint, jsonify, redirect, render_template, request, send_f
 
 from converter import InputError, OptionError, check_convertible_size, probe_header
 
-from . import unzip
-from .conversion import offered_kinds
+from ..intake import unzip
+from ..jobs.conversion import offered_kinds
 from .errors import UserError, wants_json
-from .forms import parse_request
-from .job_request import JobRequest
-from .jobs import DONE, FAILED, QueueFullError, Upload
-from .exports import Target
+from ..intake.forms import parse_request
+from ..intake.job_request import JobRequest
+from ..jobs.backend import QueueFullError
+from ..jobs.record import CANCELLED, DONE, FAILED
+from ..jobs.store import Upload
+from ..jobs.exports import Target
 from .pages import preparing
-from .service import BUSY, get_service, page_context
+from ..service import get_service
 
 DEFAULT_FORMATS = ("ply", "glb", "json")
 ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")  # a zip's first entry, or the end record of an empty zip
@@ -44,7 +46,7 @@ def is_zip(part) -> bool:
 def read_images(files, config) -> list[tuple[str, bytes]]:
     """The uploaded images as (label, bytes), in order: every ``image``/``images`` part, a zip's files in the zip's
     order. Each is checked from its headers alone (format, pixels of every frame) as soon as it is read: nothing is
-    decoded here, and a zip is unpacked under web.unzip's budget."""
+    decoded here, and a zip is unpacked under web.intake.unzip's budget."""
     limit = config["MAX_BATCH_IMAGES"]
     images: list[tuple[str, bytes]] = []
     unpacked = 0  # bytes from every zip of this request: one budget for all of them
@@ -92,15 +94,11 @@ def create_batch(form, files) -> dict:
     service = get_service()
     job_request = parse_request(form, service.config["MODELS"], service.config["DEPTH_MODEL"])
     service.check_model(job_request.model)
-    room = getattr(service.runner, "room", None)
-    if room is not None and room() < 1:  # the cheapest refusal first: nothing read yet
-        raise UserError(503, "busy", BUSY, retry_after=30)
+    if service.runner.room() < 1:  # the cheapest refusal first: nothing read yet (a 503, web.routes.errors)
+        raise QueueFullError()
     images = read_images(files, service.config)
     uploads = [Upload(image=data, sha256=hashlib.sha256(data).hexdigest()) for _, data in images]
-    try:
-        jobs = service.runner.submit_batch(job_request.to_dict(), uploads)
-    except QueueFullError:  # another request took the last place meanwhile
-        raise UserError(503, "busy", BUSY, retry_after=30) from None
+    jobs = service.runner.submit_batch(job_request.to_dict(), uploads)  # QueueFullError if another took the place
     return service.batches.create(job_ids=[job.id for job in jobs])
 
 
@@ -123,7 +121,7 @@ def batch_view(batch: dict) -> dict:
             jobs.append({"id": job_id, "status": "expired"})
         else:
             jobs.append(service.job_view(job))
-    finished = all(job["status"] in (DONE, FAILED, "expired") for job in jobs)
+    finished = all(job["status"] in (DONE, FAILED, CANCELLED, "expired") for job in jobs)
     return {"id": batch["id"], "url": url_for("batches.batch_page", batch_id=batch["id"]),
             "status": "done" if finished else "running", "job_ids": batch["job_ids"],
             "jobs": [job.get("status_url") for job in jobs], "views": jobs,
@@ -131,7 +129,7 @@ def batch_view(batch: dict) -> dict:
 
 
 def create():
-    """POST /convert with several images or a zip comes here too (see web.api)."""
+    """POST /convert with several images or a zip comes here too (see web.routes.api)."""
     batch = create_batch(request.form, request.files)
     if wants_json():
         view = batch_view(batch)
@@ -150,7 +148,7 @@ def read(batch_id):
 @bp.get("/batches/<id:batch_id>")
 def batch_page(batch_id):
     view = batch_view(batch_or_404(batch_id))
-    return render_template("batch.html", batch=view, **page_context())
+    return render_template("batch.html", batch=view)
 
 
 @bp.get("/batches/<id:batch_id>/download")
@@ -158,7 +156,7 @@ def batch_page(batch_id):
 def download(batch_id):
     """One zip of every finished job's files (``formats``: comma-separated kinds, default ply,glb,json), numbered
     in upload order; a failed job contributes its error as ``NN/error.txt``. Written once per set of formats, by an
-    export task (web.exports): the link answers "preparing" (202) until the zip is whole."""
+    export task (web.jobs.exports): the link answers "preparing" (202) until the zip is whole."""
     batch = batch_or_404(batch_id)
     service = get_service()
     formats = download_formats(request.args.get("formats"))

@@ -19,7 +19,9 @@ from converter import (
     UnsupportedImageError,
 )
 
-from . import metrics
+from .. import metrics
+from ..jobs.backend import QueueFullError
+from ..user_error import BUSY, BUSY_RETRY_SECONDS, UserError
 
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
@@ -46,15 +48,6 @@ STATUS_FOR_ERROR = {
 HTTP_MESSAGES = {404: "There is nothing here. Results expire after a while; convert the image again.",
                  405: "That is not how this address is used.", 400: "The request could not be understood."}
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
-EXPIRED = "This result has expired and was deleted. Convert the image again."
-
-
-class UserError(Exception):
-    """A request the user can fix (or retry), with its HTTP status."""
-
-    def __init__(self, status: int, code: str, message: str, retry_after: int | None = None):
-        super().__init__(message)
-        self.status, self.code, self.message, self.retry_after = status, code, message, retry_after
 
 
 def wants_json() -> bool:
@@ -75,11 +68,8 @@ def error_response(status_code: int, code: str, message: str, headers: dict | No
         metrics.UPLOADS_REFUSED.labels(reason=code).inc()
     if wants_json():
         response = jsonify({"error": message, "code": code})
-    else:
-        from .service import page_context
-
-        response = current_app.make_response(render_template("error.html", message=message, status=status_code,
-                                                             **page_context()))
+    else:  # the page's context (web.service.page_context) comes from the app's context processor
+        response = current_app.make_response(render_template("error.html", message=message, status=status_code))
     response.status_code = status_code
     for name, value in (headers or {}).items():
         response.headers[name] = value
@@ -105,6 +95,11 @@ def init_app(app: Flask) -> None:
     def user_error(error):
         headers = {"Retry-After": str(error.retry_after)} if error.retry_after else {}
         return error_response(error.status, error.code, error.message, headers)
+
+    @app.errorhandler(QueueFullError)
+    def queue_full(error):
+        """No room in the queue (or no queue at all, with Celery): try again later."""
+        return error_response(503, "busy", BUSY, {"Retry-After": str(BUSY_RETRY_SECONDS)})
 
     @app.errorhandler(ConversionError)
     def conversion_error(error):

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from flask import Blueprint, abort, current_app, jsonify, render_template, request, send_file
 
-from .conversion import offered_kinds
+from ..jobs.conversion import offered_kinds
 from .errors import allow_webassembly, wants_html
-from .exports import Target
-from .job_request import JobRequest
-from .jobs import DONE, DOWNLOAD_GROUPS, DOWNLOADS, PREVIEWS
-from .service import get_service, model_label, page_context, still_converting
+from ..jobs.exports import Target
+from ..intake.job_request import JobRequest
+from ..jobs.record import DONE
+from ..jobs.store import DOWNLOADS, PREVIEWS
+from ..service import get_service, model_label, still_converting
 
 bp = Blueprint("pages", __name__)
 PREPARING_RETRY_SECONDS = 2
@@ -26,14 +27,14 @@ def filesize(size: int) -> str:
 
 @bp.get("/")
 def index():
-    return render_template("index.html", **page_context())
+    return render_template("index.html")
 
 
 @bp.get("/jobs/<id:job_id>")
 def job_page(job_id):
     service = get_service()
     job = service.job_or_404(job_id)
-    page = render_template("job.html", job=job, view=service.job_view(job), downloads=DOWNLOADS, **page_context())
+    page = render_template("job.html", job=job, view=service.job_view(job), downloads=DOWNLOADS)
     return allow_webassembly(current_app.make_response(page))
 
 
@@ -41,8 +42,7 @@ def job_page(job_id):
 def job_result_fragment(job_id):
     service = get_service()
     job = service.job_or_404(job_id)
-    return render_template("_result.html", job=job, view=service.job_view(job), downloads=DOWNLOADS,
-                           download_groups=DOWNLOAD_GROUPS, up_axes=page_context()["up_axes"])
+    return render_template("_result.html", job=job, view=service.job_view(job), downloads=DOWNLOADS)
 
 
 @bp.get("/jobs/<id:job_id>/files/<kind>")
@@ -70,8 +70,7 @@ def preparing(label: str, state, retry_after: int = PREPARING_RETRY_SECONDS):
     Retry-After for scripts. The same address serves the file once it is whole."""
     headers = {"Retry-After": str(retry_after), "Cache-Control": "no-store"}
     if wants_html():
-        page = render_template("preparing.html", label=label, state=state, retry_after=retry_after,
-                               **page_context())
+        page = render_template("preparing.html", label=label, state=state, retry_after=retry_after)
         return page, 202, headers
     body = {"status": "preparing", "stage": state.status, "progress": state.line, "retry_after": retry_after,
             "url": request.full_path.rstrip("?"), "message": f"Preparing the {label}; ask again in {retry_after} s."}
@@ -87,4 +86,4 @@ def compare_page(comparison_id):
         job = service.store.get(job_id)
         view = service.job_view(job) if job is not None and not (job.finished and service.store.expired(job)) else None
         sides.append({"job": job, "view": view, "model": model, "label": model_label(model)})
-    return render_template("compare.html", comparison=comparison, sides=sides, downloads=DOWNLOADS, **page_context())
+    return render_template("compare.html", comparison=comparison, sides=sides, downloads=DOWNLOADS)

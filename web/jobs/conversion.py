@@ -37,9 +37,9 @@ from converter import (
 )
 
 from .depth_cache import DepthCache
-from .job_request import JobRequest
-from .jobs import Job, JobStore, Upload
-from .settings import converter_like
+from ..intake.job_request import JobRequest
+from .store import Job, JobStore, Upload
+from ..settings import converter_like
 
 FIRST_KINDS = ("ply", "json", "input", "depth_preview")  # what the result page needs at once
 GONE = "The result to rebuild has expired and was deleted. Convert the image again."

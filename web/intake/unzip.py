@@ -20,7 +20,7 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 
-from .errors import UserError
+from ..user_error import UserError
 
 CHUNK_BYTES = 64 * 1024  # compressed bytes handed to a codec at a time; it never returns more than asked for
 MAX_DIRECTORY_BYTES = 1024 * 1024  # the zip's central directory: about 10,000 entries with ordinary names

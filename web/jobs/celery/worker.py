@@ -1,8 +1,8 @@
 """The Celery worker (``JOB_BACKEND=celery``): claims one attempt of a job, decodes the stored upload once and runs
-it through web.execution.run_attempt, as the embedded runner does. Its settings come from web.settings, the same
+it as a web.jobs.execution.Attempt, as the embedded runner does. Its settings come from web.settings, the same
 object the web app reads.
 
-Run a worker with ``celery -A web.celery_worker worker --concurrency 1 --prefetch-multiplier 1`` (``make worker``).
+Run a worker with ``celery -A web.jobs.celery.worker worker --concurrency 1 --prefetch-multiplier 1`` (``make worker``).
 """
 
 from __future__ import annotations
@@ -17,16 +17,17 @@ from pathlib import Path
 import redis
 from celery import signals
 
-from converter import ConversionError
+from converter import QUEUED, ConversionError
 
-from . import settings as service_settings
-from .celery_board import EXPORT_TASK, HEARTBEAT_EVERY, PRESENCE_EVERY, TASK_NAME, Board, make_celery
-from .conversion import run_job
-from .depth_cache import DepthCache
-from .execution import UPLOAD_DEPTH, UPLOAD_IMAGE, run_attempt
-from .exports import Exports, Target
-from .jobs import BatchStore, Job, JobStore, Upload, process_token
-from .model_status import ModelStatus
+from ... import settings as service_settings
+from .board import EXPORT_TASK, HEARTBEAT_EVERY, PRESENCE_EVERY, TASK_NAME, Board, make_celery
+from ..conversion import run_job
+from ..depth_cache import DepthCache
+from ..execution import UPLOAD_DEPTH, UPLOAD_IMAGE, Attempt
+from ..exports import Exports, Target
+from ..record import Job
+from ..store import BatchStore, JobStore, Upload, process_token
+from ...model_status import ModelStatus
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +41,8 @@ class Worker:
         self.name = f"{socket.gethostname()}:{process_token()}"
         # Several jobs of one process (``--pool threads``) share forwards on a GPU, as the embedded runner's do.
         self.converter = service_settings.make_converter(settings, gpu=service_settings.uses_cuda(settings["DEVICE"]))
-        # The worker never judges liveness (a job's owner token names a process on another machine).
-        self.store = JobStore(settings["OUTPUT_FOLDER"], ttl_seconds=settings["RESULT_TTL_SECONDS"],
-                              alive=lambda job: None)
+        # The worker never judges liveness (the web tier's watch does: web.jobs.celery.submit).
+        self.store = JobStore(settings["OUTPUT_FOLDER"], ttl_seconds=settings["RESULT_TTL_SECONDS"])
         self.cache = DepthCache(os.path.join(settings["OUTPUT_FOLDER"], ".cache"),
                                 max_entries=settings["DEPTH_CACHE_ENTRIES"],
                                 ttl_seconds=settings["RESULT_TTL_SECONDS"])
@@ -81,8 +81,8 @@ class Worker:
     def run(self, job_id: str, attempt: int) -> None:
         """Run ``attempt`` of the job unless it is stale (the job moved on) or was started before."""
         job = self.store.get(job_id)
-        if job is None or job.finished or job.attempt != attempt:
-            log.info("job %s attempt %s: nothing to do (finished, gone or superseded)", job_id, attempt)
+        if job is None or job.status != QUEUED or job.attempt != attempt:
+            log.info("job %s attempt %s: nothing to do (started, finished, gone or superseded)", job_id, attempt)
             return
         if not self.board.claim(job_id, attempt, self.name):
             log.info("job %s attempt %s: already started elsewhere; ignoring this delivery", job_id, attempt)
@@ -108,7 +108,7 @@ class Worker:
                 pass  # Redis blinked: the next beat puts the key back
 
     def _execute(self, job: Job, attempt: int) -> None:
-        """One claimed attempt, run as every attempt is (web.execution). A write is made only while the record
+        """One claimed attempt, run as every attempt is (web.jobs.execution). A write is made only while the record
         still names this attempt (a recovered job belongs to its new attempt)."""
         folder = self.store.folder(job.id)
 
@@ -120,7 +120,7 @@ class Worker:
             return run_job(self.converter, self.store, job, self._upload(folder, job), report, self.cache)
 
         job.owner, job.files = self.name, []
-        run_attempt(self.store, job, work, self.timeout_seconds, ours=ours)
+        Attempt(self.store, job, self.timeout_seconds, ours=ours).run(work)
 
     @staticmethod
     def _upload(folder: Path, job: Job) -> Upload | None:
@@ -163,7 +163,7 @@ def _load_in_a_pool_without_children(sender=None, **_) -> None:
     (prefork loads in each child, after the fork: CUDA must not be touched before it)."""
     port = service_settings.from_env()["WORKER_METRICS_PORT"]
     if port:  # this machine's worker processes' events, for Prometheus (web.metrics)
-        from .metrics import serve_worker_metrics
+        from ...metrics import serve_worker_metrics
 
         serve_worker_metrics(port)
     pool = getattr(getattr(sender, "controller", None), "pool_cls", None)

@@ -1,8 +1,9 @@
 """The web tier's side of ``JOB_BACKEND=celery``: it only accepts, validates and answers.
 
 The upload's bytes go into the job folder (``OUTPUT_FOLDER``, a volume every machine shares), the job into Redis's
-pending set, and a task naming (job id, attempt) onto the broker's queue; a worker (web/celery_worker.py) runs it.
-No result backend: the job record on the shared folder is the state. A watch thread settles jobs whose worker died.
+pending set, and a task naming (job id, attempt) onto the broker's queue; a worker (web/jobs/celery/worker.py) runs it.
+No result backend: the job record on the shared folder is the state. A watch thread settles jobs whose worker died
+(reading a job never does).
 """
 
 from __future__ import annotations
@@ -15,7 +16,13 @@ import redis
 
 from converter import QUEUED, Converter, OutputError, atomic_output
 
-from .celery_board import (
+from ...model_status import LOADING, READY, UNAVAILABLE
+from ..backend import QueueFullError
+from ..execution import UPLOAD_DEPTH, UPLOAD_IMAGE, WORKER_DIED, drop_uploads, remove_outputs
+from ..record import Job
+from ..store import JobStore, Upload
+
+from .board import (
     BROKER_ERRORS,
     EXPORT_TASK,
     HEARTBEAT_GRACE,
@@ -26,9 +33,6 @@ from .celery_board import (
     Board,
     make_celery,
 )
-from .execution import UPLOAD_DEPTH, UPLOAD_IMAGE, drop_uploads, remove_outputs
-from .jobs import Job, JobStore, QueueFullError, Upload
-from .model_status import LOADING, READY, UNAVAILABLE
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +50,19 @@ class CeleryJobRunner:
     """JobRunner's interface for the web tier: stores the upload in the job folder and enqueues the task.
 
     Admission is one atomic step in Redis on the set of pending jobs (``max_queued`` places shared by every web
-    instance, so a burst cannot overshoot). ``alive`` is the JobStore
-    hook that notices dead workers and re-enqueues their jobs once; a watch thread re-reads pending and active jobs
-    every ``HEARTBEAT_TTL`` so that happens even when nobody is looking at the job.
+    instance, so a burst cannot overshoot). A watch thread re-reads pending and active jobs every ``HEARTBEAT_TTL``
+    and settles those nobody is on: queued again while an attempt is left, else failed.
     """
+
+    runs_here = False
+
+    @classmethod
+    def from_config(cls, config, store: JobStore, converter, convert=None, export=None) -> CeleryJobRunner:
+        """Celery workers convert and export (web/jobs/celery/worker.py); this process loads no model."""
+        runner = cls(store, config["REDIS_URL"], max_queued=config["MAX_QUEUED_JOBS"],
+                     watch=config.get("JOB_WATCH", True))
+        runner.model_status = WorkersModelStatus(runner.board, converter)
+        return runner
 
     def __init__(self, store: JobStore, redis_url: str, max_queued: int = 8, watch: bool = True):
         self.store = store
@@ -61,12 +74,8 @@ class CeleryJobRunner:
         if watch:
             self._watch.start()
 
-    def submit(self, request: dict, upload: Upload | None) -> Job:
-        """Queue the job; QueueFullError when the queue is full, QueueUnavailableError without Redis."""
-        return self.submit_batch(request, [upload])[0]
-
     def submit_batch(self, request: dict, uploads: list[Upload | None]) -> list[Job]:
-        """Queue jobs as one unit of admission (as JobRunner.submit_batch): admitted whole, in one Redis step, when
+        """Queue jobs (one job: a batch of one) as one unit of admission (as the embedded JobRunner's): admitted whole, in one Redis step, when
         fewer than ``max_queued`` jobs wait, or QueueFullError; QueueUnavailableError without Redis."""
         jobs = [self.store.create(request) for _ in uploads]
         try:
@@ -120,7 +129,7 @@ class CeleryJobRunner:
             return 0
 
     def submit_export(self, target) -> None:
-        """Queue a later download (web.exports) for a worker; QueueUnavailableError without Redis."""
+        """Queue a later download (web.jobs.exports) for a worker; QueueUnavailableError without Redis."""
         try:
             self.celery.send_task(EXPORT_TASK, args=target.to_args(), queue=QUEUE, retry=True)
         except BROKER_ERRORS:
@@ -138,53 +147,51 @@ class CeleryJobRunner:
         self.board.redis.close()
         self.celery.close()
 
-    def alive(self, job: Job) -> bool | None:
-        """The JobStore hook: is someone on this unfinished job? None when Redis cannot be reached. A job whose
-        worker is gone is re-enqueued here (``job`` is updated in place and True returned) while it has an attempt
-        left; False then lets the store fail it with WORKER_DIED."""
-        try:
-            pending, beating = self.board.presence(job.id)
-            if pending or beating:
-                return True
-            # Just created (not yet in the pending set), or Redis just restarted (heartbeats not yet back).
-            if time.time() - job.updated < HEARTBEAT_TTL or self.board.uptime() < HEARTBEAT_GRACE:
-                return True
-            return self._recover(job)
-        except redis.RedisError:
-            return None
+    def workers_ready(self) -> int:
+        return self.model_status.ready_count()
 
-    def _recover(self, job: Job) -> bool | None:
-        """A job nobody is on: either Redis lost it before any worker started it (restarted or flushed with the
-        job queued: queued again as the same attempt, nothing counted), or the worker running it died (counted:
-        queued again while an attempt is left, else failed). The log says which."""
-        folder = self.store.folder(job.id)
+    def _settle(self, job: Job) -> None:
+        """Settle one unfinished job if nobody is on it: a job Redis lost before any worker started it is sent
+        again as the same attempt (nothing counted); a job whose worker died is queued again while an attempt is
+        left, else failed. Nothing changes while the job waits in the queue or a worker's heartbeat is present,
+        nor while Redis cannot be reached."""
+        pending, beating = self.board.presence(job.id)
+        if pending or beating:
+            return
+        # Just created (not yet in the pending set), or Redis just restarted (heartbeats not yet back).
+        if time.time() - job.updated < HEARTBEAT_TTL or self.board.uptime() < HEARTBEAT_GRACE:
+            return
         if not self.board.once(f"recover:{job.id}:{job.attempt}:{job.updated}"):
-            return True  # another reader is handling it; the next read shows what it did
+            return  # another instance's watch is handling it
+        folder = self.store.folder(job.id)
         if job.status == QUEUED and not self.board.started(job.id, job.attempt):
             log.warning("job %s: the queue lost it before any worker started it (Redis restarted or was "
                         "flushed), not a worker death; queueing attempt %d again", job.id, job.attempt)
-            return self._requeue(job)
+            job.resend()
+            self._requeue(job)
+            return
         self.board.release(job.id)
         retryable = job.attempt < MAX_ATTEMPTS and ((folder / UPLOAD_IMAGE).is_file()
                                                     or job.request.get("rebuild_of"))
         if not retryable:
             log.warning("job %s: its worker died on attempt %d; failing it", job.id, job.attempt)
             drop_uploads(folder)
-            return False
+            job.fail(WORKER_DIED, "worker_died")
+            self.store.save(job)
+            return
         log.warning("job %s: its worker died on attempt %d; queueing it again", job.id, job.attempt)
-        job.attempt += 1
-        return self._requeue(job)
+        job.retry()
+        self._requeue(job)
 
-    def _requeue(self, job: Job) -> bool | None:
-        job.status, job.stage, job.progress, job.files = QUEUED, QUEUED, 0.0, []
+    def _requeue(self, job: Job) -> None:
+        """Save the job queued again (its transition made) and send its task; a broker that went away meanwhile
+        leaves it for the next watch."""
         remove_outputs(self.store.folder(job.id), keep_uploads=True)
         self.store.save(job)
         try:
             self._enqueue(job)
-        except BROKER_ERRORS as error:  # the broker went away meanwhile: the next look at the job tries again
+        except BROKER_ERRORS as error:
             log.warning("job %s: could not queue it again: %s", job.id, error)
-            return None
-        return True
 
     def _enqueue(self, job: Job) -> None:
         self.board.add_pending(job.id, job.created)  # first come, first in line: a retried job keeps its place
@@ -199,9 +206,9 @@ class CeleryJobRunner:
 
     def _watch_loop(self) -> None:
         while not self._stop.wait(HEARTBEAT_TTL):
-            self.watch_once()
+            self.watch()
 
-    def watch_once(self) -> None:
+    def watch(self) -> None:
         """Re-read the jobs Redis tracks and, once per period across all instances, every unfinished record on the
         shared folder: a job Redis forgot (restarted with it queued) is queued again without anyone polling it,
         within ``WATCH_WITHIN_SECONDS`` of Redis coming back."""
@@ -210,9 +217,11 @@ class CeleryJobRunner:
             if self.board.once("scan-unfinished", ttl=HEARTBEAT_TTL):
                 job_ids = list(dict.fromkeys(job_ids + self.store.unfinished()))
             for job_id in job_ids:
-                job = self.store.get(job_id)  # runs ``alive``: recovers or fails a job nobody is on
+                job = self.store.get(job_id)
                 if job is None or job.finished:
                     self.board.release(job_id)
+                else:
+                    self._settle(job)
         except redis.RedisError:
             pass  # Redis is away; look again later
         except Exception:  # the watch must never stop

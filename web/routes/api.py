@@ -7,7 +7,7 @@ from flask import Blueprint, current_app, jsonify, redirect, request, url_for
 
 from . import batches, openapi
 from .errors import wants_json
-from .service import get_service
+from ..service import get_service
 
 bp = Blueprint("api", __name__)
 
@@ -21,7 +21,7 @@ def created(job):
 
 
 def create_conversion():
-    """One image: one job. Several images, or a zip of them: a batch (web.batches), one job each."""
+    """One image: one job. Several images, or a zip of them: a batch (web.routes.batches), one job each."""
     images = [part for part in request.files.getlist("image") if part.filename or part.content_length]
     if len(images) > 1 or any(batches.is_zip(part) for part in images):
         return batches.create()
@@ -48,7 +48,7 @@ bp.add_url_rule("/api/v1/conversions/<id:job_id>", "job_status", job_status)
 
 @bp.get("/api/v1/openapi.json")
 def openapi_document():
-    """The API's contract (web.openapi), with this server's limits and models."""
+    """The API's contract (web.routes.openapi), with this server's limits and models."""
     return jsonify(openapi.document(current_app.config))
 
 

@@ -22,9 +22,9 @@ from converter import (
     WHOLE_GRAMMAR,
 )
 
-from .conversion import offered_kinds
-from .forms import FLAG_WORDS
-from .job_request import JobRequest
+from ..jobs.conversion import offered_kinds
+from ..intake.forms import FLAG_WORDS
+from ..intake.job_request import JobRequest
 
 
 
@@ -223,7 +223,7 @@ def _schemas() -> dict:
         "required": ["id", "status", "stage", "progress", "error", "code", "queue_position", "files", "result_url",
                      "status_url", "rebuild_url"],
         "properties": {
-            "id": JOB_ID, "status": {"type": "string", "enum": ["queued", "running", "done", "failed"]},
+            "id": JOB_ID, "status": {"type": "string", "enum": ["queued", "running", "done", "failed", "cancelled"]},
             "stage": {"type": "string"}, "progress": {"type": "number", "minimum": 0, "maximum": 1},
             "error": nullable_string, "code": nullable_string,
             "queue_position": {"type": ["integer", "null"], "minimum": 1},

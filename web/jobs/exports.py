@@ -21,11 +21,12 @@ from pathlib import Path
 
 from converter import OUTPUTS, ConversionError, OutputError, atomic_output, write_json
 
-from . import metrics
+from .. import metrics
 from .conversion import ensure_output, offered_kinds
 from .execution import INTERNAL
-from .job_request import JobRequest
-from .jobs import DONE, BatchStore, JobStore
+from ..intake.job_request import JobRequest
+from .record import DONE
+from .store import BatchStore, JobStore
 
 log = logging.getLogger(__name__)
 
@@ -84,12 +85,13 @@ class Exports:
     # --------------------------------------------------------------------------------------------- requests
 
     def request(self, target: Target, submit) -> tuple[Path | None, ExportState | None]:
-        """(path, None) when the file is whole; else (None, state) with the export queued once through
+        """(path, None) when the file is whole and its export has ended (its state file gone, so the export is
+        counted in the metrics before anyone has the file); else (None, state) with the export queued once through
         ``submit(target)``. A failed export is reported once, then queued again on the next request."""
         path = self.path(target)
-        if path.is_file():
-            return path, None
         state = self.state(target)
+        if path.is_file() and (state is None or state.status == FAILED):  # failed: past its deadline, whole later
+            return path, None
         if state is not None and state.status == FAILED:
             self.state_path(target).unlink(missing_ok=True)
             return None, state
@@ -152,16 +154,16 @@ class Exports:
             status, error = FAILED, INTERNAL
         finally:
             watchdog.cancel()
+        took = time.monotonic() - started
         with guard:
             if over.is_set():
                 return FAILED
             over.set()
+            metrics.EXPORT_SECONDS.labels(kind=target.kind, status=status).observe(took)  # before it is served
             if status == DONE:
                 self.state_path(target).unlink(missing_ok=True)
             else:
                 record(FAILED, "failed", error)
-        took = time.monotonic() - started
-        metrics.EXPORT_SECONDS.labels(kind=target.kind, status=status).observe(took)
         log.info("export %s: %s in %.2f s", target, status, took)
         return status
 

@@ -20,6 +20,8 @@ from pathlib import Path
 
 from converter import DepthMap, OutputError, load_prediction, save_prediction
 
+from .store import mtime
+
 log = logging.getLogger(__name__)
 
 DEFAULT_ENTRIES = 64
@@ -71,7 +73,7 @@ class DepthCache:
         if not self.folder.is_dir():
             return []
         files = [path for path in self.folder.glob("*.npz") if path.is_file()]
-        return sorted(files, key=_mtime)
+        return sorted(files, key=mtime)
 
     def evict(self) -> int:
         """Delete the oldest entries beyond ``max_entries``. Returns how many."""
@@ -88,14 +90,7 @@ class DepthCache:
             return 0
         removed, now = 0, time.time()
         for path in self.folder.iterdir():
-            if path.is_file() and now - _mtime(path) > self.ttl_seconds:
+            if path.is_file() and now - mtime(path) > self.ttl_seconds:
                 path.unlink(missing_ok=True)
                 removed += 1
         return removed + self.evict()
-
-
-def _mtime(path: Path) -> float:
-    try:
-        return path.stat().st_mtime
-    except OSError:
-        return 0.0

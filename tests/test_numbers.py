@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from conftest import png_bytes, wait_for_job
 
-from converter import OptionError, OutputSettings, parse_number, parse_simplify
+from converter import OptionError, OutputSettings
+from converter.service_api import parse_number, parse_simplify
 from web.forms import parse_rebuild, parse_request
 from web.job_request import JobRequest
 

@@ -12,7 +12,6 @@ from PIL import Image
 
 import converter
 from converter import (
-    DEFAULT_MAX_POINTS,
     ConversionOptions,
     ConversionResult,
     Converter,
@@ -22,6 +21,7 @@ from converter import (
     convert,
     geometry,
 )
+from converter.options import DEFAULT_MAX_POINTS
 
 
 def png(array: np.ndarray) -> bytes:
@@ -94,11 +94,27 @@ def test_timings(dpt_model, photo):
 
 def test_progress_reports_the_stages(dpt_model, photo):
     stages = []
-    Converter(model=dpt_model).convert(photo, progress=stages.append)
+    Converter(model=dpt_model).load().convert(photo, progress=stages.append)
     assert stages == ["decoding", "estimating depth", "building geometry"]
     stages.clear()
     Converter(model=dpt_model).convert(photo, depth=npy(np.full((96, 128), 2.0)), progress=stages.append)
     assert stages == ["decoding", "building geometry"]
+
+
+def test_a_model_not_yet_loaded_is_reported_before_decoding(tmp_path, photo):
+    """The converter, not its caller, says "loading model": only when the model will run and is not loaded."""
+    import model_factory
+
+    folder = model_factory.dpt_hybrid(tmp_path / "fresh")  # a model no other test has loaded
+    stages = []
+    converter = Converter(model=str(folder))
+    converter.convert(photo, depth=npy(np.full((96, 128), 2.0)), progress=stages.append)
+    assert stages == ["decoding", "building geometry"] and not converter.is_loaded  # no model needed, none loaded
+    converter.convert(photo, progress=stages.append)
+    assert stages[2:] == ["loading model", "decoding", "estimating depth", "building geometry"]
+    stages.clear()
+    converter.convert(photo, progress=stages.append)
+    assert stages == ["decoding", "estimating depth", "building geometry"]
 
 
 def test_points_are_the_back_projected_depth_and_colours_the_pixels(dpt_model, photo):

@@ -13,7 +13,8 @@ import time
 
 import redis
 
-from converter import QUEUED, Converter, OutputError, atomic_output
+from converter import Converter, OutputError
+from converter.service_api import QUEUED, atomic_output
 
 from .celery_board import (
     BROKER_ERRORS,

@@ -13,7 +13,8 @@ import threading
 import time
 from pathlib import Path
 
-from converter import DONE, FAILED, RUNNING, ConversionError, OutputError, progress_of
+from converter import ConversionError, OutputError
+from converter.service_api import DONE, FAILED, RUNNING, progress_of
 
 from . import metrics
 

@@ -4,17 +4,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from converter import (
-    DEPTH_KIND_CHOICES,
-    DETAIL_LEVELS,
-    KNOWN_MODELS,
-    MODES,
-    ConversionOptions,
-    OptionError,
-    parse_number,
-    parse_simplify,
-    parse_up,
-)
+from converter import KNOWN_MODELS, ConversionOptions, OptionError
+from converter.service_api import DEPTH_KIND_CHOICES, DETAIL_LEVELS, MODES, parse_number, parse_simplify, parse_up
 
 from .job_request import JobRequest
 

@@ -10,14 +10,13 @@ from __future__ import annotations
 import re
 import struct
 
-from converter import (
+from converter import KNOWN_MODELS, OUTPUTS
+from converter.service_api import (
     DECIMAL_GRAMMAR,
     DEPTH_KIND_CHOICES,
     DETAIL_LEVELS,
     FOCAL_PX_RANGE,
-    KNOWN_MODELS,
     MODES,
-    OUTPUTS,
     UP_AXES,
     WHOLE_GRAMMAR,
 )

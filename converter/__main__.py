@@ -25,7 +25,8 @@ FILE_KINDS = [kind for kind in OUTPUTS.values() if kind.suffixes]  # what the co
 
 
 def _decimal(text: str) -> float:
-    """A number on the command line, read as the web form reads one (converter.parse_number: ASCII digits only)."""
+    """A number on the command line, read as the web form reads one (``service_api.parse_number``: ASCII digits
+    only)."""
     try:
         return parse_number(text, "value")
     except ConversionError:

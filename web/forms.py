@@ -134,7 +134,7 @@ def _known_length(text: str) -> tuple[float, ...]:
 
 
 def _number(form, field: str, whole: bool = False) -> float | int | None:
-    """A numeric field (converter.parse_number: ASCII digits only); None when blank."""
+    """A numeric field (converter.service_api.parse_number: ASCII digits only); None when blank."""
     text = form.get(field) or ""
     if not text.strip(" \t\r\n"):
         return None

@@ -145,6 +145,10 @@ class _HostKernels:
         return np.asarray(premultiplied.convert("RGBA"))[:, :, :3]
 
     @staticmethod
+    def as_float32(array):
+        return np.asarray(array, dtype=np.float32)
+
+    @staticmethod
     def from_host(array: np.ndarray, like, dtype=None):
         return array if dtype is None else array.astype(dtype, copy=False)
 
@@ -166,6 +170,11 @@ class _DeviceKernels:
     grid_colors = staticmethod(torch_kernels.grid_colors)
 
     @staticmethod
+    def as_float32(array):
+        xp = namespace(array)
+        return xp.astype(array, xp.float32, copy=False)
+
+    @staticmethod
     def from_host(array: np.ndarray, like, dtype=None):
         return namespace(like).asarray(np.ascontiguousarray(array), device=device_of(like), dtype=dtype)
 
@@ -182,8 +191,7 @@ def kernels(array):
 
 def as_float32(array):
     """``array`` as float32 in its own namespace (no copy when it already is)."""
-    xp = namespace(array)
-    return xp.astype(array, xp.float32, copy=False)
+    return kernels(array).as_float32(array)
 
 
 def on_device_of(array: np.ndarray, like, dtype=None):

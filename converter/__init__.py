@@ -4,14 +4,17 @@
     result = Converter(model="Intel/dpt-hybrid-midas", device="auto").convert("photo.jpg")
     result.save("photo.ply")
 
+``__all__`` is what a person converting images needs; what a service built on the converter needs beyond it
+(form grammar, job stages, atomic files, stored predictions) is :mod:`converter.service_api`.
 Nothing here imports torch until a model is loaded, so the web layer and the CLI start fast.
 """
 
-from .depth import DepthMap, set_torch_threads
+from .depth import DepthMap
 from .depth.models import DEFAULT_MODEL, KNOWN_MODELS
 from .errors import (
     ConversionError,
     DamagedImageError,
+    DamagedVideoError,
     DepthFileError,
     ImageTooLargeError,
     ImageTooSmallError,
@@ -21,65 +24,14 @@ from .errors import (
     OutputError,
     UnsupportedImageError,
     UnsupportedVideoError,
-    DamagedVideoError,
     VideoTooLargeError,
 )
-from .exports.files import atomic_output, write_json
-from .exports.outputs import (
-    ALIGNMENT_KINDS,
-    MESH_KINDS,
-    OUTPUTS,
-    UP_AXES,
-    Artifacts,
-    OutputSettings,
-    parse_simplify,
-    parse_up,
-    write_outputs,
-)
-from .images import DEFAULT_MAX_PIXELS, LoadedImage, check_convertible_size, load_image, probe_header
-from .options import (
-    DECIMAL_GRAMMAR,
-    DEFAULT_MAX_POINTS,
-    DEPTH_KIND_CHOICES,
-    DETAIL_LEVELS,
-    FOCAL_PX_RANGE,
-    MODES,
-    WHOLE_GRAMMAR,
-    ConversionOptions,
-    parse_number,
-)
-from .pipeline import ConversionResult, Converter
-from .stages import (
-    BUILDING_GEOMETRY,
-    DECODING,
-    DONE,
-    ESTIMATING_DEPTH,
-    FAILED,
-    LOADING_MODEL,
-    QUEUED,
-    RUNNING,
-    WRITING_FILES,
-    progress_of,
-)
-from .state import (
-    IMAGE_FILE,
-    PREDICTION_FILE,
-    STATE_FILES,
-    ConversionState,
-    StateError,
-    load_prediction,
-    load_state,
-    save_prediction,
-)
-
-from .video import (
-    VIDEO_OUTPUTS,
-    VideoLimits,
-    VideoOptions,
-    VideoProgress,
-    VideoResult,
-    is_video_file,
-)
+from .exports.outputs import OUTPUTS, OutputSettings, write_outputs
+from .images import LoadedImage, load_image
+from .options import ConversionOptions
+from .pipeline import ConversionResult, Converter, PredictionCache, Sources
+from .state import ConversionState, StateError, load_state
+from .video import VIDEO_OUTPUTS, VideoLimits, VideoOptions, VideoProgress, VideoResult, is_video_file
 
 
 def convert(image, output=None, *, model: str | None = None, device: str = "auto", depth=None,
@@ -96,16 +48,17 @@ def convert(image, output=None, *, model: str | None = None, device: str = "auto
 
 
 __all__ = [
-    "ALIGNMENT_KINDS", "Artifacts", "BUILDING_GEOMETRY", "ConversionError", "ConversionOptions", "ConversionResult",
-    "ConversionState", "Converter", "DECIMAL_GRAMMAR", "DECODING", "DEFAULT_MAX_PIXELS", "DEFAULT_MAX_POINTS",
-    "DEFAULT_MODEL", "DEPTH_KIND_CHOICES", "DETAIL_LEVELS", "DONE", "DamagedImageError", "DepthFileError",
-    "DepthMap", "ESTIMATING_DEPTH", "FAILED", "FOCAL_PX_RANGE", "IMAGE_FILE", "ImageTooLargeError",
-    "ImageTooSmallError", "InputError", "KNOWN_MODELS", "LOADING_MODEL", "LoadedImage", "MESH_KINDS", "MODES",
-    "ModelUnavailableError", "OUTPUTS", "OptionError", "OutputError", "OutputSettings", "PREDICTION_FILE", "QUEUED",
-    "RUNNING", "STATE_FILES", "StateError", "UP_AXES", "UnsupportedImageError", "WHOLE_GRAMMAR", "WRITING_FILES",
-    "atomic_output", "check_convertible_size", "convert", "load_image", "load_prediction", "load_state",
-    "parse_number", "parse_simplify", "parse_up", "probe_header", "progress_of", "save_prediction",
-    "set_torch_threads", "write_json", "write_outputs",
-    "DamagedVideoError", "UnsupportedVideoError", "VIDEO_OUTPUTS", "VideoLimits", "VideoOptions", "VideoProgress",
-    "VideoResult", "VideoTooLargeError", "is_video_file",
+    # Converting: the converter, its inputs and its result.
+    "Converter", "convert", "ConversionOptions", "ConversionResult", "Sources", "PredictionCache", "DepthMap",
+    "LoadedImage", "load_image", "DEFAULT_MODEL", "KNOWN_MODELS",
+    # Writing the result.
+    "OUTPUTS", "OutputSettings", "write_outputs",
+    # Keeping a result to convert again without the model.
+    "ConversionState", "load_state", "StateError",
+    # Videos.
+    "VIDEO_OUTPUTS", "VideoLimits", "VideoOptions", "VideoProgress", "VideoResult", "is_video_file",
+    # Errors: ConversionError and its kinds (InputError: the input's fault, a 4xx in a service).
+    "ConversionError", "InputError", "DamagedImageError", "UnsupportedImageError", "ImageTooLargeError",
+    "ImageTooSmallError", "DepthFileError", "OptionError", "OutputError", "ModelUnavailableError",
+    "UnsupportedVideoError", "DamagedVideoError", "VideoTooLargeError",
 ]

@@ -8,10 +8,10 @@ import sys
 import time
 from pathlib import Path
 
-from .depth.backend import ENGINE_CHOICES
+from .depth.backend import ENGINE_CHOICES, engine_from_environment
 from .depth.device import DEVICE_CHOICES
 from .depth.huggingface import PRECISIONS
-from .depth.models import DEFAULT_MODEL, KNOWN_MODELS
+from .depth.models import DEFAULT_MODEL, KNOWN_MODELS, model_from_environment
 from .errors import ConversionError, ModelUnavailableError
 from .exports import printing
 from .exports.outputs import OUTPUTS, UP_AXES, OutputSettings, kind_for_path, parse_kinds, write_outputs
@@ -25,7 +25,8 @@ FILE_KINDS = [kind for kind in OUTPUTS.values() if kind.suffixes]  # what the co
 
 
 def _decimal(text: str) -> float:
-    """A number on the command line, read as the web form reads one (converter.parse_number: ASCII digits only)."""
+    """A number on the command line, read as the web form reads one (``service_api.parse_number``: ASCII digits
+    only)."""
     try:
         return parse_number(text, "value")
     except ConversionError:
@@ -55,13 +56,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--format", metavar="KINDS", help="write several formats at once, comma-separated: "
                         + ", ".join(f"{kind.name} ({kind.suffix})" for kind in FILE_KINDS))
     group = parser.add_argument_group("depth")
-    group.add_argument("--model", default=os.environ.get("DEPTH_MODEL", DEFAULT_MODEL),
+    group.add_argument("--model", default=model_from_environment(),
                        help=f"Hub id, local folder or short name: {known} (default: $DEPTH_MODEL or {DEFAULT_MODEL})")
     group.add_argument("--device", default=os.environ.get("DEVICE", "auto"), choices=DEVICE_CHOICES,
                        help="auto = cuda, else mps, else cpu (default: $DEVICE or auto)")
     group.add_argument("--precision", default=os.environ.get("PRECISION", "fp32"), choices=PRECISIONS,
                        help="model precision (bf16 on recent CPUs, fp16 on CUDA); default $PRECISION or fp32")
-    group.add_argument("--engine", default=os.environ.get("ENGINE", "auto"), choices=ENGINE_CHOICES,
+    group.add_argument("--engine", default=engine_from_environment(), choices=ENGINE_CHOICES,
                        help="what runs the model: auto = OpenVINO on a CPU, torch on a GPU (default: $ENGINE or auto)")
     group.add_argument("--align-to", metavar="METRIC_MODEL",
                        help="a metric model (e.g. depth-pro, depth-anything-v2-metric-indoor-small) to fit --model's "

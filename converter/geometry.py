@@ -127,11 +127,76 @@ def namespace(*arrays):
     return array_namespace(*[a for a in arrays if a is not None])
 
 
+class _HostKernels:
+    """numpy's (and PIL's) own kernels for what the array API standard has no name for."""
+
+    @staticmethod
+    def percentile(values, q):
+        return np.percentile(values, q)
+
+    @staticmethod
+    def grid_colors(rgb, alpha, size: tuple[int, int]):
+        from PIL import Image
+
+        if alpha is None:
+            return np.asarray(Image.fromarray(rgb, "RGB").resize(size, Image.Resampling.BOX))
+        rgba = np.dstack([rgb, alpha])
+        premultiplied = Image.fromarray(rgba, "RGBA").convert("RGBa").resize(size, Image.Resampling.BOX)
+        return np.asarray(premultiplied.convert("RGBA"))[:, :, :3]
+
+    @staticmethod
+    def as_float32(array):
+        return np.asarray(array, dtype=np.float32)
+
+    @staticmethod
+    def from_host(array: np.ndarray, like, dtype=None):
+        return array if dtype is None else array.astype(dtype, copy=False)
+
+    @staticmethod
+    def to_host(array) -> np.ndarray:
+        return array
+
+
+class _DeviceKernels:
+    """The same for torch tensors on the model's device: :mod:`converter.torch_kernels`, made to give numpy's
+    numbers, and the copies between host and device."""
+
+    @staticmethod
+    def percentile(values, q):
+        if isinstance(q, tuple):
+            return [torch_kernels.percentile(values, one) for one in q]
+        return torch_kernels.percentile(values, q)
+
+    grid_colors = staticmethod(torch_kernels.grid_colors)
+
+    @staticmethod
+    def as_float32(array):
+        xp = namespace(array)
+        return xp.astype(array, xp.float32, copy=False)
+
+    @staticmethod
+    def from_host(array: np.ndarray, like, dtype=None):
+        return namespace(like).asarray(np.ascontiguousarray(array), device=device_of(like), dtype=dtype)
+
+    @staticmethod
+    def to_host(array) -> np.ndarray:
+        return np.asarray(namespace(array).asarray(array, device="cpu") if device_of(array) != "cpu" else array)
+
+
+def kernels(array):
+    """The one place that tells numpy from torch: the kernels for ``array``'s namespace. Everything else here is
+    written once against the array API (:func:`namespace`)."""
+    return _HostKernels if is_numpy_array(array) else _DeviceKernels
+
+
+def as_float32(array):
+    """``array`` as float32 in its own namespace (no copy when it already is)."""
+    return kernels(array).as_float32(array)
+
+
 def on_device_of(array: np.ndarray, like, dtype=None):
     """A small host array (indices, per-column factors) as an array of ``like``'s namespace and device."""
-    if is_numpy_array(like):
-        return array if dtype is None else array.astype(dtype, copy=False)
-    return namespace(like).asarray(np.ascontiguousarray(array), device=device_of(like), dtype=dtype)
+    return kernels(like).from_host(array, like, dtype)
 
 
 def _f32(value: float) -> float:
@@ -145,11 +210,7 @@ def percentile(values, q):
     tuple of them: numpy's own, or for torch the same order statistics and lerp
     (:func:`converter.torch_kernels.percentile`). As numpy: a tuple's lerp is in float64, a number's in the values'
     precision."""
-    if is_numpy_array(values):
-        return np.percentile(values, q)
-    if isinstance(q, tuple):
-        return [torch_kernels.percentile(values, one) for one in q]
-    return torch_kernels.percentile(values, q)
+    return kernels(values).percentile(values, q)
 
 
 def disparity_bounds(
@@ -157,8 +218,7 @@ def disparity_bounds(
 ) -> tuple[float, float]:
     """Robust (far, near) disparity levels: the given percentiles over finite values inside ``mask`` [H, W] bool."""
     xp = namespace(disparity)
-    if is_numpy_array(disparity):
-        disparity = np.asarray(disparity, dtype=np.float32)
+    disparity = as_float32(disparity)
     selected = xp.isfinite(disparity)
     if mask is not None:
         inside = selected & mask
@@ -185,8 +245,7 @@ def disparity_to_depth(
     if relief <= 0:
         raise ValueError("relief must be positive")
     xp = namespace(disparity)
-    disparity = xp.asarray(disparity, dtype=xp.float32) if is_numpy_array(disparity) else \
-        xp.astype(disparity, xp.float32)
+    disparity = as_float32(disparity)
     low, high = bounds
     span = high - low
     far = near * (1.0 + relief)
@@ -214,8 +273,7 @@ def depth_edges(depth, rtol: float = DEFAULT_EDGE_RTOL):
     are ignored (they make holes, not edges).
     """
     xp = namespace(depth)
-    if is_numpy_array(depth):
-        depth = np.asarray(depth, dtype=np.float32)
+    depth = as_float32(depth)
     valid = valid_depth(depth)
     high = _window_3x3(xp, xp.where(valid, depth, -math.inf), xp.maximum, -math.inf)
     low = _window_3x3(xp, xp.where(valid, depth, math.inf), xp.minimum, math.inf)
@@ -287,8 +345,7 @@ def backproject(depth, intrinsics: Intrinsics, columns=None, rows=None):
     callers select valid ones with :func:`valid_depth`.
     """
     xp = namespace(depth)
-    if is_numpy_array(depth):
-        depth = np.asarray(depth, dtype=np.float32)
+    depth = as_float32(depth)
     height, width = depth.shape
     columns = np.arange(width) if columns is None else np.asarray(columns)
     rows = np.arange(height) if rows is None else np.asarray(rows)
@@ -452,9 +509,7 @@ class GridCloud:
 
 def to_host(array) -> np.ndarray:
     """A numpy array of ``array``'s values (torch: copied from its device)."""
-    if is_numpy_array(array):
-        return array
-    return np.asarray(namespace(array).asarray(array, device="cpu") if device_of(array) != "cpu" else array)
+    return kernels(array).to_host(array)
 
 
 def to_depth(values, native, *, metric: bool, user_depth: bool, opaque=None, relief: float = DEFAULT_RELIEF,
@@ -537,16 +592,7 @@ def grid_colors(rgb, alpha, columns: np.ndarray, rows: np.ndarray):
     height, width = rgb.shape[:2]
     if len(columns) == width and len(rows) == height:
         return rgb
-    size = (len(columns), len(rows))
-    if not is_numpy_array(rgb):
-        return torch_kernels.grid_colors(rgb, alpha, size)
-    from PIL import Image
-
-    if alpha is None:
-        return np.asarray(Image.fromarray(rgb, "RGB").resize(size, Image.Resampling.BOX))
-    rgba = np.dstack([rgb, alpha])
-    premultiplied = Image.fromarray(rgba, "RGBA").convert("RGBa").resize(size, Image.Resampling.BOX)
-    return np.asarray(premultiplied.convert("RGBA"))[:, :, :3]
+    return kernels(rgb).grid_colors(rgb, alpha, (len(columns), len(rows)))
 
 
 def take_grid(array, rows: np.ndarray, columns: np.ndarray):

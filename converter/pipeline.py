@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Protocol
 
 import numpy as np
 
@@ -25,7 +25,6 @@ from .depth import (
 )
 from .depth.models import resolve_model_name
 from .errors import OptionError
-from .exports.files import write_json
 from .exports.outputs import OutputSettings, comment_lines, kind_for_path, write_outputs
 from .images import (
     DEFAULT_MAX_PIXELS,
@@ -74,6 +73,7 @@ class ConversionResult:
     scale: dict | None = None  # set by a known length: the factor applied and the reference points
     alignment: Alignment | None = None  # set by align_to: the fit, both raw predictions, the disagreement map
     engine: dict | None = None  # what ran the model (engine, precision, device); None when no model ran
+    depth_cached: bool = False  # every prediction came from a PredictionCache: no model ran
     input_image: LoadedImage | None = field(default=None, repr=False)  # before any paper was removed
     _relief_heights: np.ndarray | None = field(default=None, repr=False)
 
@@ -181,11 +181,6 @@ class ConversionResult:
         back. Returns the files written."""
         return save_state(self.state(), folder)
 
-    def save_metadata(self, path: str | Path, extra: dict | None = None) -> Path:
-        """Write :meth:`metadata` (plus the JSON-able ``extra`` entries) as JSON, atomically. Returns ``path``."""
-        write_json(path, {**self.metadata(), **(extra or {})})
-        return Path(path)
-
 
 class Converter:
     """Image → coloured point cloud. Holds the depth model, which is loaded on first use and shared per process."""
@@ -254,38 +249,55 @@ class Converter:
         options: ConversionOptions | None = None,
         prediction: DepthMap | None = None,
         reference: DepthMap | None = None,
+        cache: PredictionCache | None = None,
         progress: Callable[[str], None] | None = None,
     ) -> ConversionResult:
         """Convert ``image`` (path, bytes, file, PIL image, array, or an already decoded LoadedImage). ``depth``: a
         user depth map to use instead of the model (.npy or 16-bit PNG; path, bytes or file). ``prediction``: a
         DepthMap from an earlier conversion of the same image (``result.prediction``), to change the geometry
         without running the model again. ``reference``: the same for the ``align_to`` model's prediction (with
-        ``align_to``, ``prediction`` is the unaligned one: ``result.alignment.relative``). ``progress`` is called
-        with each stage name of :mod:`converter.stages`."""
-        opts = options if options is not None else ConversionOptions()
-        if not isinstance(opts, ConversionOptions):
-            raise TypeError("options must be a ConversionOptions (keyword options: converter.convert(...))")
-        if self.align_to is not None and depth is not None:
-            raise OptionError("Aligning to a metric model fits a model's depth; it does not go with your own depth "
-                              "map. Leave out one of them.")
+        ``align_to``, ``prediction`` is the unaligned one: ``result.alignment.relative``). ``cache``: predictions of
+        this image kept between conversions (:class:`PredictionCache`). ``progress`` is called with each stage name
+        of :mod:`converter.stages`. Which of these is used is decided by :meth:`run`."""
+        return self.run(Sources(image=image, depth=depth, prediction=prediction, reference=reference, cache=cache),
+                        options, progress=progress)
+
+    def run(self, sources: Sources, options: ConversionOptions | None = None, *,
+            progress: Callable[[str], None] | None = None) -> ConversionResult:
+        """The one decision tree of a conversion: where the image and each prediction come from (see
+        :class:`Sources`), whether the model is loaded and run, the alignment, and where the geometry runs (on the
+        model's device when the prediction is still there, aligned or not; else on the host)."""
+        opts = _checked(options)
         report = progress or (lambda stage: None)
+        if sources.state is not None:  # a kept result: its image and (aligned) prediction, no model, no decoding
+            return _state_geometry(sources.state, opts, report)
         timings: dict[str, float] = {}
         clock = _Clock(timings)
+        aligning = self.align_to is not None
+        if aligning and sources.depth is not None:
+            raise OptionError("Aligning to a metric model fits a model's depth; it does not go with your own depth "
+                              "map. Leave out one of them.")
+        # Looked up before decoding, so that "loading model" comes first when the model must run.
+        prediction, reference, cached = self._known_predictions(sources, aligning)
+        runs_model = prediction is None and sources.depth is None
+        if runs_model and not self.is_loaded:
+            report(stages.LOADING_MODEL)
 
         report(stages.DECODING)
         with clock("decode"):
             # A JPEG is decoded at the smallest DCT scale that still gives the point grid (max_points=0: full size).
-            loaded = load_image(image, self.max_pixels, draft_points=0 if depth is not None else opts.max_points)
+            loaded = load_image(sources.image, self.max_pixels,
+                                draft_points=0 if sources.depth is not None else opts.max_points)
         check_convertible_size(loaded.width, loaded.height)
         notes: list[str] = []
-        aligning = self.align_to is not None and depth is None
         ran = None  # what ran the model, when it ran
+        on_device = None  # the model's prediction while it is still on its device
         if prediction is not None:
             prediction = prediction.resized(loaded.width, loaded.height)
-            model_name = None if prediction.source == "user" else prediction.source
-        elif depth is not None:
+            model_name = _model_of(prediction)
+        elif sources.depth is not None:
             with clock("depth_file"):
-                prediction = load_depth_file(depth, opts.depth_kind)
+                prediction = load_depth_file(sources.depth, opts.depth_kind)
                 prediction, note = fit_depth_to_image(prediction, loaded.width, loaded.height)
             if note:
                 notes.append(note)
@@ -294,39 +306,50 @@ class Converter:
             report(stages.ESTIMATING_DEPTH)
             depth_model = self.depth_model
             model_name = self.model
-            if self.runs_on_device(depth_model) and not aligning:
-                camera: dict = {}
-                with clock("model"):
-                    native, values = depth_model.predict_on_device(loaded.rgb, timings=timings, camera=camera)
-                report(stages.BUILDING_GEOMETRY)
-                with clock("geometry"):
-                    focal_px = camera.get("focal_px")  # Depth Pro: its values are its own post-processing's
-                    result = build_point_cloud_on_device(loaded, native, depth_model.kind, model_name, opts, clock,
-                                                         focal_px=focal_px, values=values if focal_px else None)
-                result.model, result.notes, result.timings = model_name, notes, timings
-                result.engine = depth_model.describe()
-                return result
             with clock("model"):
-                prediction = depth_model.predict(loaded.to_pil(), timings=timings)
+                if self.runs_on_device(depth_model):
+                    on_device = DevicePrediction.predict(depth_model, loaded, timings)
+                else:
+                    prediction = depth_model.predict(loaded.to_pil(), timings=timings)
             ran = depth_model.describe()
+
         alignment = None
         if aligning:
             if reference is None:
                 report(stages.ESTIMATING_DEPTH)
                 with clock("model_align_to"):
                     reference = self.reference_model.predict(loaded.to_pil())
+            relative = prediction if on_device is None else on_device.to_host(loaded.width, loaded.height)
             with clock("align"):
-                prediction, alignment = align_prediction(prediction, reference.resized(loaded.width, loaded.height),
+                prediction, alignment = align_prediction(relative, reference.resized(loaded.width, loaded.height),
                                                          None if loaded.alpha is None else loaded.alpha > 0)
+            if on_device is not None:  # the aligned map goes back to the device for its geometry
+                on_device = DevicePrediction.of(prediction, on_device.native.device)
+
         report(stages.BUILDING_GEOMETRY)
         with clock("geometry"):
-            result = build_point_cloud(loaded, prediction, opts, clock)
+            if on_device is not None:
+                result = build_point_cloud_on_device(loaded, on_device, opts, clock)
+            else:
+                result = build_point_cloud(loaded, prediction, opts, clock)
         result.alignment = alignment
         result.engine = ran
         result.model = model_name
         result.notes = notes
         result.timings = timings
+        if cached is not None:
+            cached.store(result)
+            result.depth_cached = cached.complete
         return result
+
+    def _known_predictions(self, sources: Sources, aligning: bool):
+        """The predictions that need no model: those given, else the cache's (for the model, and with ``align_to``
+        for the metric model). Returns (prediction, reference, the cache lookup or None)."""
+        prediction, reference = sources.prediction, sources.reference if aligning else None
+        if sources.cache is None or sources.depth is not None or prediction is not None:
+            return prediction, reference, None
+        lookup = _CacheLookup(sources.cache, self.precision, self.model, self.align_to if aligning else None)
+        return lookup.prediction, reference if reference is not None else lookup.reference, lookup
 
     def convert_video(self, source, outputs, *, depth=None, options=None, limits=None, progress=None):
         """Convert a video (path, bytes or binary file) into 3D video outputs, streaming in bounded memory (see
@@ -345,14 +368,118 @@ class Converter:
                   progress: Callable[[str], None] | None = None) -> ConversionResult:
         """The geometry of a kept ``state`` (:func:`converter.load_state`, :meth:`ConversionResult.state`) made
         again with ``options``: no model is loaded or run, whatever this converter's model and ``align_to``."""
-        opts = options if options is not None else ConversionOptions()
-        timings: dict[str, float] = {}
-        (progress or (lambda stage: None))(stages.BUILDING_GEOMETRY)
-        with _Clock(timings)("geometry"):
-            result = build_point_cloud(state.image, state.prediction, opts, _Clock(timings))
-        result.model = None if state.prediction.source == "user" else state.prediction.source
-        result.timings = timings
-        return result
+        return _state_geometry(state, _checked(options), progress or (lambda stage: None))
+
+
+def _checked(options: ConversionOptions | None) -> ConversionOptions:
+    opts = options if options is not None else ConversionOptions()
+    if not isinstance(opts, ConversionOptions):
+        raise TypeError("options must be a ConversionOptions (keyword options: converter.convert(...))")
+    return opts
+
+
+def _state_geometry(state: ConversionState, opts: ConversionOptions, report) -> ConversionResult:
+    """A kept state's geometry made again: its image and (already aligned) prediction; no model, no decoding."""
+    timings: dict[str, float] = {}
+    report(stages.BUILDING_GEOMETRY)
+    with _Clock(timings)("geometry"):
+        result = build_point_cloud(state.image, state.prediction, opts, _Clock(timings))
+    result.model = _model_of(state.prediction)
+    result.timings = timings
+    return result
+
+
+@dataclass(frozen=True)
+class Sources:
+    """What a conversion may draw on; :meth:`Converter.run` decides what it uses, in this order:
+
+    - ``state`` (a kept :class:`ConversionState`): its image and prediction, nothing decoded, no model;
+    - else ``image`` (path, bytes, file, PIL image, array or LoadedImage), with its depth from ``prediction`` (a
+      DepthMap of this image), else ``depth`` (a depth file of the user's), else ``cache``, else the model;
+      with ``align_to``, the metric model's from ``reference``, else ``cache``, else that model.
+    A new source of predictions is one more field here and one more branch in :meth:`Converter.run`."""
+
+    image: object = None
+    depth: object = None
+    state: ConversionState | None = None
+    prediction: DepthMap | None = None
+    reference: DepthMap | None = None
+    cache: PredictionCache | None = None
+
+
+class PredictionCache(Protocol):
+    """Model predictions of one image kept between conversions (the web's depth cache, bound to an upload): a
+    conversion looks its models' predictions up here and stores those it had to make."""
+
+    def get(self, model: str, precision: str) -> DepthMap | None: ...
+
+    def put(self, model: str, precision: str, prediction: DepthMap) -> None: ...
+
+
+class _CacheLookup:
+    """What the cache held for a conversion, and the storing of what it lacked once the result is made."""
+
+    def __init__(self, cache: PredictionCache, precision: str, model: str, reference_model: str | None):
+        self.cache, self.precision = cache, precision
+        self.model, self.reference_model = model, reference_model
+        self.prediction = cache.get(model, precision)
+        self.reference = None if reference_model is None else cache.get(reference_model, precision)
+
+    @property
+    def complete(self) -> bool:
+        """Every prediction the conversion used came from the cache."""
+        return self.prediction is not None and (self.reference_model is None or self.reference is not None)
+
+    def store(self, result: ConversionResult) -> None:
+        """Each model's own prediction (unaligned), for whichever the cache lacked."""
+        alignment = result.alignment
+        if self.prediction is None:
+            self.cache.put(self.model, self.precision, result.prediction if alignment is None else alignment.relative)
+        if self.reference_model is not None and self.reference is None and alignment is not None:
+            self.cache.put(self.reference_model, self.precision, alignment.reference)
+
+
+@dataclass(frozen=True)
+class DevicePrediction:
+    """A prediction still on the model's device (CUDA): native [h, w] and, when the model's own post-processing
+    made it (Depth Pro's camera) or an alignment did, values [H, W]; else values are the bicubic resize of native."""
+
+    native: object
+    values: object | None
+    kind: str
+    source: str
+    focal_px: float | None = None
+
+    @classmethod
+    def predict(cls, depth_model, loaded: LoadedImage, timings: dict | None = None) -> "DevicePrediction":
+        camera: dict = {}
+        native, values = depth_model.predict_on_device(loaded.rgb, timings=timings, camera=camera)
+        focal_px = camera.get("focal_px")  # Depth Pro: its values are its own post-processing's
+        return cls(native=native, values=values if focal_px else None, kind=depth_model.kind,
+                   source=depth_model.model_id, focal_px=focal_px)
+
+    @classmethod
+    def of(cls, prediction: DepthMap, device) -> "DevicePrediction":
+        """A host prediction moved to ``device`` (an aligned one: its values are not a resize of its native)."""
+        import torch
+
+        return cls(native=torch.from_numpy(np.ascontiguousarray(prediction.native)).to(device),
+                   values=torch.from_numpy(np.ascontiguousarray(prediction.values)).to(device),
+                   kind=prediction.kind, source=prediction.source, focal_px=prediction.focal_px)
+
+    def to_host(self, width: int, height: int) -> DepthMap:
+        import torch
+
+        with torch.inference_mode():
+            native = self.native.float()
+            values = values_at(native, height, width) if self.values is None else self.values.float()
+            return DepthMap(values=geometry.to_host(values), native=geometry.to_host(native), kind=self.kind,
+                            source=self.source, focal_px=self.focal_px)
+
+
+def _model_of(prediction: DepthMap) -> str | None:
+    """The model a prediction came from (None for the user's own depth)."""
+    return None if prediction.source == "user" else prediction.source
 
 
 def _image_camera_grid(loaded: LoadedImage, opts: ConversionOptions, clock, model_focal_px: float | None = None,
@@ -378,28 +505,28 @@ def _image_camera_grid(loaded: LoadedImage, opts: ConversionOptions, clock, mode
     return loaded, drawing, intrinsics, columns, rows
 
 
-def build_point_cloud_on_device(loaded: LoadedImage, native, kind: str, source: str, opts: ConversionOptions,
-                                clock=None, focal_px: float | None = None, values=None) -> ConversionResult:
-    """:func:`build_point_cloud` for a model's native prediction that is a tensor on its device (CUDA): the same
-    geometry (:func:`converter.geometry.grid_cloud`) runs there on torch; only the final arrays come back.
-    ``focal_px``: the model's own focal length at the image's size, if it estimates one; ``values``: the map at the
-    image's size when the model's post-processing made it (else a bicubic resize of ``native``)."""
+def build_point_cloud_on_device(loaded: LoadedImage, predicted: DevicePrediction, opts: ConversionOptions,
+                                clock=None) -> ConversionResult:
+    """:func:`build_point_cloud` for a prediction that is on its device (CUDA): the same geometry
+    (:func:`converter.geometry.grid_cloud`) runs there on torch; only the final arrays come back."""
     import torch
 
     clock = clock or _Clock({})
     given = loaded
-    loaded, drawing, intrinsics, columns, rows = _image_camera_grid(loaded, opts, clock, focal_px, source)
-    device = native.device
+    loaded, drawing, intrinsics, columns, rows = _image_camera_grid(
+        loaded, opts, clock, predicted.focal_px, camera_model(predicted.source))
+    device = predicted.native.device
     with clock("device_geometry"), torch.inference_mode():
         rgb = torch.from_numpy(loaded.rgb).to(device, non_blocking=True)
         alpha = None if loaded.alpha is None else torch.from_numpy(loaded.alpha).to(device, non_blocking=True)
-        native = native.float()
-        values = values_at(native, loaded.height, loaded.width) if values is None else values.float()
-        cloud = geometry.grid_cloud(rgb, alpha, values, native, metric=kind == METRIC, user_depth=False,
+        native = predicted.native.float()
+        values = values_at(native, loaded.height, loaded.width) if predicted.values is None \
+            else predicted.values.float()
+        cloud = geometry.grid_cloud(rgb, alpha, values, native, metric=predicted.kind == METRIC, user_depth=False,
                                     options=opts, intrinsics=intrinsics, columns=columns, rows=rows,
-                                    focal_px=focal_px).to_host()
-        prediction = DepthMap(values=geometry.to_host(values), native=geometry.to_host(native), kind=kind,
-                              source=source, focal_px=focal_px)
+                                    focal_px=predicted.focal_px).to_host()
+        prediction = DepthMap(values=geometry.to_host(values), native=geometry.to_host(native), kind=predicted.kind,
+                              source=predicted.source, focal_px=predicted.focal_px)
     return _result(cloud, prediction, given, loaded, drawing, intrinsics, columns, rows, opts)
 
 

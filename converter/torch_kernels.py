@@ -54,7 +54,8 @@ def grid_colors(rgb, alpha, grid_size: tuple[int, int]):
 
 
 def values_at(native, height: int, width: int):
-    """A model's prediction at image size, as ``DepthMap.resized`` makes it: bicubic from the native map."""
+    """A model's prediction [height, width] from its native map [h, w]: bicubic, as the transformers pipeline
+    resizes (the one resize of a prediction: ``DepthMap.resized`` calls it on the host, the device path on CUDA)."""
     import torch
 
     if tuple(native.shape) == (height, width):

@@ -21,7 +21,7 @@ from conftest import download, png_bytes, wait_until
 from holds import held
 from werkzeug.datastructures import MultiDict
 
-from converter import write_json
+from converter.service_api import write_json
 from web.intake.forms import parse_request
 from web.jobs.backend import BACKENDS, JobBackend, QueueFullError, backend_class
 from web.jobs.execution import UPLOAD_IMAGE

@@ -146,6 +146,28 @@ def test_the_cli_refuses_an_unknown_engine(capsys):
     assert exit_.value.code == 2 and "invalid choice: 'tensorrt'" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("environment, engine, model", [
+    ({}, "auto", None),
+    ({"ENGINE": "", "DEPTH_MODEL": ""}, "auto", None),  # empty is unset, for the CLI as for the service
+    ({"ENGINE": " Torch ", "DEPTH_MODEL": " some/model "}, "torch", "some/model"),
+])
+def test_the_cli_the_service_and_the_library_read_engine_and_model_alike(monkeypatch, environment, engine, model):
+    from converter.__main__ import build_parser
+    from converter.depth.backend import check_engine
+    from converter.depth.models import DEFAULT_MODEL
+    from web.settings import from_env
+
+    for name in ("ENGINE", "DEPTH_MODEL"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    model = model or DEFAULT_MODEL
+    cli = build_parser().parse_args(["photo.jpg"])
+    service = from_env(environment)
+    assert (cli.engine, cli.model) == (service["ENGINE"], service["DEPTH_MODEL"]) == (engine, model)
+    assert check_engine(None) == engine
+
+
 def test_result_json_the_page_and_readyz_say_which_engine_ran(client, photo):
     ready = client.get("/readyz").get_json()
     assert ready["engine"] == "torch" and ready["precision"] == "fp32"  # the test run's ENGINE (conftest)

@@ -19,7 +19,9 @@ import trimesh
 from conftest import pauses, png_bytes, wait_until
 from plyfile import PlyData
 
-from converter import ALIGNMENT_KINDS, IMAGE_FILE, MESH_KINDS, OUTPUTS, PREDICTION_FILE
+from converter import OUTPUTS
+from converter.service_api import ALIGNMENT_KINDS, MESH_KINDS
+from converter.state import IMAGE_FILE, PREDICTION_FILE
 from web.jobs import conversion
 from web.jobs.conversion import FIRST_KINDS
 

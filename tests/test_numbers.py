@@ -1,5 +1,5 @@
-"""Every number typed into a form, a query or the command line is read one strict way (converter.parse_number):
-ASCII digits and the decimal float grammar only. Python's own int()/float() (and str.isdigit) also take other
+"""Every number typed into a form, a query or the command line is read one strict way
+(converter.service_api.parse_number): ASCII digits and the decimal float grammar only. Python's own int()/float() (and str.isdigit) also take other
 scripts' digits, superscripts, underscores, 'nan' and 'inf'; those are refused with a sentence naming the field, on
 every numeric field of every operation (the operations through the Flask test client in the slow tier)."""
 
@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from conftest import png_bytes, wait_for_job
 
-from converter import OptionError, OutputSettings, parse_number, parse_simplify
+from converter import OptionError, OutputSettings
+from converter.service_api import parse_number, parse_simplify
 from web.intake.forms import parse_rebuild, parse_request
 from web.intake.job_request import JobRequest
 

@@ -12,16 +12,17 @@ from PIL import Image
 
 import converter
 from converter import (
-    DEFAULT_MAX_POINTS,
     ConversionOptions,
     ConversionResult,
     Converter,
     ImageTooLargeError,
     OptionError,
+    Sources,
     UnsupportedImageError,
     convert,
     geometry,
 )
+from converter.options import DEFAULT_MAX_POINTS
 
 
 def png(array: np.ndarray) -> bytes:
@@ -94,11 +95,27 @@ def test_timings(dpt_model, photo):
 
 def test_progress_reports_the_stages(dpt_model, photo):
     stages = []
-    Converter(model=dpt_model).convert(photo, progress=stages.append)
+    Converter(model=dpt_model).load().convert(photo, progress=stages.append)
     assert stages == ["decoding", "estimating depth", "building geometry"]
     stages.clear()
     Converter(model=dpt_model).convert(photo, depth=npy(np.full((96, 128), 2.0)), progress=stages.append)
     assert stages == ["decoding", "building geometry"]
+
+
+def test_a_model_not_yet_loaded_is_reported_before_decoding(tmp_path, photo):
+    """The converter, not its caller, says "loading model": only when the model will run and is not loaded."""
+    import model_factory
+
+    folder = model_factory.dpt_hybrid(tmp_path / "fresh")  # a model no other test has loaded
+    stages = []
+    converter = Converter(model=str(folder))
+    converter.convert(photo, depth=npy(np.full((96, 128), 2.0)), progress=stages.append)
+    assert stages == ["decoding", "building geometry"] and not converter.is_loaded  # no model needed, none loaded
+    converter.convert(photo, progress=stages.append)
+    assert stages[2:] == ["loading model", "decoding", "estimating depth", "building geometry"]
+    stages.clear()
+    converter.convert(photo, progress=stages.append)
+    assert stages == ["decoding", "estimating depth", "building geometry"]
 
 
 def test_points_are_the_back_projected_depth_and_colours_the_pixels(dpt_model, photo):
@@ -279,3 +296,47 @@ def test_drop_background_percent_removes_the_far_plane(photo):
     assert np.all(result.points[:, 2] == -1.0)
     flat = Converter().convert(photo, depth=npy(np.full((96, 128), 2.0)), options=ConversionOptions(max_points=0, drop_background_percent=30))
     assert len(flat.points) == 96 * 128  # nothing is behind a flat wall: it stays
+
+
+class RememberedPredictions(dict):
+    """A PredictionCache of one image, in memory."""
+
+    def get(self, model, precision):
+        return dict.get(self, (model, precision))
+
+    def put(self, model, precision, prediction):
+        self[model, precision] = prediction
+
+
+class Untouchable:
+    """A source the decision must not reach: any use fails the test."""
+
+    def get(self, *args):
+        raise AssertionError("the cache was consulted")
+
+    put = get
+
+
+def test_a_cache_is_consulted_before_the_model_and_filled_by_it(dpt_model, photo, monkeypatch):
+    converter = Converter(model=dpt_model, device="cpu")
+    cache = RememberedPredictions()
+    first = converter.run(Sources(image=photo, cache=cache))
+    assert not first.depth_cached and list(cache) == [(converter.model, "fp32")]
+    assert cache[converter.model, "fp32"] is first.prediction
+    monkeypatch.setattr(converter.depth_model, "predict", Untouchable().get)  # the model must not run again
+    again = converter.run(Sources(image=photo, cache=cache))
+    assert again.depth_cached and again.engine is None and again.model == converter.model
+    np.testing.assert_array_equal(again.points, first.points)
+
+
+def test_a_kept_state_or_your_own_depth_leaves_the_cache_and_the_model_alone(photo):
+    """A state is used as it is, whatever else is offered; a depth file of yours is not looked up in a cache."""
+    own = Converter(model="nobody-at-all/unreachable-model").run(
+        Sources(image=photo, depth=npy(np.full((96, 128), 2.0)), cache=Untouchable()))
+    assert own.model is None and own.prediction.source == "user" and not own.depth_cached
+    state = own.state()
+    absent = Converter(model="nobody-at-all/unreachable-model", align_to="nobody-at-all/metric")
+    kept = absent.run(Sources(state=state, image=b"not an image", depth=b"nor a depth", cache=Untouchable()),
+                      ConversionOptions(max_points=500))
+    assert len(kept.points) <= 500 and kept.units == own.units
+    np.testing.assert_array_equal(kept.points, Converter.reconvert(state, ConversionOptions(max_points=500)).points)

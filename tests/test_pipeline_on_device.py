@@ -74,3 +74,25 @@ def test_concurrent_conversions_share_forwards(dpt_model, photo_pair, monkeypatc
         reference = alone[number % 2]
         np.testing.assert_allclose(result.prediction.native, reference.prediction.native, rtol=1e-4, atol=1e-5)
         assert np.array_equal(result.keep, reference.keep)
+
+
+def test_the_device_path_aligns_like_the_cpu_path(tiny_models, photo_pair):
+    """With ``align_to``, the model still runs and the geometry still happens on the device; the aligned metres are
+    the CPU path's (the same fit of the same two predictions), and the points back-project that aligned depth."""
+    relative, metric = str(tiny_models["depth_anything"]), str(tiny_models["depth_anything_metric"])
+    options = ConversionOptions(max_points=0, clean=False)
+    on_cpu = Converter(model=relative, device="cpu", align_to=metric).convert(photo_pair[0], options=options)
+    on_device = Converter(model=relative, device="cpu", on_device=True, align_to=metric).convert(
+        photo_pair[0], options=options)
+    assert "device_geometry" in on_device.timings and "align" in on_device.timings
+    assert on_device.alignment is not None and on_device.units == on_cpu.units == "metres"
+    assert on_device.prediction.kind == "metric" and " aligned to " in on_device.prediction.source
+    assert on_device.metadata()["alignment"]["metric_model"] == metric
+    # The torch preprocessing differs from PIL's by about one uint8 level: the fits agree closely, not exactly.
+    assert on_device.alignment.fit.scale == pytest.approx(on_cpu.alignment.fit.scale, rel=0.05)
+    both = (on_device.depth > 0) & (on_cpu.depth > 0)
+    assert both.mean() > 0.95
+    assert np.median(np.abs(on_device.depth[both] / on_cpu.depth[both] - 1)) < 0.02
+    # Every pixel is a point here (no cleaning, full grid): z is minus the aligned depth, row-major.
+    kept = on_device.keep
+    assert np.allclose(-on_device.points[:, 2], on_device.prediction.values[kept], rtol=1e-5)

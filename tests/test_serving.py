@@ -10,7 +10,7 @@ import pytest
 from batching_gate import hold_forwards
 from conftest import png_bytes, wait_for_job
 
-import web.jobs.conversion
+import converter.images
 import web.service
 
 
@@ -35,13 +35,13 @@ def post(client, data: bytes, **fields):
 
 def test_an_upload_is_decoded_once_and_a_rebuild_decodes_nothing(app, client, photo, monkeypatch):
     in_request = count_calls(monkeypatch, web.service, "load_image")
-    in_job = count_calls(monkeypatch, web.jobs.conversion, "load_image")
+    decodes = count_calls(monkeypatch, converter.images, "_decode")  # any decoding of a file's bytes, anywhere
     job = post(client, png_bytes(photo))
     assert wait_for_job(client, f"/jobs/{job['id']}")["status"] == "done"
-    assert (len(in_request), len(in_job)) == (1, 0)  # decoded in the request; the job used that picture
+    assert (len(in_request), len(decodes)) == (1, 1)  # decoded in the request; the job used that picture
     rebuilt = client.post(f"/api/v1/conversions/{job['id']}/rebuild", data={"fov": "40"}).get_json()
     assert wait_for_job(client, f"/jobs/{rebuilt['id']}")["status"] == "done"
-    assert (len(in_request), len(in_job)) == (1, 0)  # the kept arrays, not a decode
+    assert (len(in_request), len(decodes)) == (1, 1)  # the kept arrays, not a decode
 
 
 @pytest.mark.slow  # loads a second model instance (the batching one) and waits for company

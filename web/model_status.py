@@ -8,7 +8,8 @@ from __future__ import annotations
 import logging
 import threading
 
-from converter import ConversionError, Converter, set_torch_threads
+from converter import ConversionError, Converter
+from converter.service_api import set_torch_threads
 
 log = logging.getLogger(__name__)
 

@@ -11,16 +11,13 @@ import os
 
 from flask import Flask, current_app, url_for
 
-from converter import (
+from converter import KNOWN_MODELS, OptionError, load_image
+from converter.service_api import (
     DETAIL_LEVELS,
-    IMAGE_FILE,
-    KNOWN_MODELS,
     MODES,
-    PREDICTION_FILE,
+    STATE_FILES,
     UP_AXES,
-    OptionError,
     check_convertible_size,
-    load_image,
     probe_header,
 )
 
@@ -93,7 +90,7 @@ class Service:
                                                  "while; convert the image again.")
         still_converting(source, "rebuild it")
         folder = self.store.folder(source.id)
-        if source.status != DONE or IMAGE_FILE not in source.files or not (folder / PREDICTION_FILE).is_file():
+        if source.status != DONE or not all((folder / name).is_file() for name in STATE_FILES):
             raise UserError(404, "not_rebuildable", "This conversion has no finished result to rebuild (it failed "
                                                     "or is still running). Convert the image again.")
         changed = parse_rebuild(form, JobRequest.from_dict(source.request), (source.info or {}).get("camera"))

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import os
 
-from converter import DEFAULT_MAX_PIXELS, DEFAULT_MODEL, Converter
+from converter import Converter
+from converter.service_api import DEFAULT_MAX_PIXELS, engine_from_environment, model_from_environment
 
 from .jobs.depth_cache import DEFAULT_ENTRIES
 
@@ -23,10 +24,10 @@ def from_env(environ=os.environ) -> dict:
         return kind(environ.get(name) or default)
 
     return {
-        "DEPTH_MODEL": environ.get("DEPTH_MODEL") or DEFAULT_MODEL,
+        "DEPTH_MODEL": model_from_environment(environ),
         "DEVICE": environ.get("DEVICE", "auto"),
         "PRECISION": environ.get("PRECISION", "fp32"),
-        "ENGINE": environ.get("ENGINE", "auto"),  # what runs the model: auto (OpenVINO on a CPU), torch, openvino
+        "ENGINE": engine_from_environment(environ),  # what runs the model: auto (OpenVINO on a CPU), torch, openvino
         "MODELS": [m.strip() for m in environ.get("MODELS", "").split(",") if m.strip()] or None,
         "OUTPUT_FOLDER": environ.get("OUTPUT_FOLDER", os.path.join(ROOT, "outputs")),
         "MAX_UPLOAD_MB": number("MAX_UPLOAD_MB", 25),

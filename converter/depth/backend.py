@@ -123,10 +123,16 @@ def engine_class(engine: str):
     return getattr(importlib.import_module(module_name), class_name)
 
 
+def engine_from_environment(environ=os.environ) -> str:
+    """The engine $ENGINE names, lower-cased; auto when it is unset or empty. The one reader of the variable: the
+    library, the CLI's default and the service's settings all ask here."""
+    return (environ.get("ENGINE") or "").strip().lower() or "auto"
+
+
 def check_engine(engine: str | None) -> str:
-    """``engine`` lower-cased (None: $ENGINE, else auto), or an OptionError that lists the choices (raised at start,
-    before any job)."""
-    engine = (engine or os.environ.get("ENGINE") or "auto").strip().lower()
+    """``engine`` lower-cased (None or empty: :func:`engine_from_environment`), or an OptionError that lists the
+    choices (raised at start, before any job)."""
+    engine = (engine or "").strip().lower() or engine_from_environment()
     if engine not in ENGINE_CHOICES:
         raise OptionError(f"Unknown engine '{engine}'; choose one of: {', '.join(ENGINE_CHOICES)}.")
     return engine

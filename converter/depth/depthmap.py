@@ -46,8 +46,10 @@ class DepthMap:
         else:
             import torch
 
-            native = torch.from_numpy(np.ascontiguousarray(self.native, dtype=np.float32))[None, None]
-            values = torch.nn.functional.interpolate(native, size=(height, width), mode="bicubic",
-                                                     align_corners=False)[0, 0].numpy()
+            from ..torch_kernels import values_at
+
+            native = torch.from_numpy(np.ascontiguousarray(self.native, dtype=np.float32))
+            resized = values_at(native, height, width)
+            values = (resized.clone() if resized is native else resized).numpy()  # never an alias of native
         focal_px = None if self.focal_px is None else self.focal_px * width / self.values.shape[1]
         return DepthMap(values=values, native=self.native, kind=self.kind, source=self.source, focal_px=focal_px)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 
@@ -64,6 +65,11 @@ KNOWN_MODELS = {
     )
 }
 _BY_SHORT_NAME = {info.name: info.hub_id for info in KNOWN_MODELS.values()}
+
+
+def model_from_environment(environ=os.environ) -> str:
+    """The model $DEPTH_MODEL names; the default when it is unset or empty (the CLI and the service alike)."""
+    return (environ.get("DEPTH_MODEL") or "").strip() or DEFAULT_MODEL
 
 
 def resolve_model_name(model: str | None) -> str:

@@ -4,17 +4,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from converter import (
-    DEPTH_KIND_CHOICES,
-    DETAIL_LEVELS,
-    KNOWN_MODELS,
-    MODES,
-    ConversionOptions,
-    OptionError,
-    parse_number,
-    parse_simplify,
-    parse_up,
-)
+from converter import KNOWN_MODELS, ConversionOptions, OptionError
+from converter.service_api import DEPTH_KIND_CHOICES, DETAIL_LEVELS, MODES, parse_number, parse_simplify, parse_up
 
 from .job_request import JobRequest
 
@@ -143,7 +134,7 @@ def _known_length(text: str) -> tuple[float, ...]:
 
 
 def _number(form, field: str, whole: bool = False) -> float | int | None:
-    """A numeric field (converter.parse_number: ASCII digits only); None when blank."""
+    """A numeric field (converter.service_api.parse_number: ASCII digits only); None when blank."""
     text = form.get(field) or ""
     if not text.strip(" \t\r\n"):
         return None

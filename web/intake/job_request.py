@@ -16,9 +16,9 @@ DEFAULT_UP = OutputSettings().up
 class JobRequest:
     """options: the conversion. model: the depth model (Hub id or folder). mesh: offer the mesh downloads.
     stl_width_mm: width of the printable relief. simplify: detail level or triangle count of the simplified mesh.
-    up: which axis is up in the PLY and PCD files ("y" or "z"; converter.UP_AXES). rebuild_of: the job whose image
-    and depth a rebuild reuses (no model run). align_to: a metric model that ``model``'s depth is fitted to ("" =
-    none; see converter.align)."""
+    up: which axis is up in the PLY and PCD files ("y" or "z"; converter.service_api.UP_AXES). rebuild_of: the job
+    whose image and depth a rebuild reuses (no model run). align_to: a metric model that ``model``'s depth is fitted
+    to ("" = none; see converter.align)."""
 
     options: ConversionOptions = field(default_factory=ConversionOptions)
     model: str = ""

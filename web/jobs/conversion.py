@@ -15,26 +15,18 @@ import threading
 from collections import OrderedDict
 from pathlib import Path
 
-
 from converter import (
-    ALIGNMENT_KINDS,
-    LOADING_MODEL,
-    MESH_KINDS,
     OUTPUTS,
-    WRITING_FILES,
-    Artifacts,
     ConversionError,
-    Converter,
-    LoadedImage,
     ConversionState,
+    Converter,
     OutputError,
-    STATE_FILES,
+    Sources,
     StateError,
-    atomic_output,
-    load_image,
     load_state,
     write_outputs,
 )
+from converter.service_api import ALIGNMENT_KINDS, MESH_KINDS, STATE_FILES, WRITING_FILES, Artifacts, atomic_output
 
 from .depth_cache import DepthCache
 from ..intake.job_request import JobRequest
@@ -56,60 +48,20 @@ def run_job(base: Converter, store: JobStore, job: Job, upload: Upload | None, r
             cache: DepthCache | None = None) -> dict:
     """Convert, write the first files and what later downloads need; returns the job's info (= result.json).
 
-    A rebuild (``request.rebuild_of``) reuses the source job's kept image and prediction (already aligned, for an
-    aligned job, whose fit and disagreement map it carries over); otherwise a model prediction of the same upload
-    bytes is taken from ``cache`` when there is one (for an aligned job, each model's). Either way the model is not
-    run.
+    The job supplies sources (:func:`_sources`) and sinks (its folder, ``report``); the converter decides the rest
+    (:meth:`converter.Converter.run`): a rebuild's kept state, the depth cache, the model, the alignment.
     """
     request = JobRequest.from_dict(job.request)
-    converter = converter_like(base, request.model, "" if request.rebuild_of else request.align_to)
-    prediction, cache_key, depth, kept = None, None, None, None
-    reference, reference_key, carried = None, None, {}
-    if request.rebuild_of:
-        source = store.get(request.rebuild_of)
-        folder = store.folder(request.rebuild_of)
-        if source is None:
-            raise ConversionError(GONE)
-        kept = _kept_state(folder, source.image, converter.max_pixels)
-        loaded = kept.image
-        if request.align_to:  # the kept prediction is the aligned one: the fit and its map come along
-            carried = {"alignment": (source.info or {}).get("alignment")}
-            for name in ALIGNMENT_KINDS:
-                file_name = OUTPUTS[name].file_name
-                if not (folder / file_name).is_file():
-                    raise ConversionError(GONE)
-                _keep(store.folder(job.id) / file_name, _copy, folder / file_name)
-                job.files.append(file_name)
-    else:
-        depth = upload.depth
-        loaded = upload.image
-        if not isinstance(loaded, LoadedImage):  # bytes: this job runs away from the request that took them
-            loaded = load_image(loaded, converter.max_pixels, draft_points=0 if depth else request.options.max_points)
-        if depth is None and cache is not None and upload.sha256:
-            cache_key = cache.key(upload.sha256, converter.model, converter.precision)
-            prediction = cache.get(cache_key)
-            if converter.align_to:  # each model's own prediction is cached: either serves other jobs too
-                reference_key = cache.key(upload.sha256, converter.align_to, converter.precision)
-                reference = cache.get(reference_key)
-    if prediction is None and depth is None and not converter.is_loaded:
-        report(LOADING_MODEL)
-    if kept is not None:
-        result = converter.reconvert(kept, request.options, progress=report)
-    else:
-        result = converter.convert(loaded, depth=None if prediction is not None else depth, options=request.options,
-                                   prediction=prediction, reference=reference, progress=report)
-    if cache_key is not None and prediction is None:
-        cache.put(cache_key, result.prediction if result.alignment is None else result.alignment.relative)
-    if reference_key is not None and reference is None and result.alignment is not None:
-        cache.put(reference_key, result.alignment.reference)
+    converter = converter_like(base, request.model, request.align_to)
+    sources, carried = _sources(store, job, request, upload, cache, converter.max_pixels)
+    result = converter.run(sources, request.options, progress=report)
     report(WRITING_FILES)
     folder = store.folder(job.id)
-    cached = cache_key is not None and prediction is not None and (reference_key is None or reference is not None)
-    info = {**result.metadata(), **{name: value for name, value in carried.items() if value},
-            "job": {"id": job.id, "options": request.public()}, "depth_cached": cached,
-            "rebuilt_from": request.rebuild_of}
-    job.image = {"focal_px": loaded.focal_px, "focal_source": loaded.focal_source, "scale": loaded.scale,
-                 "format": loaded.format}
+    info = {**result.metadata(), **carried, "job": {"id": job.id, "options": request.public()},
+            "depth_cached": result.depth_cached, "rebuilt_from": request.rebuild_of}
+    image = result.input_image
+    job.image = {"focal_px": image.focal_px, "focal_source": image.focal_source, "scale": image.scale,
+                 "format": image.format}
     # Kept first: the downloads written later are made from these two (the image before any paper was removed).
     _keep(folder, result.save_state)
     job.files += list(STATE_FILES)
@@ -120,6 +72,32 @@ def run_job(base: Converter, store: JobStore, job: Job, upload: Upload | None, r
         job.files.append(OUTPUTS[name].file_name)
     _remember(job.id, artifacts)
     return info
+
+
+def _sources(store: JobStore, job: Job, request: JobRequest, upload: Upload | None, cache: DepthCache | None,
+             max_pixels: int) -> tuple[Sources, dict]:
+    """What the job's conversion may draw on, and the info it carries over: for a rebuild (``rebuild_of``) the
+    source job's kept image and prediction (already aligned, for an aligned job, whose fit and disagreement map come
+    along); otherwise the upload, with the depth cache bound to its bytes."""
+    if not request.rebuild_of:
+        bound = cache.bound(upload.sha256) if cache is not None and upload.sha256 else None
+        return Sources(image=upload.image, depth=upload.depth, cache=bound), {}
+    source = store.get(request.rebuild_of)
+    if source is None:
+        raise ConversionError(GONE)
+    folder = store.folder(request.rebuild_of)
+    state = _kept_state(folder, source.image, max_pixels)
+    carried = {}
+    if request.align_to:  # the kept prediction is the aligned one: the fit and its map come along
+        alignment = (source.info or {}).get("alignment")
+        carried = {"alignment": alignment} if alignment else {}
+        for name in ALIGNMENT_KINDS:
+            file_name = OUTPUTS[name].file_name
+            if not (folder / file_name).is_file():
+                raise ConversionError(GONE)
+            _keep(store.folder(job.id) / file_name, _copy, folder / file_name)
+            job.files.append(file_name)
+    return Sources(state=state), carried
 
 
 def ensure_output(store: JobStore, job: Job, kind: str, max_pixels: int) -> Path:

@@ -18,7 +18,8 @@ import threading
 import time
 from pathlib import Path
 
-from converter import DepthMap, OutputError, load_prediction, save_prediction
+from converter import DepthMap, OutputError
+from converter.service_api import load_prediction, save_prediction
 
 from .store import mtime
 
@@ -41,6 +42,10 @@ class DepthCache:
     def key(upload_sha256: str, model: str, precision: str = "fp32") -> str:
         """The entry for an upload (its bytes' SHA-256, computed once when it arrived) under a model and precision."""
         return hashlib.sha256(f"{upload_sha256}\0{model}\0{precision}".encode()).hexdigest()
+
+    def bound(self, upload_sha256: str) -> "UploadPredictions":
+        """This cache seen from one upload: a :class:`converter.PredictionCache` for the conversion to consult."""
+        return UploadPredictions(self, upload_sha256)
 
     def path(self, key: str) -> Path:
         return self.folder / f"{key}.npz"
@@ -94,3 +99,16 @@ class DepthCache:
                 path.unlink(missing_ok=True)
                 removed += 1
         return removed + self.evict()
+
+
+class UploadPredictions:
+    """The predictions of one upload's bytes, by model and precision (:class:`converter.PredictionCache`)."""
+
+    def __init__(self, cache: DepthCache, upload_sha256: str):
+        self.cache, self.upload_sha256 = cache, upload_sha256
+
+    def get(self, model: str, precision: str) -> DepthMap | None:
+        return self.cache.get(self.cache.key(self.upload_sha256, model, precision))
+
+    def put(self, model: str, precision: str, prediction: DepthMap) -> None:
+        self.cache.put(self.cache.key(self.upload_sha256, model, precision), prediction)

@@ -14,7 +14,8 @@ import threading
 import time
 from pathlib import Path
 
-from converter import DONE, FAILED, ConversionError, OutputError
+from converter import ConversionError, OutputError
+from converter.service_api import DONE, FAILED
 
 from .. import metrics
 

@@ -19,7 +19,8 @@ import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from converter import OUTPUTS, ConversionError, OutputError, atomic_output, write_json
+from converter import OUTPUTS, ConversionError, OutputError
+from converter.service_api import atomic_output, write_json
 
 from .. import metrics
 from .conversion import ensure_output, offered_kinds

@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from converter import DONE, FAILED, QUEUED, RUNNING, progress_of
+from converter.service_api import DONE, FAILED, QUEUED, RUNNING, progress_of
 
 CANCELLED = "cancelled"
 FINAL = (DONE, FAILED, CANCELLED)

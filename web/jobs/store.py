@@ -21,7 +21,8 @@ from pathlib import Path
 
 from werkzeug.routing import BaseConverter
 
-from converter import OUTPUTS, OutputError, write_json
+from converter import OUTPUTS, OutputError
+from converter.service_api import write_json
 
 from .record import DONE, QUEUED, RUNNING, STATUSES, Job
 
@@ -267,8 +268,10 @@ def mtime(path: Path) -> float:
 
 @dataclass(frozen=True)
 class Upload:
-    """What a request hands to its job: the image already decoded once (a converter LoadedImage) or, where the
-    job runs elsewhere, its bytes; the SHA-256 of those bytes (the depth cache's key, hashed once); a depth map."""
+    """What a request hands to its job. ``image``: the picture as :class:`converter.Sources` takes it, handed on
+    unopened (the converter decides how to read it): decoded once by the request when that is cheap and the job
+    runs in this process, else the file's bytes. ``sha256``: of those bytes (the depth cache's key, hashed once).
+    ``depth``: the user's depth map file."""
 
     image: object
     sha256: str | None = None

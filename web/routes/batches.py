@@ -16,7 +16,8 @@ import hashlib
 
 from flask import Blueprint, jsonify, redirect, render_template, request, send_file, url_for
 
-from converter import InputError, OptionError, check_convertible_size, probe_header
+from converter import InputError, OptionError
+from converter.service_api import check_convertible_size, probe_header
 
 from ..intake import unzip
 from ..jobs.conversion import offered_kinds

@@ -10,14 +10,13 @@ from __future__ import annotations
 import re
 import struct
 
-from converter import (
+from converter import KNOWN_MODELS, OUTPUTS
+from converter.service_api import (
     DECIMAL_GRAMMAR,
     DEPTH_KIND_CHOICES,
     DETAIL_LEVELS,
     FOCAL_PX_RANGE,
-    KNOWN_MODELS,
     MODES,
-    OUTPUTS,
     UP_AXES,
     WHOLE_GRAMMAR,
 )
@@ -180,7 +179,7 @@ def document(config) -> dict:
 
 def _option_fields(config) -> dict:
     """The conversion options as form fields. A blank field means "automatic" (the page's form sends blanks), so
-    every one also takes the empty string; numbers are written in ASCII digits (converter.parse_number)."""
+    every one also takes the empty string; numbers are written in ASCII digits (converter.service_api.parse_number)."""
     flag = _choice([word for word in FLAG_WORDS if word], "", any_case=True)
     metric_models = [model for model in config["MODELS"]
                      if model not in KNOWN_MODELS or KNOWN_MODELS[model].metric]  # what align_to takes
@@ -304,7 +303,7 @@ def _choice(choices, description: str, any_case: bool = False, blank: bool = Tru
 
 def _number(description: str, type: str = "number", **bounds) -> dict:
     """A number in a form field: within the bounds the server checks, or any text the server reads as a number
-    (converter.parse_number's grammar; out of bounds that is a 400 naming the field), or blank."""
+    (converter.service_api.parse_number's grammar; out of bounds that is a 400 naming the field), or blank."""
     grammar = WHOLE_GRAMMAR if type == "integer" else DECIMAL_GRAMMAR
     text = {"type": "string", "pattern": rf"^[ \t\r\n]*({grammar})?[ \t\r\n]*$"}
     return {"anyOf": [{"type": type, **bounds}, text], "description": description}

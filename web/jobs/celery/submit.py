@@ -14,7 +14,8 @@ import time
 
 import redis
 
-from converter import QUEUED, Converter, OutputError, atomic_output
+from converter import Converter, OutputError
+from converter.service_api import QUEUED, atomic_output
 
 from ...model_status import LOADING, READY, UNAVAILABLE
 from ..backend import QueueFullError

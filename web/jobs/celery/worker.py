@@ -17,7 +17,8 @@ from pathlib import Path
 import redis
 from celery import signals
 
-from converter import QUEUED, ConversionError
+from converter import ConversionError
+from converter.service_api import QUEUED
 
 from ... import settings as service_settings
 from .board import EXPORT_TASK, HEARTBEAT_EVERY, PRESENCE_EVERY, TASK_NAME, Board, make_celery

@@ -14,6 +14,7 @@ from flask import Flask
 
 from converter import KNOWN_MODELS
 from web import service, settings
+from web.intake.spool import SpoolingRequest
 from web.jobs.store import IdConverter
 from web.routes import api, batches, comparisons, errors, pages
 
@@ -21,6 +22,7 @@ from web.routes import api, batches, comparisons, errors, pages
 def create_app(test_config: dict | None = None) -> Flask:
     """Configure and wire the app. ``test_config`` overrides the defaults read from the environment."""
     app = Flask(__name__)
+    app.request_class = SpoolingRequest  # a large upload waits in UPLOAD_FOLDER while it is read
     app.config.from_mapping(
         **settings.from_env(),
         MAX_FORM_PARTS=50,  # a batch's images plus the option fields
@@ -36,6 +38,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     config["MODELS"] = config["MODELS"] or [config["DEPTH_MODEL"]] + [
         hub_id for hub_id in KNOWN_MODELS if hub_id != config["DEPTH_MODEL"]]
     os.makedirs(config["OUTPUT_FOLDER"], exist_ok=True)
+    os.makedirs(config["UPLOAD_FOLDER"], exist_ok=True)
     logging.basicConfig(level=logging.INFO)
 
     # Ids are checked by the route itself (any non-id is a 404), and a path is never "repaired" by a redirect:

@@ -114,6 +114,7 @@ def make_app(tmp_path, dpt_model):
     def build(**overrides):
         config = {
             "TESTING": True, "DEPTH_MODEL": dpt_model, "OUTPUT_FOLDER": str(tmp_path / "outputs"),
+            "UPLOAD_FOLDER": str(tmp_path / "uploads"),
         }
         config.update(overrides)
         application = create_app(config)
@@ -213,10 +214,11 @@ def serve(model_folder, folder, workers: int = 2, threads: int = 4, preexec_fn=N
     port = listener.getsockname()[1]
     env = dict(
         os.environ, DEPTH_MODEL=str(model_folder),
-        OUTPUT_FOLDER=str(outputs), MAX_UPLOAD_MB="2", HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT),
+        OUTPUT_FOLDER=str(outputs), UPLOAD_FOLDER=str(folder / "uploads"), MAX_UPLOAD_MB="2", HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT),
         WEB_CONCURRENCY=str(workers),
     )
     env.update({name: str(value) for name, value in env_overrides.items()})
+    present = set(folder.iterdir())  # leftovers(): what the server wrote beside outputs and log, or in uploads
     log = open(folder / "gunicorn.log", "wb")
     with listener:
         process = subprocess.Popen(
@@ -240,8 +242,10 @@ def serve(model_folder, folder, workers: int = 2, threads: int = 4, preexec_fn=N
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("gunicorn did not become ready:\n" + (folder / "gunicorn.log").read_text()[-3000:])
             time.sleep(0.3)
-        yield SimpleNamespace(url=url, outputs=outputs, uploads=folder / "uploads", env=env,
-                              log=folder / "gunicorn.log", process=process)
+        ours = present | {outputs, folder / "gunicorn.log", folder / "uploads"}
+        yield SimpleNamespace(url=url, outputs=outputs, env=env, log=folder / "gunicorn.log", process=process,
+                              leftovers=lambda: sorted(set(folder.iterdir()) - ours) + sorted(
+                                  (folder / "uploads").iterdir()))
     finally:
         process.terminate()
         try:

@@ -137,7 +137,7 @@ def test_a_burst_larger_than_the_queue(tiny_models, tmp_path, picture):
         rss_kb = _tree_rss_kb(server.process.pid)
         assert rss_kb < 1_500_000, f"gunicorn uses {rss_kb / 1024:.0f} MB"
         assert requests.get(server.url + "/readyz", timeout=10).status_code == 200
-        assert not any(server.uploads.iterdir())
+        assert not server.leftovers()
 
 
 def _tree_rss_kb(pid: int) -> int:

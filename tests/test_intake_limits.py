@@ -193,3 +193,27 @@ def test_a_sixteen_bit_image_is_reduced_like_its_eight_bit_picture(monkeypatch):
     assert image.mode == "I;16"
     expected = Image.fromarray(images._grey8(values, 1 / 257), "L").reduce(4)
     assert np.array_equal(np.asarray(images._box_reduce(image, 4)), np.asarray(expected))
+
+
+def test_a_large_upload_waits_in_the_upload_folder_and_is_never_a_file_there(make_app, tmp_path):
+    """Past 500 kB a form's file spills to a temporary file: in UPLOAD_FOLDER (sized by the operator), not /tmp, and
+    unlinked from the start, so nothing is left there whatever way the request ends."""
+    import os
+
+    from flask import request
+    from werkzeug.datastructures import FileStorage
+    from werkzeug.test import encode_multipart
+
+    spool = tmp_path / "spool"
+    app = make_app(UPLOAD_FOLDER=str(spool))
+    assert spool.is_dir()  # made at start
+    big = np.random.default_rng(5).integers(0, 256, 600 * 1024, dtype=np.uint8).tobytes()
+    boundary, body = encode_multipart({"image": FileStorage(io.BytesIO(big), "a.png")})  # the body, in memory
+    with app.test_request_context("/api/v1/conversions", method="POST", data=body,
+                                  content_type=f"multipart/form-data; boundary={boundary}"):
+        stream = request.files["image"].stream
+        target = os.readlink(f"/proc/self/fd/{stream.fileno()}")
+        assert target.startswith(f"{spool}/") and target.endswith(" (deleted)"), target
+        stream.seek(0)
+        assert stream.read() == big
+        assert not any(spool.iterdir())

@@ -29,7 +29,7 @@ def test_upload_page_convert_and_download(live_server, photo):
     assert download.headers["Content-Disposition"].startswith("attachment")
     cloud = PlyData.read(io.BytesIO(download.content))["vertex"]
     assert cloud.count == view["info"]["point_count"] > 0
-    assert not any(live_server.uploads.iterdir())  # the upload is deleted once converted
+    assert not live_server.leftovers()  # the upload was never written outside the job
 
 
 def test_api_with_options(live_server, photo):
@@ -57,7 +57,7 @@ def test_bad_uploads_under_gunicorn_leave_nothing(live_server):
         assert response.status_code == status
         assert set(response.json()) == {"error", "code"} and "Traceback" not in response.text
     assert {p for p in live_server.outputs.iterdir()} == before
-    assert not any(live_server.uploads.iterdir())
+    assert not live_server.leftovers()
     assert requests.get(live_server.url + "/readyz", timeout=60).status_code == 200
 
 

@@ -30,6 +30,7 @@ def from_env(environ=os.environ) -> dict:
         "ENGINE": engine_from_environment(environ),  # what runs the model: auto (OpenVINO on a CPU), torch, openvino
         "MODELS": [m.strip() for m in environ.get("MODELS", "").split(",") if m.strip()] or None,
         "OUTPUT_FOLDER": environ.get("OUTPUT_FOLDER", os.path.join(ROOT, "outputs")),
+        "UPLOAD_FOLDER": environ.get("UPLOAD_FOLDER", os.path.join(ROOT, "uploads")),
         "MAX_UPLOAD_MB": number("MAX_UPLOAD_MB", 25),
         "MAX_PIXELS": number("MAX_PIXELS", DEFAULT_MAX_PIXELS),
         "CONVERSION_WORKERS": number("CONVERSION_WORKERS", 0),  # 0: 1 on a CPU, 8 on CUDA

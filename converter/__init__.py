@@ -36,6 +36,7 @@ from .exports.outputs import (
     parse_up,
     write_outputs,
 )
+from .memory import estimate_job_mb, resident_model_mb
 from .images import DEFAULT_MAX_PIXELS, LoadedImage, check_convertible_size, load_image, probe_header
 from .options import (
     DECIMAL_GRAMMAR,
@@ -108,4 +109,5 @@ __all__ = [
     "set_torch_threads", "write_json", "write_outputs",
     "DamagedVideoError", "UnsupportedVideoError", "VIDEO_OUTPUTS", "VideoLimits", "VideoOptions", "VideoProgress",
     "VideoResult", "VideoTooLargeError", "is_video_file",
+    "estimate_job_mb", "resident_model_mb",
 ]

@@ -70,6 +70,7 @@ class Job:
     expires: float = 0.0
     owner: str = ""
     attempt: int = 1  # which run of the job this is: a job whose worker died is run once more (web.celery_submit)
+    memory_mb: float = 0.0  # its estimated peak over the loaded model (web.memory_budget); 0: not estimated
 
     @property
     def finished(self) -> bool:
@@ -124,10 +125,10 @@ class JobStore:
             raise KeyError(job_id)
         return self.root / job_id
 
-    def create(self, request: dict) -> Job:
+    def create(self, request: dict, memory_mb: float = 0.0) -> Job:
         now = time.time()
         job = Job(id=uuid.uuid4().hex, request=request, created=now, expires=now + self.ttl_seconds,
-                  owner=process_token())
+                  owner=process_token(), memory_mb=memory_mb)
         try:
             self.folder(job.id).mkdir(parents=True)
             self.save(job)
@@ -334,8 +335,11 @@ class JobRunner:
     """
 
     def __init__(self, store: JobStore, convert, workers: int = 1, max_queued: int = 8,
-                 timeout_seconds: float = 300.0, export=None, export_workers: int = 1):
+                 timeout_seconds: float = 300.0, export=None, export_workers: int = 1, budget=None, estimate=None):
         self.store = store
+        # Admission by memory (web.memory_budget): ``estimate(request, upload)`` → MB before a job is queued (one
+        # that can never fit is refused), and a job starts only once ``budget`` has room for it.
+        self.budget, self.estimate = budget, estimate
         self.convert = convert  # (job, upload, report) → dict of info; writes the job's files
         self.export = export  # (web.exports.Target) → status: writes a later download (web.exports.Exports.run)
         # Exports have threads of their own: a video being written never holds a conversion back, nor the reverse.
@@ -348,11 +352,13 @@ class JobRunner:
         self._active = 0
 
     def submit(self, request: dict, upload: Upload | None) -> Job:
-        """Queue the job (``request``: a JobRequest as a dict); raises QueueFullError at capacity."""
+        """Queue the job (``request``: a JobRequest as a dict); raises QueueFullError at capacity, JobTooLargeError
+        when its memory could never fit."""
+        memory_mb = self._estimates(request, [upload])[0]
         with self._lock:
             if self._active + len(self._waiting) >= self.capacity:
                 raise QueueFullError()
-            job = self.store.create(request)
+            job = self.store.create(request, memory_mb)
             self._waiting.append(job.id)
         self._executor.submit(self._run, job.id, upload)
         return job
@@ -361,14 +367,24 @@ class JobRunner:
         """Queue a batch's jobs as one unit of admission: accepted whole when there is room for one more job (the
         batch may take the queue past ``capacity``; nothing else is accepted until it is back under), or
         QueueFullError. So a batch of any size up to the batch limit fits an idle server."""
+        estimates = self._estimates(request, uploads)
         with self._lock:
             if self._active + len(self._waiting) >= self.capacity:
                 raise QueueFullError()
-            jobs = [self.store.create(request) for _ in uploads]
+            jobs = [self.store.create(request, memory_mb) for memory_mb in estimates]
             self._waiting.extend(job.id for job in jobs)
         for job, upload in zip(jobs, uploads):
             self._executor.submit(self._run, job.id, upload)
         return jobs
+
+    def _estimates(self, request: dict, uploads: list) -> list[float]:
+        """Each job's memory estimate, MB (0 without an estimator); JobTooLargeError for one that can never fit."""
+        if self.estimate is None:
+            return [0.0 for _ in uploads]
+        estimates = [self.estimate(request, upload) for upload in uploads]
+        for memory_mb in estimates:
+            self.budget.check(memory_mb)
+        return estimates
 
     def queue_position(self, job_id: str) -> int | None:
         """1 for the next job to start, None when the job is not waiting (here)."""
@@ -396,14 +412,19 @@ class JobRunner:
         self._exports.shutdown(wait=wait, cancel_futures=True)
 
     def _run(self, job_id: str, upload: Upload | None) -> None:
+        job = self.store.get(job_id)
+        memory_mb = job.memory_mb if job is not None and self.budget is not None else 0.0
+        if memory_mb:
+            self.budget.reserve(memory_mb)  # queued (and shown so) until the running jobs leave it room
         with self._lock:
             self._waiting.remove(job_id)
             self._active += 1
         try:
-            job = self.store.get(job_id)
             if job is not None:
                 run_attempt(self.store, job, lambda job, report: self.convert(job, upload, report),
                             self.timeout_seconds)
         finally:
             with self._lock:
                 self._active -= 1
+            if memory_mb:
+                self.budget.release(memory_mb)

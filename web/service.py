@@ -45,6 +45,7 @@ from .jobs import (
     Upload,
     valid_job_id,
 )
+from .memory_budget import MemoryBudget, conversion_estimate_mb, default_job_memory_mb
 from .model_status import UNAVAILABLE, ModelStatus
 from .settings import conversion_workers, make_converter, uses_cuda
 
@@ -82,11 +83,13 @@ class Service:
             self.model_status = celery_submit.WorkersModelStatus(self.runner.board, self.converter)
         elif self.backend == "embedded":
             self.model_status = ModelStatus(self.converter, threads=config["TORCH_THREADS"] or _threads_per_process())
+            self.memory = MemoryBudget(config.get("JOB_MEMORY_MB") or default_job_memory_mb(self.converter))
             self.runner = JobRunner(
                 self.store, lambda job, upload, report: run_job(self.converter, self.store, job, upload, report,
                                                                 self.cache),
                 workers=workers, max_queued=config["MAX_QUEUED_JOBS"],
                 timeout_seconds=config["JOB_TIMEOUT_SECONDS"], export=self.exports.run,
+                budget=self.memory, estimate=self.estimate_mb,
             )
         else:
             raise ValueError(f"JOB_BACKEND must be 'embedded' or 'celery', not {self.backend!r}")
@@ -172,6 +175,7 @@ class Service:
             "id": job.id, "status": job.status, "stage": job.stage, "progress": round(job.progress, 3),
             "error": job.error if job.status == FAILED else None, "code": job.error_code,
             "queue_position": self.runner.queue_position(job.id), "files": files,
+            "memory_estimate_mb": round(job.memory_mb) or None,  # its estimated peak (web.memory_budget)
             "sizes": sizes,  # bytes of each download already written (the others are prepared on request)
             "result_url": url_for("pages.job_result_fragment", job_id=job.id),
             "status_url": url_for("api.job_status", job_id=job.id),
@@ -229,6 +233,18 @@ class Service:
             return Upload(image=data, sha256=sha256, depth=depth or None)
         image = load_image(data, self.config["MAX_PIXELS"], draft_points=draft)
         return Upload(image=image, sha256=sha256, depth=depth or None)
+
+    def estimate_mb(self, request: dict, upload: Upload | None) -> float:
+        """A job's estimated peak memory, MB (web.memory_budget): from its upload's size, or for a rebuild from the
+        size of the picture its source kept."""
+        job_request = JobRequest.from_dict(request)
+        source = self.store.get(job_request.rebuild_of) if job_request.rebuild_of else None
+        if source is not None:
+            image = (source.info or {}).get("image") or {}
+            if not image.get("width"):
+                return 0.0
+            return conversion_estimate_mb(job_request, None, (image["width"], image["height"]))
+        return conversion_estimate_mb(job_request, upload) if upload is not None else 0.0
 
     def check_model(self, model: str, depth: bytes | None = None) -> None:
         if not depth and self.model_status.state == UNAVAILABLE and model == self.converter.model:

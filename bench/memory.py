@@ -54,12 +54,14 @@ def reset_peak() -> None:
         handle.write("5")
 
 
-def gradient_png(width: int, height: int) -> bytes:
-    """A 1-bit PNG of a dithered gradient, ``width`` × ``height``: a few kB however large (like the issue's batch),
-    and smooth enough that the random model's depth keeps every pixel."""
+def gradient_png(width: int, height: int, rgb: bool = False) -> bytes:
+    """A 1-bit PNG of a dithered gradient, ``width`` × ``height``: a few kB however large (like the issue's batch);
+    ``rgb``: a colour gradient instead (decoded at 4 bytes a pixel by Pillow, where a 1-bit one takes 1)."""
     from PIL import Image
 
-    picture = Image.linear_gradient("L").resize((width, height)).convert("1")
+    grey = Image.linear_gradient("L").resize((width, height))
+    picture = Image.merge("RGB", (grey, grey.transpose(Image.Transpose.ROTATE_180), grey)) if rgb else \
+        grey.convert("1")
     buffer = io.BytesIO()
     picture.save(buffer, format="PNG")
     return buffer.getvalue()
@@ -75,12 +77,15 @@ def job_worker(args) -> dict:
 
     model = Converter(model=args.model_folder, device="cpu", engine=args.engine, max_pixels=60_000_000)
     model.convert(gradient_png(64, 64), options=ConversionOptions())
-    data = gradient_png(args.width, args.height)
+    data = gradient_png(args.width, args.height, rgb=args.picture == "rgb")
     # Cleaning off: every pixel becomes a point (the random model's depth has edges everywhere), the worst case.
     options = ConversionOptions(max_points=converter.DETAIL_LEVELS[args.detail], normals=args.normals,
                                 mode=args.mode, clean=False)
     kinds = args.kinds.split(",")
-    estimate = estimate_job_mb(args.width, args.height, options, kinds)
+    web = WEB_JOB in kinds
+    names = ["ply", "json", "input", "depth_preview"] + [kind for kind in kinds if kind != WEB_JOB] if web else kinds
+    mode = "RGB" if args.picture == "rgb" else "1"
+    estimate = estimate_job_mb(args.width, args.height, options, names, state=web, file_mode=mode)
     gc.collect()
     with tempfile.TemporaryDirectory(dir=args.scratch) as folder:
         before = rss_mb()
@@ -88,16 +93,14 @@ def job_worker(args) -> dict:
         started = time.perf_counter()
         image = load_image(data, model.max_pixels, draft_points=options.max_points)
         result = model.convert(image, options=options)
-        if WEB_JOB in kinds:
+        if web:
             result.save_state(folder)
-            names = ["ply", "json", "input", "depth_preview"] + [kind for kind in kinds if kind != WEB_JOB]
-        else:
-            names = kinds
         write_outputs(result, folder, kinds=names)
         seconds = time.perf_counter() - started
         peak = rss_mb("VmHWM")
     return {"width": args.width, "height": args.height, "megapixels": round(args.width * args.height / 1e6, 2),
             "detail": args.detail, "mode": args.mode, "normals": args.normals, "kinds": args.kinds,
+            "picture": args.picture,
             "points": int(len(result.points)), "before_mb": round(before, 1), "peak_mb": round(peak, 1),
             "working_mb": round(peak - before, 1), "estimate_mb": round(estimate, 1),
             "ratio": round((peak - before) / estimate, 3), "seconds": round(seconds, 1)}
@@ -154,6 +157,11 @@ def matrix(quick: bool) -> list[tuple]:
     return cases
 
 
+def colour_cases(quick: bool) -> list[tuple]:
+    """Colour pictures: decoded at 4 bytes a pixel before they are reduced to the working size."""
+    return [(*SIZES[4 if quick else 24], detail, WEB_JOB, "perspective", False) for detail in ("low", "full")]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="1 and 4 MP only")
@@ -172,11 +180,17 @@ def main() -> int:
     parser.add_argument("--mode", default="perspective", help=argparse.SUPPRESS)
     parser.add_argument("--normals", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--scratch", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--picture", default="1-bit", help=argparse.SUPPRESS)
+    parser.add_argument("--rescore", type=Path, help="recompute the estimates of rows saved by --json (no run)")
     args = parser.parse_args()
     if args.worker:
         print(json.dumps(model_worker(args) if args.what == "model" else job_worker(args)), flush=True)
         return 0
 
+    if args.rescore:
+        rows = [rescored(row) for row in json.loads(args.rescore.read_text())]
+        summarise(rows, table=True)
+        return 0
     print(f"# {platform.processor() or platform.machine()}, {cpu_model()}, {datetime.date.today()}", flush=True)
     rows = []
     work = Path(tempfile.mkdtemp(prefix="bench-memory-"))
@@ -194,23 +208,53 @@ def main() -> int:
         import model_factory
 
         folder = model_factory.dpt_hybrid(work / "dpt-hybrid")
-        cases = matrix(args.quick)
+        cases = [(*case, "1-bit") for case in matrix(args.quick)] + \
+            [(*case, "rgb") for case in colour_cases(args.quick)]
         if args.only:
-            size, detail, kinds = args.only.split(":")
+            size, detail, kinds, *picture = args.only.split(":")
             width, height = (int(side) for side in size.split("x"))
-            cases = [(width, height, detail, kinds, "perspective", False)]
-        for width, height, detail, kinds, mode, normals in cases:
+            cases = [(width, height, detail, kinds, "perspective", False, picture[0] if picture else "1-bit")]
+        for width, height, detail, kinds, mode, normals, picture in cases:
             extra = ["--model-folder", str(folder), "--engine", args.engine, "--width", str(width),
                      "--height", str(height), "--detail", detail, "--kinds", kinds, "--mode", mode,
-                     "--scratch", str(work)] + (["--normals"] if normals else [])
+                     "--scratch", str(work), "--picture", picture] + (["--normals"] if normals else [])
             row = run_case(extra)
             rows.append(row)
             print(json.dumps(row), flush=True)
-        ratios = [row["ratio"] for row in rows]
-        print(f"# measured / estimate: {min(ratios):.2f} to {max(ratios):.2f} over {len(rows)} cases", flush=True)
+        summarise(rows)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
     return 0
+
+
+def rescored(row: dict) -> dict:
+    """A saved row with its estimate made again by today's converter.memory (the measurement stays)."""
+    import converter
+    from converter import ConversionOptions
+    from converter.memory import estimate_job_mb
+
+    options = ConversionOptions(max_points=converter.DETAIL_LEVELS[row["detail"]], normals=row["normals"],
+                                mode=row["mode"], clean=False)
+    kinds = row["kinds"].split(",")
+    web = WEB_JOB in kinds
+    names = ["ply", "json", "input", "depth_preview"] + [kind for kind in kinds if kind != WEB_JOB] if web else kinds
+    mode = "RGB" if row.get("picture") == "rgb" else "1"
+    estimate = estimate_job_mb(row["width"], row["height"], options, names, state=web, file_mode=mode)
+    return {**row, "estimate_mb": round(estimate, 1), "ratio": round(row["working_mb"] / estimate, 3)}
+
+
+def summarise(rows: list[dict], table: bool = False) -> None:
+    """The ratio range (and with ``table``, the rows as a Markdown table for bench/RESULTS.md)."""
+    if table:
+        print("| picture | MP | detail | kinds | points | measured MB | estimate MB | measured / estimate |")
+        print("| --- | ---: | --- | --- | ---: | ---: | ---: | ---: |")
+        for row in rows:
+            kinds = row["kinds"] + (" (relief)" if row["mode"] == "relief" else "") + \
+                (" + normals" if row["normals"] else "")
+            print(f"| {row.get('picture', '1-bit')} | {row['megapixels']:g} | {row['detail']} | {kinds} | "
+                  f"{row['points']:,} | {row['working_mb']:,.0f} | {row['estimate_mb']:,.0f} | {row['ratio']:.2f} |")
+    ratios = [row["ratio"] for row in rows]
+    print(f"# measured / estimate: {min(ratios):.2f} to {max(ratios):.2f} over {len(rows)} cases", flush=True)
 
 
 def cpu_model() -> str:

@@ -1,8 +1,10 @@
 """How much memory a conversion takes, known before it runs: from its pixels, its options and the files it writes.
 
-A job's peak over the loaded model is the larger of two moments (MB = 2**20 bytes, as RSS is counted):
+A job's peak over the loaded model is the largest of three moments (MB = 2**20 bytes, as RSS is counted):
 
-- the depth: the decoded picture, the prediction at its size and the depth being made from it, with their
+- the decode: the file's pixels at full size, before a picture larger than its point grid needs is reduced
+  (:func:`working_pixels`) — Pillow's bytes a pixel of its mode, and :data:`DECODE_SLACK_BYTES_PER_PIXEL`;
+- the depth: the working picture, the prediction at its size and the depth being made from it, with their
   temporaries — :data:`DEPTH_BYTES_PER_PIXEL` a pixel;
 - the files: what the result holds (picture, prediction, depth: :data:`HELD_BYTES_PER_PIXEL` a pixel; points, colours
   and the sample mask: :data:`HELD_BYTES_PER_POINT` a point) plus what writing its files adds. Each kind of file
@@ -24,6 +26,7 @@ MB = 1 << 20
 
 # Measured by bench/memory.py (bench/RESULTS.md, "Memory per job"): AMD EPYC (KVM guest, 2 vCPUs), 2026-12-07.
 JOB_BASE_MB = 48.0  # whatever the size: the job's own small arrays, allocator slack, libraries' buffers
+DECODE_SLACK_BYTES_PER_PIXEL = 1.0  # the file decoded at full size (pillow_bytes_per_pixel) before it is reduced, + this
 DEPTH_BYTES_PER_PIXEL = 21.0  # rgb 3 + prediction 4 + depth 4, its temporaries 8, the sample mask 1 (+ slack)
 HELD_BYTES_PER_PIXEL = 12.0  # rgb 3 + prediction 4 + depth 4 held while the files are written (+ slack)
 HELD_BYTES_PER_POINT = 17.0  # points 12 + colours 3 + the sample mask 1 (+ slack)
@@ -65,16 +68,39 @@ def grid_points(width: int, height: int, max_points: int) -> int:
     return pixels if max_points <= 0 else min(pixels, max_points)
 
 
+def working_pixels(width: int, height: int, max_points: int) -> int:
+    """The pixels a conversion works on: a picture over 4 × its point grid is decoded reduced by a whole factor that
+    still holds the grid (converter.images: the JPEG's DCT scale or a box average), every other at its size."""
+    from .geometry import pixel_grid
+
+    if max_points <= 0 or width * height <= 4 * max_points:
+        return width * height
+    columns, rows = pixel_grid(width, height, max_points)
+    factor = max(1, min(width // len(columns), height // len(rows)))
+    return (width // factor) * (height // factor)
+
+
+def pillow_bytes_per_pixel(mode: str | None) -> int:
+    """Bytes a pixel of an image of Pillow ``mode`` takes once decoded (None: unknown, counted as colour)."""
+    if mode in ("1", "L", "P"):
+        return 1
+    if mode is not None and mode.startswith("I;16"):
+        return 2
+    return 4  # RGB, RGBA, CMYK, YCbCr, LA, I and F are stored 4 bytes a pixel
+
+
 def estimate_job_mb(width: int, height: int, options=None, kinds=("ply",), *, state: bool = False,
-                    depth_file: bool = False, aligned: bool = False) -> float:
+                    depth_file: bool = False, aligned: bool = False, file_mode: str | None = None) -> float:
     """The peak memory of converting a ``width`` × ``height`` picture with ``options`` (a ConversionOptions; None:
     the defaults) and writing ``kinds`` (names of converter.OUTPUTS), over the loaded model, in MB. ``state``: the
     result is also kept (``save_state``); ``aligned``: fitted to a metric model (``align_to``). ``depth_file`` is
-    accepted for callers that know it; a user's map costs what a prediction does."""
+    accepted for callers that know it; a user's map costs what a prediction does. ``file_mode``: the file's Pillow
+    mode, when its header was read (None: a colour picture, the most a pixel can take)."""
     from .options import ConversionOptions
 
     options = options if options is not None else ConversionOptions()
-    pixels = width * height
+    decode_bytes = (pillow_bytes_per_pixel(file_mode) + DECODE_SLACK_BYTES_PER_PIXEL) * width * height
+    pixels = working_pixels(width, height, options.max_points)
     points = grid_points(width, height, options.max_points)
     depth_bytes = DEPTH_BYTES_PER_PIXEL * pixels
     held = HELD_BYTES_PER_PIXEL * pixels + HELD_BYTES_PER_POINT * points
@@ -97,7 +123,7 @@ def estimate_job_mb(width: int, height: int, options=None, kinds=("ply",), *, st
         else:
             writing = max(writing, cost)
     files_bytes = held + sum(built.values()) + writing
-    return JOB_BASE_MB + max(depth_bytes, files_bytes) / MB
+    return JOB_BASE_MB + max(decode_bytes, depth_bytes, files_bytes) / MB
 
 
 # (model, engine) → peak RSS of a process that loaded it and converted a 1 MP photo twice, MB: bench/memory.py

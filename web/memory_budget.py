@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 
-from converter import estimate_job_mb, probe_header, resident_model_mb
+from converter import estimate_job_mb, resident_model_mb
 
 from .conversion import RECENT_RESULTS, RECENT_RESULT_MAX_MB
 from .errors import UserError
@@ -91,20 +91,29 @@ def conversion_estimate_mb(request, upload, source_size: tuple[int, int] | None 
     web.jobs.Upload: a decoded picture or its bytes, whose headers give the size) or, for a rebuild,
     ``source_size`` (width, height) of the kept picture. 0 when the size cannot be told (a damaged header: the
     job fails at its decode)."""
+    mode = "RGB"  # a picture decoded already (or kept): what it holds counts, its decode is over
     if source_size is not None:
         width, height = source_size
+    elif hasattr(upload.image, "width"):
+        width, height = upload.image.width, upload.image.height
     else:
-        image = upload.image
-        if hasattr(image, "width"):
-            width, height = image.width, image.height
-        else:
-            try:
-                _, width, height = probe_header(image, 1 << 62)
-            except Exception:  # noqa: BLE001 - any damage is the job's decode's to report
-                return 0.0
+        try:
+            width, height, mode = _header(upload.image)
+        except Exception:  # noqa: BLE001 - any damage is the job's decode's to report
+            return 0.0
     return estimate_job_mb(width, height, request.options, CONVERSION_KINDS, state=True,
                            depth_file=upload is not None and upload.depth is not None,
-                           aligned=bool(request.align_to))
+                           aligned=bool(request.align_to), file_mode=mode)
+
+
+def _header(data: bytes) -> tuple[int, int, str]:
+    """(width, height, Pillow mode) from a picture's header (its pixels are not decoded)."""
+    import io
+
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as image:
+        return image.width, image.height, image.mode
 
 
 def default_job_memory_mb(converter) -> float:

@@ -107,20 +107,21 @@ def job_worker(args) -> dict:
 
 
 def model_worker(args) -> dict:
-    """The resident model: peak RSS of a process that loaded it and converted one 1 MP photo, MB."""
+    """The resident model: peak RSS of a process that loaded it and converted a 1 MP picture twice, then a 12 MP one
+    at the default detail (the bench photo's size), MB."""
     from converter import Converter
     from converter.memory import resident_model_mb
 
     started = rss_mb()
     model = Converter(model=args.model_folder, device="cpu", engine=args.engine).load()
     loaded = rss_mb()
-    photo = gradient_png(1152, 864)
     for _ in range(2):  # the second conversion shows memory the first left held
-        model.convert(photo)
+        model.convert(gradient_png(1152, 864, rgb=True))
+    one_mp = rss_mb("VmHWM")
+    model.convert(gradient_png(4000, 3000, rgb=True))
     depth_model = model.depth_model
     return {"model": args.name, "engine": depth_model.engine, "start_mb": round(started, 1),
-            "loaded_mb": round(loaded, 1), "peak_mb": round(rss_mb("VmHWM"), 1),
-            "after_mb": round(rss_mb(), 1),
+            "loaded_mb": round(loaded, 1), "peak_1mp_mb": round(one_mp, 1), "peak_12mp_mb": round(rss_mb("VmHWM"), 1),
             "estimate_mb": round(resident_model_mb(args.name, args.engine), 1),
             "torch_module_held": getattr(depth_model, "model", None) is not None}
 
@@ -166,6 +167,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="1 and 4 MP only")
     parser.add_argument("--models", action="store_true", help="the resident models instead of the jobs")
+    parser.add_argument("--model-names", default="dpt-hybrid,depth-anything-v2-small",
+                        help="--models: which (bench/models.py names)")
     parser.add_argument("--only", help="a case: WIDTHxHEIGHT:DETAIL:KINDS (e.g. 8083x6062:full:web)")
     parser.add_argument("--engine", default="torch", help="the jobs' engine (their model is the tiny DPT-Hybrid)")
     parser.add_argument("--json", type=Path, help="also write every row to this file")
@@ -197,13 +200,14 @@ def main() -> int:
     if args.models:
         import models as bench_models
 
-        for name in ("dpt-hybrid", "dpt-swinv2-tiny", "depth-anything-v2-small"):
+        os.environ["OPENVINO_CACHE"] = str(work / "openvino")  # the first start converts, the second reads it back
+        for name in args.model_names.split(","):
             folder, _ = bench_models.build(name, ROOT / "bench" / "out" / "models")
-            for engine in ("torch", "openvino"):
+            for engine, start in (("torch", "any"), ("openvino", "first"), ("openvino", "second")):
                 row = run_case(["--what", "model", "--model-folder", str(folder), "--name", name,
                                 "--engine", engine])
-                rows.append(row)
-                print(json.dumps(row), flush=True)
+                rows.append({**row, "start": start})
+                print(json.dumps(rows[-1]), flush=True)
     else:
         import model_factory
 

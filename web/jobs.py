@@ -125,10 +125,10 @@ class JobStore:
             raise KeyError(job_id)
         return self.root / job_id
 
-    def create(self, request: dict, memory_mb: float = 0.0) -> Job:
+    def create(self, request: dict) -> Job:
         now = time.time()
         job = Job(id=uuid.uuid4().hex, request=request, created=now, expires=now + self.ttl_seconds,
-                  owner=process_token(), memory_mb=memory_mb)
+                  owner=process_token())
         try:
             self.folder(job.id).mkdir(parents=True)
             self.save(job)
@@ -358,7 +358,7 @@ class JobRunner:
         with self._lock:
             if self._active + len(self._waiting) >= self.capacity:
                 raise QueueFullError()
-            job = self.store.create(request, memory_mb)
+            job = self._create(request, memory_mb)
             self._waiting.append(job.id)
         self._executor.submit(self._run, job.id, upload)
         return job
@@ -371,11 +371,23 @@ class JobRunner:
         with self._lock:
             if self._active + len(self._waiting) >= self.capacity:
                 raise QueueFullError()
-            jobs = [self.store.create(request, memory_mb) for memory_mb in estimates]
+            jobs = [self._create(request, memory_mb) for memory_mb in estimates]
             self._waiting.extend(job.id for job in jobs)
         for job, upload in zip(jobs, uploads):
             self._executor.submit(self._run, job.id, upload)
         return jobs
+
+    def _create(self, request: dict, memory_mb: float) -> Job:
+        """A new job's record, with its memory estimate."""
+        job = self.store.create(request)
+        if memory_mb:
+            job.memory_mb = memory_mb
+            try:
+                self.store.save(job)
+            except OutputError:
+                self.store.delete(job.id)  # no record of a job that was never queued
+                raise
+        return job
 
     def _estimates(self, request: dict, uploads: list) -> list[float]:
         """Each job's memory estimate, MB (0 without an estimator); JobTooLargeError for one that can never fit."""

@@ -153,6 +153,7 @@ class OpenVinoDepthModel(HuggingFaceDepthModel):
         if self.model is not None:
             self.model = None
             gc.collect()
+            _trim_heap()
 
     def _compiled_for(self, shape: tuple):
         """The compiled model for input ``shape`` and its output names: compiled before, saved on disk, or
@@ -260,6 +261,18 @@ class OpenVinoDepthModel(HuggingFaceDepthModel):
         if self.fallback:
             info["fallback"] = self.fallback
         return info
+
+
+def _trim_heap() -> None:
+    """Give the freed heap back to the system (glibc's malloc_trim): the module's weights were many small blocks that
+    free() keeps for reuse, so the process would stay as large as when it held them."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to trim
+        pass
 
 
 class ConversionBudgetSpent(RuntimeError):

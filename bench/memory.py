@@ -169,7 +169,8 @@ def main() -> int:
     parser.add_argument("--models", action="store_true", help="the resident models instead of the jobs")
     parser.add_argument("--model-names", default="dpt-hybrid,depth-anything-v2-small",
                         help="--models: which (bench/models.py names)")
-    parser.add_argument("--only", help="a case: WIDTHxHEIGHT:DETAIL:KINDS (e.g. 8083x6062:full:web)")
+    parser.add_argument("--only", action="append", help="a case: WIDTHxHEIGHT:DETAIL:KINDS[:MODE[:rgb]] (e.g. "
+                                                           "8083x6062:full:web); again for more")
     parser.add_argument("--engine", default="torch", help="the jobs' engine (their model is the tiny DPT-Hybrid)")
     parser.add_argument("--json", type=Path, help="also write every row to this file")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -215,9 +216,12 @@ def main() -> int:
         cases = [(*case, "1-bit") for case in matrix(args.quick)] + \
             [(*case, "rgb") for case in colour_cases(args.quick)]
         if args.only:
-            size, detail, kinds, *picture = args.only.split(":")
-            width, height = (int(side) for side in size.split("x"))
-            cases = [(width, height, detail, kinds, "perspective", False, picture[0] if picture else "1-bit")]
+            cases = []
+            for only in args.only:
+                size, detail, kinds, *rest = only.split(":")
+                width, height = (int(side) for side in size.split("x"))
+                mode = rest[0] if rest else "perspective"
+                cases.append((width, height, detail, kinds, mode, False, rest[1] if len(rest) > 1 else "1-bit"))
         for width, height, detail, kinds, mode, normals, picture in cases:
             extra = ["--model-folder", str(folder), "--engine", args.engine, "--width", str(width),
                      "--height", str(height), "--detail", detail, "--kinds", kinds, "--mode", mode,

@@ -122,6 +122,7 @@ def model_worker(args) -> dict:
     depth_model = model.depth_model
     return {"model": args.name, "engine": depth_model.engine, "start_mb": round(started, 1),
             "loaded_mb": round(loaded, 1), "peak_1mp_mb": round(one_mp, 1), "peak_12mp_mb": round(rss_mb("VmHWM"), 1),
+            "after_mb": round(rss_mb(), 1),
             "estimate_mb": round(resident_model_mb(args.name, args.engine), 1),
             "torch_module_held": getattr(depth_model, "model", None) is not None}
 
@@ -169,7 +170,7 @@ def main() -> int:
     parser.add_argument("--models", action="store_true", help="the resident models instead of the jobs")
     parser.add_argument("--model-names", default="dpt-hybrid,depth-anything-v2-small",
                         help="--models: which (bench/models.py names)")
-    parser.add_argument("--only", action="append", help="a case: WIDTHxHEIGHT:DETAIL:KINDS[:MODE[:rgb]] (e.g. "
+    parser.add_argument("--only", action="append", help="a case: WIDTHxHEIGHT:DETAIL:KINDS[:MODE[:PICTURE[:normals]]] (e.g. "
                                                            "8083x6062:full:web); again for more")
     parser.add_argument("--engine", default="torch", help="the jobs' engine (their model is the tiny DPT-Hybrid)")
     parser.add_argument("--json", type=Path, help="also write every row to this file")
@@ -221,7 +222,8 @@ def main() -> int:
                 size, detail, kinds, *rest = only.split(":")
                 width, height = (int(side) for side in size.split("x"))
                 mode = rest[0] if rest else "perspective"
-                cases.append((width, height, detail, kinds, mode, False, rest[1] if len(rest) > 1 else "1-bit"))
+                cases.append((width, height, detail, kinds, mode, "normals" in rest[2:],
+                              rest[1] if len(rest) > 1 else "1-bit"))
         for width, height, detail, kinds, mode, normals, picture in cases:
             extra = ["--model-folder", str(folder), "--engine", args.engine, "--width", str(width),
                      "--height", str(height), "--detail", detail, "--kinds", kinds, "--mode", mode,

@@ -26,7 +26,7 @@ MB = 1 << 20
 
 # Measured by bench/memory.py (bench/RESULTS.md, "Memory per job"): AMD EPYC (KVM guest, 2 vCPUs), 2026-12-07.
 JOB_BASE_MB = 48.0  # whatever the size: the job's own small arrays, allocator slack, libraries' buffers
-DECODE_SLACK_BYTES_PER_PIXEL = 1.0  # the file decoded at full size (pillow_bytes_per_pixel) before it is reduced, + this
+DECODE_SLACK_BYTES_PER_PIXEL = 0.25  # the file decoded at full size (pillow_bytes_per_pixel) before it is reduced, + this
 DEPTH_BYTES_PER_PIXEL = 21.0  # rgb 3 + prediction 4 + depth 4, its temporaries 8, the sample mask 1 (+ slack)
 HELD_BYTES_PER_PIXEL = 12.0  # rgb 3 + prediction 4 + depth 4 held while the files are written (+ slack)
 HELD_BYTES_PER_POINT = 17.0  # points 12 + colours 3 + the sample mask 1 (+ slack)
@@ -126,15 +126,23 @@ def estimate_job_mb(width: int, height: int, options=None, kinds=("ply",), *, st
     return JOB_BASE_MB + max(decode_bytes, depth_bytes, files_bytes) / MB
 
 
-# (model, engine) → peak RSS of a process that loaded it and converted a 1 MP photo twice, MB: bench/memory.py
-# --models (the real configurations, random weights), same machine and date as above. A model's name (a Hub id or a
-# folder) matches the key its last part starts with.
+# (model, engine) → peak RSS of a process that loaded it, converted a 1 MP picture twice and a 12 MP one at the default
+# detail, MB: bench/memory.py --models (the real configurations, random weights), same machine and date as above;
+# OpenVINO after its second start (the first converts the model: 2,127 MB for DPT-Hybrid, 1,957 for Depth Anything).
+# Depth Pro: bench/RESULTS.md's Depth Pro section (bench.py --cost, 1 MP). A model's name (a Hub id or a folder)
+# matches the key its last part starts with.
 RESIDENT_MODEL_MB = {
-    ("dpt-hybrid", "torch"): 1200.0,
-    ("dpt-hybrid", "openvino"): 1600.0,
+    ("dpt-hybrid", "torch"): 1300.0,
+    ("dpt-hybrid", "openvino"): 1700.0,
+    ("depth-anything-v2-small", "torch"): 850.0,
+    ("depth-anything-v2-small", "openvino"): 1100.0,
+    ("depthpro", "torch"): 8200.0,
+    ("depth-pro", "torch"): 8200.0,
 }
-RESIDENT_BASE_MB = 450.0  # python, torch, transformers (and OpenVINO) imported, no weights
-RESIDENT_BYTES_PER_PARAMETER = {"torch": 6.0, "openvino": 10.0}  # weights, and the forward's activations
+# Other models, from their parameters: the line through the two measured above, per engine (python, torch,
+# transformers and OpenVINO imported; the weights; the forward's buffers).
+RESIDENT_BASE_MB = {"torch": 740.0, "openvino": 950.0}
+RESIDENT_BYTES_PER_PARAMETER = {"torch": 5.0, "openvino": 7.0}
 UNKNOWN_PARAMETERS = 150e6  # a model not measured and not loaded: about the largest of the usual CPU models
 
 
@@ -147,4 +155,4 @@ def resident_model_mb(model: str, engine: str, parameters: int | None = None) ->
         if known_engine == engine and name.startswith(known):
             return measured
     count = UNKNOWN_PARAMETERS if parameters is None else parameters
-    return RESIDENT_BASE_MB + math.ceil(RESIDENT_BYTES_PER_PARAMETER[engine] * count / MB)
+    return RESIDENT_BASE_MB[engine] + math.ceil(RESIDENT_BYTES_PER_PARAMETER[engine] * count / MB)

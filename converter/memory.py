@@ -35,30 +35,30 @@ RELIEF_BYTES_PER_POINT = 12.0  # relief mode: the heights and their float64 norm
 STATE_BYTES_PER_PIXEL = 0.0  # the kept image and prediction are written from the arrays held (no copy)
 ALIGN_BYTES_PER_PIXEL = 12.0  # an aligned conversion: the metric model's prediction and the disagreement map
 
-# kind → (family, bytes a point, bytes a pixel) that writing it adds to what the result holds. The families in
+# kind → (family, bytes a point, bytes a pixel, MB whatever the size) that writing it adds to what the result holds. The families in
 # BUILT_FAMILIES are pieces built once and kept for the other kinds (converter.exports.outputs.Artifacts).
 BUILT_FAMILIES = ("mesh", "stereo", "stl")
-KIND_BYTES: dict[str, tuple[str, float, float]] = {
-    "ply": ("ply", 1.0, 0.0),
-    "pcd": ("pcd", 135.0, 0.0),
-    "las": ("las", 64.0, 0.0),
-    "json": ("json", 0.0, 1.0),
-    "input": ("input", 0.0, 4.0),
-    "depth_preview": ("depth_preview", 0.0, 1.0),
-    "depth_png": ("depth_png", 0.0, 12.0),
-    "depth_npy": ("depth_npy", 0.0, 1.0),
-    "glb": ("mesh", 140.0, 16.0),
-    "obj": ("mesh", 140.0, 16.0),
-    "mesh_ply": ("mesh", 140.0, 16.0),
-    "usdz": ("mesh", 150.0, 16.0),
-    "simplified_glb": ("mesh", 200.0, 40.0),
-    "stl": ("stl", 50.0, 25.0),
-    "splat_ply": ("splat_ply", 290.0, 0.0),
-    "sbs": ("stereo", 0.0, 150.0),
-    "anaglyph": ("stereo", 0.0, 150.0),
-    "mp4": ("mp4", 0.0, 24.0),
-    "disagreement": ("disagreement", 0.0, 8.0),
-    "disagreement_layer": ("disagreement", 0.0, 8.0),
+KIND_BYTES: dict[str, tuple[str, float, float, float]] = {
+    "ply": ("ply", 1.0, 0.0, 0.0),
+    "pcd": ("pcd", 100.0, 0.0, 120.0),
+    "las": ("las", 64.0, 0.0, 0.0),
+    "json": ("json", 0.0, 1.0, 0.0),
+    "input": ("input", 0.0, 4.0, 0.0),
+    "depth_preview": ("depth_preview", 0.0, 1.0, 0.0),
+    "depth_png": ("depth_png", 0.0, 12.0, 0.0),
+    "depth_npy": ("depth_npy", 0.0, 1.0, 0.0),
+    "glb": ("mesh", 140.0, 16.0, 0.0),
+    "obj": ("mesh", 140.0, 16.0, 0.0),
+    "mesh_ply": ("mesh", 140.0, 16.0, 0.0),
+    "usdz": ("mesh", 150.0, 16.0, 0.0),
+    "simplified_glb": ("mesh", 200.0, 40.0, 0.0),
+    "stl": ("stl", 50.0, 25.0, 0.0),
+    "splat_ply": ("splat_ply", 290.0, 0.0, 0.0),
+    "sbs": ("stereo", 0.0, 150.0, 0.0),
+    "anaglyph": ("stereo", 0.0, 150.0, 0.0),
+    "mp4": ("mp4", 0.0, 2.0, 85.0),
+    "disagreement": ("disagreement", 0.0, 8.0, 0.0),
+    "disagreement_layer": ("disagreement", 0.0, 8.0, 0.0),
 }
 
 
@@ -116,8 +116,8 @@ def estimate_job_mb(width: int, height: int, options=None, kinds=("ply",), *, st
     built: dict[str, float] = {}  # a built piece stays while the other kinds are written: each family counts once
     writing = 0.0  # files are written one after another: only the largest writer's temporaries count
     for kind in kinds:
-        family, per_point, per_pixel = KIND_BYTES.get(kind, (kind, 0.0, 0.0))
-        cost = per_point * points + per_pixel * pixels
+        family, per_point, per_pixel, fixed_mb = KIND_BYTES.get(kind, (kind, 0.0, 0.0, 0.0))
+        cost = per_point * points + per_pixel * pixels + fixed_mb * MB
         if family in BUILT_FAMILIES:
             built[family] = max(built.get(family, 0.0), cost)
         else:

@@ -176,6 +176,24 @@ def test_the_service_refuses_a_conversion_that_could_never_fit(make_app):
     assert f"about {view['memory_estimate_mb']:,} MB" in page
 
 
+def test_a_job_waits_queued_until_the_running_ones_leave_it_room(make_app):
+    app = make_app(JOB_MEMORY_MB=400)
+    service, client = app.extensions["image_to_3d"], app.test_client()
+    service.memory.reserve(390)  # as if a large conversion were running
+    try:
+        response = client.post("/api/v1/conversions", content_type="multipart/form-data",
+                               data={"image": (io.BytesIO(big_png(600, 400)), "a.png"), "detail": "low"})
+        assert response.status_code == 202
+        wait_until(lambda: service.memory.waiting == 1)  # its worker is in line for memory
+        view = client.get(response.headers["Location"]).get_json()
+        assert view["status"] == "queued" and view["queue_position"] == 1
+        assert view["memory_estimate_mb"] > 10
+    finally:
+        service.memory.release(390)
+    assert wait_for_job(client, f"/jobs/{response.get_json()['id']}")["status"] == "done"
+    assert service.memory.used_mb == 0
+
+
 def test_a_batch_with_a_picture_that_could_never_fit_is_refused_whole(make_app):
     app = make_app(JOB_MEMORY_MB=150)
     client = app.test_client()

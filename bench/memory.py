@@ -170,8 +170,9 @@ def main() -> int:
     parser.add_argument("--models", action="store_true", help="the resident models instead of the jobs")
     parser.add_argument("--model-names", default="dpt-hybrid,depth-anything-v2-small",
                         help="--models: which (bench/models.py names)")
-    parser.add_argument("--only", action="append", help="a case: WIDTHxHEIGHT:DETAIL:KINDS[:MODE[:PICTURE[:normals]]] (e.g. "
-                                                           "8083x6062:full:web); again for more")
+    parser.add_argument("--only", action="append",
+                        help="a case: WIDTHxHEIGHT:DETAIL:KINDS[:MODE[:PICTURE[:normals]]] (e.g. 8083x6062:full:web); "
+                             "again for more")
     parser.add_argument("--engine", default="torch", help="the jobs' engine (their model is the tiny DPT-Hybrid)")
     parser.add_argument("--json", type=Path, help="also write every row to this file")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)

@@ -26,17 +26,20 @@ MB = 1 << 20
 
 # Measured by bench/memory.py (bench/RESULTS.md, "Memory per job"): AMD EPYC (KVM guest, 2 vCPUs), 2026-12-07.
 JOB_BASE_MB = 48.0  # whatever the size: the job's own small arrays, allocator slack, libraries' buffers
-DECODE_SLACK_BYTES_PER_PIXEL = 0.25  # the file decoded at full size (pillow_bytes_per_pixel) before it is reduced, + this
+DECODE_SLACK_BYTES_PER_PIXEL = 0.25  # over pillow_bytes_per_pixel, while the file is decoded at its full size
 DEPTH_BYTES_PER_PIXEL = 21.0  # rgb 3 + prediction 4 + depth 4, its temporaries 8, the sample mask 1 (+ slack)
 HELD_BYTES_PER_PIXEL = 12.0  # rgb 3 + prediction 4 + depth 4 held while the files are written (+ slack)
 HELD_BYTES_PER_POINT = 17.0  # points 12 + colours 3 + the sample mask 1 (+ slack)
 NORMALS_BYTES_PER_POINT = 76.0  # normals 12 held, and the whole grid's points, neighbours' differences and norms
 RELIEF_BYTES_PER_POINT = 12.0  # relief mode: the heights and their float64 normalisation
 STATE_BYTES_PER_PIXEL = 0.0  # the kept image and prediction are written from the arrays held (no copy)
-ALIGN_BYTES_PER_PIXEL = 12.0  # an aligned conversion: the metric model's prediction and the disagreement map
+# Not in the bench's matrix (it needs two models): reasoned from the arrays, the metric model's prediction at the
+# image's size, its resized copy and the disagreement map.
+ALIGN_BYTES_PER_PIXEL = 12.0
 
-# kind → (family, bytes a point, bytes a pixel, MB whatever the size) that writing it adds to what the result holds. The families in
-# BUILT_FAMILIES are pieces built once and kept for the other kinds (converter.exports.outputs.Artifacts).
+# kind → (family, bytes a point, bytes a pixel, MB whatever the size) that writing it adds to what the result holds.
+# The families in BUILT_FAMILIES are pieces built once and kept for the other kinds (converter.exports.outputs'
+# Artifacts). The disagreement maps are reasoned, not measured (they need an aligned conversion).
 BUILT_FAMILIES = ("mesh", "stereo", "stl")
 KIND_BYTES: dict[str, tuple[str, float, float, float]] = {
     "ply": ("ply", 1.0, 0.0, 0.0),
@@ -126,9 +129,9 @@ def estimate_job_mb(width: int, height: int, options=None, kinds=("ply",), *, st
     return JOB_BASE_MB + max(decode_bytes, depth_bytes, files_bytes) / MB
 
 
-# (model, engine) → peak RSS of a process that loaded it, converted a 1 MP picture twice and a 12 MP one at the default
-# detail, MB: bench/memory.py --models (the real configurations, random weights), same machine and date as above;
-# OpenVINO after its second start (the first converts the model: 2,127 MB for DPT-Hybrid, 1,957 for Depth Anything).
+# (model, engine) → peak RSS of a process that loaded it, converted a 1 MP picture twice and a 12 MP one at the
+# default detail, MB: bench/memory.py --models (the real configurations, random weights), same machine and date as
+# above; OpenVINO after its second start (the first converts the model: 2,127 MB for DPT-Hybrid, 1,957 for Depth Anything).
 # Depth Pro: bench/RESULTS.md's Depth Pro section (bench.py --cost, 1 MP). A model's name (a Hub id or a folder)
 # matches the key its last part starts with.
 RESIDENT_MODEL_MB = {

@@ -122,7 +122,8 @@ def model_worker(args) -> dict:
     depth_model = model.depth_model
     return {"model": args.name, "engine": depth_model.engine, "start_mb": round(started, 1),
             "loaded_mb": round(loaded, 1), "peak_1mp_mb": round(one_mp, 1), "peak_12mp_mb": round(rss_mb("VmHWM"), 1),
-            "after_mb": round(rss_mb(), 1),
+            "after_mb": round(rss_mb(), 1), "after_anonymous_mb": round(rss_mb("RssAnon"), 1),
+            "after_file_mb": round(rss_mb("RssFile"), 1),  # clean file pages (mapped weights): reclaimable
             "estimate_mb": round(resident_model_mb(args.name, args.engine), 1),
             "torch_module_held": getattr(depth_model, "model", None) is not None}
 

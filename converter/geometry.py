@@ -527,12 +527,15 @@ def grid_cloud(rgb, alpha, values, native, *, metric: bool, user_depth: bool, op
         else:
             def grid_block(start, end):
                 return backproject(grid_depth[start:end], intrinsics, columns, rows[start:end])
-        if options.normals:  # normals need the whole grid's neighbours
-            grid_points = grid_block(0, len(rows))
-            points, normals = grid_points[keep], grid_normals(grid_points)[keep]
-            del grid_points
-        else:
-            points, normals = kept_samples(grid_block, keep, xp.float32), None
+        points = kept_samples(grid_block, keep, xp.float32)
+        normals = None
+        if options.normals:
+            def normals_block(start, end):
+                """The block's normals from it and a row either side: the whole grid's central differences."""
+                low, high = max(start - 1, 0), min(end + 1, len(rows))
+                return grid_normals(grid_block(low, high))[start - low:end - low]
+
+            normals = kept_samples(normals_block, keep, xp.float32)
         sample_colors = grid_colors(rgb, alpha, columns, rows)
         colors = kept_samples(lambda start, end: sample_colors[start:end], keep, xp.uint8)
     return GridCloud(depth=depth, keep=keep, points=points, colors=colors, normals=normals, heights=heights)

@@ -30,7 +30,7 @@ DECODE_SLACK_BYTES_PER_PIXEL = 0.25  # over pillow_bytes_per_pixel, while the fi
 DEPTH_BYTES_PER_PIXEL = 21.0  # rgb 3 + prediction 4 + depth 4, its temporaries 8, the sample mask 1 (+ slack)
 HELD_BYTES_PER_PIXEL = 12.0  # rgb 3 + prediction 4 + depth 4 held while the files are written (+ slack)
 HELD_BYTES_PER_POINT = 17.0  # points 12 + colours 3 + the sample mask 1 (+ slack)
-NORMALS_BYTES_PER_POINT = 76.0  # normals 12 held, and the whole grid's points, neighbours' differences and norms
+NORMALS_BYTES_PER_POINT = 22.0  # normals 12 held, and their blocks' differences
 RELIEF_BYTES_PER_POINT = 12.0  # relief mode: the heights and their float64 normalisation
 STATE_BYTES_PER_PIXEL = 0.0  # the kept image and prediction are written from the arrays held (no copy)
 # Not in the bench's matrix (it needs two models): reasoned from the arrays, the metric model's prediction at the

@@ -24,7 +24,7 @@ METRICS_DIR ?= /tmp/image-to-3d-metrics-$(PORT)
 WORKER_METRICS_PORT ?= 9808
 WORKER_METRICS_DIR ?= /tmp/image-to-3d-worker-metrics-$(WORKER_METRICS_PORT)
 
-.PHONY: setup setup-test system-libs run worker redis test test-fast test-shuffled download-model bench clean
+.PHONY: setup setup-test system-libs run worker redis test test-fast test-shuffled download-model bench bench-memory clean
 
 setup: system-libs $(VENV)/.installed
 
@@ -88,6 +88,9 @@ download-model: setup
 # BENCH_ARGS=--quick: 1 MP only; also --precision, --throughput, --models all.
 bench: setup
 	$(PY) bench/bench.py $(BENCH_ARGS)
+
+bench-memory: setup  # each job's peak memory against converter.memory's estimate (bench/RESULTS.md)
+	$(PY) bench/memory.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -165,6 +165,9 @@ def mesh_from_result(result, *, max_depth_ratio: float = DEFAULT_MAX_DEPTH_RATIO
     )
 
 
+FACE_BLOCK_QUADS = 1 << 20  # quads turned into faces at a time
+
+
 def triangulate_grid(
     keep: np.ndarray,
     depth: np.ndarray,
@@ -182,8 +185,9 @@ def triangulate_grid(
         return np.empty((0, 3), dtype=np.uint32)
     depth = np.asarray(depth, dtype=np.float32)
     usable = keep & geometry.valid_depth(depth)
-    index = np.zeros(keep.shape, dtype=np.uint32)
-    index[keep] = np.arange(int(keep.sum()), dtype=np.uint32)
+    # Each kept sample's place among the kept ones (row-major); other entries are never read (faces use kept corners).
+    index = np.cumsum(keep.ravel(), dtype=np.uint32).reshape(keep.shape)
+    index -= np.uint32(1)
 
     # Quad corners, each [Hg-1, Wg-1]: a top-left, b top-right, c bottom-left, d bottom-right (image rows go down).
     def corners(array):
@@ -220,11 +224,21 @@ def triangulate_grid(
     # One flag per quad and candidate triangle, in the order (a, c, b), (b, c, d), (a, c, d), (a, d, b); the flagged
     # ones, found in row-major quad order, become faces through the corners' offsets in the flattened grid.
     chosen = np.stack([t_acb & ~split_ad, t_bcd & ~split_ad, t_acd & split_ad, t_adb & split_ad], axis=-1)
-    quad_rows, quad_columns, kind = np.nonzero(chosen)
     a, b, c, d = 0, 1, grid_w, grid_w + 1
     offsets = np.array([[a, c, b], [b, c, d], [a, c, d], [a, d, b]], dtype=np.int64)
-    top_left = quad_rows.astype(np.int64) * grid_w + quad_columns
-    return index.ravel()[top_left[:, None] + offsets[kind]]
+    # A block of quad rows at a time: the flags' int64 indices and corner offsets (about 160 bytes a face) exist for
+    # one block only, and each block's faces go straight into the result.
+    faces = np.empty((int(np.count_nonzero(chosen)), 3), dtype=np.uint32)
+    flat_index = index.ravel()
+    rows_per_block = max(1, FACE_BLOCK_QUADS // (grid_w - 1))
+    filled = 0
+    for start in range(0, grid_h - 1, rows_per_block):
+        quad_rows, quad_columns, kind = np.nonzero(chosen[start:start + rows_per_block])
+        top_left = (quad_rows.astype(np.int64) + start) * grid_w + quad_columns
+        block = flat_index[top_left[:, None] + offsets[kind]]
+        faces[filled:filled + len(block)] = block
+        filled += len(block)
+    return faces
 
 
 def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:

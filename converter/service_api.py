@@ -11,6 +11,7 @@ from .depth.models import model_from_environment
 from .exports.files import atomic_output, write_json
 from .exports.outputs import ALIGNMENT_KINDS, MESH_KINDS, UP_AXES, Artifacts, parse_simplify, parse_up
 from .images import DEFAULT_MAX_PIXELS, check_convertible_size, probe_header
+from .memory import estimate_job_mb, resident_model_mb
 from .options import (
     DECIMAL_GRAMMAR,
     DEPTH_KIND_CHOICES,
@@ -31,6 +32,8 @@ __all__ = [
     # Options as a form and an API document describe them.
     "DECIMAL_GRAMMAR", "DEPTH_KIND_CHOICES", "DETAIL_LEVELS", "FOCAL_PX_RANGE", "MODES", "WHOLE_GRAMMAR",
     "parse_number", "parse_simplify", "parse_up", "UP_AXES",
+    # A job's memory, known before it runs.
+    "estimate_job_mb", "resident_model_mb",
     # Which outputs a job offers, and sharing a result's pieces between them.
     "ALIGNMENT_KINDS", "MESH_KINDS", "Artifacts",
     # A job's stages around the conversion's own.

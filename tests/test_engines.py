@@ -205,3 +205,28 @@ def test_the_cli_runs_the_engine_it_is_given_and_the_sidecar_says_so(tmp_path, d
     assert completed.returncode == 0, completed.stderr
     sidecar = json.loads((tmp_path / "out.json").read_text())
     assert sidecar["engine"] == {"engine": "openvino", "precision": "fp32", "device": "cpu"}
+
+
+@pytest.mark.slow  # converts two shapes of a tiny model (seconds)
+def test_openvino_holds_no_torch_module_after_converting_a_new_shape(tiny_models, tmp_path, monkeypatch):
+    monkeypatch.setenv("OPENVINO_CACHE", str(tmp_path))  # nothing saved: each shape is converted here
+    model = engine_class("openvino")(str(tiny_models["depth_anything"]), device="cpu", precision="fp32")
+    assert model.engine == "openvino" and model.model is None  # converted at start, then dropped
+    before = ov_engine.STATS["converted"]
+    model.predict(picture(60, 150))  # another aspect ratio: a second conversion loads the module again
+    assert ov_engine.STATS["converted"] == before + 1
+    assert model.model is None
+
+
+@pytest.mark.slow  # a shape that does not convert runs on torch (a second)
+def test_a_shape_that_does_not_convert_runs_on_torch_and_drops_it_after(tiny_models, tmp_path, monkeypatch):
+    monkeypatch.setenv("OPENVINO_CACHE", str(tmp_path))
+    path = str(tiny_models["depth_anything"])
+    model = engine_class("openvino")(path, device="cpu", precision="fp32")
+    monkeypatch.setattr(ov_engine, "MAX_CONVERSIONS", 0)  # this process has converted its share of shapes
+    image = picture(150, 60)
+    expected = get_depth_model(path, "cpu", engine="torch").predict(image)
+    before = ov_engine.STATS["converted"]
+    np.testing.assert_allclose(model.predict(image).values, expected.values, rtol=1e-5, atol=1e-6)
+    assert ov_engine.STATS["converted"] == before  # torch ran it
+    assert model.engine == "openvino" and model.model is None

@@ -295,3 +295,22 @@ def test_depth_writers_are_atomic_too(tmp_path):
         with pytest.raises(OutputError):
             writer(blocker / name, depth)
     assert os.listdir(tmp_path) == ["file"]
+
+
+def test_a_point_cloud_written_in_chunks_is_the_same_file(tmp_path, monkeypatch):
+    """The PLY's vertices are made and written a chunk at a time: chunks of 3 (the last one short) give the bytes of
+    one chunk, normals or not."""
+    from converter.exports import files
+
+    rng = np.random.default_rng(5)
+    points = rng.normal(size=(10, 3)).astype(np.float32)
+    colors = rng.integers(0, 256, (10, 3), dtype=np.uint8)
+    normals = rng.normal(size=(10, 3)).astype(np.float32)
+    for given_normals in (None, normals):
+        files.write_point_cloud_ply(tmp_path / "one.ply", points, colors, given_normals, comments=["c"])
+        monkeypatch.setattr(files, "PLY_CHUNK_POINTS", 3)
+        files.write_point_cloud_ply(tmp_path / "chunks.ply", points, colors, given_normals, comments=["c"])
+        monkeypatch.undo()
+        assert (tmp_path / "chunks.ply").read_bytes() == (tmp_path / "one.ply").read_bytes()
+    cloud = plyfile.PlyData.read(str(tmp_path / "chunks.ply"))["vertex"]
+    np.testing.assert_array_equal(np.stack([cloud["nx"], cloud["ny"], cloud["nz"]], axis=1), normals)

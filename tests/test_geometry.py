@@ -576,3 +576,33 @@ def test_numpy_numbers_are_accepted_and_stored_as_plain_numbers():
         ConversionOptions(max_points=np.float64(500.0))
     with pytest.raises(OptionError):
         ConversionOptions(fov_deg=np.bool_(True))
+
+
+@pytest.mark.parametrize("mode", ["perspective", "relief"])
+def test_points_and_colours_made_in_blocks_of_rows_are_the_whole_grids_kept_samples(monkeypatch, mode):
+    """A block size that divides nothing (7 samples: one row of 5 at a time, the last block short) gives exactly the
+    points, colours and normals of the whole grid's kept samples, in the same order."""
+    rng = np.random.default_rng(3)
+    height, width = 9, 5
+    rgb = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    values = rng.uniform(1.0, 3.0, (height, width)).astype(np.float32)
+    values[2, 3] = np.nan  # a hole: not kept
+    options = ConversionOptions(max_points=0, clean=False, mode=mode, normals=True)
+    intrinsics = geometry.make_intrinsics(width, height)
+    columns, rows = geometry.pixel_grid(width, height, 0)
+
+    def cloud():
+        return geometry.grid_cloud(rgb, None, values, values, metric=True, user_depth=False, options=options,
+                                   intrinsics=intrinsics, columns=columns, rows=rows)
+
+    monkeypatch.setattr(geometry, "BLOCK_SAMPLES", 7)
+    blocks = cloud()
+    if mode == "relief":
+        whole = geometry.relief_backproject(blocks.heights, (width, height), columns, rows)
+    else:
+        whole = geometry.backproject(np.where(np.isfinite(values), values, 0), intrinsics, columns, rows)
+    assert blocks.points.dtype == np.float32 and blocks.colors.dtype == np.uint8
+    np.testing.assert_array_equal(blocks.points, whole[blocks.keep])
+    np.testing.assert_array_equal(blocks.colors, rgb[blocks.keep])
+    np.testing.assert_array_equal(blocks.normals, geometry.grid_normals(whole)[blocks.keep])
+    assert len(blocks.points) == height * width - 1

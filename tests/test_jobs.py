@@ -207,8 +207,8 @@ def test_a_write_failure_in_a_job_fails_it_cleanly(app, client, photo, blocked):
     store = app.extensions["image_to_3d"].store
     original_create = store.create
 
-    def create_with_obstacle(options):
-        job = original_create(options)
+    def create_with_obstacle(options, **fields):
+        job = original_create(options, **fields)
         (store.folder(job.id) / blocked).mkdir()
         return job
 

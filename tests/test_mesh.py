@@ -440,3 +440,19 @@ def test_vectorised_text_matches_python_formatting():
     huge = np.array([1e15, -2.5e13, 1.0])  # beyond fixed point: formatted by Python instead
     text = mesh_export._format_rows("v ", [(huge, 6)], []).decode()
     np.testing.assert_allclose(np.array(text.split()[1::2], dtype=np.float64), huge)
+
+
+def test_faces_made_a_block_of_quad_rows_at_a_time_are_the_same_faces(monkeypatch):
+    """Blocks of 3 quads (under one row of 6: one row a block, the last one short) give the faces of one block."""
+    from converter import mesh as mesh_module
+
+    rng = np.random.default_rng(11)
+    keep = rng.random((7, 7)) > 0.15
+    depth = rng.uniform(1.0, 1.2, (7, 7)).astype(np.float32)
+    depth[3, 4] = 5.0  # a discontinuity: its quads lose triangles
+    whole = mesh_module.triangulate_grid(keep, depth)
+    monkeypatch.setattr(mesh_module, "FACE_BLOCK_QUADS", 3)
+    blocks = mesh_module.triangulate_grid(keep, depth)
+    assert blocks.dtype == np.uint32 and len(blocks) > 0
+    np.testing.assert_array_equal(blocks, whole)
+    assert blocks.max() < keep.sum()  # indices of kept samples only

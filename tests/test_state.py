@@ -120,6 +120,7 @@ SERVICE_NAMES = {  # what a service needs beyond them: converter.service_api.__a
     "DEFAULT_MAX_PIXELS", "check_convertible_size", "probe_header",
     "DECIMAL_GRAMMAR", "DEPTH_KIND_CHOICES", "DETAIL_LEVELS", "FOCAL_PX_RANGE", "MODES", "WHOLE_GRAMMAR",
     "parse_number", "parse_simplify", "parse_up", "UP_AXES",
+    "estimate_job_mb", "resident_model_mb",
     "ALIGNMENT_KINDS", "MESH_KINDS", "Artifacts",
     "DONE", "FAILED", "QUEUED", "RUNNING", "WRITING_FILES", "progress_of",
     "STATE_FILES", "atomic_output", "load_prediction", "save_prediction", "write_json",

@@ -29,6 +29,7 @@ from .jobs.conversion import offered_kinds, run_job
 from .jobs.depth_cache import DepthCache
 from .jobs.exports import EXPORT_TIMEOUT_SECONDS, Exports, Target, size_of
 from .jobs.record import CANCELLED, DONE, FAILED, Job
+from .memory_budget import JobMemory, default_job_memory_mb
 from .jobs.store import DOWNLOAD_GROUPS, BatchStore, ComparisonStore, JobStore, Sweeper, Upload, valid_job_id
 from .model_status import UNAVAILABLE
 from .settings import make_converter, uses_cuda
@@ -54,10 +55,13 @@ class Service:
         os.makedirs(self.cache.folder, exist_ok=True)  # made now, not by the first job: the layout is fixed
         self.exports = Exports(self.store, self.batches, config["MAX_PIXELS"],
                                config.get("EXPORT_TIMEOUT_SECONDS", EXPORT_TIMEOUT_SECONDS))
+        # Admission by memory where the jobs run in this process (a Celery worker's memory is its machine's).
+        self.memory = JobMemory(self.store, config.get("JOB_MEMORY_MB") or default_job_memory_mb(self.converter)) \
+            if backend.runs_here else None
         self.runner: JobBackend = backend.from_config(
             config, self.store, self.converter,
             lambda job, upload, report: run_job(self.converter, self.store, job, upload, report, self.cache),
-            self.exports.run)
+            self.exports.run, memory=self.memory)
         self.model_status = self.runner.model_status
         self._metrics = metrics.registry_for(self)
         self.sweeper = Sweeper(self.store, config["SWEEP_INTERVAL_SECONDS"], cache=self.cache,
@@ -141,6 +145,7 @@ class Service:
             "id": job.id, "status": job.status, "stage": job.stage, "progress": round(job.progress, 3),
             "error": job.error if job.status in (FAILED, CANCELLED) else None, "code": job.error_code,
             "queue_position": self.runner.queue_position(job.id), "files": files,
+            "memory_estimate_mb": round(job.memory_mb) or None,  # its estimated peak (web.memory_budget)
             "sizes": sizes,  # bytes of each download already written (the others are prepared on request)
             "result_url": url_for("pages.job_result_fragment", job_id=job.id),
             "status_url": url_for("api.job_status", job_id=job.id),

@@ -55,6 +55,9 @@ def from_env(environ=os.environ) -> dict:
         "WORKER_METRICS_PORT": number("WORKER_METRICS_PORT", 0),
         "MAX_BATCH_IMAGES": number("MAX_BATCH_IMAGES", 20),
         "MAX_BATCH_UNPACKED_MB": number("MAX_BATCH_UNPACKED_MB", 200),
+        # Memory the conversions running at once may take together, by their estimates (web.memory_budget);
+        # 0: what the machine has free at start, less the resident model.
+        "JOB_MEMORY_MB": number("JOB_MEMORY_MB", 0, float),
     }
 
 

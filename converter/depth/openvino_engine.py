@@ -10,7 +10,8 @@ hint and its version) keeps, so a second start skips the compilation too.
 Shapes are static, one converted model per input shape: the transformers models compute sizes in Python (Depth
 Anything's head resizes to ``patch_height * patch_size``), so a trace with dynamic shapes bakes in the example's
 size and silently gives the wrong output size for another aspect ratio. Fixed-size models (DPT-Hybrid, DPT-SwinV2)
-have one shape; Depth Anything gets a small cache of compiled shapes. ``precision`` maps to OpenVINO's inference
+have one shape; Depth Anything gets a small cache of compiled shapes. The torch module is loaded only to convert a
+shape (or to run one that does not convert) and dropped right after: the weights stay in memory once, compiled. ``precision`` maps to OpenVINO's inference
 precision on the CPU (fp32 → f32, bf16 → bf16; the weights stay float32 on disk). A model that does not convert
 falls back to the torch forward with one log line, and says so (``engine`` becomes "torch", ``fallback`` the why).
 The converted model returns every one of MODEL_OUTPUTS the torch module returns: Depth Pro's ``field_of_view`` too,
@@ -20,6 +21,7 @@ ZoeDepth's torch preprocessing and post-processing (:mod:`.depth_pro`, :mod:`.zo
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import logging
@@ -112,10 +114,7 @@ class OpenVinoDepthModel(HuggingFaceDepthModel):
         except Exception as error:  # noqa: BLE001 - any failure to convert means: run it with torch
             self._fall_back(error)
             return
-        if not getattr(self.processor, "keep_aspect_ratio", True):
-            # Every input has the one shape just compiled: the torch module (if a conversion loaded it) is not
-            # needed again; dropping it keeps one copy of the weights in memory, OpenVINO's.
-            self.model = None
+        self._drop_torch_module()
 
     def forward(self, pixel_values) -> dict:
         """pixel_values [B, 3, h, w] → {name: float32 tensor [B, ...]}, by the compiled model for that shape."""
@@ -131,12 +130,30 @@ class OpenVinoDepthModel(HuggingFaceDepthModel):
         except Exception as error:  # noqa: BLE001 - a shape that does not convert: torch serves it
             log.warning("OpenVINO could not convert %s for input %s (%s); torch runs that shape",
                         self.model_id, tuple(pixel_values.shape), type(error).__name__)
-            self._torch_module()
-            return super().forward(pixel_values)
+            return self._torch_forward(pixel_values)
         with self._lock:
             results = compiled(pixel_values.numpy())
             outputs = [np.array(results[index], dtype=np.float32) for index in range(len(names))]
         return {name: torch.from_numpy(value) for name, value in zip(names, outputs)}
+
+    def _torch_forward(self, pixel_values) -> dict:
+        """A shape OpenVINO does not serve (rare: its conversion failed, or the process converted its share): the
+        torch module is loaded for this forward and dropped after it, so no torch copy of the weights stays beside
+        the compiled model (a second or two of loading, for the rare input)."""
+        with self._convert_lock:  # no conversion drops the module under this forward
+            self._torch_module()
+            try:
+                return super().forward(pixel_values)
+            finally:
+                self._drop_torch_module()
+
+    def _drop_torch_module(self) -> None:
+        """The weights are held once, by the compiled model: the torch module loaded to convert a shape goes as
+        soon as that conversion is compiled (it is loaded again only to convert another)."""
+        if self.model is not None:
+            self.model = None
+            gc.collect()
+            _trim_heap()
 
     def _compiled_for(self, shape: tuple):
         """The compiled model for input ``shape`` and its output names: compiled before, saved on disk, or
@@ -161,6 +178,8 @@ class OpenVinoDepthModel(HuggingFaceDepthModel):
                 self._conversions += 1
                 model, names = self._convert(shape)
                 compiled = self._compile(str(path) if self._save(model, names, path, shape) else model)
+                del model
+                self._drop_torch_module()
             self._compiled[shape] = (compiled, names)
             while len(self._compiled) > MAX_SHAPES:
                 self._compiled.popitem(last=False)
@@ -242,6 +261,18 @@ class OpenVinoDepthModel(HuggingFaceDepthModel):
         if self.fallback:
             info["fallback"] = self.fallback
         return info
+
+
+def _trim_heap() -> None:
+    """Give the freed heap back to the system (glibc's malloc_trim): the module's weights were many small blocks that
+    free() keeps for reuse, so the process would stay as large as when it held them."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to trim
+        pass
 
 
 class ConversionBudgetSpent(RuntimeError):

@@ -29,9 +29,10 @@ class JobBackend(Protocol):
     model_status: object  # web.model_status.ModelStatus's interface (state, message, ready, runs, start, wait)
 
     @classmethod
-    def from_config(cls, config, store: JobStore, converter, convert, export) -> "JobBackend":
+    def from_config(cls, config, store: JobStore, converter, convert, export, memory=None) -> "JobBackend":
         """Built from the app's settings; ``convert(job, upload, report)`` runs a job, ``export(target)`` a
-        later download (both used where the back-end runs work in this process)."""
+        later download, ``memory`` (web.memory_budget.JobMemory) admits jobs by their memory (all three used where
+        the back-end runs work in this process)."""
 
     def submit_batch(self, request: dict, uploads: list[Upload | None]) -> list[Job]:
         """Queue one job per upload as one unit of admission; QueueFullError when there is no room."""

@@ -175,16 +175,29 @@ def _thread_lock(folder: Path) -> threading.Lock:
 
 # The last few results stay in memory with their shared pieces: the downloads a person fetches right after a
 # conversion (mesh, zipped OBJ, STL) then reuse the result and its mesh instead of rebuilding them from disk.
-_RECENT_RESULTS = 2
+# Only those up to RECENT_RESULT_MAX_MB (a 12 MP photo at the default detail holds about 150 MB): a 49 MP result
+# at detail=full holds 1.3 GB, and two of them kept beside the next job made the peak issue 21 measured (4.2 GB over
+# a 0.7 GB model). JOB_MEMORY_MB's default leaves this room (web.memory_budget).
+RECENT_RESULTS = 2
+RECENT_RESULT_MAX_MB = 256
 _recent: OrderedDict[str, Artifacts] = OrderedDict()
 _recent_lock = threading.Lock()
 
 
+def _held_mb(result) -> float:
+    """The arrays a result holds, MB."""
+    arrays = (result.points, result.colors, result.normals, result.depth, result.keep, result.image.rgb,
+              result.image.alpha, result.prediction.values, result.prediction.native)
+    return sum(array.nbytes for array in arrays if array is not None) / (1 << 20)
+
+
 def _remember(job_id: str, artifacts: Artifacts) -> None:
+    if _held_mb(artifacts.result) > RECENT_RESULT_MAX_MB:  # rebuilt from its files if asked for
+        return
     with _recent_lock:
         _recent[job_id] = artifacts
         _recent.move_to_end(job_id)
-        while len(_recent) > _RECENT_RESULTS:
+        while len(_recent) > RECENT_RESULTS:
             _recent.popitem(last=False)
 
 

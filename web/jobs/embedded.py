@@ -37,17 +37,21 @@ class JobRunner:
     model_status: ModelStatus | None = None
 
     @classmethod
-    def from_config(cls, config, store: JobStore, converter, convert, export) -> JobRunner:
+    def from_config(cls, config, store: JobStore, converter, convert, export, memory=None) -> JobRunner:
         # On a GPU several conversions run at once and their forwards are batched; on a CPU that only adds waiting.
         runner = cls(store, convert, workers=conversion_workers(config, uses_cuda(config["DEVICE"])),
                      max_queued=config["MAX_QUEUED_JOBS"], timeout_seconds=config["JOB_TIMEOUT_SECONDS"],
-                     export=export, watch=config.get("JOB_WATCH", True))
+                     export=export, watch=config.get("JOB_WATCH", True), memory=memory)
         runner.model_status = ModelStatus(converter, threads=config["TORCH_THREADS"] or _threads_per_process())
         return runner
 
     def __init__(self, store: JobStore, convert, workers: int = 1, max_queued: int = 8,
-                 timeout_seconds: float = 300.0, export=None, export_workers: int = 1, watch: bool = True):
+                 timeout_seconds: float = 300.0, export=None, export_workers: int = 1, watch: bool = True,
+                 memory=None):
         self.store = store
+        # Admission by memory (web.memory_budget.JobMemory): each job's estimate is taken before it is queued (one
+        # that could never fit is refused), and a job starts only once the budget has room for it.
+        self.memory = memory
         self.convert = convert  # (job, upload, report) → dict of info; writes the job's files
         self.export = export  # (web.jobs.exports.Target) → status: writes a later download (Exports.run)
         # Exports have threads of their own: a video being written never holds a conversion back, nor the reverse.
@@ -68,11 +72,13 @@ class JobRunner:
     def submit_batch(self, request: dict, uploads: list[Upload | None]) -> list[Job]:
         """Queue a batch's jobs (one job: a batch of one) as one unit of admission: accepted whole when there is
         room for one more job (the batch may take the queue past ``capacity``; nothing else is accepted until it
-        is back under), or QueueFullError. So a batch of any size up to the batch limit fits an idle server."""
+        is back under), or QueueFullError. So a batch of any size up to the batch limit fits an idle server.
+        JobTooLargeError (web.memory_budget) for a batch with a job whose memory could never fit."""
+        estimates = self.memory.estimates(request, uploads) if self.memory is not None else [0.0] * len(uploads)
         with self._lock:
             if len(self._running) + len(self._waiting) >= self.capacity:
                 raise QueueFullError()
-            jobs = [self.store.create(request) for _ in uploads]
+            jobs = [self.store.create(request, memory_mb=memory_mb) for memory_mb in estimates]
             self._waiting.extend(job.id for job in jobs)
         for job, upload in zip(jobs, uploads):
             self._executor.submit(self._run, job.id, upload)
@@ -125,18 +131,25 @@ class JobRunner:
         self._exports.shutdown(wait=wait, cancel_futures=True)
 
     def _run(self, job_id: str, upload: Upload | None) -> None:
-        with self._lock:
-            if job_id not in self._waiting:  # cancelled by shutdown
-                return
-            self._waiting.remove(job_id)
-            self._running.add(job_id)
+        job = self.store.get(job_id)
+        memory_mb = job.memory_mb if job is not None and self.memory is not None else 0.0
+        if memory_mb:
+            self.memory.budget.reserve(memory_mb)  # queued (and shown so) until the running jobs leave it room
         try:
-            job = self.store.get(job_id)
-            if job is not None and not job.finished:
-                Attempt(self.store, job, self.timeout_seconds, on_end=lambda: self._free(job_id)).run(
-                    lambda job, report: self.convert(job, upload, report))
+            with self._lock:
+                if job_id not in self._waiting:  # cancelled by shutdown
+                    return
+                self._waiting.remove(job_id)
+                self._running.add(job_id)
+            try:
+                if job is not None and not job.finished:
+                    Attempt(self.store, job, self.timeout_seconds, on_end=lambda: self._free(job_id)).run(
+                        lambda job, report: self.convert(job, upload, report))
+            finally:
+                self._free(job_id)
         finally:
-            self._free(job_id)
+            if memory_mb:
+                self.memory.budget.release(memory_mb)
 
     def _free(self, job_id: str) -> None:
         with self._lock:

@@ -62,6 +62,7 @@ class Job:
     expires: float = 0.0
     owner: str = ""
     attempt: int = 1  # which run of the job this is: a job whose worker died is run once more
+    memory_mb: float = 0.0  # its estimated peak over the loaded model (web.memory_budget); 0: not estimated
 
     @property
     def finished(self) -> bool:

@@ -48,7 +48,8 @@ ERRORS = {
     413: "A limit was hit (upload size, form parts or a text field, images in a batch, a zip's unpacked size, "
          "its number of entries); the sentence names the limit.",
     415: "A file is not an image in a supported format (by content, never by name).",
-    422: "An image is damaged, has too many pixels or too few (under 2 a side), or a zip is damaged, empty or unsafe (a path out of the "
+    422: "An image is damaged, has too many pixels or too few (under 2 a side), needs more memory than the server has "
+         "for conversions (JOB_MEMORY_MB), or a zip is damaged, empty or unsafe (a path out of the "
          "zip, a link, an encrypted entry); the sentence names the image or the zip's entry.",
     503: "The model is unavailable, the queue is full, or preparing a download failed (then ask again); "
          "Retry-After says when.",
@@ -234,6 +235,10 @@ def _schemas() -> dict:
                       "additionalProperties": {"type": "integer", "minimum": 0},
                       "description": "Bytes of each download already written."},
             "result_url": url, "status_url": url, "rebuild_url": url,
+            "memory_estimate_mb": {"type": ["integer", "null"], "minimum": 0,
+                                   "description": "The conversion's estimated peak memory over the loaded model, MB "
+                                                  "(it runs only while the running jobs' estimates fit JOB_MEMORY_MB; "
+                                                  "null: not estimated)."},
             "info": {"type": "object", "description": "The job's result.json (present when done)."},
         },
     }

@@ -58,7 +58,8 @@ class CeleryJobRunner:
     runs_here = False
 
     @classmethod
-    def from_config(cls, config, store: JobStore, converter, convert=None, export=None) -> CeleryJobRunner:
+    def from_config(cls, config, store: JobStore, converter, convert=None, export=None,
+                    memory=None) -> CeleryJobRunner:
         """Celery workers convert and export (web/jobs/celery/worker.py); this process loads no model."""
         runner = cls(store, config["REDIS_URL"], max_queued=config["MAX_QUEUED_JOBS"],
                      watch=config.get("JOB_WATCH", True))

@@ -71,15 +71,15 @@ def job_worker(args) -> dict:
     """One case: the job's working memory (peak over the job less the RSS before it), MB."""
     import gc
 
-    import converter
     from converter import ConversionOptions, Converter, load_image, write_outputs
     from converter.memory import estimate_job_mb
+    from converter.service_api import DETAIL_LEVELS
 
     model = Converter(model=args.model_folder, device="cpu", engine=args.engine, max_pixels=60_000_000)
     model.convert(gradient_png(64, 64), options=ConversionOptions())
     data = gradient_png(args.width, args.height, rgb=args.picture == "rgb")
     # Cleaning off: every pixel becomes a point (the random model's depth has edges everywhere), the worst case.
-    options = ConversionOptions(max_points=converter.DETAIL_LEVELS[args.detail], normals=args.normals,
+    options = ConversionOptions(max_points=DETAIL_LEVELS[args.detail], normals=args.normals,
                                 mode=args.mode, clean=False)
     kinds = args.kinds.split(",")
     web = WEB_JOB in kinds
@@ -241,11 +241,11 @@ def main() -> int:
 
 def rescored(row: dict) -> dict:
     """A saved row with its estimate made again by today's converter.memory (the measurement stays)."""
-    import converter
     from converter import ConversionOptions
     from converter.memory import estimate_job_mb
+    from converter.service_api import DETAIL_LEVELS
 
-    options = ConversionOptions(max_points=converter.DETAIL_LEVELS[row["detail"]], normals=row["normals"],
+    options = ConversionOptions(max_points=DETAIL_LEVELS[row["detail"]], normals=row["normals"],
                                 mode=row["mode"], clean=False)
     kinds = row["kinds"].split(",")
     web = WEB_JOB in kinds

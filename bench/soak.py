@@ -49,6 +49,7 @@ import requests
 
 ROOT = Path(__file__).resolve().parent.parent
 FINISHED = ("done", "failed")
+ENDED = FINISHED + ("expired once finished",)  # a 410: the result of a finished job, gone before a poll saw it
 QUEUE_ROOM = 8  # MAX_QUEUED_JOBS of the web tier during the soak: the default
 LATER_KINDS = ("glb", "stl", "obj", "pcd", "las", "json", "depth_png", "depth_npy", "splat_ply", "sbs",
                "anaglyph", "mesh_ply", "simplified_glb", "usdz")  # every kind this script can parse but the MP4
@@ -233,10 +234,10 @@ class Cluster:
         """Bytes and files under the shared outputs and the web instances' upload folders."""
         size = files = 0
         for top in [self.outputs] + sorted(self.folder.glob("web*-uploads")):
-            for path in top.rglob("*"):
-                with contextlib.suppress(OSError):
-                    if path.is_file():
-                        size, files = size + path.stat().st_size, files + 1
+            for parent, _, names in os.walk(top):  # folders swept while walked are skipped, not an error
+                for name in names:
+                    with contextlib.suppress(OSError):
+                        size, files = size + os.stat(os.path.join(parent, name)).st_size, files + 1
         return {"bytes": size, "files": files}
 
 
@@ -467,8 +468,12 @@ class Driver:
                 if last["status"] in FINISHED:
                     self.settled(last)
                     return last
-            elif response is not None and response.status_code in (404, 410):
-                self.record.problem("job lost", f"{job_id} answered {response.status_code} before finishing")
+            elif response is not None and response.status_code == 410:  # only a finished job expires
+                with self.record.lock:
+                    self.record.jobs[job_id].update(status="expired once finished")
+                return None
+            elif response is not None and response.status_code == 404:
+                self.record.problem("job lost", f"{job_id} answered 404 before finishing")
                 return None
             time.sleep(0.5)
         self.record.problem("job lost", f"{job_id} unfinished after {self.follow_timeout:.0f} s; last seen {last}")
@@ -659,13 +664,17 @@ class Sampler(threading.Thread):
 
     def run(self) -> None:
         while not self.halt.wait(self.interval):
-            self.take()
+            try:
+                self.take()
+            except Exception as error:  # a reading that fails is reported, and the next one taken
+                self.record.problem("driver error", f"sample: {type(error).__name__}: {error}")
 
 
 # ---------------------------------------------------------------------------------------------------------- the soak
 
 
 def build_model(folder: Path) -> str:
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     sys.path.insert(0, str(ROOT / "tests"))
     import model_factory  # tests/: tiny real-architecture models, saved like Hub checkpoints
 
@@ -752,7 +761,7 @@ def run(options: argparse.Namespace) -> dict:
         report["end"] = sampler.take()
         # Leaks are judged from the end of the first window on: the first minutes of traffic warm every process
         # (gunicorn's threads start on demand, each export kind loads its writer once).
-        report["start"] = next((s for s in sampler.samples if s["t"] >= window), report["traffic_start"])
+        report["start"] = next((s for s in sampler.samples if window <= s["t"] < duration), report["traffic_start"])
         record.event("every session ended; waiting for retention to empty the job folders")
         baseline = report["disk_baseline"]["bytes"]
         deadline = time.monotonic() + options.ttl + 3 * options.sweep + 60  # a hang guard
@@ -789,7 +798,7 @@ def summarise(record: Record, window: float, duration: float, samples: list) -> 
     for job in jobs.values():
         ends[job["status"]] += 1
     lost = [job_id for job_id, job in jobs.items()
-            if job["status"] not in FINISHED or (job["status"] == "failed" and not (job["error"] or "").strip())]
+            if job["status"] not in ENDED or (job["status"] == "failed" and not (job["error"] or "").strip())]
     failed = defaultdict(int)
     for job in jobs.values():
         if job["status"] == "failed":

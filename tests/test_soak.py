@@ -13,8 +13,6 @@ from conftest import ROOT
 sys.path.insert(0, str(ROOT / "bench"))
 import soak  # noqa: E402  (bench/soak.py)
 
-pytestmark = pytest.mark.slow  # Redis, Celery workers and gunicorn in subprocesses, for minutes
-
 # What two minutes allow: a process may still warm up after the first 30 s window (a Celery child loads each export
 # kind's writer the first time it is asked for one, and its allocator keeps what a large job took), so memory gets
 # a fixed allowance beside the 10 %; open files and threads are counts, so a few; Redis keys depend on which jobs
@@ -23,6 +21,7 @@ pytestmark = pytest.mark.slow  # Redis, Celery workers and gunicorn in subproces
 SLACK = {"rss_mb": 150, "open_files": 5, "threads": 3, "redis_keys": 30}
 
 
+@pytest.mark.slow  # Redis, Celery workers and gunicorn in subprocesses, for minutes
 @pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs Debian's redis-server (make setup-test)")
 def test_a_two_minute_soak_loses_no_job_serves_no_partial_file_answers_no_500_and_leaks_nothing(tmp_path,
                                                                                                 dpt_model):
@@ -41,3 +40,46 @@ def test_a_two_minute_soak_loses_no_job_serves_no_partial_file_answers_no_500_an
     failed = [f"{goal}: {detail}" for goal, passed, detail in results if not passed]
     assert not failed, "\n".join(failed)
     assert report["tracebacks"] == 0, report["logs_tail"]
+
+
+def whole_files() -> dict[str, bytes]:
+    """One small whole file of each kind the soak reads, written by the libraries that make them."""
+    import io
+    import json
+    import zipfile
+
+    import laspy
+    import numpy as np
+    import trimesh
+    from conftest import png_bytes
+    from plyfile import PlyData, PlyElement
+
+    vertices = np.array([(x, x * 2, x * 3) for x in range(50)], dtype=[("x", "f4"), ("y", "f4"), ("z", "f4")])
+    ply = io.BytesIO()
+    PlyData([PlyElement.describe(vertices, "vertex")]).write(ply)
+    mesh = trimesh.creation.icosphere(subdivisions=2)
+    npy = io.BytesIO()
+    np.save(npy, np.ones((20, 30), np.float32))
+    las = laspy.create(point_format=3, file_version="1.2")
+    las.x, las.y, las.z = (np.arange(50.0),) * 3
+    las_bytes = io.BytesIO()
+    las.write(las_bytes)
+    points = np.arange(150, dtype=np.float32).tobytes()
+    pcd = (b"VERSION 0.7\nFIELDS x y z\nSIZE 4 4 4\nTYPE F F F\nCOUNT 1 1 1\nWIDTH 50\nHEIGHT 1\n"
+           b"VIEWPOINT 0 0 0 1 0 0 0\nPOINTS 50\nDATA binary\n" + points)
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as bundle:
+        bundle.writestr("01/cloud.ply", ply.getvalue())
+        bundle.writestr("01/result.json", json.dumps({"points": 50}))
+    return {"ply": ply.getvalue(), "glb": mesh.export(file_type="glb"), "stl": mesh.export(file_type="stl"),
+            "json": json.dumps({"a": [1, 2, 3]}).encode(), "depth_png": png_bytes(np.zeros((40, 60), np.uint8)),
+            "depth_npy": npy.getvalue(), "las": las_bytes.getvalue(), "pcd": pcd, "zip": archive.getvalue()}
+
+
+@pytest.mark.parametrize("kind", ["ply", "glb", "stl", "json", "depth_png", "depth_npy", "las", "pcd", "zip"])
+def test_the_soak_reads_a_whole_file_and_names_what_is_wrong_with_a_cut_one(kind):
+    """The soak's "0 partial files" goal can fail: each reader refuses a file cut short."""
+    whole = whole_files()[kind]
+    assert soak.parse_file(kind, whole) is None
+    problem = soak.parse_file(kind, whole[: len(whole) * 3 // 4])
+    assert isinstance(problem, str) and problem

@@ -13,12 +13,13 @@ from conftest import ROOT
 sys.path.insert(0, str(ROOT / "bench"))
 import soak  # noqa: E402  (bench/soak.py)
 
-# What two minutes allow: a process may still warm up after the first 30 s window (a Celery child loads each export
-# kind's writer the first time it is asked for one, and its allocator keeps what a large job took), so memory gets
-# a fixed allowance beside the 10 %; open files and threads are counts, so a few; Redis keys depend on which jobs
-# are in flight at each reading. A leak of one file or one thread per job would exceed these at this rate (about a
-# hundred jobs).
-SLACK = {"rss_mb": 150, "open_files": 5, "threads": 3, "redis_keys": 30}
+# What two minutes allow. Leaks are judged against each process's peak in the first 30 s (bench/soak.py ``warmed``),
+# but two minutes do not finish the warm-up: a Celery child loads each export kind's writer the first time it gets
+# one and its allocator keeps what its largest job took, so on a busy machine a child went from 455 to 717 MB while
+# doing ~20 jobs, and children ended at 700–730 MB in every run seen; memory gets a fixed allowance beside the 10 %.
+# Open files and threads are counts (a few); Redis keys depend on the jobs in flight at each reading. A leak of a
+# file, a thread or a few MB per job still shows at the 40–200 jobs two minutes carry here.
+SLACK = {"rss_mb": 300, "open_files": 5, "threads": 3, "redis_keys": 30}
 
 
 @pytest.mark.slow  # Redis, Celery workers and gunicorn in subprocesses, for minutes

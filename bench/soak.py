@@ -286,7 +286,8 @@ def hostile_inputs() -> list[tuple[str, str, dict]]:
         ("truncated PNG", "/api/v1/conversions", {"image": ("cut.png", whole[: len(whole) * 2 // 3])}),
         ("pixel bomb PNG", "/api/v1/conversions", {"image": ("bomb.png", bomb.getvalue())}),
         ("JPEG with a lying frame header", "/api/v1/conversions", {"image": ("liar.jpg", bytes(jpeg))}),
-        ("text behind a GIF signature", "/api/v1/conversions", {"image": ("x.gif", b"GIF89a" + b"not a picture " * 50)}),
+        ("text behind a GIF signature", "/api/v1/conversions",
+         {"image": ("x.gif", b"GIF89a" + b"not a picture " * 50)}),
         ("zip bomb batch", "/api/v1/batches", {"zip": ("photos.zip", zip_bomb.getvalue())}),
         ("HTML named .png", "/api/v1/conversions", {"image": ("page.png", b"<html><script>alert(1)</script></html>")}),
         ("corrupt PNG chunk", "/api/v1/conversions", {"image": ("crc.png", whole[:40] + b"\x00" * 64 + whole[104:])}),
@@ -759,7 +760,8 @@ def run(options: argparse.Namespace) -> dict:
                     name, route, files = hostile[hostile_index % len(hostile)]
                     hostile_index += 1
                     pool.submit(driver.hostile, name, route, files)
-                record.event(action if action != "hostile" else f"hostile: {hostile[(hostile_index - 1) % len(hostile)][0]}")
+                    action = f"hostile: {name}"
+                record.event(action)
             if elapsed >= next_arrival:
                 rng = driver.random()
                 if in_flight.acquire(blocking=False):
@@ -911,8 +913,8 @@ def render(report: dict, results: list[tuple]) -> str:
                  for w in report["latency"].values()]
         lines.append(f"  {route:45s} " + "  ".join(cells))
     lines.append("  windows: " + ", ".join(report["latency"]))
-    lines += ["", f"processes: traffic start → start (peak of 0–{report['start']['t']} s) → end → after retention "
-                  "[peak]: RSS MB, open files, threads"]
+    lines += ["", f"processes: traffic start → start (peak of 0–{report['start']['t']} s) → end → "
+                  "after retention [peak]: RSS MB, open files, threads"]
     for role in sorted(report["end"]["processes"]):
         first, start = report["traffic_start"]["processes"].get(role, {}), report["start"]["processes"].get(role, {})
         end, after = report["end"]["processes"][role], report["after_retention"]["processes"].get(role, {})
@@ -921,10 +923,18 @@ def render(report: dict, results: list[tuple]) -> str:
         lines.append(f"  {role:15s} " + "  ".join(
             f"{name} {first.get(name, '-')} → {start.get(name, '-')} → {end[name]} → {after.get(name, '-')} "
             f"[{peak[name]}]" for name in end))
+    window, last = report["window_s"], {}
+    for sample in report["samples"]:  # the last reading in each window: memory over time
+        last[min(int(sample["t"] // window), len(report["latency"]))] = sample
+    lines.append("  RSS MB at the end of each window, then after retention:")
+    for role in sorted(report["end"]["processes"]):
+        lines.append(f"    {role:15s} " + " ".join(
+            str(last[i]["processes"].get(role, {}).get("rss_mb", "-")) for i in sorted(last)))
+    lines.append("    redis keys      " + " ".join(str(last[i]["redis_keys"]) for i in sorted(last)))
     lines.append(f"  redis keys {report['start']['redis_keys']} → {report['end']['redis_keys']} → "
                  f"{report['after_retention']['redis_keys']}; disk {report['disk_baseline']} → "
                  f"{report['end']['disk']} → {report['after_retention']['disk']}")
-    lines += ["", "goals:"] + [f"  {'PASS' if passed else 'FAIL'}  {goal}: {detail}" for goal, passed, detail in results]
+    lines += ["", "goals:"] + [f"  {'PASS' if ok else 'FAIL'}  {goal}: {detail}" for goal, ok, detail in results]
     return "\n".join(lines)
 
 

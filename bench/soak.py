@@ -955,16 +955,17 @@ def parse(argv=None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=21)
     parser.add_argument("--folder", help="where the soak keeps its files and logs (default: a new temp folder)")
     parser.add_argument("--report", help="write the whole report as JSON here")
+    parser.add_argument("--render", metavar="REPORT", help="print the figures and goals of a saved report; no soak")
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> int:
     options = parse(argv)
-    report = run(options)
+    report = json.loads(Path(options.render).read_text()) if options.render else run(options)
     results = goals(report)
     report["goals"] = [{"goal": goal, "passed": passed, "detail": detail} for goal, passed, detail in results]
     print(render(report, results))
-    if options.report:
+    if options.report and not options.render:
         Path(options.report).write_text(json.dumps(report, indent=1, default=str))
     return 0 if all(passed for _, passed, _ in results) else 1
 

@@ -905,7 +905,8 @@ def render(report: dict, results: list[tuple]) -> str:
              f"jobs: {report['jobs_accepted']} accepted, ends {report['job_ends']}; failures: {report['failures']}",
              f"downloads read whole: {report['downloads']}", f"counts: {report['counts']}",
              f"statuses: {report['statuses']}", f"events: {report['events']}",
-             f"hostile: {report['hostile']}", f"tracebacks in the logs: {report['tracebacks']}", "",
+             f"hostile: {report['hostile']}",
+             f"tracebacks in the logs: {report['tracebacks']} (logs and the model kept in {report['folder']})", "",
              "latency per route (p50 / p99 s, n)"]
     routes = sorted({route for window in report["latency"].values() for route in window})
     for route in routes:

@@ -24,7 +24,7 @@ METRICS_DIR ?= /tmp/image-to-3d-metrics-$(PORT)
 WORKER_METRICS_PORT ?= 9808
 WORKER_METRICS_DIR ?= /tmp/image-to-3d-worker-metrics-$(WORKER_METRICS_PORT)
 
-.PHONY: setup setup-test system-libs run worker redis test test-fast test-shuffled download-model bench bench-memory clean
+.PHONY: setup setup-test system-libs run worker redis test test-fast test-shuffled download-model bench bench-memory soak clean
 
 setup: system-libs $(VENV)/.installed
 
@@ -91,6 +91,13 @@ bench: setup
 
 bench-memory: setup  # each job's peak memory against converter.memory's estimate (bench/RESULTS.md)
 	$(PY) bench/memory.py $(BENCH_ARGS)
+
+# Run by hand, never part of `make test`: two web instances, two Celery workers and Redis on this machine for 30
+# minutes at 80 % of their measured capacity, a worker killed and Redis restarted, goals printed PASS/FAIL
+# (bench/soak.py; bench/RESULTS.md). SOAK_ARGS="--minutes 10", "--model /path/to/model", "--rate 1.5", "--report x.json".
+soak: setup $(VENV)/.installed-test
+	@sh scripts/system-deps.sh redis-server
+	$(PY) bench/soak.py $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
-from conftest import ROOT, _free_port, http_download, png_bytes, serve
+from conftest import ROOT, _free_port, http_download, png_bytes, serve, wait_until
 
 from web.jobs.celery.board import PENDING
 
@@ -440,3 +440,22 @@ def test_heavy_exports_on_two_celery_instances_leave_healthz_and_uploads_answeri
     figures = check_under_heavy_exports(servers, views, cluster.hold_exports)
     print(f"celery, 24 heavy downloads on 2 instances: {figures} (timing goal: bench/export_load.py)")
     assert figures["probes_while_held"] == 10
+
+
+def test_an_attempt_claims_its_job_while_it_runs_and_the_claim_goes_once_the_job_is_done(cluster):
+    """The claim stops a second delivery of a running attempt; once the record is finished a late delivery is
+    ignored by the record itself, so the claim goes (the soak, bench/soak.py, saw one key per job kept for
+    CLAIM_TTL, two days: Redis grew with every job)."""
+    cluster.hold_conversions.touch()
+    try:
+        accepted = post(cluster.a, photo())
+        assert accepted.status_code == 202
+        job_id = accepted.json()["id"]
+        follow(cluster.b, accepted.json()["status_url"], until=lambda view: view["status"] == "running")
+        with cluster.redis.client() as client:
+            assert client.exists(f"image-to-3d:claim:{job_id}:1")
+    finally:
+        cluster.hold_conversions.unlink()
+    assert follow(cluster.b, accepted.json()["status_url"])["status"] == "done"
+    with cluster.redis.client() as client:
+        wait_until(lambda: not client.exists(f"image-to-3d:claim:{job_id}:1"), 60)  # released after the record

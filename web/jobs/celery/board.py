@@ -107,6 +107,11 @@ class Board:
             pipe.zadd(ACTIVE, {job_id: time.time()}, nx=True)
             pipe.execute()
 
+    def forget_claim(self, job_id: str, attempt: int) -> None:
+        """Drop an attempt's claim once its job's record is finished (or names a later attempt): a later delivery is
+        then ignored by the record itself, and a claim kept for CLAIM_TTL made Redis grow by a key per job."""
+        self.redis.delete(f"{_PREFIX}claim:{job_id}:{attempt}")
+
     def release(self, job_id: str) -> None:
         with self.redis.pipeline() as pipe:
             pipe.delete(_heartbeat(job_id))

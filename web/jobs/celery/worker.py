@@ -98,8 +98,11 @@ class Worker:
             stop.set()
             try:
                 self.board.release(job_id)
+                current = self.store.get(job_id)
+                if current is None or current.finished or current.attempt != attempt:
+                    self.board.forget_claim(job_id, attempt)
             except redis.RedisError:
-                pass  # the heartbeat expires by itself
+                pass  # the heartbeat expires by itself, the claim after CLAIM_TTL
 
     def _beat(self, job_id: str, attempt: int, stop: threading.Event) -> None:
         while not stop.wait(HEARTBEAT_EVERY):

@@ -1,4 +1,4 @@
-"""Where an upload's bytes wait while its request is read: ``UPLOAD_FOLDER`` (``uploads/``), not the system's temp folder.
+"""Where an upload's bytes wait while its request is read: ``UPLOAD_FOLDER`` (``uploads/``), not the temp folder.
 
 Werkzeug keeps a form's file in memory up to 500 kB and spills the rest to a temporary file; by default that file is
 made in ``/tmp``, which is often a small RAM disk in containers, shared with everything else on the machine. Here it

@@ -46,6 +46,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 import requests
+from ports import quiet_port
 
 ROOT = Path(__file__).resolve().parent.parent
 FINISHED = ("done", "failed")
@@ -59,25 +60,6 @@ LATER_KINDS = ("glb", "stl", "obj", "pcd", "las", "json", "depth_png", "depth_np
 
 
 WEB_THREADS = 4  # gunicorn --threads of each web instance's workers
-
-
-def quiet_port() -> int:
-    """A free port below the kernel's ephemeral range, so no outgoing connection takes it between choosing it and a
-    server binding it, or across a Redis restart on it (as tests/test_celery.py chooses Redis's)."""
-    try:
-        low = min(int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0]), 32768)
-    except (OSError, ValueError, IndexError):
-        low = 32768
-    start = os.getpid() * 11 % max(low - 10000, 1)
-    for step in range(low - 10000):
-        port = 10000 + (start + step) % (low - 10000)
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port below the ephemeral range")
 
 
 def worker_app() -> str:

@@ -28,6 +28,7 @@ if "OPENVINO_CACHE" not in os.environ:
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.append(str(ROOT / "bench"))  # ports.py (the ports tests and benches start servers on), soak.py
 
 
 def pytest_collection_modifyitems(items):
@@ -175,14 +176,6 @@ def http_download(url: str, timeout: float = 60.0, poll: float = 0.05):
         assert int(response.headers["Retry-After"]) > 0, response.headers
         assert time.monotonic() < deadline, f"{url} was still being prepared after {timeout} s"
         time.sleep(poll)
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _answers(url: str) -> bool:

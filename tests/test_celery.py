@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
-from conftest import ROOT, _free_port, http_download, png_bytes, serve, wait_until
+from conftest import ROOT, http_download, png_bytes, serve, wait_until
+from ports import quiet_port  # bench/ports.py (conftest puts bench/ on the path)
 
 from web.jobs.celery.board import PENDING
 
@@ -27,30 +28,6 @@ pytestmark = pytest.mark.slow  # a Redis server, Celery workers and gunicorn in 
 REDIS_SERVER = shutil.which("redis-server")
 MAX_QUEUED = 2
 FINISHED = ("done", "failed")
-
-def quiet_port() -> int:
-    """A free port below the kernel's ephemeral range (ip_local_port_range), so no bind(0) or outgoing connection
-    of another process takes it while it is unbound (between choosing it and the server binding it, or across a
-    Redis restart on it); the search starts at a point of this process's own, so concurrent runs differ."""
-    import socket
-
-    try:
-        low = min(int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0]), 32768)
-    except (OSError, ValueError, IndexError):  # not Linux: the range IANA and most systems use
-        low = 32768
-    span = low - 10000
-    if span < 1000:  # an unusual range: no quiet ports to choose from
-        return _free_port()
-    start = os.getpid() * 7 % span
-    for step in range(span):
-        port = 10000 + (start + step) % span
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    return _free_port()
 
 
 class Redis:

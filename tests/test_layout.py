@@ -13,27 +13,28 @@ PACKAGE = Path(converter.__file__).resolve().parent
 CORE = ("geometry", "images", "options", "mesh", "align", "stages", "errors", "torch_kernels", "depth")
 
 
-def _module_name(path: Path) -> str:
-    parts = ["converter", *path.relative_to(PACKAGE).with_suffix("").parts]
+def _module_name(package: Path, path: Path) -> str:
+    parts = [package.name, *path.relative_to(package).with_suffix("").parts]
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
 @functools.cache  # read once for the tests that check it (none changes it)
-def import_graph() -> dict[str, set[str]]:
-    """converter module → the converter modules it imports anywhere (top level or inside a function); importing a
-    name from a package counts as importing the package's ``__init__`` (and the submodule, when it is one), but for
-    the module's own parent packages, which Python has always imported before it."""
-    modules = {_module_name(path): path for path in PACKAGE.rglob("*.py")}
+def import_graph(package: Path = PACKAGE) -> dict[str, set[str]]:
+    """``package``'s module → the modules of that package it imports anywhere (top level or inside a function);
+    importing a name from a package counts as importing the package's ``__init__`` (and the submodule, when it is
+    one), but for the module's own parent packages, which Python has always imported before it. The web package's
+    layout test reads web/ with it too."""
+    modules = {_module_name(package, path): path for path in package.rglob("*.py")}
     graph: dict[str, set[str]] = {name: set() for name in modules}
     for name, path in modules.items():
-        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        package_name = name if path.name == "__init__.py" else name.rpartition(".")[0]
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Import):
                 targets = [alias.name for alias in node.names]
             elif isinstance(node, ast.ImportFrom):
                 base = node.module or ""
                 if node.level:
-                    anchor = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                    anchor = package_name.split(".")[: len(package_name.split(".")) - (node.level - 1)]
                     base = ".".join(anchor + ([base] if base else []))
                 targets = [base] + [f"{base}.{alias.name}" for alias in node.names]
             else:

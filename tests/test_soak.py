@@ -5,13 +5,9 @@ asserted."""
 from __future__ import annotations
 
 import shutil
-import sys
 
 import pytest
-from conftest import ROOT
-
-sys.path.insert(0, str(ROOT / "bench"))
-import soak  # noqa: E402  (bench/soak.py)
+import soak  # bench/soak.py (conftest puts bench/ on the path)
 
 # What two minutes allow. Leaks are judged against each process's peak in the first 30 s (bench/soak.py ``warmed``),
 # but two minutes do not finish the warm-up: a Celery child loads each export kind's writer the first time it gets

@@ -295,7 +295,7 @@ def _release_mapped(folder: Path) -> None:
         libc = ctypes.CDLL(None, use_errno=True)
         madvise = libc.madvise
         madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-        prefix = str(folder.resolve())
+        prefix = os.path.join(str(folder.resolve()), "")  # the folder's files, not a sibling that starts alike
         with open("/proc/self/maps") as maps:
             for line in maps:
                 fields = line.split(maxsplit=5)

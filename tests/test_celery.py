@@ -436,3 +436,61 @@ def test_an_attempt_claims_its_job_while_it_runs_and_the_claim_goes_once_the_job
     assert follow(cluster.b, accepted.json()["status_url"])["status"] == "done"
     with cluster.redis.client() as client:
         wait_until(lambda: not client.exists(f"image-to-3d:claim:{job_id}:1"), 60)  # released after the record
+
+
+def test_a_job_that_could_never_fit_a_workers_memory_fails_with_the_sentence_and_one_that_fits_runs(tmp_path,
+                                                                                                  make_app):
+    """JOB_MEMORY_MB=150 in the worker's environment only: the web tier (no limit of its own) estimates both jobs and
+    accepts them; the worker fails the one whose estimate exceeds its budget with the sentence naming both numbers
+    (it would otherwise start a conversion it cannot hold) and runs the one that fits. A web tier given the same
+    JOB_MEMORY_MB refuses the large one at once, 422, before anything reaches Redis."""
+    from test_memory_budget import FULL, big_png
+
+    from web.memory_budget import CONVERSION_KINDS
+    from converter.service_api import estimate_job_mb
+
+    redis_server, model, outputs, env = worker_setting(tmp_path, JOB_MEMORY_MB="150")
+    workers = Workers(tmp_path, env)
+    try:
+        workers.start(1)
+        deadline = time.monotonic() + 90
+        while ready_workers(redis_server) < 1:
+            assert time.monotonic() < deadline, workers.logs()
+            time.sleep(0.2)
+        tier = dict(JOB_BACKEND="celery", REDIS_URL=redis_server.url, OUTPUT_FOLDER=str(outputs),
+                    DEPTH_MODEL=str(model))
+        client = make_app(**tier).test_client()
+        estimate = estimate_job_mb(3000, 2000, FULL, CONVERSION_KINDS, state=True)
+        assert estimate > 150
+        ids = []
+        for picture, detail in ((big_png(), "full"), (big_png(600, 400), "low")):
+            response = client.post("/api/v1/conversions", content_type="multipart/form-data",
+                                   data={"image": (io.BytesIO(picture), "p.png"), "detail": detail})
+            assert response.status_code == 202, response.get_data(as_text=True)
+            ids.append(response.get_json()["id"])
+        deadline = time.monotonic() + 90
+        while True:
+            views = [client.get(f"/api/v1/conversions/{job_id}").get_json() for job_id in ids]
+            if all(view["status"] in FINISHED for view in views):
+                break
+            assert time.monotonic() < deadline, workers.logs()
+            time.sleep(0.1)
+        large, small = views
+        assert large["memory_estimate_mb"] == round(estimate)
+        assert (large["status"], large["code"]) == ("failed", "too_much_memory"), large
+        assert f"about {estimate:,.0f} MB" in large["error"] and "150 MB" in large["error"]
+        assert not [path.name for path in (outputs / large["id"]).iterdir() if path.name != "job.json"]
+        assert small["status"] == "done" and 0 < small["memory_estimate_mb"] < 150, small
+
+        strict = make_app(JOB_MEMORY_MB=150, **tier).test_client()
+        with redis_server.client() as client_redis:
+            pending = client_redis.zcard(PENDING)
+        refused = strict.post("/api/v1/conversions", content_type="multipart/form-data",
+                              data={"image": (io.BytesIO(big_png()), "p.png"), "detail": "full"})
+        assert refused.status_code == 422 and refused.get_json()["code"] == "too_much_memory"
+        with redis_server.client() as client_redis:
+            assert client_redis.zcard(PENDING) == pending
+        assert sorted(path.name for path in outputs.iterdir() if not path.name.startswith(".")) == sorted(ids)
+    finally:
+        workers.stop_all()
+        redis_server.stop()

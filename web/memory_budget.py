@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 
+from converter import InputError
 from converter.service_api import estimate_job_mb, resident_model_mb
 
 from .intake.job_request import JobRequest
@@ -25,11 +26,23 @@ class JobTooLargeError(UserError):
     conversion, and the person can change it (a lower detail, a smaller picture)."""
 
     def __init__(self, estimate_mb: float, limit_mb: float):
-        super().__init__(422, "too_much_memory",
-                         f"This conversion would need about {estimate_mb:,.0f} MB of memory and the server has "
-                         f"{limit_mb:,.0f} MB for conversions (JOB_MEMORY_MB). Choose a lower detail or a smaller "
-                         "picture.")
+        super().__init__(422, "too_much_memory", _too_much_memory(estimate_mb, limit_mb))
         self.estimate_mb, self.limit_mb = estimate_mb, limit_mb
+
+
+class JobNeverFitsError(InputError):
+    """The same refusal where the job is already accepted (a Celery worker with less memory than the web tier
+    knew of): the job fails with the sentence instead of waiting for room that never comes."""
+
+    code = "too_much_memory"
+
+    def __init__(self, estimate_mb: float, limit_mb: float):
+        super().__init__(_too_much_memory(estimate_mb, limit_mb))
+
+
+def _too_much_memory(estimate_mb: float, limit_mb: float) -> str:
+    return (f"This conversion would need about {estimate_mb:,.0f} MB of memory and the server has "
+            f"{limit_mb:,.0f} MB for conversions (JOB_MEMORY_MB). Choose a lower detail or a smaller picture.")
 
 
 class MemoryBudget:

@@ -7,6 +7,7 @@ resources and their threads here). Pages, the API and comparisons are thin bluep
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 
 from flask import Flask, current_app, url_for
@@ -55,9 +56,12 @@ class Service:
         os.makedirs(self.cache.folder, exist_ok=True)  # made now, not by the first job: the layout is fixed
         self.exports = Exports(self.store, self.batches, config["MAX_PIXELS"],
                                config.get("EXPORT_TIMEOUT_SECONDS", EXPORT_TIMEOUT_SECONDS))
-        # Admission by memory where the jobs run in this process (a Celery worker's memory is its machine's).
-        self.memory = JobMemory(self.store, config.get("JOB_MEMORY_MB") or default_job_memory_mb(self.converter)) \
-            if backend.runs_here else None
+        # Each job's memory is estimated here, before it is queued. Where the jobs run in this process the budget
+        # is this machine's; with Celery each worker holds its own (web.jobs.celery.worker), and the web tier
+        # refuses only what could never fit the JOB_MEMORY_MB it is given.
+        limit_mb = config.get("JOB_MEMORY_MB") or (default_job_memory_mb(self.converter) if backend.runs_here
+                                                   else math.inf)
+        self.memory = JobMemory(self.store, limit_mb)
         self.runner: JobBackend = backend.from_config(
             config, self.store, self.converter,
             lambda job, upload, report: run_job(self.converter, self.store, job, upload, report, self.cache),

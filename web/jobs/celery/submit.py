@@ -62,12 +62,15 @@ class CeleryJobRunner:
                     memory=None) -> CeleryJobRunner:
         """Celery workers convert and export (web/jobs/celery/worker.py); this process loads no model."""
         runner = cls(store, config["REDIS_URL"], max_queued=config["MAX_QUEUED_JOBS"],
-                     watch=config.get("JOB_WATCH", True))
+                     watch=config.get("JOB_WATCH", True), memory=memory)
         runner.model_status = WorkersModelStatus(runner.board, converter)
         return runner
 
-    def __init__(self, store: JobStore, redis_url: str, max_queued: int = 8, watch: bool = True):
+    def __init__(self, store: JobStore, redis_url: str, max_queued: int = 8, watch: bool = True, memory=None):
         self.store = store
+        # Each job's estimate is recorded here (the job view shows it); the worker that takes it admits it by its
+        # own budget (web.jobs.celery.worker).
+        self.memory = memory
         self.max_queued = max_queued
         self.board = Board(redis_url)
         self.celery = make_celery(redis_url)
@@ -78,8 +81,10 @@ class CeleryJobRunner:
 
     def submit_batch(self, request: dict, uploads: list[Upload | None]) -> list[Job]:
         """Queue jobs (one job: a batch of one) as one unit of admission (as the embedded JobRunner's): admitted whole, in one Redis step, when
-        fewer than ``max_queued`` jobs wait, or QueueFullError; QueueUnavailableError without Redis."""
-        jobs = [self.store.create(request) for _ in uploads]
+        fewer than ``max_queued`` jobs wait, or QueueFullError; QueueUnavailableError without Redis;
+        JobTooLargeError (web.memory_budget) for a job that could never fit the web tier's JOB_MEMORY_MB."""
+        estimates = self.memory.estimates(request, uploads) if self.memory is not None else [0.0] * len(uploads)
+        jobs = [self.store.create(request, memory_mb=memory_mb) for memory_mb in estimates]
         try:
             admitted = self.board.admit([job.id for job in jobs], time.time(), self.max_queued)
         except redis.RedisError:

@@ -28,6 +28,7 @@ from ..execution import UPLOAD_DEPTH, UPLOAD_IMAGE, Attempt
 from ..exports import Exports, Target
 from ..record import Job
 from ..store import BatchStore, JobStore, Upload, process_token
+from ...memory_budget import JobNeverFitsError, MemoryBudget, default_job_memory_mb
 from ...model_status import ModelStatus
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,10 @@ class Worker:
                                settings["MAX_PIXELS"], settings["EXPORT_TIMEOUT_SECONDS"])
         self.model_status = ModelStatus(self.converter, threads=settings["TORCH_THREADS"] or None)
         self.timeout_seconds = settings["JOB_TIMEOUT_SECONDS"]
+        # This process's memory for conversions (JOB_MEMORY_MB, or what this machine has free less the model):
+        # the web tier estimated each job's peak (Job.memory_mb); here it runs while the estimates fit (several
+        # jobs at once with ``--pool threads``), and one that never could fails with the sentence.
+        self.memory = MemoryBudget(settings["JOB_MEMORY_MB"] or default_job_memory_mb(self.converter))
         self._stop = threading.Event()
 
     def start(self) -> Worker:
@@ -123,8 +128,19 @@ class Worker:
         def work(job: Job, report) -> dict:
             return run_job(self.converter, self.store, job, self._upload(folder, job), report, self.cache)
 
+        def never_fits(job: Job, report) -> dict:
+            raise JobNeverFitsError(job.memory_mb, self.memory.total_mb)
+
         job.owner, job.files = self.name, []
-        Attempt(self.store, job, self.timeout_seconds, ours=ours).run(work)
+        memory_mb = job.memory_mb
+        if memory_mb > self.memory.total_mb:
+            Attempt(self.store, job, self.timeout_seconds, ours=ours).run(never_fits)
+            return
+        self.memory.reserve(memory_mb)  # at once in a process converting one job at a time
+        try:
+            Attempt(self.store, job, self.timeout_seconds, ours=ours).run(work)
+        finally:
+            self.memory.release(memory_mb)
 
     @staticmethod
     def _upload(folder: Path, job: Job) -> Upload | None:

@@ -125,6 +125,25 @@ def ready_workers(redis_server: Redis) -> int:
     return 0
 
 
+def wait_ready(workers: Workers, redis_server: Redis, count: int) -> None:
+    deadline = time.monotonic() + 90  # a hang guard only
+    while ready_workers(redis_server) < count:
+        assert time.monotonic() < deadline, "the workers did not report ready:\n" + workers.logs()
+        assert all(p.poll() is None for p in workers.processes), workers.logs()
+        time.sleep(0.2)
+
+
+def finished_views(client, ids: list[str], workers: Workers) -> list[dict]:
+    """Each job's view once all have finished, polled through a test client."""
+    deadline = time.monotonic() + 90  # a hang guard only
+    while True:
+        views = [client.get(f"/api/v1/conversions/{job_id}").get_json() for job_id in ids]
+        if all(view["status"] in FINISHED for view in views):
+            return views
+        assert time.monotonic() < deadline, workers.logs()
+        time.sleep(0.1)
+
+
 def worker_setting(root: Path, **extra):
     """A running redis-server, a tiny model, an output folder and the workers' environment, all under ``root``."""
     if REDIS_SERVER is None:
@@ -156,11 +175,7 @@ def cluster(tmp_path_factory):
         stack.callback(redis_server.stop)
         stack.callback(workers.stop_all)
         workers.start(2)
-        deadline = time.monotonic() + 90
-        while ready_workers(redis_server) < 2:
-            assert time.monotonic() < deadline, "the workers did not report ready:\n" + workers.logs()
-            assert all(p.poll() is None for p in workers.processes), workers.logs()
-            time.sleep(0.2)
+        wait_ready(workers, redis_server, 2)
         web = {}
         for name in ("a", "b"):
             (root / name).mkdir()
@@ -371,10 +386,7 @@ def test_a_threads_pool_worker_batches_the_forwards_of_its_jobs(tmp_path, make_a
     workers = Workers(tmp_path, env)
     try:
         workers.start(1, pool="threads", concurrency=4)
-        deadline = time.monotonic() + 90
-        while ready_workers(redis_server) < 1:
-            assert time.monotonic() < deadline, workers.logs()
-            time.sleep(0.2)
+        wait_ready(workers, redis_server, 1)
         app = make_app(JOB_BACKEND="celery", REDIS_URL=redis_server.url, OUTPUT_FOLDER=str(outputs),
                        DEPTH_MODEL=str(model))
         client = app.test_client()
@@ -384,13 +396,7 @@ def test_a_threads_pool_worker_batches_the_forwards_of_its_jobs(tmp_path, make_a
                                    data={"image": (io.BytesIO(photo(96, 128 + 8 * number)), "p.png")})
             assert response.status_code == 202, response.get_data(as_text=True)
             ids.append(response.get_json()["id"])
-        deadline = time.monotonic() + 90
-        while True:
-            views = [client.get(f"/api/v1/conversions/{job_id}").get_json() for job_id in ids]
-            if all(view["status"] in FINISHED for view in views):
-                break
-            assert time.monotonic() < deadline, workers.logs()
-            time.sleep(0.1)
+        views = finished_views(client, ids, workers)
         assert [view["status"] for view in views] == ["done"] * 4, views
         deadline = time.monotonic() + 60  # a hang guard only
         while True:  # the worker publishes its counts every few seconds
@@ -453,10 +459,7 @@ def test_a_job_that_could_never_fit_a_workers_memory_fails_with_the_sentence_and
     workers = Workers(tmp_path, env)
     try:
         workers.start(1)
-        deadline = time.monotonic() + 90
-        while ready_workers(redis_server) < 1:
-            assert time.monotonic() < deadline, workers.logs()
-            time.sleep(0.2)
+        wait_ready(workers, redis_server, 1)
         tier = dict(JOB_BACKEND="celery", REDIS_URL=redis_server.url, OUTPUT_FOLDER=str(outputs),
                     DEPTH_MODEL=str(model))
         client = make_app(**tier).test_client()
@@ -468,14 +471,7 @@ def test_a_job_that_could_never_fit_a_workers_memory_fails_with_the_sentence_and
                                    data={"image": (io.BytesIO(picture), "p.png"), "detail": detail})
             assert response.status_code == 202, response.get_data(as_text=True)
             ids.append(response.get_json()["id"])
-        deadline = time.monotonic() + 90
-        while True:
-            views = [client.get(f"/api/v1/conversions/{job_id}").get_json() for job_id in ids]
-            if all(view["status"] in FINISHED for view in views):
-                break
-            assert time.monotonic() < deadline, workers.logs()
-            time.sleep(0.1)
-        large, small = views
+        large, small = finished_views(client, ids, workers)
         assert large["memory_estimate_mb"] == round(estimate)
         assert (large["status"], large["code"]) == ("failed", "too_much_memory"), large
         assert f"about {estimate:,.0f} MB" in large["error"] and "150 MB" in large["error"]

@@ -638,14 +638,18 @@ class Sampler(threading.Thread):
         self.halt = threading.Event()
 
     def take(self) -> dict:
-        processes = {}
+        processes, cpu = {}, {}
         for role, process in self.cluster.processes().items():
             with contextlib.suppress(psutil.Error):
                 with process.oneshot():
                     processes[role] = {"rss_mb": round(process.memory_info().rss / 2**20, 1),
                                        "open_files": process.num_fds(), "threads": process.num_threads()}
+                    cpu[role] = round(sum(process.cpu_times()[:2]), 2)
+        # CPU seconds so far (user + system), kept apart from the leak figures: a latency that grows at a constant
+        # load shows here as the process whose work per window grows (this driver included: it shares the cores).
+        cpu["driver"] = round(sum(psutil.Process().cpu_times()[:2]), 2)
         sample = {"t": round(self.record.now(), 1), "processes": processes, "redis_keys": self.cluster.redis_keys(),
-                  "disk": self.cluster.disk()}
+                  "disk": self.cluster.disk(), "cpu_s": cpu}
         self.samples.append(sample)
         return sample
 
@@ -918,11 +922,31 @@ def render(report: dict, results: list[tuple]) -> str:
         lines.append(f"    {role:15s} " + " ".join(
             str(last[i]["processes"].get(role, {}).get("rss_mb", "-")) for i in sorted(last)))
     lines.append("    redis keys      " + " ".join(str(last[i]["redis_keys"]) for i in sorted(last)))
+    lines += cpu_per_window(report["traffic_start"], [last[i] for i in sorted(last)])
     lines.append(f"  redis keys {report['start']['redis_keys']} → {report['end']['redis_keys']} → "
                  f"{report['after_retention']['redis_keys']}; disk {report['disk_baseline']} → "
                  f"{report['end']['disk']} → {report['after_retention']['disk']}")
     lines += ["", "goals:"] + [f"  {'PASS' if ok else 'FAIL'}  {goal}: {detail}" for goal, ok, detail in results]
     return "\n".join(lines)
+
+
+def cpu_per_window(start: dict, ends: list[dict]) -> list[str]:
+    """CPU seconds each process used in each window (from the readings at the windows' ends); a restarted process
+    counts from its start. Nothing for a report saved before CPU was sampled."""
+    roles = sorted({role for sample in [start] + ends for role in sample.get("cpu_s", {})})
+    if not roles:
+        return []
+    lines = ["  CPU seconds (user + system) used in each window:"]
+    for role in roles:
+        previous, cells = start.get("cpu_s", {}).get(role), []
+        for sample in ends:
+            value = sample.get("cpu_s", {}).get(role)
+            used = None if value is None else value - previous if previous is not None and value >= previous \
+                else value
+            cells.append("-" if used is None else f"{used:.1f}")
+            previous = value if value is not None else previous
+        lines.append(f"    {role:15s} " + " ".join(cells))
+    return lines
 
 
 def parse(argv=None) -> argparse.Namespace:

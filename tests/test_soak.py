@@ -82,3 +82,16 @@ def test_the_soak_reads_a_whole_file_and_names_what_is_wrong_with_a_cut_one(kind
     assert soak.parse_file(kind, whole) is None
     problem = soak.parse_file(kind, whole[: len(whole) * 3 // 4])
     assert isinstance(problem, str) and problem
+
+
+def test_the_soak_reports_the_cpu_each_process_used_in_each_window_a_restarted_one_from_its_start():
+    start = {"cpu_s": {"web0 worker0": 10.0, "celery0 child0": 50.0, "driver": 5.0}}
+    ends = [{"cpu_s": {"web0 worker0": 40.0, "celery0 child0": 350.0, "driver": 15.0}},
+            {"cpu_s": {"web0 worker0": 100.0, "celery0 child0": 20.0, "driver": 30.0}},  # the child was restarted
+            {"cpu_s": {"web0 worker0": 190.0, "driver": 50.0}}]  # and gone at the last reading
+    lines = soak.cpu_per_window(start, ends)
+    assert lines[0].startswith("  CPU seconds")
+    rows = {line.split("  ")[2].strip(): line.split()[-3:] for line in lines[1:]}
+    assert rows == {"celery0 child0": ["300.0", "20.0", "-"], "driver": ["10.0", "15.0", "20.0"],
+                    "web0 worker0": ["30.0", "60.0", "90.0"]}
+    assert soak.cpu_per_window({}, [{}]) == []  # a report saved before CPU was sampled

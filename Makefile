@@ -10,6 +10,11 @@ DEPTH_MODEL ?= Intel/dpt-hybrid-midas
 WORKERS ?= 1
 THREADS ?= 4
 
+# Compiled modules and pytest's rewritten test modules are cached (__pycache__, git-ignored) even where the shell
+# sets PYTHONDONTWRITEBYTECODE: without the cache every test run compiles the package and rewrites 68 test modules
+# again (3 of the fast tier's 7-10 s of collection here).
+unexport PYTHONDONTWRITEBYTECODE
+
 SYSTEM_LIBS := libusb-1.0-0 libgl1 libgomp1
 TEST_SYSTEM_LIBS := chromium chromium-driver redis-server ffmpeg blender python3-numpy
 # Scaling out (README "Scaling out"): web instances started with JOB_BACKEND=celery, and `make worker` on any machine,

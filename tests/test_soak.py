@@ -17,7 +17,7 @@ import soak  # bench/soak.py (conftest puts bench/ on the path)
 # once, bounded: 19–23 all through 30 minutes); threads are counts (a few); Redis keys depend on the jobs in flight
 # at each reading. A leak of a
 # file, a thread or a few MB per job still shows at the 40–200 jobs two minutes carry here.
-SLACK = {"rss_mb": 300, "open_files": 10, "threads": 3, "redis_keys": 30}
+SLACK = {"*": {"rss_mb": 300, "open_files": 10, "threads": 3, "redis_keys": 30}}
 
 
 @pytest.mark.slow  # Redis, Celery workers and gunicorn in subprocesses, for minutes
@@ -95,3 +95,17 @@ def test_the_soak_reports_the_cpu_each_process_used_in_each_window_a_restarted_o
     assert rows == {"celery0 child0": ["300.0", "20.0", "-"], "driver": ["10.0", "15.0", "20.0"],
                     "web0 worker0": ["30.0", "60.0", "90.0"]}
     assert soak.cpu_per_window({}, [{}]) == []  # a report saved before CPU was sampled
+
+
+def test_the_soaks_pool_allowance_is_the_web_tiers_own_broker_pool_limit_and_applies_by_role():
+    from web.jobs.celery.board import make_celery
+
+    assert make_celery("redis://127.0.0.1:1/0").conf.broker_pool_limit == soak.BROKER_POOL_LIMIT
+    start = {"processes": {"web0 worker1": {"open_files": 15}, "redis": {"open_files": 29},
+                           "celery0 child0": {"open_files": 14}}}
+    within = {"processes": {"web0 worker1": {"open_files": 15 + 1 + soak.POOL_SLACK["worker"]["open_files"]},
+                            "redis": {"open_files": 45}, "celery0 child0": {"open_files": 15}}}
+    assert soak.flat(start, within, 0.10, soak.POOL_SLACK) == []
+    # A Celery child has no pool allowance: one descriptor over its 10 % is a finding.
+    leaking = {"processes": dict(within["processes"], **{"celery0 child0": {"open_files": 16}})}
+    assert soak.flat(start, leaking, 0.10, soak.POOL_SLACK) == ["celery0 child0 open_files 14 → 16 (limit 15.4)"]

@@ -14,6 +14,7 @@ from flask import Flask
 
 from converter import KNOWN_MODELS
 from web import service, settings
+from web.intake import client
 from web.intake.spool import SpoolingRequest
 from web.jobs.store import IdConverter
 from web.routes import api, batches, comparisons, errors, pages
@@ -35,6 +36,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         app.config.update(test_config)
     config = app.config
     config["MAX_CONTENT_LENGTH"] = config["MAX_UPLOAD_MB"] * 1024 * 1024
+    config["TRUSTED_PROXY_NETWORKS"] = client.parse_proxies(config["TRUSTED_PROXIES"])
     config["MODELS"] = config["MODELS"] or [config["DEPTH_MODEL"]] + [
         hub_id for hub_id in KNOWN_MODELS if hub_id != config["DEPTH_MODEL"]]
     os.makedirs(config["OUTPUT_FOLDER"], exist_ok=True)

@@ -58,6 +58,9 @@ def from_env(environ=os.environ) -> dict:
         # Memory the conversions running at once may take together, by their estimates (web.memory_budget);
         # 0: what the machine has free at start, less the resident model.
         "JOB_MEMORY_MB": number("JOB_MEMORY_MB", 0, float),
+        # Reverse proxies whose X-Forwarded-For is believed (addresses or networks, comma-separated; web.intake.client):
+        # who a client is, for rate limits and the queue's fair share. Empty: the connecting address is the client.
+        "TRUSTED_PROXIES": environ.get("TRUSTED_PROXIES", ""),
     }
 
 

@@ -7,6 +7,7 @@ from flask import Blueprint, current_app, jsonify, redirect, request, url_for
 
 from . import batches, openapi
 from .errors import wants_json
+from ..intake.rate_limits import creates
 from ..service import get_service
 
 bp = Blueprint("api", __name__)
@@ -20,6 +21,7 @@ def created(job):
     return redirect(url_for("pages.job_page", job_id=job.id), code=303)
 
 
+@creates
 def create_conversion():
     """One image: one job. Several images, or a zip of them: a batch (web.routes.batches), one job each."""
     images = [part for part in request.files.getlist("image") if part.filename or part.content_length]
@@ -28,6 +30,7 @@ def create_conversion():
     return created(get_service().submit(request.form, request.files))
 
 
+@creates
 def rebuild(job_id):
     return created(get_service().rebuild(job_id, request.form))
 

@@ -20,6 +20,7 @@ from converter import InputError, OptionError
 from converter.service_api import check_convertible_size, probe_header
 
 from ..intake import unzip
+from ..intake.rate_limits import creates
 from ..jobs.conversion import offered_kinds
 from .errors import UserError, wants_json
 from ..intake.forms import parse_request
@@ -129,6 +130,7 @@ def batch_view(batch: dict) -> dict:
             "download_url": url_for("batches.download", batch_id=batch["id"])}
 
 
+@creates
 def create():
     """POST /convert with several images or a zip comes here too (see web.routes.api)."""
     batch = create_batch(request.form, request.files)

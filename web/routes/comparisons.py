@@ -5,11 +5,13 @@ from __future__ import annotations
 from flask import Blueprint, jsonify, redirect, request, url_for
 
 from .errors import wants_json
+from ..intake.rate_limits import creates
 from ..service import get_service
 
 bp = Blueprint("comparisons", __name__)
 
 
+@creates
 def create():
     service = get_service()
     comparison = service.compare(request.form, request.files)

@@ -188,6 +188,11 @@ def _answers(url: str) -> bool:
         return False
 
 
+# A test's server stands for many users behind one address (127.0.0.1, the tests): its rate limit stays on, out of
+# their reach, unless a test sets its own (tests/test_rate_limits.py tests the limit).
+SERVER_RATE_LIMIT = "100000 per minute"
+
+
 @contextlib.contextmanager
 def serve(model_folder, folder, workers: int = 2, threads: int = 4, preexec_fn=None, outputs=None, **env_overrides):
     """Run the real app under real gunicorn on 127.0.0.1 until the block ends; yields url, folders and process.
@@ -208,7 +213,7 @@ def serve(model_folder, folder, workers: int = 2, threads: int = 4, preexec_fn=N
     env = dict(
         os.environ, DEPTH_MODEL=str(model_folder),
         OUTPUT_FOLDER=str(outputs), UPLOAD_FOLDER=str(folder / "uploads"), MAX_UPLOAD_MB="2", HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT),
-        WEB_CONCURRENCY=str(workers),
+        WEB_CONCURRENCY=str(workers), RATE_LIMIT=SERVER_RATE_LIMIT,
     )
     env.update({name: str(value) for name, value in env_overrides.items()})
     present = set(folder.iterdir())  # leftovers(): what the server wrote beside outputs and log, or in uploads

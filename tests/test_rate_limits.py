@@ -55,7 +55,7 @@ def test_a_client_over_its_limit_gets_429_with_retry_after_and_a_sentence_and_an
     assert body["error"] == (f"Too many requests from your address: at most 3 per minute (conversions, rebuilds, "
                              f"batches and comparisons together). Try again in {seconds} seconds.")
     document = client.get("/api/v1/openapi.json").get_json()
-    Draft202012Validator({**document["components"]["schemas"]["Error"]}).validate(body)  # like every error
+    Draft202012Validator(document["components"]["schemas"]["Error"]).validate(body)  # like every error
     other = client.post("/api/v1/conversions", environ_base=B)
     assert other.status_code == 400 and other.get_json()["code"] == "no_image"
     assert refused_count(client) == before + 1

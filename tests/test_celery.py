@@ -490,3 +490,54 @@ def test_a_job_that_could_never_fit_a_workers_memory_fails_with_the_sentence_and
     finally:
         workers.stop_all()
         redis_server.stop()
+
+
+def keys_naming(redis_server: Redis, job_id: str) -> list[str]:
+    """Every Redis key whose name holds the job's id, and the shared sets that list it."""
+    with redis_server.client() as client:
+        named = [key for key in client.scan_iter("*", count=1000) if job_id in key]
+        listed = [key for key in client.scan_iter("image-to-3d:*", count=1000)
+                  if client.type(key) == "zset" and client.zscore(key, job_id) is not None]
+    return named + listed
+
+
+def job_files(outputs: Path, job_id: str) -> list[str]:
+    return [str(path) for path in outputs.rglob("*") if path.is_file() and job_id in str(path)]
+
+
+def test_a_job_deleted_while_queued_or_while_running_leaves_no_file_and_no_redis_key(cluster):
+    from web.deletion import TOKEN_HEADER
+
+    cluster.workers.pause()  # nothing claims the first job: it waits in the queue
+    try:
+        queued = post(cluster.a, photo()).json()
+        assert keys_naming(cluster.redis, queued["id"])  # its place in line
+        deleted = requests.delete(cluster.b.url + f"/api/v1/conversions/{queued['id']}",
+                                  headers={TOKEN_HEADER: queued["delete_token"]}, timeout=30)
+        assert deleted.status_code == 204
+        assert keys_naming(cluster.redis, queued["id"]) == [] and job_files(cluster.outputs, queued["id"]) == []
+    finally:
+        cluster.workers.resume()
+
+    cluster.hold_conversions.touch()  # the next job is claimed and running, held before its work
+    try:
+        running = post(cluster.a, photo(80, 112)).json()
+        follow(cluster.b, running["status_url"], until=lambda view: view["status"] == "running")
+        assert requests.delete(cluster.a.url + f"/api/v1/conversions/{running['id']}", timeout=30).status_code == 403
+        deleted = requests.delete(cluster.a.url + f"/api/v1/conversions/{running['id']}",
+                                  headers={TOKEN_HEADER: running["delete_token"]}, timeout=30)
+        assert deleted.status_code == 204
+        assert requests.get(cluster.b.url + running["status_url"], timeout=10).status_code == 404
+    finally:
+        cluster.hold_conversions.unlink()
+    # The attempt stops at its first stage and its worker lets go of it (its heartbeat, which may have come back
+    # meanwhile, goes then): nothing of either job is left.
+    let_go = f"job {running['id']} attempt 1: let go"
+    wait_until(lambda: any(let_go in log.read_text(errors="replace")
+                           for log in cluster.workers.folder.glob("worker*.log")), 60)
+    for job_id in (queued["id"], running["id"]):
+        assert job_files(cluster.outputs, job_id) == []
+        assert keys_naming(cluster.redis, job_id) == []
+    # The workers took the deleted jobs' messages and did nothing; they still convert.
+    after = post(cluster.b, photo(64, 64))
+    assert follow(cluster.a, after.json()["status_url"])["status"] == "done"

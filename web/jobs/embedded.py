@@ -69,7 +69,7 @@ class JobRunner:
         if watch:
             self._watch.start()
 
-    def submit_batch(self, request: dict, uploads: list[Upload | None]) -> list[Job]:
+    def submit_batch(self, request: dict, uploads: list[Upload | None], delete_token_sha256: str = "") -> list[Job]:
         """Queue a batch's jobs (one job: a batch of one) as one unit of admission: accepted whole when there is
         room for one more job (the batch may take the queue past ``capacity``; nothing else is accepted until it
         is back under), or QueueFullError. So a batch of any size up to the batch limit fits an idle server.
@@ -78,7 +78,9 @@ class JobRunner:
         with self._lock:
             if len(self._running) + len(self._waiting) >= self.capacity:
                 raise QueueFullError()
-            jobs = [self.store.create(request, memory_mb=memory_mb) for memory_mb in estimates]
+            jobs = [self.store.create(request, memory_mb=memory_mb, upload_sha256=getattr(upload, "sha256", "") or "",
+                                      delete_token_sha256=delete_token_sha256)
+                    for memory_mb, upload in zip(estimates, uploads)]
             self._waiting.extend(job.id for job in jobs)
         for job, upload in zip(jobs, uploads):
             self._executor.submit(self._run, job.id, upload)
@@ -93,6 +95,12 @@ class JobRunner:
         """How many more jobs would be accepted now (a batch is accepted whole or not at all)."""
         with self._lock:
             return max(0, self.capacity - len(self._running) - len(self._waiting))
+
+    def forget(self, job_id: str) -> None:
+        """A deleted job never starts: its thread finds it gone from the list (and frees its memory reservation)."""
+        with self._lock:
+            if job_id in self._waiting:
+                self._waiting.remove(job_id)
 
     def submit_export(self, target) -> None:
         """Queue a later download (web.jobs.exports); its state file says where it stands."""

@@ -63,6 +63,8 @@ class Job:
     owner: str = ""
     attempt: int = 1  # which run of the job this is: a job whose worker died is run once more
     memory_mb: float = 0.0  # its estimated peak over the loaded model (web.memory_budget); 0: not estimated
+    upload_sha256: str = ""  # of the uploaded image: names its depth cache entries, erased with the job
+    delete_token_sha256: str = ""  # whoever holds the token that hashes to this may delete the job (web.deletion)
 
     @property
     def finished(self) -> bool:

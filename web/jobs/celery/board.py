@@ -119,6 +119,16 @@ class Board:
             pipe.zrem(PENDING, job_id)
             pipe.execute()
 
+    def forget_job(self, job_id: str) -> None:
+        """Delete every key that names the job (a deleted job leaves nothing in Redis)."""
+        named = list(self.redis.scan_iter(f"{_PREFIX}*{job_id}*", count=500))
+        with self.redis.pipeline() as pipe:
+            pipe.zrem(PENDING, job_id)
+            pipe.zrem(ACTIVE, job_id)
+            if named:
+                pipe.delete(*named)
+            pipe.execute()
+
     def presence(self, job_id: str) -> tuple[bool, bool]:
         """(waiting in the pending set, a worker's heartbeat present)."""
         with self.redis.pipeline() as pipe:

@@ -79,12 +79,14 @@ class CeleryJobRunner:
         if watch:
             self._watch.start()
 
-    def submit_batch(self, request: dict, uploads: list[Upload | None]) -> list[Job]:
+    def submit_batch(self, request: dict, uploads: list[Upload | None], delete_token_sha256: str = "") -> list[Job]:
         """Queue jobs (one job: a batch of one) as one unit of admission (as the embedded JobRunner's): admitted whole, in one Redis step, when
         fewer than ``max_queued`` jobs wait, or QueueFullError; QueueUnavailableError without Redis;
         JobTooLargeError (web.memory_budget) for a job that could never fit the web tier's JOB_MEMORY_MB."""
         estimates = self.memory.estimates(request, uploads) if self.memory is not None else [0.0] * len(uploads)
-        jobs = [self.store.create(request, memory_mb=memory_mb) for memory_mb in estimates]
+        jobs = [self.store.create(request, memory_mb=memory_mb, upload_sha256=getattr(upload, "sha256", "") or "",
+                                  delete_token_sha256=delete_token_sha256)
+                for memory_mb, upload in zip(estimates, uploads)]
         try:
             admitted = self.board.admit([job.id for job in jobs], time.time(), self.max_queued)
         except redis.RedisError:
@@ -127,6 +129,14 @@ class CeleryJobRunner:
             self.board.release(job.id)
         except redis.RedisError:
             pass
+
+    def forget(self, job_id: str) -> None:
+        """Every Redis key naming the job goes (its place in line, heartbeat, claims, once-only guards); its task
+        message, if still in the broker's list, is taken by a worker that finds no record and does nothing."""
+        try:
+            self.board.forget_job(job_id)
+        except redis.RedisError:
+            log.warning("job %s deleted while Redis was away: its keys expire or are released by the watch", job_id)
 
     def room(self) -> int:
         """How many more jobs the queue takes now (0 when Redis cannot be reached): a batch goes whole or not."""

@@ -216,3 +216,43 @@ def test_the_delete_token_is_never_logged(client, caplog):
     wait_for_job(client, f"/jobs/{body['id']}")
     client.delete(f"/api/v1/conversions/{body['id']}", headers={TOKEN_HEADER: body["delete_token"]})
     assert caplog.records and not any(body["delete_token"] in record.getMessage() for record in caplog.records)
+
+
+def hold_exports(runner):
+    """Hold exports before their work until ``release``; ``ended`` is set once one has returned."""
+    reached, release, ended = threading.Event(), threading.Event(), threading.Event()
+    original = runner.export
+
+    def export(target):
+        reached.set()
+        release.wait(60)
+        try:
+            return original(target)
+        finally:
+            ended.set()
+
+    runner.export = export
+    return reached, release, ended
+
+
+@pytest.mark.parametrize("what", ["a job's mesh", "a batch's zip"])
+def test_an_export_in_flight_when_its_owner_is_deleted_leaves_nothing(client, app, outputs, what):
+    runner = app.extensions["image_to_3d"].runner
+    if what == "a job's mesh":
+        created = post_image(client, picture(7)).get_json()
+        wait_for_job(client, f"/jobs/{created['id']}")
+        url, delete, ids = (f"/api/v1/conversions/{created['id']}/files/glb", f"/api/v1/conversions/{created['id']}",
+                            [created["id"]])
+    else:
+        created = post_batch(client, [("images", picture(k)) for k in (8, 9)], detail="low").get_json()
+        wait_for_batch(client, created["id"])
+        url, delete, ids = (f"/api/v1/batches/{created['id']}/download", f"/api/v1/batches/{created['id']}",
+                            [created["id"], *created["job_ids"]])
+    reached, release, ended = hold_exports(runner)
+    assert client.get(url).status_code == 202  # queued, and held before it writes
+    assert reached.wait(60)
+    assert client.delete(delete, headers={TOKEN_HEADER: created["delete_token"]}).status_code == 204
+    release.set()
+    assert ended.wait(60)
+    assert files_of(outputs, *ids) == [] and cache_entries(outputs) == []
+    assert client.get(url).status_code == 404

@@ -16,7 +16,7 @@ import shutil
 import threading
 import time
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from werkzeug.routing import BaseConverter
@@ -27,6 +27,7 @@ from converter.service_api import write_json
 from .record import DONE, QUEUED, RUNNING, STATUSES, Job
 
 log = logging.getLogger(__name__)
+JOB_FIELDS = frozenset(field.name for field in fields(Job))
 
 _JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 
@@ -119,11 +120,14 @@ class JobStore:
         write_json(self.folder(job.id) / "job.json", asdict(job))
 
     def get(self, job_id: str) -> Job | None:
-        """The job as recorded (nothing is judged or written); None if unknown or unreadable."""
+        """The job as recorded (nothing is judged or written); None if unknown or unreadable. Fields this code does
+        not know are left out and missing ones take their defaults: during a rolling upgrade, web instances and
+        workers of two versions read each other's records (a soak that restarted one worker on newer code saw every
+        job it ran answer 404 on the older web instances)."""
         try:
             data = json.loads((self.folder(job_id) / "job.json").read_text())
-            return Job(**data)
-        except (KeyError, OSError, ValueError, TypeError):
+            return Job(**{name: value for name, value in data.items() if name in JOB_FIELDS})
+        except (KeyError, OSError, ValueError, TypeError, AttributeError):
             return None
 
     def statuses(self) -> dict[str, str]:

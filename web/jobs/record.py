@@ -63,6 +63,7 @@ class Job:
     owner: str = ""
     attempt: int = 1  # which run of the job this is: a job whose worker died is run once more
     memory_mb: float = 0.0  # its estimated peak over the loaded model (web.memory_budget); 0: not estimated
+    client: str = ""  # who asked for it (web.intake.client): its turn in the queue is that client's (fair share)
 
     @property
     def finished(self) -> bool:

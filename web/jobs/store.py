@@ -95,11 +95,12 @@ class JobStore:
             raise KeyError(job_id)
         return self.root / job_id
 
-    def create(self, request: dict, memory_mb: float = 0.0) -> Job:
-        """A new queued job's record (``memory_mb``: its estimated peak, web.memory_budget)."""
+    def create(self, request: dict, memory_mb: float = 0.0, client: str = "") -> Job:
+        """A new queued job's record (``memory_mb``: its estimated peak, web.memory_budget; ``client``: who asked,
+        web.intake.client)."""
         now = time.time()
         job = Job(id=uuid.uuid4().hex, request=request, created=now, expires=now + self.ttl_seconds,
-                  owner=process_token(), memory_mb=memory_mb)
+                  owner=process_token(), memory_mb=memory_mb, client=client)
         try:
             self.folder(job.id).mkdir(parents=True)
             self.save(job)

@@ -23,6 +23,7 @@ from converter.service_api import (
 )
 
 from . import metrics
+from .intake.client import current_client
 from .intake.forms import OPTION_FIELDS, check_single_values, parse_rebuild, parse_request
 from .intake.job_request import DEFAULT_STL_WIDTH_MM, JobRequest
 from .deletion import Deletion
@@ -92,7 +93,8 @@ class Service:
         job_request = parse_request(form, self.config["MODELS"], self.config["DEPTH_MODEL"])
         upload = self.decode_upload(data, depth, job_request)
         self.check_model(job_request.model, depth)
-        return self.runner.submit_batch(job_request.to_dict(), [upload], delete_token_sha256)[0]
+        return self.runner.submit_batch(job_request.to_dict(), [upload], client=current_client(),
+                                        delete_token_sha256=delete_token_sha256)[0]
 
     def rebuild(self, job_id: str, form, delete_token_sha256: str = "") -> Job:
         """A new job converting a finished job's kept image with its kept depth: no model run."""
@@ -105,7 +107,7 @@ class Service:
                                                     "or is still running). Convert the image again.")
         changed = parse_rebuild(form, JobRequest.from_dict(source.request), (source.info or {}).get("camera"))
         return self.runner.submit_batch(changed.with_changes(rebuild_of=source.id).to_dict(), [None],
-                                        delete_token_sha256)[0]
+                                        client=current_client(), delete_token_sha256=delete_token_sha256)[0]
 
     def compare(self, form, files, delete_token_sha256: str = "") -> dict:
         """Two jobs, one per model, on the same upload (decoded once for both)."""
@@ -126,8 +128,9 @@ class Service:
         upload = self.decode_upload(data, None, chosen[0])
         for job_request in chosen:
             self.check_model(job_request.model)
-        jobs = [self.runner.submit_batch(job_request.to_dict(), [upload], delete_token_sha256)[0]
-                for job_request in chosen]
+        client = current_client()
+        jobs = [self.runner.submit_batch(job_request.to_dict(), [upload], client=client,
+                                         delete_token_sha256=delete_token_sha256)[0] for job_request in chosen]
         return self.comparisons.create(job_ids=[job.id for job in jobs],
                                        models=[job_request.model for job_request in chosen],
                                        delete_token_sha256=delete_token_sha256)

@@ -97,13 +97,14 @@ class JobStore:
             raise KeyError(job_id)
         return self.root / job_id
 
-    def create(self, request: dict, memory_mb: float = 0.0, upload_sha256: str = "",
+    def create(self, request: dict, memory_mb: float = 0.0, client: str = "", upload_sha256: str = "",
                delete_token_sha256: str = "") -> Job:
-        """A new queued job's record (``memory_mb``: its estimated peak, web.memory_budget; the upload's hash names
-        its depth cache entries; the delete token's hash says who may delete it, web.deletion)."""
+        """A new queued job's record (``memory_mb``: its estimated peak, web.memory_budget; ``client``: who asked,
+        web.intake.client; the upload's hash names its depth cache entries; the delete token's hash says who may
+        delete it, web.deletion)."""
         now = time.time()
         job = Job(id=uuid.uuid4().hex, request=request, created=now, expires=now + self.ttl_seconds,
-                  owner=process_token(), memory_mb=memory_mb, upload_sha256=upload_sha256,
+                  owner=process_token(), memory_mb=memory_mb, client=client, upload_sha256=upload_sha256,
                   delete_token_sha256=delete_token_sha256)
         try:
             self.folder(job.id).mkdir(parents=True)

@@ -20,6 +20,7 @@ from converter import InputError, OptionError
 from converter.service_api import check_convertible_size, probe_header
 
 from ..intake import unzip
+from ..intake.client import current_client
 from ..jobs.conversion import offered_kinds
 from .errors import UserError, wants_json
 from ..deletion import new_token, set_token_cookie
@@ -100,8 +101,9 @@ def create_batch(form, files, delete_token_sha256: str = "") -> dict:
         raise QueueFullError()
     images = read_images(files, service.config)
     uploads = [Upload(image=data, sha256=hashlib.sha256(data).hexdigest()) for _, data in images]
-    # QueueFullError if another took the place
-    jobs = service.runner.submit_batch(job_request.to_dict(), uploads, delete_token_sha256)
+    # Each job takes its own turn among its client's (fair share); QueueFullError if another took the place.
+    jobs = service.runner.submit_batch(job_request.to_dict(), uploads, client=current_client(),
+                                       delete_token_sha256=delete_token_sha256)
     return service.batches.create(job_ids=[job.id for job in jobs], delete_token_sha256=delete_token_sha256)
 
 

@@ -233,7 +233,9 @@ def _schemas() -> dict:
             "id": JOB_ID, "status": {"type": "string", "enum": ["queued", "running", "done", "failed", "cancelled"]},
             "stage": {"type": "string"}, "progress": {"type": "number", "minimum": 0, "maximum": 1},
             "error": nullable_string, "code": nullable_string,
-            "queue_position": {"type": ["integer", "null"], "minimum": 1},
+            "queue_position": {"type": ["integer", "null"], "minimum": 1,
+                               "description": "While the job waits: 1 for the next job to start. Clients take "
+                                              "turns, so it can grow as other clients' jobs arrive."},
             "files": {"type": "object", "propertyNames": {"enum": offered_kinds(JobRequest(mesh=True))},
                       "additionalProperties": url,
                       "description": "Every download the job offers. One not written yet answers 202 (Retry-After, "

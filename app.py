@@ -17,7 +17,7 @@ from web import service, settings
 from web.intake import client, rate_limits
 from web.intake.spool import SpoolingRequest
 from web.jobs.store import IdConverter
-from web.routes import api, batches, comparisons, errors, pages
+from web.routes import api, batches, comparisons, deletes, errors, pages
 
 
 def create_app(test_config: dict | None = None) -> Flask:
@@ -49,7 +49,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.url_map.merge_slashes = False
     rate_limits.init_app(app)  # first: its check runs before any other, before the form is read
     errors.init_app(app)
-    for blueprint in (pages.bp, api.bp, comparisons.bp, batches.bp):
+    for blueprint in (pages.bp, api.bp, comparisons.bp, batches.bp, deletes.bp):
         app.register_blueprint(blueprint)
     service.init_app(app)
     return app

@@ -1,10 +1,25 @@
 """The real Celery worker (web.jobs.celery.worker) with the tests' holds (tests/holds.py) around its jobs and exports:
-`celery -A celery_gate worker` with tests/ on PYTHONPATH."""
+`celery -A celery_gate worker` with tests/ on PYTHONPATH. With CONVERSIONS_STARTED_LOG set, each conversion appends
+its job id to that file as it starts (before the hold): the order the workers took the jobs."""
+
+import os
 
 from holds import held
 
 from web.jobs.celery import worker as celery_worker
 from web.jobs.celery.worker import app  # noqa: F401 (celery -A finds the app here; importing registers the tasks)
 
-celery_worker.run_job = held("HOLD_CONVERSIONS_WHILE", celery_worker.run_job)
+
+def logged(function):
+    """``function`` (run_job), noting its job's id in CONVERSIONS_STARTED_LOG first."""
+    def run(converter, store, job, *args, **kwargs):
+        log = os.environ.get("CONVERSIONS_STARTED_LOG")
+        if log:
+            with open(log, "a") as started:
+                started.write(job.id + "\n")
+        return function(converter, store, job, *args, **kwargs)
+    return run
+
+
+celery_worker.run_job = logged(held("HOLD_CONVERSIONS_WHILE", celery_worker.run_job))
 celery_worker.Exports.run = held("HOLD_EXPORTS_WHILE", celery_worker.Exports.run)

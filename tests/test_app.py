@@ -70,7 +70,7 @@ def test_json_api_creates_and_reports_a_conversion(client, photo):
     response = upload(client, png_bytes(photo), url="/api/v1/conversions", detail="low", fov="70")
     assert response.status_code == 202
     body = response.get_json()
-    assert set(body) == {"id", "status_url"}
+    assert set(body) == {"id", "status_url", "delete_token"}
     view = wait_for_job(client, f"/jobs/{body['id']}")
     status = client.get(body["status_url"]).get_json()
     assert status["status"] == "done" and status["stage"] == "done" and status["progress"] == 1.0

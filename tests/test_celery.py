@@ -490,3 +490,97 @@ def test_a_job_that_could_never_fit_a_workers_memory_fails_with_the_sentence_and
     finally:
         workers.stop_all()
         redis_server.stop()
+
+
+def keys_naming(redis_server: Redis, job_id: str) -> list[str]:
+    """Every Redis key whose name holds the job's id, and the shared sets and hashes that list it."""
+    with redis_server.client() as client:
+        named = [key for key in client.scan_iter("*", count=1000) if job_id in key]
+        listed = [key for key in client.scan_iter("image-to-3d:*", count=1000)
+                  if (client.type(key) == "zset" and client.zscore(key, job_id) is not None)
+                  or (client.type(key) == "hash" and client.hexists(key, job_id))]
+    return named + listed
+
+
+def job_files(outputs: Path, job_id: str) -> list[str]:
+    return [str(path) for path in outputs.rglob("*") if path.is_file() and job_id in str(path)]
+
+
+def test_a_job_deleted_while_queued_or_while_running_leaves_no_file_and_no_redis_key(cluster):
+    from web.deletion import TOKEN_HEADER
+
+    cluster.workers.pause()  # nothing claims the first job: it waits in the queue
+    try:
+        queued = post(cluster.a, photo()).json()
+        assert keys_naming(cluster.redis, queued["id"])  # its place in line
+        deleted = requests.delete(cluster.b.url + f"/api/v1/conversions/{queued['id']}",
+                                  headers={TOKEN_HEADER: queued["delete_token"]}, timeout=30)
+        assert deleted.status_code == 204
+        assert keys_naming(cluster.redis, queued["id"]) == [] and job_files(cluster.outputs, queued["id"]) == []
+    finally:
+        cluster.workers.resume()
+
+    cluster.hold_conversions.touch()  # the next job is claimed and running, held before its work
+    try:
+        running = post(cluster.a, photo(80, 112)).json()
+        follow(cluster.b, running["status_url"], until=lambda view: view["status"] == "running")
+        assert requests.delete(cluster.a.url + f"/api/v1/conversions/{running['id']}", timeout=30).status_code == 403
+        deleted = requests.delete(cluster.a.url + f"/api/v1/conversions/{running['id']}",
+                                  headers={TOKEN_HEADER: running["delete_token"]}, timeout=30)
+        assert deleted.status_code == 204
+        assert requests.get(cluster.b.url + running["status_url"], timeout=10).status_code == 404
+    finally:
+        cluster.hold_conversions.unlink()
+    # The attempt stops at its first stage and its worker lets go of it (its heartbeat, which may have come back
+    # meanwhile, goes then): nothing of either job is left.
+    let_go = f"job {running['id']} attempt 1: let go"
+    wait_until(lambda: any(let_go in log.read_text(errors="replace")
+                           for log in cluster.workers.folder.glob("worker*.log")), 60)
+    for job_id in (queued["id"], running["id"]):
+        assert job_files(cluster.outputs, job_id) == []
+        assert keys_naming(cluster.redis, job_id) == []
+    # The workers took the deleted jobs' messages and did nothing; they still convert.
+    after = post(cluster.b, photo(64, 64))
+    assert follow(cluster.a, after.json()["status_url"])["status"] == "done"
+
+
+def test_a_clients_many_queued_jobs_do_not_keep_another_clients_one_waiting(tmp_path, make_app):
+    """Fair share with Celery: one worker holds A's first job while A queues five more, then B posts one. B's task
+    has the broker's first priority (A's have 1 to 5: A's jobs already in), so the worker takes B's next: position
+    1 in B's view, and the second job to start (before fair share: the seventh)."""
+    started = tmp_path / "started.log"
+    redis_server, model, outputs, env = worker_setting(tmp_path, CONVERSIONS_STARTED_LOG=str(started))
+    hold = Path(env["HOLD_CONVERSIONS_WHILE"])
+    workers = Workers(tmp_path, env)
+    try:
+        workers.start(1)
+        wait_ready(workers, redis_server, 1)
+        app = make_app(JOB_BACKEND="celery", REDIS_URL=redis_server.url, OUTPUT_FOLDER=str(outputs),
+                       DEPTH_MODEL=str(model), MAX_QUEUED_JOBS=20)
+        client = app.test_client()
+
+        def post_from(address: str) -> str:
+            response = client.post("/api/v1/conversions", content_type="multipart/form-data",
+                                   data={"image": (io.BytesIO(photo()), "p.png")},
+                                   environ_base={"REMOTE_ADDR": address})
+            assert response.status_code == 202, response.get_data(as_text=True)
+            return response.get_json()["id"]
+
+        hold.touch()
+        a_jobs = [post_from("198.51.100.1") for _ in range(6)]
+        wait_until(lambda: started.is_file() and started.read_text().split() == a_jobs[:1])  # held, 5 wait
+        b_job = post_from("198.51.100.2")
+        waiting = [b_job, *a_jobs[1:]]
+        assert {job_id: client.get(f"/api/v1/conversions/{job_id}").get_json()["queue_position"]
+                for job_id in waiting} == {job_id: place for place, job_id in enumerate(waiting, 1)}
+        hold.unlink()
+        views = finished_views(client, [*a_jobs, b_job], workers)
+        assert [view["status"] for view in views] == ["done"] * 7, views
+        assert started.read_text().split() == [a_jobs[0], *waiting]
+        with redis_server.client() as client_redis:  # every job left (released after its record): none remembered
+            wait_until(lambda: not client_redis.exists("image-to-3d:client-of", "image-to-3d:jobs-of",
+                                                       "image-to-3d:last-priority-of"))
+    finally:
+        hold.unlink(missing_ok=True)
+        workers.stop_all()
+        redis_server.stop()

@@ -219,3 +219,20 @@ def test_a_write_failure_in_a_job_fails_it_cleanly(app, client, photo, blocked):
     assert "cloud.ply" in view["error"] and "Traceback" not in view["error"]
     assert view["files"] == {}
     assert sorted(p.name for p in store.folder(job_id).iterdir()) == ["job.json"]
+
+
+def test_a_record_from_newer_or_older_code_reads_here(tmp_path):
+    """A rolling upgrade: web instances and workers of two versions share the job folders. A field this code does not
+    know is left out, a missing one takes its default; the job is never "not found" for it."""
+    store = JobStore(tmp_path)
+    job = store.create({"detail": "low"})
+    path = store.folder(job.id) / "job.json"
+    record = json.loads(path.read_text())
+    path.write_text(json.dumps({**record, "a_field_from_a_later_version": [1, 2]}))
+    assert store.get(job.id) is not None and store.get(job.id).request == {"detail": "low"}
+    del record["upload_sha256"], record["delete_token_sha256"], record["memory_mb"]  # written before they existed
+    path.write_text(json.dumps(record))
+    older = store.get(job.id)
+    assert older is not None and older.upload_sha256 == "" and older.memory_mb == 0.0
+    path.write_text("[1, 2]")  # not a record at all
+    assert store.get(job.id) is None

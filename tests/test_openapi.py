@@ -56,7 +56,9 @@ def test_real_responses_match_their_schemas(client):
 
 ID_OPERATIONS = {"GET /api/v1/conversions/{job_id}", "POST /api/v1/conversions/{job_id}/rebuild",
                  "GET /api/v1/conversions/{job_id}/files/{kind}", "GET /api/v1/batches/{batch_id}",
-                 "GET /api/v1/batches/{batch_id}/download", "GET /api/v1/comparisons/{comparison_id}"}
+                 "GET /api/v1/batches/{batch_id}/download", "GET /api/v1/comparisons/{comparison_id}",
+                 "DELETE /api/v1/conversions/{job_id}", "DELETE /api/v1/batches/{batch_id}",
+                 "DELETE /api/v1/comparisons/{comparison_id}"}
 
 
 def test_every_operation_that_takes_an_id_is_reached_by_a_link_from_the_operation_that_makes_it(client):

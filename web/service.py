@@ -23,8 +23,10 @@ from converter.service_api import (
 )
 
 from . import metrics
+from .intake.client import current_client
 from .intake.forms import OPTION_FIELDS, check_single_values, parse_rebuild, parse_request
 from .intake.job_request import DEFAULT_STL_WIDTH_MM, JobRequest
+from .deletion import Deletion
 from .jobs.backend import JobBackend, backend_class
 from .jobs.conversion import offered_kinds, run_job
 from .jobs.depth_cache import DepthCache
@@ -68,6 +70,7 @@ class Service:
             self.exports.run, memory=self.memory)
         self.model_status = self.runner.model_status
         self._metrics = metrics.registry_for(self)
+        self.deletion = Deletion(self.store, self.batches, self.comparisons, self.cache, self.runner)
         self.sweeper = Sweeper(self.store, config["SWEEP_INTERVAL_SECONDS"], cache=self.cache,
                                records=(self.comparisons, self.batches))
 
@@ -84,15 +87,16 @@ class Service:
 
     # ------------------------------------------------------------------------------------------------ actions
 
-    def submit(self, form, files) -> Job:
-        """A new conversion of the uploaded image with the form's options."""
+    def submit(self, form, files, delete_token_sha256: str = "") -> Job:
+        """A new conversion of the uploaded image with the form's options (deletable with the token: web.deletion)."""
         data, depth = _uploads(files)
         job_request = parse_request(form, self.config["MODELS"], self.config["DEPTH_MODEL"])
         upload = self.decode_upload(data, depth, job_request)
         self.check_model(job_request.model, depth)
-        return self.runner.submit_batch(job_request.to_dict(), [upload])[0]
+        return self.runner.submit_batch(job_request.to_dict(), [upload], client=current_client(),
+                                        delete_token_sha256=delete_token_sha256)[0]
 
-    def rebuild(self, job_id: str, form) -> Job:
+    def rebuild(self, job_id: str, form, delete_token_sha256: str = "") -> Job:
         """A new job converting a finished job's kept image with its kept depth: no model run."""
         source = self.job_or_404(job_id, missing="There is no such conversion to rebuild. Results expire after a "
                                                  "while; convert the image again.")
@@ -102,9 +106,10 @@ class Service:
             raise UserError(404, "not_rebuildable", "This conversion has no finished result to rebuild (it failed "
                                                     "or is still running). Convert the image again.")
         changed = parse_rebuild(form, JobRequest.from_dict(source.request), (source.info or {}).get("camera"))
-        return self.runner.submit_batch(changed.with_changes(rebuild_of=source.id).to_dict(), [None])[0]
+        return self.runner.submit_batch(changed.with_changes(rebuild_of=source.id).to_dict(), [None],
+                                        client=current_client(), delete_token_sha256=delete_token_sha256)[0]
 
-    def compare(self, form, files) -> dict:
+    def compare(self, form, files, delete_token_sha256: str = "") -> dict:
         """Two jobs, one per model, on the same upload (decoded once for both)."""
         data, _ = _uploads(files)
         check_single_values(form, OPTION_FIELDS + ("model_a", "model_b"))
@@ -123,9 +128,12 @@ class Service:
         upload = self.decode_upload(data, None, chosen[0])
         for job_request in chosen:
             self.check_model(job_request.model)
-        jobs = [self.runner.submit_batch(job_request.to_dict(), [upload])[0] for job_request in chosen]
+        client = current_client()
+        jobs = [self.runner.submit_batch(job_request.to_dict(), [upload], client=client,
+                                         delete_token_sha256=delete_token_sha256)[0] for job_request in chosen]
         return self.comparisons.create(job_ids=[job.id for job in jobs],
-                                       models=[job_request.model for job_request in chosen])
+                                       models=[job_request.model for job_request in chosen],
+                                       delete_token_sha256=delete_token_sha256)
 
     # --------------------------------------------------------------------------------------------- reading
 

@@ -34,17 +34,25 @@ class JobBackend(Protocol):
         later download, ``memory`` (web.memory_budget.JobMemory) admits jobs by their memory (all three used where
         the back-end runs work in this process)."""
 
-    def submit_batch(self, request: dict, uploads: list[Upload | None]) -> list[Job]:
-        """Queue one job per upload as one unit of admission; QueueFullError when there is no room."""
+    def submit_batch(self, request: dict, uploads: list[Upload | None], client: str = "",
+                     delete_token_sha256: str = "") -> list[Job]:
+        """Queue one job per upload as one unit of admission; QueueFullError when there is no room. The jobs count
+        one by one against ``client``'s share of the queue (web.intake.client): clients are served in turn. Each job
+        records its upload's hash and who may delete it (web.deletion)."""
 
     def submit_export(self, target) -> None:
         """Queue a later download (web.jobs.exports.Target); QueueFullError when it cannot be queued."""
 
     def queue_position(self, job_id: str) -> int | None:
-        """1 for the next job to start; None when the job is not waiting."""
+        """1 for the next job to start; None when the job is not waiting. Clients take turns, so a job's position
+        can grow as well as shrink as other clients' jobs arrive."""
 
     def room(self) -> int:
         """How many more jobs would be accepted now."""
+
+    def forget(self, job_id: str) -> None:
+        """The job is being deleted: drop it from the queue, and forget whatever names it (a running attempt stops
+        by itself at its next stage: its folder is gone)."""
 
     def watch(self) -> None:
         """Settle the unfinished jobs nobody is working on (fail them, or queue them again): reads never do."""

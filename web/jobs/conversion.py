@@ -54,8 +54,12 @@ def run_job(base: Converter, store: JobStore, job: Job, upload: Upload | None, r
     request = JobRequest.from_dict(job.request)
     converter = converter_like(base, request.model, request.align_to)
     sources, carried = _sources(store, job, request, upload, cache, converter.max_pixels)
-    result = converter.run(sources, request.options, progress=report)
-    report(WRITING_FILES)
+    try:
+        result = converter.run(sources, request.options, progress=report)
+        report(WRITING_FILES)
+    finally:
+        if cache is not None and not store.folder(job.id).is_dir():  # deleted while the model ran (web.deletion):
+            cache.forget_upload_of(store, job)  # the prediction it cached meanwhile goes too
     folder = store.folder(job.id)
     info = {**result.metadata(), **carried, "job": {"id": job.id, "options": request.public()},
             "depth_cached": result.depth_cached, "rebuilt_from": request.rebuild_of}

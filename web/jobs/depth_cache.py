@@ -3,8 +3,8 @@
 A prediction is stored as an ``.npz`` holding ``values`` [H, W] and ``native`` [h, w] float32, ``kind`` and
 ``source`` (a converter DepthMap), and ``focal_px`` when the model estimated its camera (NaN when it did not).
 The cache lives in ``OUTPUT_FOLDER/.cache/<key>.npz``, where the key is the
-SHA-256 of the upload's bytes, the model id and the precision: the same image converted again with the same model
-skips the model. It holds at most ``max_entries`` files (the least recently used go first) and the retention sweep
+SHA-256 of the upload's bytes, then a hash of the model id and the precision: the same image converted again with the
+same model skips the model, and every entry of one upload is found by its prefix (deleting a job erases them). It holds at most ``max_entries`` files (the least recently used go first) and the retention sweep
 deletes entries older than the result time to live. Every write is atomic (temporary file, then rename), so a
 reader in another process sees a whole entry or none.
 """
@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import threading
 import time
 from pathlib import Path
@@ -41,7 +42,8 @@ class DepthCache:
     @staticmethod
     def key(upload_sha256: str, model: str, precision: str = "fp32") -> str:
         """The entry for an upload (its bytes' SHA-256, computed once when it arrived) under a model and precision."""
-        return hashlib.sha256(f"{upload_sha256}\0{model}\0{precision}".encode()).hexdigest()
+        under = hashlib.sha256(f"{model}\0{precision}".encode()).hexdigest()[:32]
+        return f"{upload_sha256}-{under}"
 
     def bound(self, upload_sha256: str) -> "UploadPredictions":
         """This cache seen from one upload: a :class:`converter.PredictionCache` for the conversion to consult."""
@@ -72,6 +74,21 @@ class DepthCache:
             self.evict()
         except (OSError, OutputError) as error:
             log.warning("could not cache a depth prediction: %s", error)
+
+    def forget_upload(self, upload_sha256: str) -> int:
+        """Delete every entry of one upload (under any model). Returns how many."""
+        if not re.fullmatch(r"[0-9a-f]{64}", upload_sha256 or "") or not self.folder.is_dir():
+            return 0
+        found = list(self.folder.glob(f"{upload_sha256}-*.npz"))
+        for path in found:
+            path.unlink(missing_ok=True)
+        return len(found)
+
+    def forget_upload_of(self, store, job) -> int:
+        """The entries of a deleted ``job``'s upload, unless another job of ``store`` was made from the same bytes."""
+        if not job.upload_sha256 or store.shares_upload(job.id, job.upload_sha256):
+            return 0
+        return self.forget_upload(job.upload_sha256)
 
     def entries(self) -> list[Path]:
         """Cache files, oldest (least recently used) first."""

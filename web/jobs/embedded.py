@@ -1,5 +1,6 @@
 """``JOB_BACKEND=embedded``: conversions on a bounded pool of threads in the web process itself.
 
+Jobs start in turns across clients (``FairQueue``): one client's many queued jobs do not keep another's waiting.
 Uploads wait in memory (decoded, or a large picture's bytes): nothing of them is written to disk. Each gunicorn worker process runs its
 own pool; a job's record names the process running it, so this back-end's watch fails a job whose process died
 (any instance's watch may: the record is on the shared folder).
@@ -7,9 +8,11 @@ own pool; a job's record names the process running it, so this back-end's watch 
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import threading
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 from ..model_status import ModelStatus
@@ -60,7 +63,11 @@ class JobRunner:
         self.timeout_seconds = timeout_seconds
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="convert")
         self._lock = threading.Lock()
-        self._waiting: list[str] = []
+        self._waiting = FairQueue()  # job ids with their uploads, in the order their clients' turns come
+        # One job at a time is handed its turn and waits for memory, first in line: no job overtakes it (as
+        # MemoryBudget's own order), and the turn is taken as late as it can be, so a client arriving meanwhile
+        # still gets the next one.
+        self._turn = threading.Lock()
         # A job leaves this set once its work's outcome is decided, before that is saved (so a client that sees
         # "done" finds room), or, past its deadline, once its thread is free.
         self._running: set[str] = set()
@@ -69,30 +76,43 @@ class JobRunner:
         if watch:
             self._watch.start()
 
-    def submit_batch(self, request: dict, uploads: list[Upload | None]) -> list[Job]:
+    def submit_batch(self, request: dict, uploads: list[Upload | None], client: str = "",
+                     delete_token_sha256: str = "") -> list[Job]:
         """Queue a batch's jobs (one job: a batch of one) as one unit of admission: accepted whole when there is
         room for one more job (the batch may take the queue past ``capacity``; nothing else is accepted until it
         is back under), or QueueFullError. So a batch of any size up to the batch limit fits an idle server.
-        JobTooLargeError (web.memory_budget) for a batch with a job whose memory could never fit."""
+        Each job waits for its ``client``'s turn (FairQueue). JobTooLargeError (web.memory_budget) for a batch
+        with a job whose memory could never fit."""
         estimates = self.memory.estimates(request, uploads) if self.memory is not None else [0.0] * len(uploads)
         with self._lock:
             if len(self._running) + len(self._waiting) >= self.capacity:
                 raise QueueFullError()
-            jobs = [self.store.create(request, memory_mb=memory_mb) for memory_mb in estimates]
-            self._waiting.extend(job.id for job in jobs)
-        for job, upload in zip(jobs, uploads):
-            self._executor.submit(self._run, job.id, upload)
+            jobs = [self.store.create(request, memory_mb=memory_mb, client=client,
+                                      upload_sha256=getattr(upload, "sha256", "") or "",
+                                      delete_token_sha256=delete_token_sha256)
+                    for memory_mb, upload in zip(estimates, uploads)]
+            for job, upload in zip(jobs, uploads):
+                self._waiting.add(job.id, client, upload)
+        for _ in jobs:  # a thread for each job; which job it runs is decided when the thread is free
+            self._executor.submit(self._run_next)
         return jobs
 
     def queue_position(self, job_id: str) -> int | None:
-        """1 for the next job to start, None when the job is not waiting (here)."""
+        """1 for the next job to start, None when the job is not waiting (here). Turns, not arrival, decide it,
+        so it can grow as well as shrink while other clients' jobs arrive (FairQueue)."""
         with self._lock:
-            return self._waiting.index(job_id) + 1 if job_id in self._waiting else None
+            return self._waiting.position(job_id)
 
     def room(self) -> int:
         """How many more jobs would be accepted now (a batch is accepted whole or not at all)."""
         with self._lock:
             return max(0, self.capacity - len(self._running) - len(self._waiting))
+
+    def forget(self, job_id: str) -> None:
+        """A deleted job never starts: its thread finds it gone from the list (and frees its memory reservation)."""
+        with self._lock:
+            if job_id in self._waiting:
+                self._waiting.remove(job_id)
 
     def submit_export(self, target) -> None:
         """Queue a later download (web.jobs.exports); its state file says where it stands."""
@@ -117,9 +137,10 @@ class JobRunner:
     def shutdown(self, wait: bool = False) -> None:
         """Cancel what waits; with ``wait``, return once the running conversions and exports have ended."""
         self._stop.set()
-        with self._lock:  # a job still waiting is never started now: _run finds it gone from the list
-            waiting, self._waiting = self._waiting, []
+        with self._lock:  # a job still waiting is never started now: _run_next finds it gone from the line
+            waiting = list(self._waiting)
             for job_id in waiting:
+                self._waiting.remove(job_id)
                 job = self.store.get(job_id)
                 if job is not None and not job.finished:
                     job.cancel(STOPPED)
@@ -130,30 +151,36 @@ class JobRunner:
         self._executor.shutdown(wait=wait, cancel_futures=True)
         self._exports.shutdown(wait=wait, cancel_futures=True)
 
-    def _run(self, job_id: str, upload: Upload | None) -> None:
-        job = self.store.get(job_id)
-        memory_mb = job.memory_mb if job is not None and self.memory is not None else 0.0
-        if memory_mb:
-            self.memory.budget.reserve(memory_mb)  # queued (and shown so) until the running jobs leave it room
-        try:
+    def _run_next(self) -> None:
+        """Run the job whose turn it is (none left: they were cancelled)."""
+        with self._turn:
             with self._lock:
-                if job_id not in self._waiting:  # cancelled by shutdown
-                    return
-                self._waiting.remove(job_id)
-                self._running.add(job_id)
-            try:
-                if job is not None and not job.finished:
-                    Attempt(self.store, job, self.timeout_seconds, on_end=lambda: self._free(job_id)).run(
-                        lambda job, report: self.convert(job, upload, report))
-            finally:
-                self._free(job_id)
+                taken = self._waiting.take()
+            if taken is None:
+                return
+            job_id, upload = taken
+            job = self.store.get(job_id)
+            memory_mb = job.memory_mb if job is not None and self.memory is not None else 0.0
+            if memory_mb:
+                self.memory.budget.reserve(memory_mb)  # queued (and shown so) until the running jobs leave it room
+            with self._lock:
+                started = self._waiting.start(job_id)  # False: cancelled by shutdown while it waited
+                if started:
+                    self._running.add(job_id)
+        try:
+            if started and job is not None and not job.finished:
+                Attempt(self.store, job, self.timeout_seconds, on_end=lambda: self._free(job_id)).run(
+                    lambda job, report: self.convert(job, upload, report))
         finally:
+            if started:
+                self._free(job_id)
             if memory_mb:
                 self.memory.budget.release(memory_mb)
 
     def _free(self, job_id: str) -> None:
         with self._lock:
             self._running.discard(job_id)
+            self._waiting.finish(job_id)  # its client's turns are forgotten once nothing of it waits or runs
 
     def _export(self, target) -> None:
         try:
@@ -168,6 +195,115 @@ class JobRunner:
             except Exception:  # the watch must never stop
                 log.exception("watching embedded jobs failed")
 
+
+class FairQueue:
+    """The queue's order: clients take turns (fair share), each client's own jobs first come, first served.
+
+    The next job to start is the oldest waiting job of the client whose last turn is the oldest. A client with
+    nothing waiting or running is forgotten, so when it comes back it counts as never served and goes first (clients
+    tied so go in the order their oldest jobs arrived). A batch's jobs are its client's like any other, one turn
+    each. So client A's 20 queued jobs do not keep client B's one waiting: A has had a turn (the job it runs), B has
+    not, and B's job is next. A job's place in line can improve or worsen as other clients come and go; ``order``
+    says where every job stands now.
+
+    It holds the waiting jobs (id, client, what they carry) and the turns clients had; not thread-safe: its owner
+    locks. ``take`` hands a job its turn: it stays first in line (still waiting, still ``in`` the queue) until
+    ``start`` (it runs; ``finish`` once it ends) or ``remove`` (it left without running).
+    """
+
+    def __init__(self):
+        self._arrival = itertools.count()
+        self._waiting: dict[str, tuple[int, str, object]] = {}  # job id -> (arrival, client, item), arrival order
+        self._taken: list[str] = []  # waiting jobs whose turn came, in the order it did
+        self._running: dict[str, str] = {}  # job id -> client, from start to finish
+        self._turn = 0  # turns handed out so far
+        self._last_turn: dict[str, int] = {}  # client -> its last turn, while it has jobs waiting or running
+        self._jobs_of = Counter()  # client -> its jobs waiting or running
+
+    def __len__(self) -> int:
+        return len(self._waiting)
+
+    def __contains__(self, job_id: str) -> bool:
+        return job_id in self._waiting
+
+    def __iter__(self):
+        """The waiting job ids, in arrival order."""
+        return iter(list(self._waiting))
+
+    def add(self, job_id: str, client: str, item=None) -> None:
+        self._waiting[job_id] = (next(self._arrival), client, item)
+        self._jobs_of[client] += 1
+
+    def take(self) -> tuple[str, object] | None:
+        """(job id, item) of the job whose turn it is now (it keeps position 1 until started or removed); None when
+        no job waits untaken."""
+        order = self._untaken_order(limit=1)
+        if not order:
+            return None
+        job_id = order[0]
+        self._taken.append(job_id)
+        self._turn += 1
+        self._last_turn[self._waiting[job_id][1]] = self._turn
+        return job_id, self._waiting[job_id][2]
+
+    def start(self, job_id: str) -> bool:
+        """The job leaves the line to run; False when it is no longer waiting (removed meanwhile)."""
+        if job_id not in self._waiting:
+            return False
+        _, client, _ = self._waiting.pop(job_id)
+        if job_id in self._taken:
+            self._taken.remove(job_id)
+        self._running[job_id] = client
+        return True
+
+    def remove(self, job_id: str) -> bool:
+        """The job leaves the line without running (cancelled); False when it was not waiting."""
+        if job_id not in self._waiting:
+            return False
+        _, client, _ = self._waiting.pop(job_id)
+        if job_id in self._taken:
+            self._taken.remove(job_id)
+        self._leave(client)
+        return True
+
+    def finish(self, job_id: str) -> None:
+        """A started job ended (once or more: only the first call counts)."""
+        client = self._running.pop(job_id, None)
+        if client is not None:
+            self._leave(client)
+
+    def position(self, job_id: str) -> int | None:
+        """1 for the next job to start, None when the job is not waiting."""
+        if job_id not in self._waiting:
+            return None
+        return self.order().index(job_id) + 1
+
+    def order(self) -> list[str]:
+        """Every waiting job in the order they will start if no other job arrives: those whose turn came, then the
+        turns to come, played out."""
+        return self._taken + self._untaken_order()
+
+    def _untaken_order(self, limit: int | None = None) -> list[str]:
+        lines: dict[str, list[str]] = {}  # client -> its untaken jobs, oldest first
+        for job_id, (_, client, _) in self._waiting.items():
+            if job_id not in self._taken:
+                lines.setdefault(client, []).append(job_id)
+        last_turn, turn = dict(self._last_turn), self._turn
+        order: list[str] = []
+        while lines and (limit is None or len(order) < limit):
+            client = min(lines, key=lambda name: (last_turn.get(name, 0), self._waiting[lines[name][0]][0]))
+            order.append(lines[client].pop(0))
+            turn += 1
+            last_turn[client] = turn
+            if not lines[client]:
+                del lines[client]
+        return order
+
+    def _leave(self, client: str) -> None:
+        self._jobs_of[client] -= 1
+        if self._jobs_of[client] <= 0:
+            del self._jobs_of[client]
+            self._last_turn.pop(client, None)
 
 def _threads_per_process() -> int:
     """Share the cores between gunicorn's worker processes (WEB_CONCURRENCY) so they do not oversubscribe them."""

@@ -33,7 +33,8 @@ SUPERSEDED = "superseded"  # an attempt's outcome, never a job's status: the rec
 
 
 class JobCancelled(Exception):
-    """The attempt was ended from outside (timed out, or superseded by a newer attempt) while it was running."""
+    """The attempt was ended from outside (timed out, superseded by a newer attempt, or the job deleted) while it
+    was running."""
 
 
 class Attempt:
@@ -94,9 +95,13 @@ class Attempt:
             self._record()
 
     def _check_ours(self) -> None:
-        if self._over or not self.ours():
+        if self._over or not self._still_ours():
             self._over = True
             raise JobCancelled()
+
+    def _still_ours(self) -> bool:
+        """The job still exists (deleting it takes its folder away: web.deletion) and names this attempt."""
+        return self.folder.is_dir() and self.ours()
 
     def _record(self) -> None:
         self.store.save(self.job)
@@ -120,7 +125,7 @@ class Attempt:
              by_deadline: bool = False) -> None:
         """Record the outcome (the caller holds the lock)."""
         self._over = True
-        if not self.ours():
+        if not self._still_ours():
             return
         if status == FAILED:
             remove_outputs(self.folder)

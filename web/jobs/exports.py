@@ -166,6 +166,9 @@ class Exports:
             else:
                 record(FAILED, "failed", error)
         log.info("export %s: %s in %.2f s", target, status, took)
+        if target.kind == "zip" and self.batches.get(target.owner) is None:  # the batch was deleted meanwhile
+            self.path(target).unlink(missing_ok=True)
+            self.state_path(target).unlink(missing_ok=True)
         return status
 
     def _produce(self, target: Target) -> None:

@@ -63,6 +63,9 @@ class Job:
     owner: str = ""
     attempt: int = 1  # which run of the job this is: a job whose worker died is run once more
     memory_mb: float = 0.0  # its estimated peak over the loaded model (web.memory_budget); 0: not estimated
+    upload_sha256: str = ""  # of the uploaded image: names its depth cache entries, erased with the job
+    delete_token_sha256: str = ""  # whoever holds the token that hashes to this may delete the job (web.deletion)
+    client: str = ""  # who asked for it (web.intake.client): its turn in the queue is that client's (fair share)
 
     @property
     def finished(self) -> bool:

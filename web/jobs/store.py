@@ -16,7 +16,7 @@ import shutil
 import threading
 import time
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from werkzeug.routing import BaseConverter
@@ -27,6 +27,7 @@ from converter.service_api import write_json
 from .record import DONE, QUEUED, RUNNING, STATUSES, Job
 
 log = logging.getLogger(__name__)
+JOB_FIELDS = frozenset(field.name for field in fields(Job))
 
 _JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 
@@ -45,6 +46,7 @@ DOWNLOAD_GROUPS = (
 )
 DOWNLOAD_GROUPS += (("Other", tuple(name for name in DOWNLOADS
                                     if all(name not in kinds for _, kinds in DOWNLOAD_GROUPS))),)
+TRASH = ".trash"  # OUTPUT_FOLDER/.trash/<job id>.<hex>: a job folder being deleted (JobStore.remove)
 COMPARISON_PREFIX = "compare-"  # OUTPUT_FOLDER/compare-<uuid4 hex>.json: a pair of jobs shown side by side
 BATCH_PREFIX = "batch-"  # OUTPUT_FOLDER/batch-<uuid4 hex>.json (+ its zips): the jobs of one multi-image upload
 
@@ -95,11 +97,15 @@ class JobStore:
             raise KeyError(job_id)
         return self.root / job_id
 
-    def create(self, request: dict, memory_mb: float = 0.0) -> Job:
-        """A new queued job's record (``memory_mb``: its estimated peak, web.memory_budget)."""
+    def create(self, request: dict, memory_mb: float = 0.0, client: str = "", upload_sha256: str = "",
+               delete_token_sha256: str = "") -> Job:
+        """A new queued job's record (``memory_mb``: its estimated peak, web.memory_budget; ``client``: who asked,
+        web.intake.client; the upload's hash names its depth cache entries; the delete token's hash says who may
+        delete it, web.deletion)."""
         now = time.time()
         job = Job(id=uuid.uuid4().hex, request=request, created=now, expires=now + self.ttl_seconds,
-                  owner=process_token(), memory_mb=memory_mb)
+                  owner=process_token(), memory_mb=memory_mb, client=client, upload_sha256=upload_sha256,
+                  delete_token_sha256=delete_token_sha256)
         try:
             self.folder(job.id).mkdir(parents=True)
             self.save(job)
@@ -115,11 +121,14 @@ class JobStore:
         write_json(self.folder(job.id) / "job.json", asdict(job))
 
     def get(self, job_id: str) -> Job | None:
-        """The job as recorded (nothing is judged or written); None if unknown or unreadable."""
+        """The job as recorded (nothing is judged or written); None if unknown or unreadable. Fields this code does
+        not know are left out and missing ones take their defaults: during a rolling upgrade, web instances and
+        workers of two versions read each other's records (a soak that restarted one worker on newer code saw every
+        job it ran answer 404 on the older web instances)."""
         try:
             data = json.loads((self.folder(job_id) / "job.json").read_text())
-            return Job(**data)
-        except (KeyError, OSError, ValueError, TypeError):
+            return Job(**{name: value for name, value in data.items() if name in JOB_FIELDS})
+        except (KeyError, OSError, ValueError, TypeError, AttributeError):
             return None
 
     def statuses(self) -> dict[str, str]:
@@ -158,10 +167,35 @@ class JobStore:
     def delete(self, job_id: str) -> None:
         shutil.rmtree(self.folder(job_id), ignore_errors=True)
 
+    def remove(self, job_id: str) -> bool:
+        """Take the job's folder away at once, then delete it; False when there was none. The folder is renamed
+        first (one atomic step): every reader then finds no job, and a conversion still running cannot write into it
+        (its writes fail for want of the folder: nothing recreates it) while the files are being deleted."""
+        trash = self.root / TRASH
+        trash.mkdir(exist_ok=True)
+        moved = trash / f"{job_id}.{uuid.uuid4().hex}"
+        try:
+            os.rename(self.folder(job_id), moved)
+        except (KeyError, FileNotFoundError):
+            return False
+        shutil.rmtree(moved, ignore_errors=True)
+        return True
+
+    def shares_upload(self, job_id: str, upload_sha256: str) -> bool:
+        """Whether a job other than ``job_id`` was made from the same upload (and so may use its cached depth)."""
+        for other in self.statuses():
+            job = self.get(other) if other != job_id else None
+            if job is not None and job.upload_sha256 == upload_sha256:
+                return True
+        return False
+
     def sweep(self) -> int:
         """Delete every expired job folder (and stray folders without a readable job). Returns how many."""
         removed = 0
         now = time.time()
+        for leftover in (self.root / TRASH).iterdir() if (self.root / TRASH).is_dir() else ():
+            shutil.rmtree(leftover, ignore_errors=True)  # a removal that stopped half-way (its process died)
+            removed += 1
         for folder in self.root.iterdir() if self.root.is_dir() else ():
             if not valid_job_id(folder.name):
                 continue
@@ -198,6 +232,20 @@ class RecordStore:
             return json.loads(self.path(record_id).read_text())
         except (KeyError, OSError, ValueError):
             return None
+
+    def remove(self, record_id: str) -> bool:
+        """Delete the record and every file derived from it (zips, their export states); False when there was no
+        record."""
+        existed = self.path(record_id).is_file()
+        for path in self.derived(record_id):
+            path.unlink(missing_ok=True)
+        self.path(record_id).unlink(missing_ok=True)
+        return existed
+
+    def derived(self, record_id: str) -> list[Path]:
+        """The files made from the record: ``<prefix><id>-*``."""
+        self.path(record_id)  # a KeyError for anything but an id: never a pattern
+        return sorted(self.root.glob(f"{self.prefix}{record_id}-*"))
 
     def expired(self, record: dict) -> bool:
         return time.time() - record.get("created", 0) > self.ttl_seconds

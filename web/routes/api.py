@@ -7,18 +7,24 @@ from flask import Blueprint, current_app, jsonify, redirect, request, url_for
 
 from . import batches, openapi
 from .errors import wants_json
+from ..deletion import new_token, set_token_cookie
 from ..intake.rate_limits import creates
 from ..service import get_service
 
 bp = Blueprint("api", __name__)
 
 
-def created(job):
-    """A new job: the API gets 202 with its status address, a browser is sent to its page."""
+def created(job, token: str):
+    """A new job: the API gets 202 with its status address and its delete token, a browser is sent to its page;
+    both keep the token in a cookie for the job's page (web.deletion)."""
     status_url = url_for("api.job_status", job_id=job.id)
+    page = url_for("pages.job_page", job_id=job.id)
     if wants_json():
-        return jsonify({"id": job.id, "status_url": status_url}), 202, {"Location": status_url}
-    return redirect(url_for("pages.job_page", job_id=job.id), code=303)
+        response = jsonify({"id": job.id, "status_url": status_url, "delete_token": token})
+        response.status_code, response.headers["Location"] = 202, status_url
+    else:
+        response = redirect(page, code=303)
+    return set_token_cookie(response, token, page, current_app.config["RESULT_TTL_SECONDS"])
 
 
 @creates
@@ -27,12 +33,14 @@ def create_conversion():
     images = [part for part in request.files.getlist("image") if part.filename or part.content_length]
     if len(images) > 1 or any(batches.is_zip(part) for part in images):
         return batches.create()
-    return created(get_service().submit(request.form, request.files))
+    token, token_sha256 = new_token()
+    return created(get_service().submit(request.form, request.files, token_sha256), token)
 
 
 @creates
 def rebuild(job_id):
-    return created(get_service().rebuild(job_id, request.form))
+    token, token_sha256 = new_token()
+    return created(get_service().rebuild(job_id, request.form, token_sha256), token)
 
 
 def job_status(job_id):

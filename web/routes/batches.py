@@ -14,15 +14,17 @@ from __future__ import annotations
 
 import hashlib
 
-from flask import Blueprint, jsonify, redirect, render_template, request, send_file, url_for
+from flask import Blueprint, current_app, jsonify, redirect, render_template, request, send_file, url_for
 
 from converter import InputError, OptionError
 from converter.service_api import check_convertible_size, probe_header
 
 from ..intake import unzip
+from ..intake.client import current_client
 from ..intake.rate_limits import creates
 from ..jobs.conversion import offered_kinds
 from .errors import UserError, wants_json
+from ..deletion import new_token, set_token_cookie
 from ..intake.forms import parse_request
 from ..intake.job_request import JobRequest
 from ..jobs.backend import QueueFullError
@@ -85,7 +87,7 @@ def _checked(label: str, data: bytes, config) -> tuple[str, bytes]:
     return label, data
 
 
-def create_batch(form, files) -> dict:
+def create_batch(form, files, delete_token_sha256: str = "") -> dict:
     """Admission before work: the options, the queue's room, then every image's headers; the jobs decode.
 
     A batch is one unit of admission (see JobRunner.submit_batch): accepted whole while the queue has room for one
@@ -100,8 +102,10 @@ def create_batch(form, files) -> dict:
         raise QueueFullError()
     images = read_images(files, service.config)
     uploads = [Upload(image=data, sha256=hashlib.sha256(data).hexdigest()) for _, data in images]
-    jobs = service.runner.submit_batch(job_request.to_dict(), uploads)  # QueueFullError if another took the place
-    return service.batches.create(job_ids=[job.id for job in jobs])
+    # Each job takes its own turn among its client's (fair share); QueueFullError if another took the place.
+    jobs = service.runner.submit_batch(job_request.to_dict(), uploads, client=current_client(),
+                                       delete_token_sha256=delete_token_sha256)
+    return service.batches.create(job_ids=[job.id for job in jobs], delete_token_sha256=delete_token_sha256)
 
 
 def batch_or_404(batch_id: str) -> dict:
@@ -133,11 +137,15 @@ def batch_view(batch: dict) -> dict:
 @creates
 def create():
     """POST /convert with several images or a zip comes here too (see web.routes.api)."""
-    batch = create_batch(request.form, request.files)
+    token, token_sha256 = new_token()
+    batch = create_batch(request.form, request.files, token_sha256)
+    page = url_for("batches.batch_page", batch_id=batch["id"])
     if wants_json():
-        view = batch_view(batch)
-        return jsonify(view), 202, {"Location": view["url"]}
-    return redirect(url_for("batches.batch_page", batch_id=batch["id"]), code=303)
+        response = jsonify({**batch_view(batch), "delete_token": token})
+        response.status_code, response.headers["Location"] = 202, page
+    else:
+        response = redirect(page, code=303)
+    return set_token_cookie(response, token, page, current_app.config["RESULT_TTL_SECONDS"])
 
 
 bp.add_url_rule("/api/v1/batches", "create", create, methods=["POST"])

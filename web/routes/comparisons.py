@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, jsonify, redirect, request, url_for
+from flask import Blueprint, current_app, jsonify, redirect, request, url_for
 
 from .errors import wants_json
+from ..deletion import new_token, set_token_cookie
 from ..intake.rate_limits import creates
 from ..service import get_service
 
@@ -14,11 +15,16 @@ bp = Blueprint("comparisons", __name__)
 @creates
 def create():
     service = get_service()
-    comparison = service.compare(request.form, request.files)
+    token, token_sha256 = new_token()
+    comparison = service.compare(request.form, request.files, token_sha256)
+    page = url_for("pages.compare_page", comparison_id=comparison["id"])
     if wants_json():
         body = service.comparison_view(comparison)
-        return jsonify(body), 202, {"Location": body["url"]}
-    return redirect(url_for("pages.compare_page", comparison_id=comparison["id"]), code=303)
+        response = jsonify({**body, "delete_token": token})
+        response.status_code, response.headers["Location"] = 202, body["url"]
+    else:
+        response = redirect(page, code=303)
+    return set_token_cookie(response, token, page, current_app.config["RESULT_TTL_SECONDS"])
 
 
 @bp.get("/api/v1/comparisons/<id:comparison_id>")

@@ -21,6 +21,7 @@ from converter.service_api import (
     WHOLE_GRAMMAR,
 )
 
+from ..deletion import TOKEN_HEADER
 from ..jobs.conversion import offered_kinds
 from ..intake.forms import FLAG_WORDS
 from ..intake.job_request import JobRequest
@@ -41,6 +42,7 @@ EXAMPLE_PICTURE = _example_picture()
 JOB_ID = {"type": "string", "pattern": "^[0-9a-f]{32}$", "description": "A uuid4 in hex, as the server made it."}
 ERRORS = {
     400: "A field is wrong or missing; the sentence says which and what is allowed.",
+    403: "Not yours to delete: the request carries no delete token, or another one than the creator was given.",
     404: "There is no such thing (results expire after a while).",
     410: "It existed but has expired and was deleted.",
     409: "The job (or a job of the batch) is still converting: ask again when it is done (Retry-After says when "
@@ -58,6 +60,9 @@ ERRORS = {
 URI_TOO_LONG = {"description": "The request line is longer than the server accepts (gunicorn: 4094 bytes); "
                                "answered by the HTTP server itself, as plain text.",
                 "content": {"text/html": {"schema": {"type": "string"}}, "text/plain": {"schema": {"type": "string"}}}}
+DELETE_TOKEN = {"type": "string", "minLength": 40,
+                "description": "Only in the creating answer: send it as X-Delete-Token to delete what was created "
+                               "(the server keeps only its hash)."}
 RETRY_AFTER = {"Retry-After": {"schema": {"type": "string", "pattern": "^[0-9]+$"},
                                "description": "Seconds to wait before asking again."}}
 
@@ -90,8 +95,8 @@ def document(config) -> dict:
                                                      "model."),
                                       **options}, required=["image"]),
                 "responses": {"202": _accepted({"anyOf": [_ref("JobCreated"), _ref("Batch")]},
-                                               {**JOB_LINKS, **{name: BATCH_LINKS[name]
-                                                                for name in ("getBatch", "downloadBatch")}}),
+                                               {**JOB_LINKS, **DELETE_LINKS["conversion"],
+                                                **{name: BATCH_LINKS[name] for name in ("getBatch", "downloadBatch")}}),
                               **_errors(400, 413, 415, 422, 503, 507), **limited},
             }},
             "/api/v1/conversions/{job_id}": {"get": {
@@ -99,7 +104,8 @@ def document(config) -> dict:
                 "parameters": [_path("job_id")],
                 "responses": {"200": _json(_ref("Job"), "The job.", links=_links_from_body(JOB_LINKS, "getConversion")),
                               **_errors(404, 410)},
-            }},
+            }, "delete": _delete("deleteConversion", "job_id", "the conversion: its upload and every file made from it "
+                                 "(a queued job never runs, a running one stops at its next stage)")},
             "/api/v1/conversions/{job_id}/rebuild": {"post": {
                 "operationId": "rebuildConversion",
                 "summary": "A new job from a finished job's kept image and depth, with new geometry options (no "
@@ -107,7 +113,7 @@ def document(config) -> dict:
                 "parameters": [_path("job_id")],
                 "requestBody": _form({name: field for name, field in options.items()
                                        if name not in ("model", "align_to")}),
-                "responses": {"202": _accepted(_ref("JobCreated"), JOB_LINKS),
+                "responses": {"202": _accepted(_ref("JobCreated"), {**JOB_LINKS, **DELETE_LINKS["conversion"]}),
                               **_errors(400, 404, 409, 410, 413, 503, 507), **limited},
             }},
             "/api/v1/conversions/{job_id}/files/{kind}": {"get": {
@@ -132,8 +138,8 @@ def document(config) -> dict:
                                  f"{config['MAX_BATCH_IMAGES']} files and {config['MAX_BATCH_UNPACKED_MB']} MB "
                                  "unpacked; folders, hidden files and __MACOSX are skipped."),
                     **options}),
-                "responses": {"202": _accepted(_ref("Batch"), BATCH_LINKS), **_errors(400, 413, 415, 422, 503, 507),
-                              **limited},
+                "responses": {"202": _accepted(_ref("Batch"), {**BATCH_LINKS, **DELETE_LINKS["batch"]}),
+                              **_errors(400, 413, 415, 422, 503, 507), **limited},
             }},
             "/api/v1/batches/{batch_id}": {"get": {
                 "operationId": "getBatch", "summary": "A batch's jobs, in upload order",
@@ -141,7 +147,7 @@ def document(config) -> dict:
                 "responses": {"200": _json(_ref("Batch"), "The batch.",
                                            links=_links_from_body(BATCH_LINKS, "getBatch")),
                               **_errors(404, 410)},
-            }},
+            }, "delete": _delete("deleteBatch", "batch_id", "the batch, every job of it and its zips")},
             "/api/v1/batches/{batch_id}/download": {"get": {
                 "operationId": "downloadBatch",
                 "summary": "One zip of every job's files once every job has finished (a failed job gives its "
@@ -162,7 +168,7 @@ def document(config) -> dict:
                                       "model_a": _choice(config["MODELS"], "The first model (default: model)."),
                                       "model_b": _choice(config["MODELS"], "The second model.", blank=False),
                                       **options}, required=["image", "model_b"]),
-                "responses": {"202": _accepted(_ref("Comparison"), COMPARISON_LINKS),
+                "responses": {"202": _accepted(_ref("Comparison"), {**COMPARISON_LINKS, **DELETE_LINKS["comparison"]}),
                               **_errors(400, 413, 415, 422, 503, 507), **limited},
             }},
             "/api/v1/comparisons/{comparison_id}": {"get": {
@@ -171,7 +177,7 @@ def document(config) -> dict:
                 "responses": {"200": _json(_ref("Comparison"), "The comparison.",
                                            links=_links_from_body(COMPARISON_LINKS, "getComparison")),
                               **_errors(404, 410)},
-            }},
+            }, "delete": _delete("deleteComparison", "comparison_id", "the comparison and both of its jobs")},
             "/api/v1/openapi.json": {"get": {
                 "operationId": "getOpenApi", "summary": "This document",
                 "responses": {"200": _json({"type": "object"}, "The OpenAPI document.")},
@@ -229,7 +235,9 @@ def _schemas() -> dict:
             "id": JOB_ID, "status": {"type": "string", "enum": ["queued", "running", "done", "failed", "cancelled"]},
             "stage": {"type": "string"}, "progress": {"type": "number", "minimum": 0, "maximum": 1},
             "error": nullable_string, "code": nullable_string,
-            "queue_position": {"type": ["integer", "null"], "minimum": 1},
+            "queue_position": {"type": ["integer", "null"], "minimum": 1,
+                               "description": "While the job waits: 1 for the next job to start. Clients take "
+                                              "turns, so it can grow as other clients' jobs arrive."},
             "files": {"type": "object", "propertyNames": {"enum": offered_kinds(JobRequest(mesh=True))},
                       "additionalProperties": url,
                       "description": "Every download the job offers. One not written yet answers 202 (Retry-After, "
@@ -251,8 +259,8 @@ def _schemas() -> dict:
         "Error": {"type": "object", "required": ["error", "code"], "additionalProperties": False,
                   "properties": {"error": {"type": "string", "description": "A sentence for people."},
                                  "code": {"type": "string", "description": "For scripts."}}},
-        "JobCreated": {"type": "object", "required": ["id", "status_url"],
-                       "properties": {"id": JOB_ID, "status_url": url}},
+        "JobCreated": {"type": "object", "required": ["id", "status_url", "delete_token"],
+                       "properties": {"id": JOB_ID, "status_url": url, "delete_token": DELETE_TOKEN}},
         "Job": job,
         "Batch": {
             "type": "object",
@@ -264,17 +272,31 @@ def _schemas() -> dict:
                 "download_url": {"type": "string", "description": "GET: one zip of every job's files; ?formats= "
                                                                   "a comma-separated set of "
                                                                   + ", ".join(offered_kinds(JobRequest(mesh=True)))},
+                "delete_token": DELETE_TOKEN,
             },
         },
         "Comparison": {"type": "object", "required": ["id", "url", "models", "job_ids", "jobs"],
                        "properties": {"id": JOB_ID, "url": url, "models": {"type": "array", "items": url},
                                       "job_ids": {"type": "array", "items": JOB_ID},
-                                      "jobs": {"type": "array", "items": url}}},
+                                      "jobs": {"type": "array", "items": url}, "delete_token": DELETE_TOKEN}},
         "Preparing": {"type": "object", "required": ["status", "progress", "retry_after", "url", "message"],
                       "properties": {"status": {"const": "preparing"}, "stage": {"type": "string"},
                                      "progress": {"type": ["string", "number", "null"]},
                                      "retry_after": {"type": "integer", "minimum": 1}, "url": url,
                                      "message": {"type": "string"}}},
+    }
+
+
+def _delete(operation: str, id_name: str, what: str) -> dict:
+    """DELETE of a resource, with the delete token its creator was given (web.deletion)."""
+    return {
+        "operationId": operation, "summary": f"Delete {what}, now",
+        "parameters": [_path(id_name), {
+            "name": TOKEN_HEADER, "in": "header", "required": False, "schema": {"type": "string"},
+            "description": "The delete_token the creating request answered with (a browser that created it sends "
+                           "its cookie instead). Never put it in a URL."}],
+        "responses": {"204": {"description": "Deleted: every link of it now answers 404."},
+                      **_errors(403, 404)},
     }
 
 
@@ -379,12 +401,17 @@ def _errors(*statuses: int) -> dict:
 
 
 def _link(operation: str, expression: str) -> dict:
-    """An OpenAPI link to ``operation``, its id parameter taken from the response: {name: expression}."""
-    return {"operationId": operation, "parameters": {_ID_PARAMETER[operation]: expression}}
+    """An OpenAPI link to ``operation``, its id parameter taken from the response: {name: expression} (and, to a
+    delete, the delete token from the creating response's body)."""
+    parameters = {_ID_PARAMETER[operation]: expression}
+    if operation.startswith("delete"):
+        parameters[f"header.{TOKEN_HEADER}"] = "$response.body#/delete_token"
+    return {"operationId": operation, "parameters": parameters}
 
 
 _ID_PARAMETER = {"getConversion": "job_id", "rebuildConversion": "job_id", "getConversionFile": "job_id",
-                 "getBatch": "batch_id", "downloadBatch": "batch_id", "getComparison": "comparison_id"}
+                 "getBatch": "batch_id", "downloadBatch": "batch_id", "getComparison": "comparison_id",
+                 "deleteConversion": "job_id", "deleteBatch": "batch_id", "deleteComparison": "comparison_id"}
 # From each creating operation to every operation that takes the id it made (stateful testing follows them).
 JOB_LINKS = {name: _link(name, "$response.body#/id")
              for name in ("getConversion", "rebuildConversion", "getConversionFile")}
@@ -394,6 +421,12 @@ BATCH_LINKS = {"getBatch": _link("getBatch", "$response.body#/id"),
 COMPARISON_LINKS = {"getComparison": _link("getComparison", "$response.body#/id"),
                     "getFirstJob": _link("getConversion", "$response.body#/job_ids/0"),
                     "getSecondJob": _link("getConversion", "$response.body#/job_ids/1")}
+
+
+# Only the creating response has the token: the delete links leave from there.
+DELETE_LINKS = {"conversion": {"deleteConversion": _link("deleteConversion", "$response.body#/id")},
+                "batch": {"deleteBatch": _link("deleteBatch", "$response.body#/id")},
+                "comparison": {"deleteComparison": _link("deleteComparison", "$response.body#/id")}}
 
 
 def _links_from_body(links: dict, leaving_out: str) -> dict:

@@ -1,6 +1,12 @@
 """The Redis keys that web instances and Celery workers share (``JOB_BACKEND=celery``): the broker's queue, the
 pending and active jobs, heartbeats, once-only guards and the workers' published model states.
 
+Fair share: each job's task is published with a broker priority, the number of its client's jobs already waiting
+or running (0 for a client with none, up to ``LAST_PRIORITY``); Redis keeps one list per priority and a worker takes
+from the lowest non-empty one, so a client's first job goes ahead of another client's second and later ones. A
+client's job never gets a lower priority than its own jobs still waiting (first come, first served within a
+client), and the pending set is ordered by (priority, enqueue time): the broker's order, which ``position`` reads.
+
 Liveness: a worker running a job refreshes a heartbeat key (``HEARTBEAT_TTL``) from a thread. A job whose heartbeat
 is gone is run once more (attempt 2; a SET NX guard lets one reader re-enqueue it) and is failed with
 ``WORKER_DIED`` when that run dies too. A second delivery of an attempt, or a late one of an old attempt, is
@@ -29,14 +35,46 @@ CLAIM_TTL = 2 * 24 * 3600  # remembers that an attempt started, well past the br
 
 BROKER_ERRORS = (redis.RedisError, OperationalError)  # Redis away, as our client and as kombu's publisher say it
 _PREFIX = "image-to-3d:"
-PENDING, ACTIVE = _PREFIX + "pending", _PREFIX + "active"  # sorted sets: job id → enqueue / claim time
+PENDING, ACTIVE = _PREFIX + "pending", _PREFIX + "active"  # sorted sets: job id → place in line / claim time
+# Fair share: job id → its client (while pending or active); client → its jobs pending or active; client → the
+# priority of its last job (while it has any).
+CLIENT_OF, JOBS_OF, LAST_PRIORITY_OF = _PREFIX + "client-of", _PREFIX + "jobs-of", _PREFIX + "last-priority-of"
+LAST_PRIORITY = 9  # kombu's Redis transport: priorities 0 (taken first) to 9
+PRIORITY_SPAN = 1e10  # a pending job's score: priority × this + its enqueue time (seconds: about 1.8e9 today)
 
 # Admission as one step in Redis, so that web instances accepting at the same moment cannot overshoot the cap: the
 # jobs waiting are the pending set (queued, not yet claimed by a worker); a batch goes in whole when there is room
-# for one more. KEYS[1]: the pending set; ARGV: cap, enqueue time, job ids. Returns 1 when admitted, else 0.
+# for one more (a negative cap: always). Each job's priority is its client's count of jobs pending or active, but
+# never below the client's last job's (its own order kept), at most LAST_PRIORITY. KEYS: PENDING, CLIENT_OF,
+# JOBS_OF, LAST_PRIORITY_OF; ARGV: cap, enqueue time, client, job ids. Returns the jobs' priorities ({} when full).
 _ADMIT = """
-if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then return 0 end
-for i = 3, #ARGV do redis.call('ZADD', KEYS[1], ARGV[2], ARGV[i]) end
+local cap = tonumber(ARGV[1])
+if cap >= 0 and redis.call('ZCARD', KEYS[1]) >= cap then return {} end
+local client = ARGV[3]
+local count = tonumber(redis.call('HGET', KEYS[3], client) or '0')
+local priority = tonumber(redis.call('HGET', KEYS[4], client) or '0')
+local given = {}
+for i = 4, #ARGV do
+  priority = math.min(%(last)d, math.max(priority, count))
+  redis.call('ZADD', KEYS[1], priority * %(span)d + tonumber(ARGV[2]), ARGV[i])
+  if redis.call('HSET', KEYS[2], ARGV[i], client) == 1 then count = count + 1 end
+  given[#given + 1] = priority
+end
+redis.call('HSET', KEYS[3], client, count)
+redis.call('HSET', KEYS[4], client, priority)
+return given
+""" % {"last": LAST_PRIORITY, "span": PRIORITY_SPAN}
+
+# A job leaves the line for good (released: done, failed, given up, or queued again later): its client counts one
+# job fewer, and is forgotten at none. KEYS: CLIENT_OF, JOBS_OF, LAST_PRIORITY_OF; ARGV: job id.
+_LEAVE = """
+local client = redis.call('HGET', KEYS[1], ARGV[1])
+if not client then return 0 end
+redis.call('HDEL', KEYS[1], ARGV[1])
+if redis.call('HINCRBY', KEYS[2], client, -1) <= 0 then
+  redis.call('HDEL', KEYS[2], client)
+  redis.call('HDEL', KEYS[3], client)
+end
 return 1
 """
 
@@ -50,8 +88,10 @@ def make_celery(redis_url: str) -> Celery:
         worker_prefetch_multiplier=1, worker_hijack_root_logger=False, worker_send_task_events=False,
         # A worker waits for Redis as long as it takes; a web request gives up after a few seconds (503).
         broker_connection_retry=True, broker_connection_retry_on_startup=True, broker_connection_max_retries=None,
+        # priority_steps: one Redis list per priority 0..9 (kombu's default has four), which workers read in that
+        # order: the fair share's turns (Board). Web and workers must agree, hence here.
         broker_transport_options={"visibility_timeout": 3600, "socket_timeout": 5, "socket_connect_timeout": 3,
-                                  "health_check_interval": 10},
+                                  "health_check_interval": 10, "priority_steps": list(range(LAST_PRIORITY + 1))},
         task_publish_retry=True,
         task_publish_retry_policy={"max_retries": 4, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 1},
     )
@@ -71,10 +111,14 @@ class Board:
     def __init__(self, redis_url: str):
         self.redis = redis_client(redis_url)
         self._admit = self.redis.register_script(_ADMIT)
+        self._leave = self.redis.register_script(_LEAVE)
 
-    def admit(self, job_ids: list[str], since: float, cap: int) -> bool:
-        """Reserve places for ``job_ids`` in the pending set while it holds fewer than ``cap`` (atomically)."""
-        return bool(self._admit(keys=[PENDING], args=[cap, since, *job_ids]))
+    def admit(self, job_ids: list[str], since: float, cap: int, client: str = "") -> list[int] | None:
+        """Reserve places for ``client``'s ``job_ids`` in the pending set while it holds fewer than ``cap``
+        (atomically): each job's broker priority, or None when full."""
+        priorities = self._admit(keys=[PENDING, CLIENT_OF, JOBS_OF, LAST_PRIORITY_OF],
+                                 args=[cap, since, client, *job_ids])
+        return [int(priority) for priority in priorities] or None
 
     def pending_count(self) -> int:
         return int(self.redis.zcard(PENDING))
@@ -83,8 +127,9 @@ class Board:
         """Whether a worker claimed ``attempt`` (the claim outlives the worker; a Redis restart forgets it)."""
         return bool(self.redis.exists(f"{_PREFIX}claim:{job_id}:{attempt}"))
 
-    def add_pending(self, job_id: str, since: float) -> None:
-        self.redis.zadd(PENDING, {job_id: since})
+    def add_pending(self, job_id: str, since: float, client: str = "") -> int:
+        """Put a job queued again back in line (whatever the cap): its broker priority."""
+        return self.admit([job_id], since, -1, client)[0]
 
     def position(self, job_id: str) -> int | None:
         rank = self.redis.zrank(PENDING, job_id)
@@ -117,7 +162,16 @@ class Board:
             pipe.delete(_heartbeat(job_id))
             pipe.zrem(ACTIVE, job_id)
             pipe.zrem(PENDING, job_id)
+            self._leave(keys=[CLIENT_OF, JOBS_OF, LAST_PRIORITY_OF], args=[job_id], client=pipe)
             pipe.execute()
+
+    def forget_job(self, job_id: str) -> None:
+        """Release the job (its place in line, its client's share) and delete every key that names it (claims,
+        once-only guards): a deleted job leaves nothing in Redis."""
+        self.release(job_id)
+        named = list(self.redis.scan_iter(f"{_PREFIX}*{job_id}*", count=500))
+        if named:
+            self.redis.delete(*named)
 
     def presence(self, job_id: str) -> tuple[bool, bool]:
         """(waiting in the pending set, a worker's heartbeat present)."""

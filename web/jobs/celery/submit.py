@@ -79,32 +79,36 @@ class CeleryJobRunner:
         if watch:
             self._watch.start()
 
-    def submit_batch(self, request: dict, uploads: list[Upload | None]) -> list[Job]:
+    def submit_batch(self, request: dict, uploads: list[Upload | None], client: str = "",
+                     delete_token_sha256: str = "") -> list[Job]:
         """Queue jobs (one job: a batch of one) as one unit of admission (as the embedded JobRunner's): admitted whole, in one Redis step, when
         fewer than ``max_queued`` jobs wait, or QueueFullError; QueueUnavailableError without Redis;
-        JobTooLargeError (web.memory_budget) for a job that could never fit the web tier's JOB_MEMORY_MB."""
+        JobTooLargeError (web.memory_budget) for a job that could never fit the web tier's JOB_MEMORY_MB. Each
+        job's task carries its ``client``'s turn as its priority (web.jobs.celery.board)."""
         estimates = self.memory.estimates(request, uploads) if self.memory is not None else [0.0] * len(uploads)
-        jobs = [self.store.create(request, memory_mb=memory_mb) for memory_mb in estimates]
+        jobs = [self.store.create(request, memory_mb=memory_mb, client=client,
+                                  upload_sha256=getattr(upload, "sha256", "") or "",
+                                  delete_token_sha256=delete_token_sha256)
+                for memory_mb, upload in zip(estimates, uploads)]
         try:
-            admitted = self.board.admit([job.id for job in jobs], time.time(), self.max_queued)
+            priorities = self.board.admit([job.id for job in jobs], time.time(), self.max_queued, client)
+            refused = QueueFullError() if priorities is None else None
         except redis.RedisError:
-            admitted = None
-        if not admitted:
+            refused = QueueUnavailableError(QUEUE_DOWN)
+        if refused is not None:
             for job in jobs:
                 self.store.delete(job.id)
-            if admitted is None:
-                raise QueueUnavailableError(QUEUE_DOWN)
-            raise QueueFullError()
-        for index, (job, upload) in enumerate(zip(jobs, uploads)):
+            raise refused
+        for index, (job, upload, priority) in enumerate(zip(jobs, uploads, priorities)):
             try:
-                self._send(job, upload)
+                self._send(job, upload, priority)
             except Exception:
                 for later in jobs[index + 1:]:
                     self._forget(later)
                 raise
         return jobs
 
-    def _send(self, job: Job, upload: Upload | None) -> None:
+    def _send(self, job: Job, upload: Upload | None, priority: int) -> None:
         """Store the upload beside the admitted job and publish its task (undone on failure)."""
         folder = self.store.folder(job.id)
         try:
@@ -112,7 +116,7 @@ class CeleryJobRunner:
                 _write_bytes(folder / UPLOAD_IMAGE, upload.image)
                 if upload.depth:
                     _write_bytes(folder / UPLOAD_DEPTH, upload.depth)
-            self.celery.send_task(TASK_NAME, args=[job.id, job.attempt], queue=QUEUE, retry=True)
+            self.celery.send_task(TASK_NAME, args=[job.id, job.attempt], queue=QUEUE, retry=True, priority=priority)
         except OutputError:
             self._forget(job)
             raise
@@ -128,6 +132,14 @@ class CeleryJobRunner:
         except redis.RedisError:
             pass
 
+    def forget(self, job_id: str) -> None:
+        """Every Redis key naming the job goes (its place in line, heartbeat, claims, once-only guards); its task
+        message, if still in the broker's list, is taken by a worker that finds no record and does nothing."""
+        try:
+            self.board.forget_job(job_id)
+        except redis.RedisError:
+            log.warning("job %s deleted while Redis was away: its keys expire or are released by the watch", job_id)
+
     def room(self) -> int:
         """How many more jobs the queue takes now (0 when Redis cannot be reached): a batch goes whole or not."""
         try:
@@ -136,13 +148,15 @@ class CeleryJobRunner:
             return 0
 
     def submit_export(self, target) -> None:
-        """Queue a later download (web.jobs.exports) for a worker; QueueUnavailableError without Redis."""
+        """Queue a later download (web.jobs.exports) for a worker; QueueUnavailableError without Redis. At the
+        broker's first priority: someone is waiting on the link, and an export is short beside a conversion."""
         try:
             self.celery.send_task(EXPORT_TASK, args=target.to_args(), queue=QUEUE, retry=True)
         except BROKER_ERRORS:
             raise QueueUnavailableError(QUEUE_DOWN) from None
 
     def queue_position(self, job_id: str) -> int | None:
+        """1 for the next job a worker takes: the pending set is in the broker's order (priority, then arrival)."""
         try:
             return self.board.position(job_id)
         except redis.RedisError:
@@ -201,9 +215,10 @@ class CeleryJobRunner:
             log.warning("job %s: could not queue it again: %s", job.id, error)
 
     def _enqueue(self, job: Job) -> None:
-        self.board.add_pending(job.id, job.created)  # first come, first in line: a retried job keeps its place
+        # First come, first in line: a retried job keeps its place among the jobs of its priority.
+        priority = self.board.add_pending(job.id, job.created, job.client)
         try:
-            self.celery.send_task(TASK_NAME, args=[job.id, job.attempt], queue=QUEUE, retry=True)
+            self.celery.send_task(TASK_NAME, args=[job.id, job.attempt], queue=QUEUE, retry=True, priority=priority)
         except Exception:
             try:
                 self.board.release(job.id)

@@ -101,6 +101,7 @@ class Worker:
             self._execute(job, attempt)
         finally:
             stop.set()
+            beating.join()  # no beat after the release: a deleted job's heartbeat must not come back
             try:
                 self.board.release(job_id)
                 current = self.store.get(job_id)
@@ -108,6 +109,7 @@ class Worker:
                     self.board.forget_claim(job_id, attempt)
             except redis.RedisError:
                 pass  # the heartbeat expires by itself, the claim after CLAIM_TTL
+            log.info("job %s attempt %s: let go", job_id, attempt)
 
     def _beat(self, job_id: str, attempt: int, stop: threading.Event) -> None:
         while not stop.wait(HEARTBEAT_EVERY):

@@ -14,7 +14,7 @@ from flask import Flask
 
 from converter import KNOWN_MODELS
 from web import service, settings
-from web.intake import client
+from web.intake import client, rate_limits
 from web.intake.spool import SpoolingRequest
 from web.jobs.store import IdConverter
 from web.routes import api, batches, comparisons, deletes, errors, pages
@@ -47,6 +47,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     # ``/jobs/..%2F/files/x`` would otherwise be answered 308 to a merged path.
     app.url_map.converters["id"] = IdConverter
     app.url_map.merge_slashes = False
+    rate_limits.init_app(app)  # first: its check runs before any other, before the form is read
     errors.init_app(app)
     for blueprint in (pages.bp, api.bp, comparisons.bp, batches.bp, deletes.bp):
         app.register_blueprint(blueprint)

@@ -380,7 +380,7 @@ def serve(model: Path, folder: str, workers: int, threads: int, **environment):
         port = probe.getsockname()[1]
     env = dict(os.environ, DEPTH_MODEL=str(model), OUTPUT_FOLDER=f"{folder}/outputs",
                HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT), WEB_CONCURRENCY=str(workers), MAX_QUEUED_JOBS="64",
-               **environment)
+               **{"RATE_LIMIT": "", **environment})  # no rate limit: one address timing many conversions
     log = open(f"{folder}/gunicorn.log", "wb")
     process = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", str(workers), "--threads",

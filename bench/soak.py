@@ -736,7 +736,8 @@ def run(options: argparse.Namespace) -> dict:
     duration = options.minutes * 60
     window = options.window or (300 if duration >= 600 else 30)
     model = options.model or build_model(folder)
-    settings = {"RESULT_TTL_SECONDS": options.ttl, "SWEEP_INTERVAL_SECONDS": options.sweep,
+    # RATE_LIMIT off: the driver is one address standing for every user of the soak.
+    settings = {"RESULT_TTL_SECONDS": options.ttl, "SWEEP_INTERVAL_SECONDS": options.sweep, "RATE_LIMIT": "",
                 "MAX_QUEUED_JOBS": QUEUE_ROOM, "JOB_TIMEOUT_SECONDS": 120, "ENGINE": os.environ.get("ENGINE", "torch"),
                 "OPENVINO_CACHE": os.environ.get("OPENVINO_CACHE", str(folder / "openvino"))}
     record = Record()

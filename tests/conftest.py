@@ -105,6 +105,12 @@ def wait_for_job(client, location: str, timeout: float = 60.0) -> dict:
         time.sleep(pause)
 
 
+# A test's app or server stands for many users behind one address (the tests'): its rate limit stays on, out of
+# their reach, unless a test sets its own (tests/test_rate_limits.py tests the limit and its default). Otherwise a
+# test posting more than the default 20 a minute would meet 429s where it checks other answers (fuzzers among them).
+OUT_OF_REACH_RATE_LIMIT = "100000 per minute"
+
+
 @pytest.fixture
 def make_app(tmp_path, dpt_model):
     """Build the real app on temp folders (model from the tiny DPT-Hybrid unless overridden); waits for the model."""
@@ -115,7 +121,7 @@ def make_app(tmp_path, dpt_model):
     def build(**overrides):
         config = {
             "TESTING": True, "DEPTH_MODEL": dpt_model, "OUTPUT_FOLDER": str(tmp_path / "outputs"),
-            "UPLOAD_FOLDER": str(tmp_path / "uploads"),
+            "UPLOAD_FOLDER": str(tmp_path / "uploads"), "RATE_LIMIT": OUT_OF_REACH_RATE_LIMIT,
         }
         config.update(overrides)
         application = create_app(config)
@@ -208,7 +214,7 @@ def serve(model_folder, folder, workers: int = 2, threads: int = 4, preexec_fn=N
     env = dict(
         os.environ, DEPTH_MODEL=str(model_folder),
         OUTPUT_FOLDER=str(outputs), UPLOAD_FOLDER=str(folder / "uploads"), MAX_UPLOAD_MB="2", HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT),
-        WEB_CONCURRENCY=str(workers),
+        WEB_CONCURRENCY=str(workers), RATE_LIMIT=OUT_OF_REACH_RATE_LIMIT,
     )
     env.update({name: str(value) for name, value in env_overrides.items()})
     present = set(folder.iterdir())  # leftovers(): what the server wrote beside outputs and log, or in uploads

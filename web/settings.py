@@ -14,6 +14,7 @@ from .jobs.depth_cache import DEFAULT_ENTRIES
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+DEFAULT_RATE_LIMIT = "20 per minute;200 per hour"
 GPU_CONVERSION_WORKERS, GPU_BATCH_SIZE = 8, 8  # the defaults on CUDA (CONVERSION_WORKERS, BATCH_SIZE = 0)
 
 
@@ -61,6 +62,11 @@ def from_env(environ=os.environ) -> dict:
         # Reverse proxies whose X-Forwarded-For is believed (addresses or networks, comma-separated; web.intake.client):
         # who a client is, for rate limits and the queue's fair share. Empty: the connecting address is the client.
         "TRUSTED_PROXIES": environ.get("TRUSTED_PROXIES", ""),
+        # Requests that create something (conversions, rebuilds, batches, comparisons) one client may make, together
+        # (web.intake.rate_limits): Flask-Limiter's notation, limits separated by ";". A person converting by hand
+        # makes a few a minute (each conversion takes seconds to watch; a rebuild is a click); a script in a loop
+        # makes hundreds. Empty: no limit.
+        "RATE_LIMIT": environ.get("RATE_LIMIT", DEFAULT_RATE_LIMIT),
     }
 
 

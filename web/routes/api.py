@@ -8,6 +8,7 @@ from flask import Blueprint, current_app, jsonify, redirect, request, url_for
 from . import batches, openapi
 from .errors import wants_json
 from ..deletion import new_token, set_token_cookie
+from ..intake.rate_limits import creates
 from ..service import get_service
 
 bp = Blueprint("api", __name__)
@@ -26,6 +27,7 @@ def created(job, token: str):
     return set_token_cookie(response, token, page, current_app.config["RESULT_TTL_SECONDS"])
 
 
+@creates
 def create_conversion():
     """One image: one job. Several images, or a zip of them: a batch (web.routes.batches), one job each."""
     images = [part for part in request.files.getlist("image") if part.filename or part.content_length]
@@ -35,6 +37,7 @@ def create_conversion():
     return created(get_service().submit(request.form, request.files, token_sha256), token)
 
 
+@creates
 def rebuild(job_id):
     token, token_sha256 = new_token()
     return created(get_service().rebuild(job_id, request.form, token_sha256), token)

@@ -21,6 +21,7 @@ from converter.service_api import check_convertible_size, probe_header
 
 from ..intake import unzip
 from ..intake.client import current_client
+from ..intake.rate_limits import creates
 from ..jobs.conversion import offered_kinds
 from .errors import UserError, wants_json
 from ..deletion import new_token, set_token_cookie
@@ -133,6 +134,7 @@ def batch_view(batch: dict) -> dict:
             "download_url": url_for("batches.download", batch_id=batch["id"])}
 
 
+@creates
 def create():
     """POST /convert with several images or a zip comes here too (see web.routes.api)."""
     token, token_sha256 = new_token()

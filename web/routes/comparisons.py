@@ -6,11 +6,13 @@ from flask import Blueprint, current_app, jsonify, redirect, request, url_for
 
 from .errors import wants_json
 from ..deletion import new_token, set_token_cookie
+from ..intake.rate_limits import creates
 from ..service import get_service
 
 bp = Blueprint("comparisons", __name__)
 
 
+@creates
 def create():
     service = get_service()
     token, token_sha256 = new_token()

@@ -7,6 +7,7 @@ traceback, a server path or a library's message.
 from __future__ import annotations
 
 from flask import Flask, current_app, jsonify, render_template, request
+from flask_limiter import RateLimitExceeded
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from converter import (
@@ -20,6 +21,7 @@ from converter import (
 )
 
 from .. import metrics
+from ..intake import rate_limits
 from ..jobs.backend import QueueFullError
 from ..user_error import BUSY, BUSY_RETRY_SECONDS, UserError
 
@@ -95,6 +97,11 @@ def init_app(app: Flask) -> None:
     def user_error(error):
         headers = {"Retry-After": str(error.retry_after)} if error.retry_after else {}
         return error_response(error.status, error.code, error.message, headers)
+
+    @app.errorhandler(RateLimitExceeded)
+    def rate_limited(error):
+        """A client over its RATE_LIMIT (web.intake.rate_limits): 429 with Retry-After and the sentence."""
+        return user_error(rate_limits.refusal(error))
 
     @app.errorhandler(QueueFullError)
     def queue_full(error):

@@ -73,8 +73,10 @@ def document(config) -> dict:
         "MAX_UPLOAD_MB": config["MAX_UPLOAD_MB"], "MAX_PIXELS": config["MAX_PIXELS"],
         "MAX_BATCH_IMAGES": config["MAX_BATCH_IMAGES"], "MAX_BATCH_UNPACKED_MB": config["MAX_BATCH_UNPACKED_MB"],
         "MAX_FORM_PARTS": config["MAX_FORM_PARTS"], "MAX_FIELD_KB": config["MAX_FIELD_KB"],
+        "RATE_LIMIT": config.get("RATE_LIMIT") or "none",
     }
     options = _option_fields(config)
+    limited = _rate_limited(config)  # every operation that creates something
     return {
         "openapi": "3.1.0",
         "info": {
@@ -95,7 +97,7 @@ def document(config) -> dict:
                 "responses": {"202": _accepted({"anyOf": [_ref("JobCreated"), _ref("Batch")]},
                                                {**JOB_LINKS, **DELETE_LINKS["conversion"],
                                                 **{name: BATCH_LINKS[name] for name in ("getBatch", "downloadBatch")}}),
-                              **_errors(400, 413, 415, 422, 503, 507)},
+                              **_errors(400, 413, 415, 422, 503, 507), **limited},
             }},
             "/api/v1/conversions/{job_id}": {"get": {
                 "operationId": "getConversion", "summary": "A job's status, progress, files and result",
@@ -112,7 +114,7 @@ def document(config) -> dict:
                 "requestBody": _form({name: field for name, field in options.items()
                                        if name not in ("model", "align_to")}),
                 "responses": {"202": _accepted(_ref("JobCreated"), {**JOB_LINKS, **DELETE_LINKS["conversion"]}),
-                              **_errors(400, 404, 409, 410, 413, 503, 507)},
+                              **_errors(400, 404, 409, 410, 413, 503, 507), **limited},
             }},
             "/api/v1/conversions/{job_id}/files/{kind}": {"get": {
                 "operationId": "getConversionFile",
@@ -137,7 +139,7 @@ def document(config) -> dict:
                                  "unpacked; folders, hidden files and __MACOSX are skipped."),
                     **options}),
                 "responses": {"202": _accepted(_ref("Batch"), {**BATCH_LINKS, **DELETE_LINKS["batch"]}),
-                              **_errors(400, 413, 415, 422, 503, 507)},
+                              **_errors(400, 413, 415, 422, 503, 507), **limited},
             }},
             "/api/v1/batches/{batch_id}": {"get": {
                 "operationId": "getBatch", "summary": "A batch's jobs, in upload order",
@@ -167,7 +169,7 @@ def document(config) -> dict:
                                       "model_b": _choice(config["MODELS"], "The second model.", blank=False),
                                       **options}, required=["image", "model_b"]),
                 "responses": {"202": _accepted(_ref("Comparison"), {**COMPARISON_LINKS, **DELETE_LINKS["comparison"]}),
-                              **_errors(400, 413, 415, 422, 503, 507)},
+                              **_errors(400, 413, 415, 422, 503, 507), **limited},
             }},
             "/api/v1/comparisons/{comparison_id}": {"get": {
                 "operationId": "getComparison", "summary": "A comparison's two jobs",
@@ -372,6 +374,19 @@ def _download_body() -> dict:
     return {"description": "The file, as an attachment (previews inline).",
             "content": {media_type: {"schema": {"type": "object"} if media_type == "application/json" else binary}
                         for media_type in types}}
+
+
+def _rate_limited(config) -> dict:
+    """The 429 of the operations that create something, while this server has a RATE_LIMIT (none without)."""
+    limit = (config.get("RATE_LIMIT") or "").strip()
+    if not limit:
+        return {}
+    at_most = " and ".join(part.strip() for part in limit.split(";") if part.strip())
+    return {"429": _json(_ref("Error"), f"Too many requests from this client: this server takes at most {at_most} "
+                                        "conversions, rebuilds, batches and comparisons together from one client "
+                                        "(its address; behind a trusted proxy, the address the proxy names). "
+                                        "Retry-After says when the next is taken.",
+                         {"Retry-After": {**RETRY_AFTER["Retry-After"], "required": True}})}
 
 
 def _errors(*statuses: int) -> dict:

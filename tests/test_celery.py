@@ -90,7 +90,8 @@ class Workers:
     def pause(self) -> None:
         """SIGSTOP every worker (main process and pool child): nothing claims a queued job until ``resume``."""
         for process in self.processes:
-            os.killpg(process.pid, signal.SIGSTOP)
+            if process.poll() is None:  # a worker an earlier test killed has nothing to stop
+                os.killpg(process.pid, signal.SIGSTOP)
 
     def resume(self) -> None:
         for process in self.processes:

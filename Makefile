@@ -78,8 +78,11 @@ redis:
 test: setup-test
 	$(PY) -m pytest
 
+# Two processes (pytest-xdist), one a core: collection (torch, transformers) and the tests run on both at once. Each
+# process has its own session fixtures and temporary folders; the tier passes shuffled (make test-shuffled), so no
+# test leans on another having run first.
 test-fast: setup-test
-	$(PY) -m pytest -m "not slow"
+	$(PY) -m pytest -p xdist -n 2 -m "not slow"
 
 # The fast tier in a random order (pytest-randomly prints its seed; `--randomly-seed=N` repeats an order). CI keeps
 # the file order: a shuffled order is a hunt for tests that lean on each other, run here, not a lottery in CI.

@@ -248,23 +248,28 @@ class FairQueue:
 
     def start(self, job_id: str) -> bool:
         """The job leaves the line to run; False when it is no longer waiting (removed meanwhile)."""
-        if job_id not in self._waiting:
+        client = self._out_of_line(job_id)
+        if client is None:
             return False
-        _, client, _ = self._waiting.pop(job_id)
-        if job_id in self._taken:
-            self._taken.remove(job_id)
         self._running[job_id] = client
         return True
 
     def remove(self, job_id: str) -> bool:
-        """The job leaves the line without running (cancelled); False when it was not waiting."""
-        if job_id not in self._waiting:
+        """The job leaves the line without running (cancelled, or deleted); False when it was not waiting."""
+        client = self._out_of_line(job_id)
+        if client is None:
             return False
+        self._leave(client)
+        return True
+
+    def _out_of_line(self, job_id: str) -> str | None:
+        """Take a waiting job out of the line: its client, or None when it was not waiting."""
+        if job_id not in self._waiting:
+            return None
         _, client, _ = self._waiting.pop(job_id)
         if job_id in self._taken:
             self._taken.remove(job_id)
-        self._leave(client)
-        return True
+        return client
 
     def finish(self, job_id: str) -> None:
         """A started job ended (once or more: only the first call counts)."""

@@ -35,7 +35,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     if test_config:
         app.config.update(test_config)
     config = app.config
-    config["MAX_CONTENT_LENGTH"] = config["MAX_UPLOAD_MB"] * 1024 * 1024
+    # The larger of an image's and a video's limit; an image over MAX_UPLOAD_MB is refused once it is told apart.
+    config["MAX_CONTENT_LENGTH"] = int(max(config["MAX_UPLOAD_MB"], config["MAX_VIDEO_MB"]) * 1024 * 1024)
     config["TRUSTED_PROXY_NETWORKS"] = client.parse_proxies(config["TRUSTED_PROXIES"])
     config["MODELS"] = config["MODELS"] or [config["DEPTH_MODEL"]] + [
         hub_id for hub_id in KNOWN_MODELS if hub_id != config["DEPTH_MODEL"]]

@@ -21,8 +21,12 @@ from .options import (
     WHOLE_GRAMMAR,
     parse_number,
 )
-from .stages import DONE, FAILED, QUEUED, RUNNING, WRITING_FILES, progress_of
+from .stages import DONE, FAILED, PREDICTING_VIDEO_DEPTH, QUEUED, RUNNING, WRITING_FILES, WRITING_VIDEO, progress_of
 from .state import STATE_FILES, load_prediction, save_prediction
+from .video import convert_video, parse_video_kinds, sniff_video
+from .video.chunks import Chunk, ChunkedPredictions, plan_chunks, predict_chunk
+from .video.decode import SNIFF_BYTES as VIDEO_SNIFF_BYTES
+from .video.decode import probe as probe_video
 
 __all__ = [
     # Settings read from the environment, and the process's torch threads.
@@ -40,4 +44,9 @@ __all__ = [
     "DONE", "FAILED", "QUEUED", "RUNNING", "WRITING_FILES", "progress_of",
     # Files: atomic writes, a kept state's file names, predictions stored on their own (a depth cache).
     "STATE_FILES", "atomic_output", "load_prediction", "save_prediction", "write_json",
+    # Videos: a video told by its content and checked before work, its options, limits and outputs, and its depth
+    # predicted in chunks (on several workers) and joined (converter.video.chunks); a video job's stages.
+    "VIDEO_SNIFF_BYTES", "convert_video", "parse_video_kinds",
+    "probe_video", "sniff_video", "Chunk", "ChunkedPredictions", "plan_chunks", "predict_chunk",
+    "PREDICTING_VIDEO_DEPTH", "WRITING_VIDEO",
 ]

@@ -98,7 +98,7 @@ def wait_for_job(client, location: str, timeout: float = 60.0) -> dict:
     deadline = time.monotonic() + timeout
     for pause in pauses():
         view = client.get(location.rstrip("/") + "/status").get_json()
-        if view["status"] in ("done", "failed"):
+        if view["status"] in ("done", "failed", "cancelled"):
             return view
         if time.monotonic() > deadline:
             raise AssertionError(f"job {location} did not finish in {timeout} s")

@@ -124,6 +124,9 @@ SERVICE_NAMES = {  # what a service needs beyond them: converter.service_api.__a
     "ALIGNMENT_KINDS", "MESH_KINDS", "Artifacts",
     "DONE", "FAILED", "QUEUED", "RUNNING", "WRITING_FILES", "progress_of",
     "STATE_FILES", "atomic_output", "load_prediction", "save_prediction", "write_json",
+    "VIDEO_SNIFF_BYTES", "convert_video", "parse_video_kinds",
+    "probe_video", "sniff_video", "Chunk", "ChunkedPredictions", "plan_chunks", "predict_chunk",
+    "PREDICTING_VIDEO_DEPTH", "WRITING_VIDEO",
 }
 PUBLIC_MODULES = {"converter": LIBRARY_NAMES, "converter.service_api": SERVICE_NAMES}
 

@@ -123,7 +123,21 @@ class JobMemory:
             if not image.get("width"):
                 return 0.0
             return conversion_estimate_mb(job_request, None, (image["width"], image["height"]))
+        if job_request.is_video:
+            return video_estimate_mb(getattr(upload, "video_size", None))
         return conversion_estimate_mb(job_request, upload) if upload is not None else 0.0
+
+
+VIDEO_BYTES_PER_PIXEL = 200  # frames queued between the threads, the stabiliser's maps, the encoders' look-ahead
+VIDEO_BASE_MB = 64
+
+
+def video_estimate_mb(size: tuple[int, int] | None) -> float:
+    """A video job's peak over the model, MB: a fixed window of frames whatever the clip's length
+    (converter.video.pipeline), so it follows a frame's pixels only (0 when not known)."""
+    if not size:
+        return 0.0
+    return VIDEO_BASE_MB + size[0] * size[1] * VIDEO_BYTES_PER_PIXEL / (1 << 20)
 
 
 def conversion_estimate_mb(request, upload, source_size: tuple[int, int] | None = None) -> float:

@@ -12,7 +12,7 @@ import os
 
 from flask import Flask, current_app, url_for
 
-from converter import KNOWN_MODELS, OptionError, load_image
+from converter import KNOWN_MODELS, VIDEO_OUTPUTS, OptionError, load_image
 from converter.service_api import (
     DETAIL_LEVELS,
     MODES,
@@ -24,18 +24,21 @@ from converter.service_api import (
 
 from . import metrics
 from .intake.client import current_client
-from .intake.forms import OPTION_FIELDS, check_single_values, parse_rebuild, parse_request
+from .intake.forms import OPTION_FIELDS, check_single_values, parse_rebuild, parse_request, parse_video_request
+from .intake.video_upload import is_video_part, receive_video
 from .intake.job_request import DEFAULT_STL_WIDTH_MM, JobRequest
 from .deletion import Deletion
 from .jobs.backend import JobBackend, backend_class
 from .jobs.conversion import offered_kinds, run_job
 from .jobs.depth_cache import DepthCache
+from .jobs.execution import CANCEL_REQUESTED, CANCELLED_BY_USER
+from .jobs.video import ChunkPool, output_name, progress_view
 from .jobs.exports import EXPORT_TIMEOUT_SECONDS, Exports, Target, size_of
-from .jobs.record import CANCELLED, DONE, FAILED, Job
+from .jobs.record import CANCELLED, DONE, FAILED, QUEUED, RUNNING, Job
 from .memory_budget import JobMemory, default_job_memory_mb
 from .jobs.store import DOWNLOAD_GROUPS, BatchStore, ComparisonStore, JobStore, Sweeper, Upload, valid_job_id
 from .model_status import UNAVAILABLE
-from .settings import make_converter, uses_cuda
+from .settings import conversion_workers, make_converter, uses_cuda, video_limits
 from .user_error import EXPIRED, UserError
 NOTHING_HERE = "There is nothing here. Results expire after a while; convert the image again."
 STILL_CONVERTING_RETRY_SECONDS = 2
@@ -61,12 +64,16 @@ class Service:
         # Each job's memory is estimated here, before it is queued. Where the jobs run in this process the budget
         # is this machine's; with Celery each worker holds its own (web.jobs.celery.worker), and the web tier
         # refuses only what could never fit the JOB_MEMORY_MB it is given.
+        # A long clip's chunks, predicted at once by this many threads when jobs run here (web.jobs.video).
+        self.video_chunks = ChunkPool(config.get("VIDEO_CHUNK_WORKERS") or conversion_workers(
+            config, backend.runs_here and uses_cuda(config["DEVICE"])))
         limit_mb = config.get("JOB_MEMORY_MB") or (default_job_memory_mb(self.converter) if backend.runs_here
                                                    else math.inf)
         self.memory = JobMemory(self.store, limit_mb)
         self.runner: JobBackend = backend.from_config(
             config, self.store, self.converter,
-            lambda job, upload, report: run_job(self.converter, self.store, job, upload, report, self.cache),
+            lambda job, upload, report: run_job(self.converter, self.store, job, upload, report, self.cache,
+                                                config, self.video_chunks),
             self.exports.run, memory=self.memory)
         self.model_status = self.runner.model_status
         self._metrics = metrics.registry_for(self)
@@ -88,13 +95,50 @@ class Service:
     # ------------------------------------------------------------------------------------------------ actions
 
     def submit(self, form, files, delete_token_sha256: str = "") -> Job:
-        """A new conversion of the uploaded image with the form's options (deletable with the token: web.deletion)."""
+        """A new conversion of the uploaded image (or video, told by its content) with the form's options (deletable
+        with the token: web.deletion)."""
+        part = files.get("image")
+        if part is not None and is_video_part(part):
+            return self.submit_video(form, part, delete_token_sha256)
         data, depth = _uploads(files)
         job_request = parse_request(form, self.config["MODELS"], self.config["DEPTH_MODEL"])
         upload = self.decode_upload(data, depth, job_request)
         self.check_model(job_request.model, depth)
         return self.runner.submit_batch(job_request.to_dict(), [upload], client=current_client(),
                                         delete_token_sha256=delete_token_sha256)[0]
+
+    def submit_video(self, form, part, delete_token_sha256: str = "") -> Job:
+        """A video's job: its fields parsed, its file received into UPLOAD_FOLDER and checked against the limits
+        before any work (web.intake.video_upload), then queued; on any refusal the file is removed."""
+        job_request = parse_video_request(form, self.config["MODELS"], self.config["DEPTH_MODEL"])
+        upload = receive_video(part, self.config["UPLOAD_FOLDER"], video_limits(self.config),
+                               job_request.video["options"])
+        try:
+            self.check_model(job_request.model)
+            return self.runner.submit_batch(job_request.to_dict(), [upload], client=current_client(),
+                                            delete_token_sha256=delete_token_sha256)[0]
+        finally:
+            upload.video.unlink(missing_ok=True)  # moved into the job's folder when it was queued
+
+    def cancel(self, job: Job) -> Job:
+        """Stop a job: queued, it never runs; running, it stops at its next frame or stage and keeps nothing (its
+        record says cancelled). A finished job is left as it is (409)."""
+        if job.finished:
+            raise UserError(409, "finished", f"This conversion has already ended ({job.status}): there is nothing "
+                                             "to cancel.")
+        folder = self.store.folder(job.id)
+        try:
+            (folder / CANCEL_REQUESTED).touch()
+        except OSError:
+            raise UserError(404, "not_found", NOTHING_HERE) from None
+        if job.status == QUEUED:
+            self.runner.forget(job.id)
+            current = self.store.get(job.id)
+            if current is not None and current.status == QUEUED:
+                current.cancel(CANCELLED_BY_USER)
+                self.store.save(current)
+                return current
+        return self.store.get(job.id) or job
 
     def rebuild(self, job_id: str, form, delete_token_sha256: str = "") -> Job:
         """A new job converting a finished job's kept image with its kept depth: no model run."""
@@ -149,10 +193,12 @@ class Service:
     def job_view(self, job: Job) -> dict:
         """The job as the API and the page's script see it."""
         files, sizes = {}, {}
+        request = JobRequest.from_dict(job.request)
         if job.status == DONE:
-            files = {kind: url_for("pages.job_file", job_id=job.id, kind=kind)
-                     for kind in offered_kinds(JobRequest.from_dict(job.request))}
-            sizes = {kind: size for kind in files if (size := size_of(self.exports.path(Target(job.id, kind))))}
+            files = {kind: url_for("pages.job_file", job_id=job.id, kind=kind) for kind in offered_kinds(request)}
+            paths = ({kind: self.store.folder(job.id) / output_name(kind) for kind in files} if request.is_video else
+                     {kind: self.exports.path(Target(job.id, kind)) for kind in files})
+            sizes = {kind: size for kind, path in paths.items() if (size := size_of(path))}
         view = {
             "id": job.id, "status": job.status, "stage": job.stage, "progress": round(job.progress, 3),
             "error": job.error if job.status in (FAILED, CANCELLED) else None, "code": job.error_code,
@@ -163,6 +209,14 @@ class Service:
             "status_url": url_for("api.job_status", job_id=job.id),
             "rebuild_url": url_for("api.rebuild", job_id=job.id),
         }
+        if request.is_video:
+            view["kind"] = "video"
+            view["cancel_url"] = url_for("api.cancel", job_id=job.id)
+            if job.status == RUNNING:
+                view["video"] = progress_view(self.store.folder(job.id))
+                if view["video"] and view["video"]["expected"]:
+                    view["progress"] = round(0.05 + 0.93 * min(1.0, view["video"]["frames"] /
+                                                               view["video"]["expected"]), 3)
         if job.status == DONE:
             view["info"] = job.info
         return view
@@ -249,7 +303,7 @@ def page_context() -> dict:
         "model_status": service.model_status, "models": config["MODELS"], "known_models": KNOWN_MODELS,
         "max_upload_mb": config["MAX_UPLOAD_MB"], "max_megapixels": config["MAX_PIXELS"] / 1e6,
         "max_batch_images": config["MAX_BATCH_IMAGES"],
-        "download_groups": DOWNLOAD_GROUPS, "detail_levels": DETAIL_LEVELS, "modes": MODES,
+        "download_groups": DOWNLOAD_GROUPS, "video_outputs": VIDEO_OUTPUTS, "detail_levels": DETAIL_LEVELS, "modes": MODES,
         "default_stl_width_mm": DEFAULT_STL_WIDTH_MM, "up_axes": UP_AXES,
     }
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 
-from converter import Converter
+from converter import Converter, VideoLimits
 from converter.service_api import DEFAULT_MAX_PIXELS, engine_from_environment, model_from_environment
 
 from .jobs.depth_cache import DEFAULT_ENTRIES
@@ -67,7 +67,27 @@ def from_env(environ=os.environ) -> dict:
         # makes a few a minute (each conversion takes seconds to watch; a rebuild is a click); a script in a loop
         # makes hundreds. Empty: no limit.
         "RATE_LIMIT": environ.get("RATE_LIMIT", DEFAULT_RATE_LIMIT),
+        # Videos (web.jobs.video): the limits of converter.video.VideoLimits, read from the same variables.
+        "MAX_VIDEO_MB": number("MAX_VIDEO_MB", 200, float),
+        "MAX_VIDEO_SECONDS": number("MAX_VIDEO_SECONDS", 600, float),
+        "MAX_VIDEO_FRAMES": number("MAX_VIDEO_FRAMES", 18_000),
+        "MAX_VIDEO_PIXELS": number("MAX_VIDEO_PIXELS", 3840 * 2160),
+        "VIDEO_TIMEOUT_SECONDS": number("VIDEO_TIMEOUT_SECONDS", 3600, float),
+        # A clip longer than this many frames is predicted in chunks, on several workers at once (Celery), each
+        # predicting this many frames before its own to be joined to the one before (converter.video.chunks).
+        "VIDEO_CHUNK_FRAMES": number("VIDEO_CHUNK_FRAMES", 48),
+        "VIDEO_CHUNK_OVERLAP": number("VIDEO_CHUNK_OVERLAP", 4),
+        # Chunks predicted at once by the embedded back-end (0: its CONVERSION_WORKERS); 1: the clip streams
+        # through one pass, which a CPU running one forward at a time does best.
+        "VIDEO_CHUNK_WORKERS": number("VIDEO_CHUNK_WORKERS", 0),
     }
+
+
+def video_limits(settings: dict):
+    """The settings' converter.video.VideoLimits."""
+    return VideoLimits(max_bytes=int(settings["MAX_VIDEO_MB"] * (1 << 20)), max_seconds=settings["MAX_VIDEO_SECONDS"],
+                       max_frames=settings["MAX_VIDEO_FRAMES"], max_pixels=settings["MAX_VIDEO_PIXELS"],
+                       deadline_seconds=settings["VIDEO_TIMEOUT_SECONDS"])
 
 
 def uses_cuda(device: str) -> bool:

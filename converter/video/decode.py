@@ -215,6 +215,16 @@ def decode(info: VideoInfo, options: VideoOptions, limits: VideoLimits, deadline
                                 (" in the part asked for." if options.start or options.end else "."))
 
 
+def expected_frames(info, options: VideoOptions, limits: VideoLimits) -> int | None:
+    """The frames a conversion of ``info``'s video will keep, from what it declares (None: no length declared)."""
+    if not info.duration:
+        return None
+    end = min(info.duration, options.end) if options.end is not None else info.duration
+    rate = min(info.fps, options.max_fps or math.inf)
+    expected = max(1, round((end - options.start) * rate))
+    return min(expected, options.max_frames or limits.max_frames, limits.max_frames)
+
+
 def to_rgb(frame, conversions: dict | None = None) -> np.ndarray:
     """A decoded frame → [H, W, 3] uint8 sRGB (see the module docstring); ``conversions["colour"]`` says how."""
     conversions = conversions if conversions is not None else {}

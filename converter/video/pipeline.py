@@ -75,22 +75,27 @@ class VideoResult:
 
 def convert_video(source, outputs, *, depth_model: Callable | None = None, model_name: str | None = None,
                   depth=None, options: VideoOptions | None = None, limits: VideoLimits | None = None,
-                  progress: Callable[[VideoProgress], None] | None = None) -> VideoResult:
+                  progress: Callable[[VideoProgress], None] | None = None, predictions=None) -> VideoResult:
     """Convert the video ``source`` (path, bytes or binary file) into ``outputs`` ({kind: path}, or one path / a list
     of paths whose endings name the kinds, see :data:`converter.video.VIDEO_OUTPUTS`). ``depth_model``: a callable
     giving the loaded depth back-end (called once); ``depth``: a depth video of your own instead (see
-    :mod:`converter.video.depth_frames`). ``progress`` is called after each frame written (from the writer thread)."""
+    :mod:`converter.video.depth_frames`); ``predictions``: the model's depth predicted beforehand, in chunks
+    (:class:`converter.video.chunks.ChunkedPredictions`). ``progress`` is called after each frame written (from the
+    writer thread; it may raise to stop the conversion)."""
     options = options if options is not None else VideoOptions()
     limits = limits if limits is not None else VideoLimits.from_environment()
     targets = plan(outputs)
-    if depth is None and depth_model is None:
+    if depth is None and depth_model is None and predictions is None:
         raise OptionError("A video conversion needs a depth model or a depth video of your own.")
     started = time.monotonic()
     deadline = started + limits.deadline_seconds
     with _as_file(source, limits) as path:
         info = decoding.probe(path, limits, options)
         run = _Run(info, targets, options, limits, deadline, progress, started)
-        if depth is not None:
+        if predictions is not None:
+            depths, backend, metric = predictions, None, predictions.metric
+            run.predictions = predictions
+        elif depth is not None:
             depths, backend = depth_frames(depth, options.depth_kind, limits), None
             metric = options.depth_kind == "metric"
         else:
@@ -127,9 +132,10 @@ class _Run:
         self.fits: list[dict] = []
         self.times: list[float] = []
         self.timings = {"depth": 0.0, "write": 0.0}
-        self.expected = _expected_frames(info, options, limits)
+        self.expected = decoding.expected_frames(info, options, limits)
         self.intrinsics: geometry.Intrinsics | None = None
         self.model_focals: list[float] = []
+        self.predictions = None  # the model's depth predicted beforehand in chunks, when it was
 
     # ------------------------------------------------------------------------------------------------ the threads
 
@@ -213,7 +219,7 @@ class _Run:
             if not batch:
                 break
             started = time.perf_counter()
-            maps = _predict(backend, [f.rgb for f in batch]) if backend is not None else \
+            maps = predict_frames(backend, [f.rgb for f in batch]) if backend is not None else \
                 [self._brought(depths, frame) for frame in batch]
             self.timings["depth"] += time.perf_counter() - started
             for frame, prediction in zip(batch, maps):
@@ -228,10 +234,14 @@ class _Run:
             self._decide_camera(held, model_name, True)
             for frame, prediction in held:
                 self._put(work_q, (frame, self._disparity(prediction)))
-        if depths is not None and not self.stop.is_set() and next(depths, None) is not None:
+        if depths is not None and not hasattr(depths, "for_frame") and not self.stop.is_set() \
+                and next(depths, None) is not None:
             self.conversions["unused_depth_frames"] = True
 
     def _brought(self, depths, frame) -> DepthMap:
+        height, width = frame.rgb.shape[:2]
+        if hasattr(depths, "for_frame"):  # the model's, predicted in chunks: resized as a single prediction is
+            return depths.for_frame(frame).resized(width, height)
         prediction = next(depths, None)
         if prediction is None:
             raise DepthFileError(f"The depth video has fewer frames than the video: none for frame {frame.index + 1}.")
@@ -339,6 +349,8 @@ class _Run:
 
     def _metadata(self, backend, model_name, rate: float, end: float) -> dict:
         metric = self.metric
+        chunked = self.predictions
+        by_model = backend is not None or chunked is not None
         audio = None
         if self.info.has_audio:
             codec = self.info.audio_codec
@@ -353,10 +365,11 @@ class _Run:
             "camera": self.intrinsics.to_dict() if self.intrinsics else None,
             "axes": "right-handed, y up, camera at the origin looking down -z (OpenGL/glTF)",
             "units": "metres" if metric else "relative units",
-            "model": model_name if backend is not None else None,
-            "depth_source": model_name if backend is not None else "user depth video",
+            "model": model_name if by_model else None,
+            "depth_source": model_name if by_model else "user depth video",
             "depth_kind": METRIC if metric else INVERSE_RELATIVE,
-            "engine": backend.describe() if backend is not None else None,
+            "engine": backend.describe() if backend is not None else chunked.engine if chunked else None,
+            "chunks": chunked.describe() if chunked else None,
             "stabilisation": {
                 "enabled": self.options.stabilise,
                 "method": "robust scale" + ("" if metric else " and shift") + " in inverse depth to a running "
@@ -379,7 +392,7 @@ class _Run:
         }
 
 
-def _predict(backend, images: list[np.ndarray]) -> list[DepthMap]:
+def predict_frames(backend, images: list[np.ndarray]) -> list[DepthMap]:
     """Depth of several frames; one forward for all of them when the engine is torch and their inputs match."""
     inner = getattr(backend, "backend", backend)  # a micro-batcher's wrapped back-end: frames are batched here
     if len(images) == 1 or getattr(inner, "engine", "") != "torch":
@@ -399,15 +412,6 @@ def _poll(source: queue.Queue):
         return source.get_nowait()
     except queue.Empty:
         return None
-
-
-def _expected_frames(info, options: VideoOptions, limits: VideoLimits) -> int | None:
-    if not info.duration:
-        return None
-    end = min(info.duration, options.end) if options.end is not None else info.duration
-    rate = min(info.fps, options.max_fps or math.inf)
-    expected = max(1, round((end - options.start) * rate))
-    return min(expected, options.max_frames or limits.max_frames, limits.max_frames)
 
 
 def _zip_description(kind: str, info: dict, times: list[float]) -> dict:

@@ -4,8 +4,16 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from converter import KNOWN_MODELS, ConversionOptions, OptionError
-from converter.service_api import DEPTH_KIND_CHOICES, DETAIL_LEVELS, MODES, parse_number, parse_simplify, parse_up
+from converter import KNOWN_MODELS, VIDEO_OUTPUTS, ConversionOptions, OptionError, VideoOptions
+from converter.service_api import (
+    DEPTH_KIND_CHOICES,
+    DETAIL_LEVELS,
+    MODES,
+    parse_number,
+    parse_simplify,
+    parse_up,
+    parse_video_kinds,
+)
 
 from .job_request import JobRequest
 
@@ -147,3 +155,39 @@ def _flag(name: str, value) -> bool:
     if word not in FLAG_WORDS:
         raise OptionError(f"The field '{name}' must be true or false.")
     return FLAG_WORDS[word]
+
+
+VIDEO_FIELDS = ("model", "fov", "focal_px", "relief", "max_fps", "start", "end", "max_frames", "stabilise",
+                "strength", "convergence", "anaglyph", "ply_points", "video_formats")
+_VIDEO_NUMBERS = (("fov", "fov_deg", False), ("focal_px", "focal_px", False), ("relief", "relief", False),
+                  ("max_fps", "max_fps", False), ("start", "start", False), ("end", "end", False),
+                  ("max_frames", "max_frames", True), ("strength", "strength", False),
+                  ("convergence", "convergence", False), ("ply_points", "ply_points", True))
+
+
+def parse_video_request(form, models: list[str], default_model: str) -> JobRequest:
+    """A video's fields → JobRequest (its ``video`` set; converter.video.VideoOptions checks the values). The
+    image-only fields the same form sends (detail, mesh, ...) do not apply to a video and are not read. Blank fields
+    mean the defaults; ``video_formats`` (comma-separated kinds of converter.video.VIDEO_OUTPUTS) defaults to all."""
+    check_single_values(form, VIDEO_FIELDS)
+    model = (form.get("model") or "").strip() or default_model
+    if model not in models:
+        raise OptionError(f"Unknown model '{model[:80]}'. Choose one of: {', '.join(models)}.")
+    if (form.get("align_to") or "").strip():
+        raise OptionError("Alignment to a metric model is for images; a video is stabilised in time instead.")
+    values: dict = {}
+    for name, option, whole in _VIDEO_NUMBERS:
+        value = _number(form, name, whole=whole)
+        if value is not None:
+            values[option] = value
+    if form.get("stabilise") is not None:
+        values["stabilise"] = _flag("stabilise", form.get("stabilise"))
+    anaglyph = (form.get("anaglyph") or "").strip().lower()
+    if anaglyph:
+        values["anaglyph"] = anaglyph
+    options = VideoOptions(**values)
+    formats = (form.get("video_formats") or "").strip()
+    outputs = parse_video_kinds(formats) if formats else list(VIDEO_OUTPUTS)
+    if "json" not in outputs:
+        outputs.append("json")  # the sidecar: the result page reads the job's camera and frames from it
+    return JobRequest(model=model, mesh=False, video={"options": options.to_dict(), "outputs": outputs})

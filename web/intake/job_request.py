@@ -18,7 +18,8 @@ class JobRequest:
     stl_width_mm: width of the printable relief. simplify: detail level or triangle count of the simplified mesh.
     up: which axis is up in the PLY and PCD files ("y" or "z"; converter.service_api.UP_AXES). rebuild_of: the job
     whose image and depth a rebuild reuses (no model run). align_to: a metric model that ``model``'s depth is fitted
-    to ("" = none; see converter.align)."""
+    to ("" = none; see converter.align). video: set for a video (web.jobs.video): its converter.video.VideoOptions
+    as a dict and the output kinds; ``options`` then holds only the model's share (none)."""
 
     options: ConversionOptions = field(default_factory=ConversionOptions)
     model: str = ""
@@ -28,6 +29,7 @@ class JobRequest:
     up: str = DEFAULT_UP
     rebuild_of: str | None = None
     align_to: str = ""
+    video: dict = field(default_factory=dict)  # a video job: {"options": VideoOptions fields, "outputs": [kinds]}
 
     def __post_init__(self):
         settings = self.output_settings  # the same checks as every other way in
@@ -38,8 +40,14 @@ class JobRequest:
     def output_settings(self) -> OutputSettings:
         return OutputSettings(stl_width_mm=self.stl_width_mm, simplify=self.simplify, up=self.up)
 
+    @property
+    def is_video(self) -> bool:
+        return bool(self.video)
+
     def public(self) -> dict:
         """As people see it (result.json, the API, the rebuild form): the options plus the job's own choices."""
+        if self.video:
+            return {**self.video["options"], "model": self.model, "outputs": list(self.video["outputs"])}
         return {**_plain(self.options.to_dict()), "model": self.model, "mesh": self.mesh,
                 "stl_width_mm": self.stl_width_mm, "simplify": self.simplify, "up": self.up,
                 "align_to": self.align_to or None}

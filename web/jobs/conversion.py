@@ -39,19 +39,26 @@ GONE = "The result to rebuild has expired and was deleted. Convert the image aga
 
 def offered_kinds(request: JobRequest) -> list[str]:
     """Every output a job offers: all kinds, less the meshes when the job was asked for none, less the disagreement
-    map when it was not aligned to a metric model."""
+    map when it was not aligned to a metric model; a video job, the video kinds it was asked for."""
+    if request.is_video:
+        return list(request.video["outputs"])
     return [name for name in OUTPUTS if (request.mesh or name not in MESH_KINDS)
             and (request.align_to or name not in ALIGNMENT_KINDS)]
 
 
 def run_job(base: Converter, store: JobStore, job: Job, upload: Upload | None, report,
-            cache: DepthCache | None = None) -> dict:
+            cache: DepthCache | None = None, settings: dict | None = None, chunks=None) -> dict:
     """Convert, write the first files and what later downloads need; returns the job's info (= result.json).
 
     The job supplies sources (:func:`_sources`) and sinks (its folder, ``report``); the converter decides the rest
-    (:meth:`converter.Converter.run`): a rebuild's kept state, the depth cache, the model, the alignment.
+    (:meth:`converter.Converter.run`): a rebuild's kept state, the depth cache, the model, the alignment. A video
+    goes to web.jobs.video (``settings``: its limits and chunks; ``chunks``: a pool predicting them at once).
     """
     request = JobRequest.from_dict(job.request)
+    if request.is_video:
+        from .video import run_video_job
+
+        return run_video_job(base, store, job, report, settings or {}, chunks)
     converter = converter_like(base, request.model, request.align_to)
     sources, carried = _sources(store, job, request, upload, cache, converter.max_pixels)
     try:
@@ -108,6 +115,12 @@ def ensure_output(store: JobStore, job: Job, kind: str, max_pixels: int) -> Path
     """The path of a finished job's output ``kind``, written now if it is not there yet (once: other requests for
     the same job wait on its lock, then find the file). Raises KeyError for a kind the job does not offer."""
     request = JobRequest.from_dict(job.request)
+    if request.is_video:  # every output of a video job is written by the job itself
+        from .video import output_name
+
+        if kind not in request.video["outputs"] or not (store.folder(job.id) / output_name(kind)).is_file():
+            raise KeyError(kind)
+        return store.folder(job.id) / output_name(kind)
     if kind not in offered_kinds(request):
         raise KeyError(kind)
     folder = store.folder(job.id)

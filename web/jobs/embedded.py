@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from ..model_status import ModelStatus
 from ..settings import conversion_workers, uses_cuda
 from .backend import QueueFullError
-from .execution import WORKER_DIED, Attempt
+from .execution import WORKER_DIED, Attempt, job_timeout, keep_video
 from .record import Job
 from .store import JobStore, Upload, process_alive
 
@@ -44,14 +44,16 @@ class JobRunner:
         # On a GPU several conversions run at once and their forwards are batched; on a CPU that only adds waiting.
         runner = cls(store, convert, workers=conversion_workers(config, uses_cuda(config["DEVICE"])),
                      max_queued=config["MAX_QUEUED_JOBS"], timeout_seconds=config["JOB_TIMEOUT_SECONDS"],
-                     export=export, watch=config.get("JOB_WATCH", True), memory=memory)
+                     export=export, watch=config.get("JOB_WATCH", True), memory=memory,
+                     video_timeout_seconds=config.get("VIDEO_TIMEOUT_SECONDS", 3600.0))
         runner.model_status = ModelStatus(converter, threads=config["TORCH_THREADS"] or _threads_per_process())
         return runner
 
     def __init__(self, store: JobStore, convert, workers: int = 1, max_queued: int = 8,
                  timeout_seconds: float = 300.0, export=None, export_workers: int = 1, watch: bool = True,
-                 memory=None):
+                 memory=None, video_timeout_seconds: float = 3600.0):
         self.store = store
+        self.video_timeout_seconds = video_timeout_seconds
         # Admission by memory (web.memory_budget.JobMemory): each job's estimate is taken before it is queued (one
         # that could never fit is refused), and a job starts only once the budget has room for it.
         self.memory = memory
@@ -92,7 +94,7 @@ class JobRunner:
                                       delete_token_sha256=delete_token_sha256)
                     for memory_mb, upload in zip(estimates, uploads)]
             for job, upload in zip(jobs, uploads):
-                self._waiting.add(job.id, client, upload)
+                self._waiting.add(job.id, client, keep_video(self.store.folder(job.id), upload))
         for _ in jobs:  # a thread for each job; which job it runs is decided when the thread is free
             self._executor.submit(self._run_next)
         return jobs
@@ -169,7 +171,8 @@ class JobRunner:
                     self._running.add(job_id)
         try:
             if started and job is not None and not job.finished:
-                Attempt(self.store, job, self.timeout_seconds, on_end=lambda: self._free(job_id)).run(
+                timeout = job_timeout(job, self.timeout_seconds, self.video_timeout_seconds)
+                Attempt(self.store, job, timeout, on_end=lambda: self._free(job_id)).run(
                     lambda job, report: self.convert(job, upload, report))
         finally:
             if started:

@@ -8,7 +8,9 @@ they decide *when* an attempt runs and with which upload; an ``Attempt`` decides
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
 import shutil
 import threading
 import time
@@ -18,6 +20,7 @@ from converter import ConversionError, OutputError
 from converter.service_api import DONE, FAILED
 
 from .. import metrics
+from .record import CANCELLED
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +30,10 @@ INTERNAL = "The conversion failed because of an internal error."
 RECORD = "job.json"
 # The upload's bytes, kept in the job folder while a job that runs away from its request needs them (Celery).
 UPLOAD_IMAGE, UPLOAD_DEPTH = "upload.image", "upload.depth"
+UPLOAD_VIDEO = "upload.video"  # a video's file: in the job folder from the moment the job exists, in every back-end
+UPLOADS = (UPLOAD_IMAGE, UPLOAD_DEPTH, UPLOAD_VIDEO)
+CANCEL_REQUESTED = "cancel.requested"  # made in a job's folder to stop it (web.service.Service.cancel)
+CANCELLED_BY_USER = "Cancelled: the conversion was stopped on request."
 
 
 SUPERSEDED = "superseded"  # an attempt's outcome, never a job's status: the record moved on to a newer attempt
@@ -76,8 +83,12 @@ class Attempt:
                 self._end(DONE, info=info)
         except JobCancelled:
             with self._lock:
-                if self.outcome == FAILED:  # timed out: what the work wrote after the deadline goes too
+                if not self._over and self._still_ours() and cancel_requested(self.folder):  # seen by the work
+                    self._end(CANCELLED, CANCELLED_BY_USER, CANCELLED)
+                if self.outcome in (FAILED, CANCELLED):  # timed out or cancelled: what it wrote since goes too
                     remove_outputs(self.folder)
+                    if self.outcome == CANCELLED:
+                        drop_uploads(self.folder)
         except ConversionError as error:
             self._end_unless_over(FAILED, error.message, error.code)
         except Exception:  # never show internals; the log has the details
@@ -97,6 +108,9 @@ class Attempt:
     def _check_ours(self) -> None:
         if self._over or not self._still_ours():
             self._over = True
+            raise JobCancelled()
+        if cancel_requested(self.folder):  # stopped on request: recorded as cancelled, nothing kept
+            self._end(CANCELLED, CANCELLED_BY_USER, CANCELLED)
             raise JobCancelled()
 
     def _still_ours(self) -> bool:
@@ -130,6 +144,10 @@ class Attempt:
         if status == FAILED:
             remove_outputs(self.folder)
             self.job.fail(message, code)
+        elif status == CANCELLED:
+            remove_outputs(self.folder)
+            drop_uploads(self.folder)
+            self.job.cancel(message)
         else:
             drop_uploads(self.folder)
             self.job.succeed(info)
@@ -143,7 +161,7 @@ class Attempt:
 
 def remove_outputs(folder: Path, keep_uploads: bool = False) -> None:
     """No link to a half-written result: every file but the record (and, for a retry, the upload) goes."""
-    keep = {RECORD} | ({UPLOAD_IMAGE, UPLOAD_DEPTH} if keep_uploads else set())
+    keep = {RECORD} | (set(UPLOADS) if keep_uploads else set())
     for path in folder.iterdir() if folder.is_dir() else ():
         if path.is_dir():
             shutil.rmtree(path, ignore_errors=True)
@@ -152,8 +170,30 @@ def remove_outputs(folder: Path, keep_uploads: bool = False) -> None:
 
 
 def drop_uploads(folder: Path) -> None:
-    for name in (UPLOAD_IMAGE, UPLOAD_DEPTH):
+    for name in UPLOADS:
         (folder / name).unlink(missing_ok=True)
+
+
+def keep_video(folder: Path, upload):
+    """A video's upload moved into its job's folder (one rename: both are on the service's disks), where whoever runs
+    the job finds it; the Upload now names it there. Images are left as they are."""
+    if upload is None or getattr(upload, "video", None) is None:
+        return upload
+    target = folder / UPLOAD_VIDEO
+    try:
+        os.replace(upload.video, target)
+    except OSError:
+        shutil.move(str(upload.video), target)  # UPLOAD_FOLDER on another file system
+    return dataclasses.replace(upload, video=target)
+
+
+def job_timeout(job, image_seconds: float, video_seconds: float) -> float:
+    """How long an attempt of ``job`` may run: JOB_TIMEOUT_SECONDS, or VIDEO_TIMEOUT_SECONDS for a video."""
+    return video_seconds if (job.request or {}).get("video") else image_seconds
+
+
+def cancel_requested(folder: Path) -> bool:
+    return (folder / CANCEL_REQUESTED).exists()
 
 
 def _save_quietly(store, job) -> None:

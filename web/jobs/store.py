@@ -320,8 +320,11 @@ class Upload:
     """What a request hands to its job. ``image``: the picture as :class:`converter.Sources` takes it, handed on
     unopened (the converter decides how to read it): decoded once by the request when that is cheap and the job
     runs in this process, else the file's bytes. ``sha256``: of those bytes (the depth cache's key, hashed once).
-    ``depth``: the user's depth map file."""
+    ``depth``: the user's depth map file. ``video``: a video's file, waiting in UPLOAD_FOLDER until its job is made,
+    then moved into the job's folder (web.jobs.execution.keep_video); ``image`` is None then."""
 
     image: object
     sha256: str | None = None
     depth: bytes | None = None
+    video: Path | None = None
+    video_size: tuple[int, int] | None = None  # a video's frame, as displayed (its memory estimate)

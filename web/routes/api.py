@@ -7,7 +7,7 @@ from flask import Blueprint, current_app, jsonify, redirect, request, url_for
 
 from . import batches, openapi
 from .errors import wants_json
-from ..deletion import new_token, set_token_cookie
+from ..deletion import check_token, new_token, set_token_cookie
 from ..intake.rate_limits import creates
 from ..service import get_service
 
@@ -43,6 +43,18 @@ def rebuild(job_id):
     return created(get_service().rebuild(job_id, request.form, token_sha256), token)
 
 
+def cancel(job_id):
+    """Stop a queued or running conversion (the delete token, as for deleting it): the API gets its status, a browser
+    is sent back to its page."""
+    service = get_service()
+    job = service.job_or_404(job_id)
+    check_token(job.delete_token_sha256)
+    job = service.cancel(job)
+    if wants_json():
+        return jsonify(service.job_view(job))
+    return redirect(url_for("pages.job_page", job_id=job.id), code=303)
+
+
 def job_status(job_id):
     service = get_service()
     return jsonify(service.job_view(service.job_or_404(job_id)))
@@ -53,6 +65,8 @@ bp.add_url_rule("/convert", "convert_form", create_conversion, methods=["POST"])
 bp.add_url_rule("/api/v1/conversions", "create_conversion", create_conversion, methods=["POST"])
 bp.add_url_rule("/jobs/<id:job_id>/rebuild", "rebuild_form", rebuild, methods=["POST"])
 bp.add_url_rule("/api/v1/conversions/<id:job_id>/rebuild", "rebuild", rebuild, methods=["POST"])
+bp.add_url_rule("/jobs/<id:job_id>/cancel", "cancel_form", cancel, methods=["POST"])
+bp.add_url_rule("/api/v1/conversions/<id:job_id>/cancel", "cancel", cancel, methods=["POST"])
 bp.add_url_rule("/jobs/<id:job_id>/status", "job_status_page", job_status)
 bp.add_url_rule("/api/v1/conversions/<id:job_id>", "job_status", job_status)
 

@@ -13,15 +13,19 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from converter import (
     ConversionError,
     DamagedImageError,
+    DamagedVideoError,
     ImageTooLargeError,
     ImageTooSmallError,
     ModelUnavailableError,
     OutputError,
     UnsupportedImageError,
+    UnsupportedVideoError,
+    VideoTooLargeError,
 )
 
 from .. import metrics
 from ..intake import rate_limits
+from ..intake.video_upload import check_upload_size
 from ..jobs.backend import QueueFullError
 from ..user_error import BUSY, BUSY_RETRY_SECONDS, UserError
 
@@ -46,6 +50,9 @@ STATUS_FOR_ERROR = {
     ImageTooSmallError: 422,
     ModelUnavailableError: 503,
     OutputError: 507,
+    UnsupportedVideoError: 415,
+    DamagedVideoError: 422,
+    VideoTooLargeError: 413,
 }
 HTTP_MESSAGES = {404: "There is nothing here. Results expire after a while; convert the image again.",
                  405: "That is not how this address is used.", 400: "The request could not be understood."}
@@ -124,6 +131,7 @@ def init_app(app: Flask) -> None:
             # Bytes but not one named part (an empty form is just "--boundary--"): not a form at all.
             raise UserError(400, "unreadable_form", "The form could not be read: send multipart/form-data (or a "
                                                     "urlencoded form) with named fields.")
+        check_upload_size(request.files, app.config["MAX_UPLOAD_MB"])
         for name, value in request.form.items(multi=True):
             if len(value) > limit_kb * 1024:
                 shown = "".join(character for character in name[:40] if character.isprintable())
@@ -133,8 +141,10 @@ def init_app(app: Flask) -> None:
     @app.errorhandler(RequestEntityTooLarge)
     def too_large(error):
         length, limit = request.content_length, app.config["MAX_UPLOAD_MB"]
-        if length is None or length > limit * 1024 * 1024:
-            return error_response(413, "too_large", f"The upload is too large: the limit is {limit} MB.")
+        video_limit = app.config["MAX_VIDEO_MB"]
+        if length is None or length > app.config["MAX_CONTENT_LENGTH"]:
+            return error_response(413, "too_large", f"The upload is too large: the limit is {limit} MB for an "
+                                                    f"image and {video_limit:g} MB for a video.")
         return error_response(413, "form_too_large", f"The form has too many parts or too long a field: the limits "
                                                      f"are {app.config['MAX_FORM_PARTS']} parts and "
                                                      f"{app.config['MAX_FIELD_KB']} kB per text field.")

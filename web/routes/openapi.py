@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import struct
 
-from converter import KNOWN_MODELS, OUTPUTS
+from converter import KNOWN_MODELS, OUTPUTS, VIDEO_OUTPUTS
 from converter.service_api import (
     DECIMAL_GRAMMAR,
     DEPTH_KIND_CHOICES,
@@ -106,6 +106,14 @@ def document(config) -> dict:
                               **_errors(404, 410)},
             }, "delete": _delete("deleteConversion", "job_id", "the conversion: its upload and every file made from it "
                                  "(a queued job never runs, a running one stops at its next stage)")},
+            "/api/v1/conversions/{job_id}/cancel": {"post": {
+                "operationId": "cancelConversion",
+                "summary": "Stop a queued or running conversion (a video stops at its next frame); nothing of its "
+                           "work is kept and its status becomes cancelled",
+                "parameters": [_path("job_id"), _token_header()],
+                "responses": {"200": _json(_ref("Job"), "The job, cancelled or stopping."),
+                              **_errors(400, 403, 404, 409, 410, 413)},
+            }},
             "/api/v1/conversions/{job_id}/rebuild": {"post": {
                 "operationId": "rebuildConversion",
                 "summary": "A new job from a finished job's kept image and depth, with new geometry options (no "
@@ -227,6 +235,7 @@ def _option_fields(config) -> dict:
 def _schemas() -> dict:
     url = {"type": "string"}
     nullable_string = {"type": ["string", "null"]}
+    kinds = list(dict.fromkeys(offered_kinds(JobRequest(mesh=True)) + list(VIDEO_OUTPUTS)))
     job = {
         "type": "object",
         "required": ["id", "status", "stage", "progress", "error", "code", "queue_position", "files", "result_url",
@@ -238,11 +247,11 @@ def _schemas() -> dict:
             "queue_position": {"type": ["integer", "null"], "minimum": 1,
                                "description": "While the job waits: 1 for the next job to start. Clients take "
                                               "turns, so it can grow as other clients' jobs arrive."},
-            "files": {"type": "object", "propertyNames": {"enum": offered_kinds(JobRequest(mesh=True))},
+            "files": {"type": "object", "propertyNames": {"enum": kinds},
                       "additionalProperties": url,
                       "description": "Every download the job offers. One not written yet answers 202 (Retry-After, "
                                      "JSON) while an export task prepares it, then the file."},
-            "sizes": {"type": "object", "propertyNames": {"enum": offered_kinds(JobRequest(mesh=True))},
+            "sizes": {"type": "object", "propertyNames": {"enum": kinds},
                       "additionalProperties": {"type": "integer", "minimum": 0},
                       "description": "Bytes of each download already written."},
             "result_url": url, "status_url": url, "rebuild_url": url,
@@ -251,6 +260,14 @@ def _schemas() -> dict:
                                                   "(it runs only while the running jobs' estimates fit JOB_MEMORY_MB; "
                                                   "null: not estimated)."},
             "info": {"type": "object", "description": "The job's result.json (present when done)."},
+            "kind": {"const": "video", "description": "Present for a video's job."},
+            "cancel_url": {**url, "description": "A video's job: POST here (with the delete token) to stop it."},
+            "video": {"type": ["object", "null"], "description": "A running video's progress (null until its first "
+                                                                 "frame): phase, frames done, frames expected, frames "
+                                                                 "per second, seconds left.",
+                      "properties": {"phase": {"type": "string"}, "frames": {"type": "integer", "minimum": 0},
+                                     "expected": {"type": ["integer", "null"]}, "fps": {"type": "number"},
+                                     "seconds_left": {"type": ["number", "null"]}}},
         },
     }
     expired = {"type": "object", "required": ["id", "status"],
@@ -291,13 +308,16 @@ def _delete(operation: str, id_name: str, what: str) -> dict:
     """DELETE of a resource, with the delete token its creator was given (web.deletion)."""
     return {
         "operationId": operation, "summary": f"Delete {what}, now",
-        "parameters": [_path(id_name), {
-            "name": TOKEN_HEADER, "in": "header", "required": False, "schema": {"type": "string"},
-            "description": "The delete_token the creating request answered with (a browser that created it sends "
-                           "its cookie instead). Never put it in a URL."}],
+        "parameters": [_path(id_name), _token_header()],
         "responses": {"204": {"description": "Deleted: every link of it now answers 404."},
                       **_errors(403, 404)},
     }
+
+
+def _token_header() -> dict:
+    return {"name": TOKEN_HEADER, "in": "header", "required": False, "schema": {"type": "string"},
+            "description": "The delete_token the creating request answered with (a browser that created it sends "
+                           "its cookie instead). Never put it in a URL."}
 
 
 def _form(properties: dict, required: list[str] | None = None) -> dict:
@@ -404,14 +424,14 @@ def _link(operation: str, expression: str) -> dict:
     """An OpenAPI link to ``operation``, its id parameter taken from the response: {name: expression} (and, to a
     delete, the delete token from the creating response's body)."""
     parameters = {_ID_PARAMETER[operation]: expression}
-    if operation.startswith("delete"):
+    if operation.startswith(("delete", "cancel")):
         parameters[f"header.{TOKEN_HEADER}"] = "$response.body#/delete_token"
     return {"operationId": operation, "parameters": parameters}
 
 
 _ID_PARAMETER = {"getConversion": "job_id", "rebuildConversion": "job_id", "getConversionFile": "job_id",
                  "getBatch": "batch_id", "downloadBatch": "batch_id", "getComparison": "comparison_id",
-                 "deleteConversion": "job_id", "deleteBatch": "batch_id", "deleteComparison": "comparison_id"}
+                 "deleteConversion": "job_id", "cancelConversion": "job_id", "deleteBatch": "batch_id", "deleteComparison": "comparison_id"}
 # From each creating operation to every operation that takes the id it made (stateful testing follows them).
 JOB_LINKS = {name: _link(name, "$response.body#/id")
              for name in ("getConversion", "rebuildConversion", "getConversionFile")}
@@ -424,7 +444,8 @@ COMPARISON_LINKS = {"getComparison": _link("getComparison", "$response.body#/id"
 
 
 # Only the creating response has the token: the delete links leave from there.
-DELETE_LINKS = {"conversion": {"deleteConversion": _link("deleteConversion", "$response.body#/id")},
+DELETE_LINKS = {"conversion": {"deleteConversion": _link("deleteConversion", "$response.body#/id"),
+                               "cancelConversion": _link("cancelConversion", "$response.body#/id")},
                 "batch": {"deleteBatch": _link("deleteBatch", "$response.body#/id")},
                 "comparison": {"deleteComparison": _link("deleteComparison", "$response.body#/id")}}
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from flask import Blueprint, abort, current_app, jsonify, render_template, request, send_file
 
-from ..jobs.conversion import offered_kinds
+from ..jobs.conversion import ensure_output, offered_kinds
+from ..jobs.video import VIDEO_MEDIA_TYPES, frame_cloud
 from .errors import allow_webassembly, wants_html
 from ..jobs.exports import Target
 from ..intake.job_request import JobRequest
@@ -52,6 +53,8 @@ def job_file(job_id, kind):
     ("preparing…", 202), then serves the file once it is whole."""
     service = get_service()
     job = service.job_or_404(job_id)
+    if JobRequest.from_dict(job.request).is_video:
+        return _video_file(service, job, kind)
     entry = DOWNLOADS.get(kind) or PREVIEWS.get(kind)
     if entry is not None:
         still_converting(job, "download its files")
@@ -63,6 +66,35 @@ def job_file(job_id, kind):
     if kind in PREVIEWS:
         return send_file(path, mimetype=entry.media_type, max_age=3600)
     return send_file(path, mimetype=entry.media_type, as_attachment=True, download_name=f"{job.id[:8]}-{path.name}")
+
+
+def _video_file(service, job, kind: str):
+    """A video job's output, written by the job: videos answer range requests (a player seeks in them)."""
+    still_converting(job, "download its files")
+    if job.status != DONE:
+        abort(404)
+    try:
+        path = ensure_output(service.store, job, kind, service.config["MAX_PIXELS"])
+    except KeyError:
+        abort(404)
+    media_type = VIDEO_MEDIA_TYPES.get(path.suffix, "application/octet-stream")
+    playable = path.suffix == ".mp4" and request.args.get("play") == "1"  # the result page's players
+    return send_file(path, mimetype=media_type, conditional=True, as_attachment=not playable,
+                     download_name=f"{job.id[:8]}-{path.name}", max_age=3600)
+
+
+@bp.get("/jobs/<id:job_id>/frames/<int:index>")
+def video_frame(job_id, index):
+    """Frame ``index`` of a finished video job's 4D point cloud (one binary .ply, read from its zip): the viewer
+    loads frames as it plays them."""
+    service = get_service()
+    job = service.job_or_404(job_id)
+    still_converting(job, "play it")
+    data = frame_cloud(service.store, job, index)
+    if data is None:
+        abort(404)
+    return current_app.response_class(data, mimetype="application/octet-stream",
+                                      headers={"Cache-Control": "private, max-age=3600"})
 
 
 def preparing(label: str, state, retry_after: int = PREPARING_RETRY_SECONDS):

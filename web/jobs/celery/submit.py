@@ -19,7 +19,7 @@ from converter.service_api import QUEUED, atomic_output
 
 from ...model_status import LOADING, READY, UNAVAILABLE
 from ..backend import QueueFullError
-from ..execution import UPLOAD_DEPTH, UPLOAD_IMAGE, WORKER_DIED, drop_uploads, remove_outputs
+from ..execution import UPLOAD_DEPTH, UPLOAD_IMAGE, UPLOAD_VIDEO, WORKER_DIED, drop_uploads, keep_video, remove_outputs
 from ..record import Job
 from ..store import JobStore, Upload
 
@@ -112,7 +112,9 @@ class CeleryJobRunner:
         """Store the upload beside the admitted job and publish its task (undone on failure)."""
         folder = self.store.folder(job.id)
         try:
-            if upload is not None:
+            if upload is not None and upload.video is not None:
+                keep_video(folder, upload)
+            elif upload is not None:
                 _write_bytes(folder / UPLOAD_IMAGE, upload.image)
                 if upload.depth:
                     _write_bytes(folder / UPLOAD_DEPTH, upload.depth)
@@ -192,7 +194,7 @@ class CeleryJobRunner:
             self._requeue(job)
             return
         self.board.release(job.id)
-        retryable = job.attempt < MAX_ATTEMPTS and ((folder / UPLOAD_IMAGE).is_file()
+        retryable = job.attempt < MAX_ATTEMPTS and (any((folder / name).is_file() for name in (UPLOAD_IMAGE, UPLOAD_VIDEO))
                                                     or job.request.get("rebuild_of"))
         if not retryable:
             log.warning("job %s: its worker died on attempt %d; failing it", job.id, job.attempt)

@@ -24,7 +24,8 @@ from ... import settings as service_settings
 from .board import EXPORT_TASK, HEARTBEAT_EVERY, PRESENCE_EVERY, TASK_NAME, Board, make_celery
 from ..conversion import run_job
 from ..depth_cache import DepthCache
-from ..execution import UPLOAD_DEPTH, UPLOAD_IMAGE, Attempt
+from ..execution import UPLOAD_DEPTH, UPLOAD_IMAGE, Attempt, job_timeout
+from ..video import ChunkPool
 from ..exports import Exports, Target
 from ..record import Job
 from ..store import BatchStore, JobStore, Upload, process_token
@@ -58,6 +59,8 @@ class Worker:
         # jobs at once with ``--pool threads``), and one that never could fails with the sentence.
         self.memory = MemoryBudget(settings["JOB_MEMORY_MB"] or default_job_memory_mb(self.converter))
         self._stop = threading.Event()
+        # A long clip's chunks: predicted by this process one after another (a CPU runs one forward at a time).
+        self.chunks = ChunkPool(1)
 
     def start(self) -> Worker:
         """Load the model in the background (the pool's start-up must stay quick) and publish its state."""
@@ -128,19 +131,21 @@ class Worker:
             return current is not None and current.attempt == attempt and not current.finished
 
         def work(job: Job, report) -> dict:
-            return run_job(self.converter, self.store, job, self._upload(folder, job), report, self.cache)
+            upload = None if job.request.get("video") else self._upload(folder, job)
+            return run_job(self.converter, self.store, job, upload, report, self.cache, self.settings, self.chunks)
 
         def never_fits(job: Job, report) -> dict:
             raise JobNeverFitsError(job.memory_mb, self.memory.total_mb)
 
         job.owner, job.files = self.name, []
         memory_mb = job.memory_mb
+        timeout = job_timeout(job, self.timeout_seconds, self.settings["VIDEO_TIMEOUT_SECONDS"])
         if memory_mb > self.memory.total_mb:
-            Attempt(self.store, job, self.timeout_seconds, ours=ours).run(never_fits)
+            Attempt(self.store, job, timeout, ours=ours).run(never_fits)
             return
         self.memory.reserve(memory_mb)  # at once in a process converting one job at a time
         try:
-            Attempt(self.store, job, self.timeout_seconds, ours=ours).run(work)
+            Attempt(self.store, job, timeout, ours=ours).run(work)
         finally:
             self.memory.release(memory_mb)
 

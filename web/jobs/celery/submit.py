@@ -194,8 +194,8 @@ class CeleryJobRunner:
             self._requeue(job)
             return
         self.board.release(job.id)
-        retryable = job.attempt < MAX_ATTEMPTS and (any((folder / name).is_file() for name in (UPLOAD_IMAGE, UPLOAD_VIDEO))
-                                                    or job.request.get("rebuild_of"))
+        kept = any((folder / name).is_file() for name in (UPLOAD_IMAGE, UPLOAD_VIDEO))
+        retryable = job.attempt < MAX_ATTEMPTS and (kept or job.request.get("rebuild_of"))
         if not retryable:
             log.warning("job %s: its worker died on attempt %d; failing it", job.id, job.attempt)
             drop_uploads(folder)

@@ -9,6 +9,7 @@ Run by hand (never part of ``make test``):
     .venv/bin/python bench/bench.py --throughput    # gunicorn, N workers: conversions per minute, memory per worker
     .venv/bin/python bench/bench.py --no-routes --serving             # web jobs against the library, in one run
     .venv/bin/python bench/bench.py --quick --serving --device cuda --precision   # the same on a GPU (fp16)
+    .venv/bin/python bench/bench.py --video --speed --web    # videos: bench/video.py (the rest of the line goes there)
 
 The models are randomly initialised copies of the published architectures (see bench/models.py), saved under
 bench/out/models and loaded through ``Converter(model=folder)`` like real checkpoints. Every measurement runs in a
@@ -654,6 +655,9 @@ def print_table(name: str, rows: list[dict]) -> None:
 
 
 def main() -> int:
+    if "--video" in sys.argv[1:]:  # videos have their own benchmark: bench/video.py, the rest of the line passed on
+        rest = [arg for arg in sys.argv[1:] if arg != "--video"]
+        return subprocess.call([sys.executable, str(Path(__file__).with_name("video.py")), *rest])
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="1 MP only, without the slow outlier-removal route")
     parser.add_argument("--models", default="dpt-hybrid", help="comma-separated names, or 'all'")

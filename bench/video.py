@@ -6,6 +6,7 @@ this machine (the CPU model is printed with them).
     .venv/bin/python bench/video.py --stability           # seconds
     .venv/bin/python bench/video.py --speed --frames 24 --engines torch,openvino --model dpt-swinv2-tiny
     .venv/bin/python bench/video.py --memory              # peak RSS, 10 s vs 60 s clip, each in a fresh process
+    .venv/bin/python bench/video.py --speed --web         # and the same clip through the web app (real gunicorn)
 
 Stability: a synthetic truck shot (tests/video_scenes.py: a textured scene, depth known) whose per-frame disparity
 carries a random scale (±30 %), shift, 3 % noise and a wrong block in a few frames, fed to the library's stabiliser
@@ -158,6 +159,34 @@ def _suffix(kind: str) -> str:
     return VIDEO_OUTPUTS[kind].suffix
 
 
+def web_speed(clip: Path, engine: str, model_folder: Path, frames: int, outputs: str, threads: int) -> dict:
+    """Frames per second of a video job through the web app: real gunicorn (one worker, embedded back-end, as `make
+    run` starts it) from the POST of the clip to its job being done (upload, probe, queue, conversion, files)."""
+    import tempfile
+    import urllib.request
+    import uuid
+
+    from bench import serve, wait_for_job
+
+    body = clip.read_bytes()
+    fields = {"max_frames": str(frames), "video_formats": outputs.replace(";", ",")}
+    boundary = uuid.uuid4().hex
+    payload = b"".join(f"--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n".encode()
+                       for name, value in fields.items())
+    payload += (f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"clip.mp4\"\r\n"
+                f"Content-Type: video/mp4\r\n\r\n").encode() + body + f"\r\n--{boundary}--\r\n".encode()
+    with tempfile.TemporaryDirectory(prefix="bench-video-web-") as folder, \
+            serve(model_folder, folder, workers=1, threads=4, ENGINE=engine, TORCH_THREADS=str(threads)) as server:
+        request = urllib.request.Request(server.url + "/api/v1/conversions", data=payload, method="POST", headers={
+            "Content-Type": f"multipart/form-data; boundary={boundary}", "Accept": "application/json"})
+        started = time.perf_counter()
+        with urllib.request.urlopen(request, timeout=600) as response:
+            created = json.loads(response.read())
+        view = wait_for_job(server.url, created["status_url"], interval=0.2)
+        seconds = time.perf_counter() - started
+    return {"frames": view["info"]["frames"], "seconds": seconds, "fps": view["info"]["frames"] / seconds}
+
+
 # ------------------------------------------------------------------------------------------------------ memory
 
 def memory_worker(args) -> dict:
@@ -196,6 +225,7 @@ def main() -> int:
     parser.add_argument("--stability", action="store_true")
     parser.add_argument("--speed", action="store_true")
     parser.add_argument("--memory", action="store_true")
+    parser.add_argument("--web", action="store_true", help="speed: also through the web app (gunicorn), per engine")
     parser.add_argument("--engines", default="torch,openvino")
     parser.add_argument("--model", default="dpt-swinv2-tiny", help="a bench/models.py name (real config, random weights)")
     parser.add_argument("--device", default="cpu")
@@ -240,6 +270,12 @@ def main() -> int:
             for outputs, library in row["library"].items():
                 print(f"  {engine:9s} bare forward {row['bare_forward_fps']:.2f} fps; library [{outputs}] "
                       f"{library['fps']:.2f} fps = {library['ratio_to_bare']:.2f} x bare")
+            if args.web:
+                first = args.outputs.split(";")[0]
+                row["web"] = web = web_speed(clip, engine, folder, args.frames, first, args.threads)
+                library = row["library"][first]["fps"]
+                print(f"  {engine:9s} web [{first}] {web['fps']:.2f} fps ({web['frames']} frames in "
+                      f"{web['seconds']:.1f} s, upload to done) = {web['fps'] / library:.2f} x library")
     if args.memory or everything:
         figures["memory"] = {}
         print(f"\nmemory (fresh process each, tiny model, depth video output, {args.memory_size})")

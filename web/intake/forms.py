@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from converter import KNOWN_MODELS, VIDEO_OUTPUTS, ConversionOptions, OptionError, VideoOptions
+from converter import KNOWN_MODELS, ConversionOptions, OptionError, VideoOptions
 from converter.service_api import (
     DEPTH_KIND_CHOICES,
     DETAIL_LEVELS,
@@ -157,6 +157,9 @@ def _flag(name: str, value) -> bool:
     return FLAG_WORDS[word]
 
 
+# What a video job writes unless asked otherwise: what the result page plays (full side-by-side for headsets, the
+# anaglyph for any screen, the depth video, the 4D cloud) and the sidecar. Each further video costs an encode a frame.
+DEFAULT_VIDEO_OUTPUTS = ("sbs_full", "anaglyph", "depth_video", "ply_sequence", "json")
 VIDEO_FIELDS = ("model", "fov", "focal_px", "relief", "max_fps", "start", "end", "max_frames", "stabilise",
                 "strength", "convergence", "anaglyph", "ply_points", "video_formats")
 _VIDEO_NUMBERS = (("fov", "fov_deg", False), ("focal_px", "focal_px", False), ("relief", "relief", False),
@@ -168,7 +171,8 @@ _VIDEO_NUMBERS = (("fov", "fov_deg", False), ("focal_px", "focal_px", False), ("
 def parse_video_request(form, models: list[str], default_model: str) -> JobRequest:
     """A video's fields → JobRequest (its ``video`` set; converter.video.VideoOptions checks the values). The
     image-only fields the same form sends (detail, mesh, ...) do not apply to a video and are not read. Blank fields
-    mean the defaults; ``video_formats`` (comma-separated kinds of converter.video.VIDEO_OUTPUTS) defaults to all."""
+    mean the defaults; ``video_formats`` (comma-separated kinds of converter.video.VIDEO_OUTPUTS) defaults to
+    DEFAULT_VIDEO_OUTPUTS."""
     check_single_values(form, VIDEO_FIELDS)
     model = (form.get("model") or "").strip() or default_model
     if model not in models:
@@ -187,7 +191,7 @@ def parse_video_request(form, models: list[str], default_model: str) -> JobReque
         values["anaglyph"] = anaglyph
     options = VideoOptions(**values)
     formats = (form.get("video_formats") or "").strip()
-    outputs = parse_video_kinds(formats) if formats else list(VIDEO_OUTPUTS)
+    outputs = parse_video_kinds(formats) if formats else list(DEFAULT_VIDEO_OUTPUTS)
     if "json" not in outputs:
         outputs.append("json")  # the sidecar: the result page reads the job's camera and frames from it
     return JobRequest(model=model, mesh=False, video={"options": options.to_dict(), "outputs": outputs})

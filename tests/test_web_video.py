@@ -125,7 +125,17 @@ def test_embedded_chunks_join_into_the_same_frames(make_app, tmp_path, workers):
     """VIDEO_CHUNK_WORKERS > 1: the clip's depth is predicted in chunks at once, then joined and written."""
     app = make_app(VIDEO_CHUNK_FRAMES=4, VIDEO_CHUNK_OVERLAP=2, VIDEO_CHUNK_WORKERS=workers)
     client = app.test_client()
+    release = hold_after(app, 3)
     created = post_video(client, clip_bytes(tmp_path, count=11), video_formats="depth_video")
+    status_url = created.get_json()["status_url"]
+    try:  # held after 3 predictions, whichever chunks made them: at least one frame of a chunk's own is counted
+        running = wait_until(lambda: (client.get(status_url).get_json().get("video") or {}).get("frames"),
+                             timeout=120)
+        progress = client.get(status_url).get_json()
+    finally:
+        release.set()
+    assert 1 <= running <= 3 and progress["video"]["phase"] == "predicting depth"
+    assert progress["video"]["expected"] == 11 and 0.05 < progress["progress"] < 0.75
     view = wait_for_job(client, f"/jobs/{created.get_json()['id']}", timeout=120)
     assert view["status"] == "done", view
     info = view["info"]

@@ -214,9 +214,8 @@ class Service:
             view["cancel_url"] = url_for("api.cancel", job_id=job.id)
             if job.status == RUNNING:
                 view["video"] = progress_view(self.store.folder(job.id))
-                if view["video"] and view["video"]["expected"]:
-                    view["progress"] = round(0.05 + 0.93 * min(1.0, view["video"]["frames"] /
-                                                               view["video"]["expected"]), 3)
+                if view["video"]:
+                    view["progress"] = max(view["progress"], view["video"].pop("progress"))
         if job.status == DONE:
             view["info"] = job.info
         return view

@@ -77,5 +77,11 @@ def progress_view(folder: Path) -> dict | None:
     elapsed = max(1e-6, time.time() - started)
     fps = frames / elapsed if frames else 0.0
     left = (max(0, expected - frames) / fps) if fps and expected else None
+    share = min(1.0, frames / expected) if expected else 0.0
+    # The job's progress bar: predicting chunks, then the writing pass (0.75 on), or the writing pass alone.
+    if "plan" in parts:
+        bar = 0.05 + 0.7 * share if phase == PREDICTING else 0.75 + 0.23 * share
+    else:
+        bar = 0.05 + 0.93 * share
     return {"phase": phase, "frames": frames, "expected": expected, "fps": round(fps, 3),
-            "seconds_left": None if left is None else round(left, 1)}
+            "seconds_left": None if left is None else round(left, 1), "progress": round(bar, 3)}

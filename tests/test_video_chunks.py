@@ -74,6 +74,7 @@ def test_a_missing_chunk_is_a_sentence(tmp_path):
         ChunkedPredictions([tmp_path / "1.npz"])
 
 
+@pytest.mark.slow
 def test_a_clip_predicted_in_chunks_converts_every_frame(tmp_path, dpt_model):
     frames, _, _ = scenes.clip(48, 32, 14)
     source = tmp_path / "clip.mp4"

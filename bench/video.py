@@ -184,7 +184,8 @@ def web_speed(clip: Path, engine: str, model_folder: Path, frames: int, outputs:
             created = json.loads(response.read())
         view = wait_for_job(server.url, created["status_url"], interval=0.2)
         seconds = time.perf_counter() - started
-    return {"frames": view["info"]["frames"], "seconds": seconds, "fps": view["info"]["frames"] / seconds}
+    return {"frames": view["info"]["frames"], "seconds": seconds, "fps": view["info"]["frames"] / seconds,
+            "engine": view["info"]["engine"]}
 
 
 # ------------------------------------------------------------------------------------------------------ memory
@@ -274,7 +275,7 @@ def main() -> int:
                 first = args.outputs.split(";")[0]
                 row["web"] = web = web_speed(clip, engine, folder, args.frames, first, args.threads)
                 library = row["library"][first]["fps"]
-                print(f"  {engine:9s} web [{first}] {web['fps']:.2f} fps ({web['frames']} frames in "
+                print(f"  {web['engine']['engine']:9s} web [{first}] {web['fps']:.2f} fps ({web['frames']} frames in "
                       f"{web['seconds']:.1f} s, upload to done) = {web['fps'] / library:.2f} x library")
     if args.memory or everything:
         figures["memory"] = {}

@@ -125,7 +125,7 @@ class Player4D {
 		this.stage.append(this.canvas);
 
 		const bar = make('div', 'player4d-controls');
-		this.playButton = make('button', 'viewer-button player4d-play', { type: 'button', disabled: '', 'aria-pressed': 'false' });
+		this.playButton = make('button', 'viewer-button player4d-play', { type: 'button', disabled: '' });
 		this.playButton.textContent = 'Play';
 		const sliderLabel = make('label', 'visually-hidden', { for: `${this.id}-frame` });
 		sliderLabel.textContent = 'Frame';
@@ -418,7 +418,6 @@ class Player4D {
 		this.playing = true;
 		this.clockStart = { time: this.times[Math.max(0, this.wanted)], wall: performance.now() };
 		this.playButton.textContent = 'Pause';
-		this.playButton.setAttribute('aria-pressed', 'true');
 		this.element.dataset.playing = 'true';
 		this.tick = requestAnimationFrame((now) => this.advance(now));
 	}
@@ -429,7 +428,6 @@ class Player4D {
 		this.tick = 0;
 		if (this.playButton) {
 			this.playButton.textContent = 'Play';
-			this.playButton.setAttribute('aria-pressed', 'false');
 		}
 		this.element.dataset.playing = 'false';
 		if (this.status && this.status.dataset.kind !== 'error') this.setStatus(this.summary || '');

@@ -34,7 +34,8 @@ def test_index_has_the_upload_form(client):
     page = client.get("/")
     assert page.status_code == 200
     html = page.get_data(as_text=True)
-    assert '<input type="file" id="image" name="image" accept="image/*,.zip,application/zip" multiple required>' in html
+    assert '<input type="file" id="image" name="image" multiple required' in html
+    assert 'accept="image/*,video/*,.zip,application/zip,' in html  # images, videos (tests/test_web_video.py), zips
     assert 'enctype="multipart/form-data"' in html
     assert "<script>" not in html and "onclick" not in html  # no inline script: a strict CSP holds
 

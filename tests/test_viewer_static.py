@@ -6,6 +6,9 @@ square 2 units away in the middle.
 Seen from where the "photographer" stood the picture must show red in the middle, green top-left, blue elsewhere,
 with the stored colours unchanged. No build step, no inline script and no eval: the page sends
 ``script-src 'self'`` and the console must stay free of errors.
+
+The 4D player (static/js/player4d.js) plays 40 such frames, the red square moving left to right: the frames it asks
+the server for are counted (a few ahead, never the clip), and a frame that is not there is explained.
 """
 
 from __future__ import annotations
@@ -55,8 +58,9 @@ TEXTURE_BOTTOM = (200, 0, 200)
 # --------------------------------------------------------------------------------------------- test files
 
 
-def write_ply(path: Path) -> int:
-    """The red-square-in-front-of-a-blue-wall scene as binary little-endian PLY (float xyz, uchar rgb)."""
+def write_ply(path: Path, square_x: float = 0.0) -> int:
+    """The red-square-in-front-of-a-blue-wall scene as binary little-endian PLY (float xyz, uchar rgb); the square's
+    centre at ``square_x``."""
     xs, ys = np.meshgrid(np.linspace(-1.5, 1.5, 60), np.linspace(-1.125, 1.125, 45))
     wall = np.stack([xs.ravel(), ys.ravel(), np.full(xs.size, -3.0)], axis=1)
     wall_colours = np.tile(BLUE, (len(wall), 1))
@@ -64,7 +68,7 @@ def write_ply(path: Path) -> int:
     wall_colours[top_left] = GREEN
     wall_colours[(wall[:, 0] > 0.9) & (wall[:, 1] < -0.6)] = DARK  # bottom-right
     xs, ys = np.meshgrid(np.linspace(-0.4, 0.4, 20), np.linspace(-0.4, 0.4, 20))
-    square = np.stack([xs.ravel(), ys.ravel(), np.full(xs.size, -2.0)], axis=1)
+    square = np.stack([xs.ravel() + square_x, ys.ravel(), np.full(xs.size, -2.0)], axis=1)
     points = np.concatenate([wall, square])
     colours = np.concatenate([wall_colours, np.tile(RED, (len(square), 1))])
 
@@ -135,6 +139,15 @@ def page(body: str) -> str:
 """
 
 
+PLAYER_FRAMES = 40
+
+
+def player_page(count: int) -> str:
+    """The 4D player (static/js/player4d.js) on ``count`` frames at 10 fps: frame n is /frames/n."""
+    return page(f'<div id="p" data-player4d data-frames-url="/frames/" data-frame-count="{count}" data-fps="10" '
+                f'data-duration="{count / 10}" data-units="metres"></div>').replace("js/viewer.js", "js/player4d.js")
+
+
 # A classic script runs before the module, so no event can be missed; it is a file because inline script is banned.
 EVENTS_JS = """window.viewerEvents = [];
 for (const type of ['viewer:ready', 'viewer:error', 'viewer:mesh', 'viewer:splats']) {
@@ -146,7 +159,14 @@ for (const type of ['viewer:ready', 'viewer:error', 'viewer:mesh', 'viewer:splat
 
 
 class StrictHandler(SimpleHTTPRequestHandler):
-    """Static files with the strict Content-Security-Policy the app is meant to use."""
+    """Static files with the strict Content-Security-Policy the app is meant to use; the paths asked for are kept in
+    ``requested`` (the 4D player's frames are counted there)."""
+
+    requested: list[str] = []
+
+    def do_GET(self):
+        StrictHandler.requested.append(self.path)
+        super().do_GET()
 
     extensions_map = {**SimpleHTTPRequestHandler.extensions_map, ".js": "text/javascript",
                       ".ply": "application/octet-stream", ".glb": "model/gltf-binary"}
@@ -178,6 +198,12 @@ def site(tmp_path_factory):
         '<div id="v" data-viewer data-ply-url="/cloud.ply" data-splat-url="/splats.ply"></div>'))
     (root / "missing.html").write_text(page('<div id="v" data-viewer data-ply-url="/no-such-file.ply"></div>'))
     (root / "broken.html").write_text(page('<div id="v" data-viewer data-ply-url="/events.js"></div>'))
+
+    (root / "frames").mkdir()
+    for index in range(PLAYER_FRAMES):  # the red square moves from left to right, frame by frame
+        write_ply(root / "frames" / str(index), square_x=-0.8 + 1.6 * index / (PLAYER_FRAMES - 1))
+    for name, count in (("player.html", PLAYER_FRAMES), ("player-missing.html", PLAYER_FRAMES + 10)):
+        (root / name).write_text(player_page(count))
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(StrictHandler, directory=str(root)))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -604,3 +630,60 @@ def test_splats_refused_by_a_strict_csp_leave_the_points(site, driver):
     assert driver.find_element(By.CSS_SELECTOR, "#v input[type=range]").is_enabled()
     wait_for_pixels(driver, lambda p: np.array_equal(p, before))
     assert driver.execute_script("return window.refused") == [["script-src", "wasm-eval"]]  # the CSP said no
+
+
+def open_player(driver, url: str) -> str:
+    """Load a 4D player page; wait until its first frame is drawn (or it failed) and return that state."""
+    driver.get_log("browser")
+    driver.get(url)
+    WebDriverWait(driver, 60).until(lambda d: d.execute_script(
+        "return document.querySelector('#p').dataset.playerState") in ("ready", "error"))
+    return driver.execute_script("return document.querySelector('#p').dataset.playerState")
+
+
+def red_columns(driver) -> float | None:
+    """The mean column of the player's red pixels (None: no red drawn)."""
+    data_url = driver.execute_script("return document.querySelector('#p canvas').toDataURL('image/png')")
+    with Image.open(io.BytesIO(base64.b64decode(data_url.split(",", 1)[1]))) as image:
+        pixels = np.asarray(image.convert("RGB")).astype(int)
+    columns = np.nonzero(near(pixels, RED))[1]
+    return float(columns.mean()) if columns.size else None
+
+
+def frames_asked(since: int = 0) -> list[int]:
+    return [int(path.rsplit("/", 1)[1]) for path in StrictHandler.requested[since:] if path.startswith("/frames/")]
+
+
+def test_4d_player_fetches_only_a_few_frames_ahead_and_draws_each(site, driver):
+    """Paused on frame 0 it holds that frame and the six after it, each asked for once, never the 40; a jump to the
+    last frame asks for that one only (the frames after it, round the loop, are there); each frame is drawn as it
+    is: the red square moves right."""
+    StrictHandler.requested.clear()
+    assert open_player(driver, site["url"] + "/player.html") == "ready"
+    player = driver.find_element(By.ID, "p")
+    WebDriverWait(driver, 60).until(lambda d: player.get_attribute("data-cached-frames") == "7")
+    assert sorted(frames_asked()) == list(range(7))
+    assert player.get_attribute("data-requests") == "7" and player.get_attribute("data-frame") == "0"
+    first = WebDriverWait(driver, 60).until(red_columns)
+    asked = len(StrictHandler.requested)
+    slider = player.find_element(By.CSS_SELECTOR, "input[type=range]")
+    assert driver.find_element(By.CSS_SELECTOR, f"#p label[for='{slider.get_attribute('id')}']").text == "Frame"
+    slider.send_keys(Keys.END)
+    WebDriverWait(driver, 60).until(lambda d: player.get_attribute("data-frame") == str(PLAYER_FRAMES - 1))
+    assert frames_asked(asked) == [PLAYER_FRAMES - 1]
+    WebDriverWait(driver, 60).until(lambda d: (red_columns(d) or 0) > first + 100)  # the square crossed the view
+    assert player.find_element(By.CSS_SELECTOR, ".player4d-counter").text == "Frame 40 of 40 · 3.90 s of 4.00 s"
+    assert console_problems(driver) == []
+
+
+def test_4d_player_explains_a_frame_it_cannot_load(site, driver):
+    assert open_player(driver, site["url"] + "/player-missing.html") == "ready"
+    player = driver.find_element(By.ID, "p")
+    player.find_element(By.CSS_SELECTOR, "input[type=range]").send_keys(Keys.END)
+    WebDriverWait(driver, 60).until(lambda d: player.get_attribute("data-player-state") == "error")
+    status = player.find_element(By.CSS_SELECTOR, ".viewer-status")
+    assert status.text == ("Frame 50 could not be loaded: it is not on the server (the result may have been deleted "
+                           "or expired).")
+    assert player.get_attribute("data-playing") == "false"
+    problems = [entry for entry in console_problems(driver) if "404" not in entry["message"]]
+    assert problems == []

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import subprocess
 import threading
 import time
@@ -143,3 +144,147 @@ def test_embedded_chunks_join_into_the_same_frames(make_app, tmp_path, workers):
     assert [join["frames"] for join in info["chunks"]["joins"]] == [0, 2, 2]
     folder = Path(app.config["OUTPUT_FOLDER"]) / view["id"]
     assert not (folder / "chunks").exists() and not (folder / "upload.video").exists()
+
+
+# ------------------------------------------------------------------------------------------- the pages' contract
+# What the upload page sends for a video, and what the running and finished pages hold for static/js/app.js and
+# static/js/player4d.js (tests/test_browser_video.py drives the same pages in Chromium).
+
+
+def form_post(client, data: bytes, fields: dict):
+    """A POST as the upload page sends it (its hidden checkboxes_submitted, boxes as repeated fields): a redirect."""
+    from werkzeug.datastructures import MultiDict
+
+    body = MultiDict([("image", (io.BytesIO(data), "clip.mp4")), ("checkboxes_submitted", "1")])
+    for name, value in fields.items():
+        for one in value if isinstance(value, list) else [value]:
+            body.add(name, one)
+    return client.post("/convert", content_type="multipart/form-data", data=body)
+
+
+def test_the_upload_page_takes_videos_and_says_their_limits(make_app):
+    app = make_app(MAX_VIDEO_MB=150, MAX_VIDEO_SECONDS=300)
+    page = app.test_client().get("/").get_data(as_text=True)
+    assert 'accept="image/*,video/*,.zip' in page
+    assert "A video works too" in page and "up to 150 MB and 5 min" in page
+    assert 'id="video-options"' in page and "<summary>Video options</summary>" in page
+    for name in ("max_fps", "start", "end"):
+        assert f'name="{name}" type="number"' in page
+    assert 'id="stabilise" name="stabilise" type="checkbox" value="1" checked' in page
+    from web.intake.forms import DEFAULT_VIDEO_OUTPUTS
+
+    offered = [kind for kind in __import__("converter").VIDEO_OUTPUTS if kind != "json"]
+    for kind in offered:  # what the result page plays is ticked at first, the rest offered
+        box = f'id="video_format_{kind}" name="video_format" type="checkbox"\n          value="{kind}"'
+        assert box + (" checked>" if kind in DEFAULT_VIDEO_OUTPUTS else ">") in page
+    assert 'id="video_format_json"' not in page  # the sidecar always comes along
+    assert '<video id="video-preview"' in page
+
+
+def test_the_page_form_sends_an_unticked_stabilise_and_the_ticked_formats(client, tmp_path):
+    created = form_post(client, clip_bytes(tmp_path, count=4), {"video_format": ["depth_video", "ply_sequence"],
+                                                                "max_fps": "", "start": "", "end": ""})
+    assert created.status_code == 303, created.get_data(as_text=True)
+    page_url = created.headers["Location"]
+    view = wait_for_job(client, page_url, timeout=120)
+    assert view["status"] == "done", view
+    assert set(view["files"]) == {"depth_video", "ply_sequence", "json"}
+    assert view["info"]["options"]["stabilise"] is False and view["info"]["stabilisation"]["enabled"] is False
+    page = client.get(page_url).get_data(as_text=True)
+    assert "off: every frame's depth on its own" in page
+
+
+@pytest.mark.parametrize("fields, words", [
+    ({}, "Tick at least one video output"),
+    ({"video_format": "anaglyph", "video_formats": "tb"}, "Give the video formats once"),
+    ({"video_format": "hologram"}, "Unknown video format(s): hologram"),
+])
+def test_the_page_form_refuses_formats_it_cannot_read(client, tmp_path, fields, words):
+    refused = form_post(client, clip_bytes(tmp_path, count=2), fields)
+    assert refused.status_code == 400 and words in refused.get_data(as_text=True)
+
+
+def test_the_running_video_page_has_what_its_script_reads_and_a_cancel_for_its_creator(make_app, tmp_path):
+    app = make_app(VIDEO_CHUNK_WORKERS=1)
+    client = app.test_client()
+    release = hold_after(app, 3)
+    try:
+        created = form_post(client, clip_bytes(tmp_path, count=30, fps=24), {"video_format": "depth_video",
+                                                                             "max_fps": "24"})
+        page_url = created.headers["Location"]
+        job_id = page_url.rsplit("/", 1)[1]
+        wait_until(lambda: ((client.get(page_url + "/status").get_json().get("video") or {}).get("frames") or 0) >= 3,
+                   timeout=120)
+        page = client.get(page_url).get_data(as_text=True)
+        assert "<h1>Converting your video</h1>" in page and "Converting your image" not in page
+        assert f'data-status-url="/api/v1/conversions/{job_id}"' in page
+        assert 'data-kind="video"' in page and 'data-expected="30"' in page and "3 of 30</dd>" in page
+        assert 'id="frames-per-second"' in page and "frames per second</dd>" in page
+        assert 'id="time-left">about ' in page
+        assert f'<form id="cancel-form" class="cancel-form" method="post" action="/jobs/{job_id}/cancel"' in page
+        assert '<p id="cancelling" class="cancelling" role="status" hidden>' in page
+        stranger = app.test_client().get(page_url).get_data(as_text=True)  # no delete token: no Cancel to press
+        assert "Converting your video" in stranger and 'id="cancel-form"' not in stranger
+        # The form's POST (the cookie is its authority) sends the browser back to the page, now cancelling.
+        cancelled = client.post(f"/jobs/{job_id}/cancel")
+        assert cancelled.status_code == 303 and cancelled.headers["Location"].endswith(page_url)
+        assert client.get(page_url + "/status").get_json()["cancel_requested"] is True
+        page = client.get(page_url).get_data(as_text=True)
+        assert '<p id="cancelling" class="cancelling" role="status">' in page
+        assert re.search(r'<form id="cancel-form"[^>]*\shidden>', page)
+    finally:
+        release.set()
+    final = wait_for_job(client, page_url, timeout=120)
+    assert final["status"] == "cancelled" and final["cancel_requested"] is False
+    page = client.get(page_url).get_data(as_text=True)
+    assert "The conversion was cancelled" in page and "stopped on request" in page and "<video" not in page
+
+
+def test_the_finished_video_page_has_the_players_downloads_facts_and_the_4d_player(client, tmp_path):
+    from web.jobs.video import VIDEO_DOWNLOAD_GROUPS
+
+    every = ",".join(kind for kind in __import__("converter").VIDEO_OUTPUTS)
+    created = post_video(client, clip_bytes(tmp_path, count=6, audio_seconds=0.5), video_formats=every)
+    job_id = created.get_json()["id"]
+    view = wait_for_job(client, f"/jobs/{job_id}", timeout=120)
+    assert view["status"] == "done", view
+    page = client.get(f"/jobs/{job_id}").get_data(as_text=True)
+    for kind in ("sbs_full", "anaglyph", "depth_video"):
+        assert f'src="/jobs/{job_id}/files/{kind}?play=1" data-kind="{kind}"' in page
+    assert page.count("<video") == 3  # half SBS and top-bottom are downloads, not players
+    assert f'data-frames-url="/jobs/{job_id}/frames/"' in page and 'data-frame-count="6"' in page
+    times = page.split('data-frame-times="', 1)[1].split('"', 1)[0].split()
+    assert [float(t) for t in times] == pytest.approx(view["info"]["frame_times_s"], abs=1e-4) and len(times) == 6
+    assert f'data-fps="{view["info"]["fps"]}"' in page and 'data-duration="' in page
+    grouped = [kind for _, kinds in VIDEO_DOWNLOAD_GROUPS for kind in kinds]
+    assert sorted(grouped) == sorted(__import__("converter").VIDEO_OUTPUTS)  # each kind in one group
+    for group, kinds in VIDEO_DOWNLOAD_GROUPS:
+        assert f'<h3>{group}</h3>' in page
+        for kind in kinds:
+            assert f'href="/jobs/{job_id}/files/{kind}" data-kind="{kind}"' in page
+            assert f'data-size="{view["sizes"][kind]}"' in page
+    text = " ".join(page.split())
+    assert "1 shot (a cut starts a new one)" in text and 'id="video-sound">aac, stream-copied' in text
+    assert "6 at 12 frames per second (0.5 s)" in text and "48 × 32, h264" in text
+    # What the player fetches: frame n at data-frames-url + n, a 404 past the last.
+    assert client.get(f"/jobs/{job_id}/frames/5").data.startswith(b"ply\n")
+    assert client.get(f"/jobs/{job_id}/frames/6").status_code == 404
+    fragment = client.get(f"/jobs/{job_id}/result").get_data(as_text=True)
+    assert "data-player4d" in fragment and "<script" not in fragment  # swapped in by app.js, which loads player4d.js
+
+
+def test_page_scripts_import_only_files_of_this_site():
+    """No CDN at run time: every module import of static/js resolves to a file under static/ (the vendored
+    three.js included), and app.js loads the 4D player where the page has one."""
+    static = Path(__file__).resolve().parent.parent / "static"
+    scripts = sorted((static / "js").glob("*.js"))
+    assert static / "js" / "player4d.js" in scripts
+    # import ... from '...'; (over lines), import '...'; and import('...')
+    pattern = re.compile(r"""^\s*(?:import|export)\b[^;'"]*?\bfrom\s*['"]([^'"]+)['"]|^\s*import\s*['"]([^'"]+)['"]"""
+                         r"""|\bimport\(\s*['"]([^'"]+)['"]""", re.M)
+    for script in scripts:
+        for target in ("".join(groups) for groups in pattern.findall(script.read_text())):
+            assert target.startswith("./") or target.startswith("../"), f"{script.name} imports {target}"
+            resolved = (script.parent / target).resolve()
+            assert resolved.is_file() and static in resolved.parents, f"{script.name}: {target} is not here"
+    assert 'import("./player4d.js")' in (static / "js" / "app.js").read_text()

@@ -42,10 +42,15 @@ def given_token() -> str:
     return request.headers.get(TOKEN_HEADER) or request.cookies.get(COOKIE) or ""
 
 
-def check_token(stored_sha256: str) -> None:
-    """403 unless the request's token hashes to ``stored_sha256`` (constant time; a record without one: nobody)."""
+def holds_token(stored_sha256: str) -> bool:
+    """Whether the request's token hashes to ``stored_sha256`` (constant time; a record without one: nobody)."""
     given = given_token()
-    if not stored_sha256 or not given or not hmac.compare_digest(token_hash(given), stored_sha256):
+    return bool(stored_sha256 and given and hmac.compare_digest(token_hash(given), stored_sha256))
+
+
+def check_token(stored_sha256: str) -> None:
+    """403 unless the request holds the token (holds_token)."""
+    if not holds_token(stored_sha256):
         raise UserError(403, "not_yours", NOT_YOURS)
 
 

@@ -24,15 +24,22 @@ from converter.service_api import (
 
 from . import metrics
 from .intake.client import current_client
-from .intake.forms import OPTION_FIELDS, check_single_values, parse_rebuild, parse_request, parse_video_request
+from .intake.forms import (
+    DEFAULT_VIDEO_OUTPUTS,
+    OPTION_FIELDS,
+    check_single_values,
+    parse_rebuild,
+    parse_request,
+    parse_video_request,
+)
 from .intake.video_upload import is_video_part, receive_video
 from .intake.job_request import DEFAULT_STL_WIDTH_MM, JobRequest
 from .deletion import Deletion
 from .jobs.backend import JobBackend, backend_class
 from .jobs.conversion import offered_kinds, run_job
 from .jobs.depth_cache import DepthCache
-from .jobs.execution import CANCEL_REQUESTED, CANCELLED_BY_USER
-from .jobs.video import ChunkPool, output_name, progress_view
+from .jobs.execution import CANCEL_REQUESTED, CANCELLED_BY_USER, cancel_requested
+from .jobs.video import VIDEO_DOWNLOAD_GROUPS, ChunkPool, output_name, progress_view
 from .jobs.exports import EXPORT_TIMEOUT_SECONDS, Exports, Target, size_of
 from .jobs.record import CANCELLED, DONE, FAILED, QUEUED, RUNNING, Job
 from .memory_budget import JobMemory, default_job_memory_mb
@@ -212,6 +219,8 @@ class Service:
         if request.is_video:
             view["kind"] = "video"
             view["cancel_url"] = url_for("api.cancel", job_id=job.id)
+            # Asked to stop, not stopped yet (it stops at its next frame): the page says so instead of offering Cancel.
+            view["cancel_requested"] = not job.finished and cancel_requested(self.store.folder(job.id))
             if job.status == RUNNING:
                 view["video"] = progress_view(self.store.folder(job.id))
                 if view["video"]:
@@ -302,7 +311,10 @@ def page_context() -> dict:
         "model_status": service.model_status, "models": config["MODELS"], "known_models": KNOWN_MODELS,
         "max_upload_mb": config["MAX_UPLOAD_MB"], "max_megapixels": config["MAX_PIXELS"] / 1e6,
         "max_batch_images": config["MAX_BATCH_IMAGES"],
-        "download_groups": DOWNLOAD_GROUPS, "video_outputs": VIDEO_OUTPUTS, "detail_levels": DETAIL_LEVELS, "modes": MODES,
+        "max_video_mb": config["MAX_VIDEO_MB"], "max_video_seconds": config["MAX_VIDEO_SECONDS"],
+        "download_groups": DOWNLOAD_GROUPS, "video_outputs": VIDEO_OUTPUTS,
+        "default_video_outputs": DEFAULT_VIDEO_OUTPUTS,
+        "video_download_groups": VIDEO_DOWNLOAD_GROUPS, "detail_levels": DETAIL_LEVELS, "modes": MODES,
         "default_stl_width_mm": DEFAULT_STL_WIDTH_MM, "up_axes": UP_AXES,
     }
 

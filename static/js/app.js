@@ -1,4 +1,5 @@
-// Page behaviour: choosing/dropping/pasting an image with a preview, and following a job until its result shows.
+// Page behaviour: choosing/dropping/pasting an image or a video with a preview, and following a job until its result
+// shows (a video's job: frames done, speed, time left, and Cancel).
 // An ES module loaded from 'self' only: no inline script, so a strict Content-Security-Policy holds.
 
 // A job's final states (web/jobs/record.py); failed and cancelled carry a sentence in view.error.
@@ -10,28 +11,41 @@ const jobSection = document.getElementById("job");
 const batchSection = document.getElementById("batch");
 if (jobSection) followJob(jobSection);
 else if (batchSection) followBatch(batchSection);
-else if (document.querySelector("[data-viewer]")) startViewers(document);
+else if (document.querySelector("[data-viewer], [data-player4d]")) startViewers(document);
 
 function setUpUpload(form) {
   const input = document.getElementById("image");
   const zone = document.getElementById("dropzone");
   const preview = document.getElementById("preview");
+  const videoPreview = document.getElementById("video-preview");
+  const videoOptions = document.getElementById("video-options");
   const chosen = document.getElementById("chosen-name");
   let previewUrl = null;
 
   function show(file, count = 1) {
     if (previewUrl) URL.revokeObjectURL(previewUrl);
     previewUrl = null;
+    const video = count === 1 && file?.type.startsWith("video/");
     chosen.textContent = !file ? "" : count > 1 ? `${count} files: a batch, one result each`
-      : `${file.name} · ${(file.size / 1048576).toFixed(1)} MB`;
+      : `${file.name} · ${(file.size / 1048576).toFixed(1)} MB${video ? " · a video: see the video options" : ""}`;
+    preview.hidden = true;
+    preview.removeAttribute("src");
+    if (videoPreview) {
+      videoPreview.hidden = true;
+      videoPreview.removeAttribute("src");
+      videoPreview.load(); // let go of the last one
+    }
     if (file && file.type.startsWith("image/")) {
       previewUrl = URL.createObjectURL(file);
       preview.src = previewUrl;
       preview.hidden = false;
-    } else {
-      preview.hidden = true;
-      preview.removeAttribute("src");
+    } else if (video && videoPreview) {
+      // The server tells a video by its content; the browser's type only chooses the preview.
+      previewUrl = URL.createObjectURL(file);
+      videoPreview.src = previewUrl;
+      videoPreview.hidden = false;
     }
+    if (video && videoOptions) videoOptions.open = true;
   }
 
   function use(...files) {
@@ -74,6 +88,7 @@ function followJob(section) {
   }
   const progress = document.getElementById("progress");
   const stage = document.getElementById("stage");
+  const isVideo = document.getElementById("progress-block")?.dataset.kind === "video";
 
   async function poll() {
     let view;
@@ -89,6 +104,7 @@ function followJob(section) {
     progress.value = view.progress;
     const position = view.queue_position ? ` (position ${view.queue_position} in the queue)` : "";
     stage.textContent = `${view.stage.charAt(0).toUpperCase()}${view.stage.slice(1)}${position}…`;
+    if (isVideo) showVideoProgress(view);
     section.dataset.status = view.status;
     if (FINAL.includes(view.status)) {
       const response = await fetch(section.dataset.resultUrl);
@@ -100,6 +116,38 @@ function followJob(section) {
     setTimeout(poll, 600);
   }
   poll();
+}
+
+// A video's counters (templates/_video_running.html): frames done of expected, speed, time left; Cancel gives way
+// to "Cancelling…" once the job was asked to stop (it stops at its next frame).
+function showVideoProgress(view) {
+  const counts = view.video;
+  const frames = document.getElementById("frames-done");
+  if (counts) {
+    frames.dataset.frames = counts.frames;
+    frames.dataset.expected = counts.expected ?? "";
+    const done = counts.frames.toLocaleString("en");
+    frames.textContent = counts.expected ? `${done} of ${counts.expected.toLocaleString("en")}` : done;
+    const speed = counts.fps < 10 ? Number(counts.fps.toPrecision(2)) : Math.round(counts.fps);
+    document.getElementById("frames-per-second").textContent = counts.fps > 0 ? `${speed} frames per second`
+      : "measuring…";
+    document.getElementById("time-left").textContent = counts.seconds_left == null ? "estimating…"
+      : `about ${duration(counts.seconds_left)}`;
+  }
+  if (view.cancel_requested) {
+    document.getElementById("cancelling").hidden = false;
+    const form = document.getElementById("cancel-form");
+    if (form) form.hidden = true;
+  }
+}
+
+// Seconds for people, as the server's "duration" filter words them (web/routes/pages.py).
+function duration(seconds) {
+  const whole = Math.max(0, Math.ceil(seconds));
+  if (whole < 60) return `${whole} s`;
+  if (whole < 3600) return whole % 60 ? `${Math.floor(whole / 60)} min ${whole % 60} s` : `${whole / 60} min`;
+  const minutes = Math.floor(whole / 60) % 60, hours = Math.floor(whole / 3600);
+  return minutes ? `${hours} h ${minutes} min` : `${hours} h`;
 }
 
 // A batch: one request for all its jobs' states, each row updated in place; the zip link opens when all are done.
@@ -189,6 +237,10 @@ function setUpScaleForm(root) {
 
 async function startViewers(root) {
   setUpScaleForm(root);
+  if (root.querySelector("[data-player4d]")) {
+    const player = await import("./player4d.js");
+    player.initAll(root);
+  }
   if (!root.querySelector("[data-viewer]")) return;
   const viewer = await import("./viewer.js");
   viewer.initAll(root);

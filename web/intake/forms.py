@@ -172,7 +172,9 @@ def parse_video_request(form, models: list[str], default_model: str) -> JobReque
     """A video's fields → JobRequest (its ``video`` set; converter.video.VideoOptions checks the values). The
     image-only fields the same form sends (detail, mesh, ...) do not apply to a video and are not read. Blank fields
     mean the defaults; ``video_formats`` (comma-separated kinds of converter.video.VIDEO_OUTPUTS) defaults to
-    DEFAULT_VIDEO_OUTPUTS."""
+    DEFAULT_VIDEO_OUTPUTS. The upload page sends its boxes instead: ``video_format`` once per ticked kind, and
+    ``checkboxes_submitted`` (as for images), so an unticked ``stabilise`` means off and no ticked format is an error,
+    not the default."""
     check_single_values(form, VIDEO_FIELDS)
     model = (form.get("model") or "").strip() or default_model
     if model not in models:
@@ -184,13 +186,20 @@ def parse_video_request(form, models: list[str], default_model: str) -> JobReque
         value = _number(form, name, whole=whole)
         if value is not None:
             values[option] = value
-    if form.get("stabilise") is not None:
+    if form.get("stabilise") is not None or form.get("checkboxes_submitted"):  # the page's box, unticked: nothing
         values["stabilise"] = _flag("stabilise", form.get("stabilise"))
     anaglyph = (form.get("anaglyph") or "").strip().lower()
     if anaglyph:
         values["anaglyph"] = anaglyph
     options = VideoOptions(**values)
     formats = (form.get("video_formats") or "").strip()
+    ticked = [kind for kind in form.getlist("video_format") if kind.strip()] if hasattr(form, "getlist") else []
+    if formats and ticked:
+        raise OptionError("Give the video formats once: either 'video_formats' or the 'video_format' boxes.")
+    if ticked:  # the upload page's boxes, one kind each
+        formats = ",".join(ticked)
+    elif form.get("checkboxes_submitted") and not formats:
+        raise OptionError("Tick at least one video output (side by side, anaglyph, depth, 4D point cloud, ...).")
     outputs = parse_video_kinds(formats) if formats else list(DEFAULT_VIDEO_OUTPUTS)
     if "json" not in outputs:
         outputs.append("json")  # the sidecar: the result page reads the job's camera and frames from it

@@ -262,6 +262,8 @@ def _schemas() -> dict:
             "info": {"type": "object", "description": "The job's result.json (present when done)."},
             "kind": {"const": "video", "description": "Present for a video's job."},
             "cancel_url": {**url, "description": "A video's job: POST here (with the delete token) to stop it."},
+            "cancel_requested": {"type": "boolean", "description": "A video's job: asked to stop and not stopped yet "
+                                                                  "(it stops at its next frame)."},
             "video": {"type": ["object", "null"], "description": "A running video's progress (null until its first "
                                                                  "frame): phase, frames done, frames expected, frames "
                                                                  "per second, seconds left.",

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import math
+
 from flask import Blueprint, abort, current_app, jsonify, render_template, request, send_file
 
+from ..deletion import holds_token
 from ..jobs.conversion import ensure_output, offered_kinds
 from ..jobs.video import VIDEO_MEDIA_TYPES, frame_cloud
 from .errors import allow_webassembly, wants_html
@@ -26,6 +29,19 @@ def filesize(size: int) -> str:
     return f"{size} B"
 
 
+@bp.app_template_filter("duration")
+def duration(seconds: float) -> str:
+    """Seconds for people: 45 s, 2 min 5 s, 1 h 20 min (static/js/app.js words time left the same way)."""
+    seconds = max(0, int(math.ceil(seconds)))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        minutes, rest = divmod(seconds, 60)
+        return f"{minutes} min {rest} s" if rest else f"{minutes} min"
+    hours, minutes = divmod(seconds // 60, 60)
+    return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+
+
 @bp.get("/")
 def index():
     return render_template("index.html")
@@ -35,7 +51,8 @@ def index():
 def job_page(job_id):
     service = get_service()
     job = service.job_or_404(job_id)
-    page = render_template("job.html", job=job, view=service.job_view(job), downloads=DOWNLOADS)
+    page = render_template("job.html", job=job, view=service.job_view(job), downloads=DOWNLOADS,
+                           can_cancel=holds_token(job.delete_token_sha256))  # its creator's browser: the cookie
     return allow_webassembly(current_app.make_response(page))
 
 

@@ -10,6 +10,11 @@ from converter import VIDEO_OUTPUTS
 from ...intake.job_request import JobRequest
 
 VIDEO_MEDIA_TYPES = {".mp4": "video/mp4", ".zip": "application/zip", ".json": "application/json"}
+# The result page's downloads by use (every kind of converter.video.VIDEO_OUTPUTS in one group).
+VIDEO_DOWNLOAD_GROUPS = (("3D videos", ("sbs_full", "sbs_half", "tb", "anaglyph")),
+                         ("Depth", ("depth_video", "depth16")),
+                         ("4D point cloud", ("ply_sequence",)),
+                         ("Data", ("json",)))
 
 
 def frame_cloud(store, job, index: int) -> bytes | None:

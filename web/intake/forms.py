@@ -44,6 +44,7 @@ def parse_request(form, models: list[str], default_model: str) -> JobRequest:
         if depth_kind not in DEPTH_KIND_CHOICES:
             raise OptionError(f"The depth kind must be one of: {', '.join(DEPTH_KIND_CHOICES)}.")
         changes["depth_kind"] = depth_kind
+    check_video_fields(form)
     return JobRequest(options=ConversionOptions(**changes), model=model, **job)
 
 
@@ -165,19 +166,34 @@ _VIDEO_NUMBERS = (("fov", "fov_deg", False), ("focal_px", "focal_px", False), ("
                   ("convergence", "convergence", False), ("ply_points", "ply_points", True))
 
 
+VIDEO_ONLY_FIELDS = tuple(name for name in VIDEO_FIELDS if name not in OPTION_FIELDS)
+
+
 def parse_video_request(form, models: list[str], default_model: str) -> JobRequest:
     """A video's fields → JobRequest (its ``video`` set; converter.video.VideoOptions checks the values). The
     image-only fields the same form sends (detail, mesh, ...) do not apply to a video and are not read. Blank fields
     mean the defaults; ``video_formats`` (comma-separated kinds of converter.video.VIDEO_OUTPUTS) defaults to all."""
-    check_single_values(form, VIDEO_FIELDS)
     model = (form.get("model") or "").strip() or default_model
     if model not in models:
         raise OptionError(f"Unknown model '{model[:80]}'. Choose one of: {', '.join(models)}.")
     if (form.get("align_to") or "").strip():
         raise OptionError("Alignment to a metric model is for images; a video is stabilised in time instead.")
+    options, outputs = _video_fields(form, VIDEO_FIELDS)
+    return JobRequest(model=model, mesh=False, video={"options": options.to_dict(), "outputs": outputs})
+
+
+def check_video_fields(form) -> None:
+    """The video's own fields (max_fps, start, ...), checked where an image is sent too: its job does not read them,
+    but a wrong value is a 400 wherever it comes (the API document describes them for every upload)."""
+    _video_fields(form, VIDEO_ONLY_FIELDS)
+
+
+def _video_fields(form, names) -> tuple[VideoOptions, list[str]]:
+    """(VideoOptions, output kinds) from the form's fields among ``names`` (the others: their defaults)."""
+    check_single_values(form, names)
     values: dict = {}
     for name, option, whole in _VIDEO_NUMBERS:
-        value = _number(form, name, whole=whole)
+        value = _number(form, name, whole=whole) if name in names else None
         if value is not None:
             values[option] = value
     if form.get("stabilise") is not None:
@@ -190,4 +206,4 @@ def parse_video_request(form, models: list[str], default_model: str) -> JobReque
     outputs = parse_video_kinds(formats) if formats else list(VIDEO_OUTPUTS)
     if "json" not in outputs:
         outputs.append("json")  # the sidecar: the result page reads the job's camera and frames from it
-    return JobRequest(model=model, mesh=False, video={"options": options.to_dict(), "outputs": outputs})
+    return options, outputs

@@ -299,6 +299,36 @@ def outcome(app, data: bytes, **fields) -> tuple[int, str]:
 # ------------------------------------------------------------------------------------- refused at the door
 
 
+class PeakMemory:
+    """Peak growth of a process's resident memory while the block runs, sampled every 2 ms."""
+
+    def __init__(self, process: psutil.Process):
+        self.process = process
+
+    def __enter__(self):
+        self.start = self.peak = self.process.memory_info().rss
+        self.running = True
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+        self.thread.start()
+        return self
+
+    def _sample(self):
+        while self.running:
+            try:
+                self.peak = max(self.peak, self.process.memory_info().rss)
+            except psutil.Error:
+                return
+            time.sleep(0.002)
+
+    def __exit__(self, *exc):
+        self.running = False
+        self.thread.join()
+        self.peak = max(self.peak, self.process.memory_info().rss)
+        self.growth = self.peak - self.start
+
+
+
+
 @pytest.mark.parametrize("case, status, code, words", [
     ("no track (mp4)", 422, "damaged_video", "holds no track that can be read"),
     ("no track (mkv)", 422, "damaged_video", "damaged or incomplete"),
@@ -315,10 +345,19 @@ def test_a_hostile_video_is_a_4xx_sentence_before_any_job(video_app, corpus, cas
     refused(video_app, corpus[case], status, code, words)
 
 
+@pytest.mark.parametrize("case", ["millions of frames", "fragment bomb"])
+def test_an_index_bomb_costs_no_memory(video_app, corpus, case):
+    """30 million samples declared in 20 bytes: opened by FFmpeg, they took 360 MB (its index); counted first, the
+    refusal costs this process nothing to speak of (sampled every 2 ms)."""
+    with PeakMemory(psutil.Process()) as memory:
+        refused(video_app, corpus[case], 413, "video_too_large", "30,000,000 samples")
+    assert memory.growth < 100 * MB, memory.growth / MB
+
+
 def test_thousands_of_frames_kept_at_every_frame_are_refused_by_their_count(video_app, corpus):
     """max_fps=0 asks for every frame: the 30,000 the tables declare are counted before any work (at the default
-    max_fps, 30 a second of the clip's 0.67 s are asked for, and its first picture, 200 bytes of nothing, is
-    refused as damaged)."""
+    max_fps, 30 a second of the clip's 0.67 s are asked for, and its first picture, the 200 bytes the table points
+    at instead of a whole frame, cannot be decoded: 422 above)."""
     refused(video_app, corpus["thousands of frames"], 413, "video_too_large",
             "declares 30,000 frames to convert; the limit is 18,000", max_fps="0")
 
@@ -420,34 +459,6 @@ def test_each_video_limit_takes_its_value_and_refuses_one_past_it(make_app, corp
 
 
 # ------------------------------------------------------------------------ the slow tier: real gunicorn
-
-
-class PeakMemory:
-    """Peak growth of a process's resident memory while the block runs, sampled every 2 ms."""
-
-    def __init__(self, process: psutil.Process):
-        self.process = process
-
-    def __enter__(self):
-        self.start = self.peak = self.process.memory_info().rss
-        self.running = True
-        self.thread = threading.Thread(target=self._sample, daemon=True)
-        self.thread.start()
-        return self
-
-    def _sample(self):
-        while self.running:
-            try:
-                self.peak = max(self.peak, self.process.memory_info().rss)
-            except psutil.Error:
-                return
-            time.sleep(0.002)
-
-    def __exit__(self, *exc):
-        self.running = False
-        self.thread.join()
-        self.peak = max(self.peak, self.process.memory_info().rss)
-        self.growth = self.peak - self.start
 
 
 @pytest.mark.slow

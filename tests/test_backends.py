@@ -198,8 +198,9 @@ def test_a_batch_gives_each_job_its_own_request_an_image_and_a_video(harness, tm
     uploads = Path(harness.app.config["UPLOAD_FOLDER"]) / "video-test.part"  # as web.intake.video_upload names it
     written.rename(uploads)
     video = Upload(image=None, video=uploads, video_size=(48, 32))
-    requests = [harness.request(), parse_video_request(MultiDict({"video_formats": "json"}), harness.app.config["MODELS"],
-                                                       harness.app.config["DEPTH_MODEL"]).to_dict()]
+    config = harness.app.config
+    video_request = parse_video_request(MultiDict({"video_formats": "json"}), config["MODELS"], config["DEPTH_MODEL"])
+    requests = [harness.request(), video_request.to_dict()]
     jobs = harness.runner.submit_batch(requests, [harness.upload(128), video])
     assert not uploads.exists()
     assert [harness.store.get(job.id).request for job in jobs] == requests

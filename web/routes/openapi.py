@@ -102,11 +102,13 @@ def document(config) -> dict:
                 "description": "The image field takes an image or a video, told apart by content (never by name). "
                                "A video's job reads the video fields (max_fps, start, end, max_frames, stabilise, "
                                "strength, convergence, anaglyph, ply_points, video_formats, with model, fov, "
-                               "focal_px and relief) and ignores the image-only ones; it is checked before any job "
+                               "focal_px and relief) and ignores the image-only ones (an image's job ignores the "
+                               "video fields, though a wrong value is a 400 wherever it is sent); a video is checked "
+                               "before any job "
                                f"exists: at most {config['MAX_VIDEO_MB']:g} MB (MAX_VIDEO_MB), "
                                f"{config['MAX_VIDEO_PIXELS']:,} pixels a frame, a declared length of at most "
-                               f"{config['MAX_VIDEO_SECONDS']:g} s and {config['MAX_VIDEO_FRAMES']:,} frames to convert "
-                               "(413), a video container with a picture track (415), readable (422). A video "
+                               f"{config['MAX_VIDEO_SECONDS']:g} s and {config['MAX_VIDEO_FRAMES']:,} frames to "
+                               "convert (413), a video container with a picture track (415), readable (422). A video "
                                "damaged further on fails its job with a sentence (status failed, error).",
                 "requestBody": _form({"image": _file("The image or video (or, several times, or as a zip of "
                                                      "images: a batch).", EXAMPLE_PICTURE),

@@ -20,6 +20,9 @@ from web.jobs.store import IdConverter
 from web.routes import api, batches, comparisons, deletes, errors, pages
 
 
+FORM_PART_HEADER_BYTES = 1024  # a part's boundary line and headers (its name, a file name, a type), generously
+
+
 def create_app(test_config: dict | None = None) -> Flask:
     """Configure and wire the app. ``test_config`` overrides the defaults read from the environment."""
     app = Flask(__name__)
@@ -35,8 +38,11 @@ def create_app(test_config: dict | None = None) -> Flask:
     if test_config:
         app.config.update(test_config)
     config = app.config
-    # The larger of an image's and a video's limit; an image over MAX_UPLOAD_MB is refused once it is told apart.
-    config["MAX_CONTENT_LENGTH"] = int(max(config["MAX_UPLOAD_MB"], config["MAX_VIDEO_MB"]) * 1024 * 1024)
+    # The larger of an image's and a video's limit, plus room for the form around the file (its text fields, at most
+    # MAX_FORM_MEMORY_SIZE together, and each part's boundary and headers): a file exactly at its limit is taken. An
+    # image over MAX_UPLOAD_MB is refused once it is told apart, a video over MAX_VIDEO_MB while it is received.
+    form_bytes = config["MAX_FORM_MEMORY_SIZE"] + config["MAX_FORM_PARTS"] * FORM_PART_HEADER_BYTES
+    config["MAX_CONTENT_LENGTH"] = int(max(config["MAX_UPLOAD_MB"], config["MAX_VIDEO_MB"]) * 1024 * 1024) + form_bytes
     config["TRUSTED_PROXY_NETWORKS"] = client.parse_proxies(config["TRUSTED_PROXIES"])
     config["MODELS"] = config["MODELS"] or [config["DEPTH_MODEL"]] + [
         hub_id for hub_id in KNOWN_MODELS if hub_id != config["DEPTH_MODEL"]]

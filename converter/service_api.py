@@ -26,6 +26,7 @@ from .state import STATE_FILES, load_prediction, save_prediction
 from .video import convert_video, parse_video_kinds, sniff_video
 from .video.chunks import Chunk, ChunkedPredictions, plan_chunks, predict_chunk
 from .video.decode import SNIFF_BYTES as VIDEO_SNIFF_BYTES
+from .video.options import ANAGLYPH_METHODS
 from .video.decode import probe as probe_video
 
 __all__ = [
@@ -35,7 +36,7 @@ __all__ = [
     "DEFAULT_MAX_PIXELS", "check_convertible_size", "probe_header",
     # Options as a form and an API document describe them.
     "DECIMAL_GRAMMAR", "DEPTH_KIND_CHOICES", "DETAIL_LEVELS", "FOCAL_PX_RANGE", "MODES", "WHOLE_GRAMMAR",
-    "parse_number", "parse_simplify", "parse_up", "UP_AXES",
+    "parse_number", "parse_simplify", "parse_up", "UP_AXES", "ANAGLYPH_METHODS",
     # A job's memory, known before it runs.
     "estimate_job_mb", "resident_model_mb",
     # Which outputs a job offers, and sharing a result's pieces between them.

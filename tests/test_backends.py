@@ -184,3 +184,28 @@ def test_reads_leave_no_trace_and_the_watch_settles_a_job_nobody_is_on(harness):
     else:  # its upload is on the shared folder: queued again as attempt 2, which the worker runs
         assert job.attempt == 2
         assert harness.wait_final([job_id]) == ["done"]
+
+
+def test_a_batch_gives_each_job_its_own_request_an_image_and_a_video(harness, tmp_path):
+    """submit_batch with one request per upload (a batch of images and videos, web.routes.batches): each job records
+    and runs its own; the video's file goes from UPLOAD_FOLDER into its job's folder (on the shared volume)."""
+    import video_scenes as scenes
+
+    from web.intake.forms import parse_video_request
+
+    written = tmp_path / "clip.mp4"
+    scenes.write_clip(written, scenes.clip(48, 32, 4)[0], fps=12)
+    uploads = Path(harness.app.config["UPLOAD_FOLDER"]) / "video-test.part"  # as web.intake.video_upload names it
+    written.rename(uploads)
+    video = Upload(image=None, video=uploads, video_size=(48, 32))
+    config = harness.app.config
+    video_request = parse_video_request(MultiDict({"video_formats": "json"}), config["MODELS"], config["DEPTH_MODEL"])
+    requests = [harness.request(), video_request.to_dict()]
+    jobs = harness.runner.submit_batch(requests, [harness.upload(128), video])
+    assert not uploads.exists()
+    assert [harness.store.get(job.id).request for job in jobs] == requests
+    assert harness.wait_final([job.id for job in jobs]) == ["done", "done"]
+    views = [harness.client.get(f"/api/v1/conversions/{job.id}").get_json() for job in jobs]
+    assert "ply" in views[0]["files"] and views[1]["kind"] == "video" and views[1]["info"]["frames"] == 4
+    with pytest.raises(ValueError):
+        harness.runner.submit_batch(requests, [harness.upload(128)])

@@ -36,6 +36,27 @@ def test_the_document_is_valid_openapi_and_covers_every_api_route(app, client):
                 assert {"400", "413", "429", "503"} <= set(operation["responses"]), (path, method)
 
 
+def test_the_video_fields_are_described_where_a_video_may_be_sent(client):
+    """A video in the image field (createConversion) or among a batch's parts (createBatch) takes the video fields
+    (web.intake.forms.VIDEO_FIELDS): each is in both forms, with the server's choices and video limits."""
+    from web.intake.forms import VIDEO_FIELDS
+
+    document = client.get("/api/v1/openapi.json").get_json()
+    for path in ("/api/v1/conversions", "/api/v1/batches"):
+        operation = document["paths"][path]["post"]
+        fields = operation["requestBody"]["content"]["multipart/form-data"]["schema"]["properties"]
+        assert set(VIDEO_FIELDS) <= set(fields), (path, set(VIDEO_FIELDS) - set(fields))
+        assert "video" in operation["description"]
+    fields = document["paths"]["/api/v1/conversions"]["post"]["requestBody"]["content"]["multipart/form-data"][
+        "schema"]["properties"]
+    formats = re.compile(fields["video_formats"]["pattern"])
+    assert all(formats.match(text) for text in ("", "sbs_full", " SBS_full , json,", "tb,anaglyph,ply_sequence"))
+    assert not any(formats.match(text) for text in ("sbs", "sbs_full json", "json,exe"))
+    assert re.match(fields["anaglyph"]["pattern"], "Dubois") and not re.match(fields["anaglyph"]["pattern"], "red")
+    assert {"MAX_VIDEO_MB", "MAX_VIDEO_SECONDS", "MAX_VIDEO_FRAMES", "MAX_VIDEO_PIXELS"} <= set(
+        document["info"]["x-limits"])
+
+
 def test_real_responses_match_their_schemas(client):
     """A few real answers checked against the document with the same validator schemathesis uses."""
     from jsonschema import Draft202012Validator

@@ -119,6 +119,7 @@ SERVICE_NAMES = {  # what a service needs beyond them: converter.service_api.__a
     "engine_from_environment", "model_from_environment", "set_torch_threads",
     "DEFAULT_MAX_PIXELS", "check_convertible_size", "probe_header",
     "DECIMAL_GRAMMAR", "DEPTH_KIND_CHOICES", "DETAIL_LEVELS", "FOCAL_PX_RANGE", "MODES", "WHOLE_GRAMMAR",
+    "ANAGLYPH_METHODS",
     "parse_number", "parse_simplify", "parse_up", "UP_AXES",
     "estimate_job_mb", "resident_model_mb",
     "ALIGNMENT_KINDS", "MESH_KINDS", "Artifacts",

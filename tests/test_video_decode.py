@@ -222,3 +222,23 @@ def test_the_command_line_refuses_hostile_videos_with_one_line(tmp_path, capsys)
         error = capsys.readouterr().err.strip()
         assert error.startswith(f"error: {path}: ") and words in error and len(error.splitlines()) == 1
         assert not target.exists() and not list(tmp_path.glob(".*.part"))
+
+
+def test_sample_tables_are_counted_before_ffmpeg_indexes_them(tmp_path, plain_clip, monkeypatch):
+    """An MP4 whose stsz gives one size for all its samples declares any count in 20 bytes, and FFmpeg builds an
+    index entry per sample as it opens the file (30 million: 360 MB): counted first (converter.video.boxes)."""
+    import struct
+
+    from converter.video import boxes
+
+    data = bytearray(plain_clip.read_bytes())
+    boxes.check_sample_tables(plain_clip)  # an honest clip: 8 samples
+    at = data.find(b"stsz")
+    data[at + 8:at + 16] = struct.pack(">II", 200, boxes.MAX_DECLARED_SAMPLES + 1)
+    bomb = tmp_path / "bomb.mp4"
+    bomb.write_bytes(bytes(data))
+    with pytest.raises(VideoTooLargeError, match="declares 2,000,001 samples in one track"):
+        probe(bomb, LIMITS, VideoOptions())
+    monkeypatch.setattr(boxes, "MAX_BOXES", 5)  # a walk is bounded however many boxes a file holds
+    with pytest.raises(VideoTooLargeError, match="more than 5 boxes"):
+        boxes.check_sample_tables(plain_clip)

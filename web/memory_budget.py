@@ -106,10 +106,11 @@ class JobMemory:
     def __init__(self, store, total_mb: float):
         self.store, self.budget = store, MemoryBudget(total_mb)
 
-    def estimates(self, request: dict, uploads: list) -> list[float]:
-        """Each job's estimated peak, MB (``request``: a JobRequest as a dict); JobTooLargeError for one that could
-        never fit."""
-        estimates = [self.estimate(request, upload) for upload in uploads]
+    def estimates(self, request: dict | list[dict], uploads: list) -> list[float]:
+        """Each job's estimated peak, MB (``request``: a JobRequest as a dict, or one per upload); JobTooLargeError
+        for one that could never fit."""
+        requests = [request] * len(uploads) if isinstance(request, dict) else request
+        estimates = [self.estimate(one, upload) for one, upload in zip(requests, uploads)]
         for memory_mb in estimates:
             self.budget.check(memory_mb)
         return estimates

@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import DamagedVideoError, UnsupportedVideoError, VideoTooLargeError
+from .boxes import check_sample_tables
 from .limits import VideoLimits
 from .options import VideoOptions
 
@@ -105,6 +106,7 @@ class Frame:
 
 
 UNREADABLE_TRACK = "The video's picture track cannot be decoded: the file is damaged or incomplete."
+NO_TRACK = "The video holds no track that can be read: it is empty, damaged or incomplete."
 
 
 def probe(path: str | os.PathLike, limits: VideoLimits, options: VideoOptions) -> VideoInfo:
@@ -120,8 +122,12 @@ def probe(path: str | os.PathLike, limits: VideoLimits, options: VideoOptions) -
     if family is None:
         raise UnsupportedVideoError("The file is not a video this converter reads (MP4/MOV, MKV/WebM, AVI, MPEG, "
                                     "FLV or Ogg, recognised by content).")
+    if family == "mp4":  # the counts FFmpeg would allocate an index for, before it opens the file
+        check_sample_tables(path)
     with _open(path) as container:
         if not container.streams.video:
+            if not container.streams.audio:  # nothing at all: an empty container, or one whose tracks are damaged
+                raise DamagedVideoError(NO_TRACK)
             raise UnsupportedVideoError("The file holds no pictures (a sound-only file?): there is no video track.")
         stream = container.streams.video[0]
         context = stream.codec_context
@@ -266,7 +272,9 @@ def _open(path: Path):
     try:
         return av.open(str(path), mode="r", metadata_errors="ignore")
     except av.FFmpegError as error:
-        if isinstance(error, av.error.InvalidDataError):
+        # It starts like a video (sniff_video): data that makes no sense, or that ends before its header does (a
+        # cut-off upload: EOFError), is a damaged video, not another format.
+        if isinstance(error, (av.error.InvalidDataError, av.error.EOFError)):
             raise DamagedVideoError("The video is damaged or incomplete: its container cannot be read.") from None
         raise UnsupportedVideoError("The file cannot be read as a video.") from None
 
@@ -325,14 +333,21 @@ def _check_declared(duration: float | None, frames: int, fps: float, limits: Vid
     end = min(duration, options.end) if options.end is not None else duration
     seconds = max(0.0, end - options.start)
     if seconds > limits.max_seconds:
-        raise VideoTooLargeError(f"The video runs {seconds:,.0f} s; the limit is {limits.max_seconds:g} s "
+        shown = f"{seconds:,.0f}" if seconds >= 10 else f"{seconds:.3g}"
+        raise VideoTooLargeError(f"The video runs {shown} s; the limit is {limits.max_seconds:g} s "
                                  "(convert a part of it: start and end).")
     if frames and duration > 0:
         rate = min(frames / duration, options.max_fps or math.inf)
         expected = rate * seconds
         capped = options.max_frames is not None and options.max_frames <= limits.max_frames
-        if expected > limits.max_frames * 1.01 + 1 and not capped:
-            raise VideoTooLargeError(f"The video declares about {expected:,.0f} frames to convert; the limit is "
+        # Every declared frame kept (the whole clip, no slower max_fps): the count is the container's own, so one
+        # frame over the limit is refused here. Otherwise the frames kept are estimated: a little slack.
+        whole = (options.start <= 0 and (options.end is None or options.end >= duration)
+                 and (not options.max_fps or frames / duration <= options.max_fps))
+        expected, slack = (frames, 0) if whole else (expected, limits.max_frames * 0.01 + 1)
+        if expected > limits.max_frames + slack and not capped:
+            about = "" if whole else "about "
+            raise VideoTooLargeError(f"The video declares {about}{expected:,.0f} frames to convert; the limit is "
                                      f"{limits.max_frames:,} (lower max_fps, or convert a part of it).")
 
 

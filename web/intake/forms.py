@@ -44,6 +44,7 @@ def parse_request(form, models: list[str], default_model: str) -> JobRequest:
         if depth_kind not in DEPTH_KIND_CHOICES:
             raise OptionError(f"The depth kind must be one of: {', '.join(DEPTH_KIND_CHOICES)}.")
         changes["depth_kind"] = depth_kind
+    check_video_fields(form)
     return JobRequest(options=ConversionOptions(**changes), model=model, **job)
 
 
@@ -168,6 +169,9 @@ _VIDEO_NUMBERS = (("fov", "fov_deg", False), ("focal_px", "focal_px", False), ("
                   ("convergence", "convergence", False), ("ply_points", "ply_points", True))
 
 
+VIDEO_ONLY_FIELDS = tuple(name for name in VIDEO_FIELDS if name not in OPTION_FIELDS)
+
+
 def parse_video_request(form, models: list[str], default_model: str) -> JobRequest:
     """A video's fields → JobRequest (its ``video`` set; converter.video.VideoOptions checks the values). The
     image-only fields the same form sends (detail, mesh, ...) do not apply to a video and are not read. Blank fields
@@ -175,15 +179,28 @@ def parse_video_request(form, models: list[str], default_model: str) -> JobReque
     DEFAULT_VIDEO_OUTPUTS. The upload page sends its boxes instead: ``video_format`` once per ticked kind, and
     ``checkboxes_submitted`` (as for images), so an unticked ``stabilise`` means off and no ticked format is an error,
     not the default."""
-    check_single_values(form, VIDEO_FIELDS)
     model = (form.get("model") or "").strip() or default_model
     if model not in models:
         raise OptionError(f"Unknown model '{model[:80]}'. Choose one of: {', '.join(models)}.")
     if (form.get("align_to") or "").strip():
         raise OptionError("Alignment to a metric model is for images; a video is stabilised in time instead.")
+    options, outputs = _video_fields(form, VIDEO_FIELDS, video=True)
+    return JobRequest(model=model, mesh=False, video={"options": options.to_dict(), "outputs": outputs})
+
+
+def check_video_fields(form) -> None:
+    """The video's own fields (max_fps, start, ...), checked where an image is sent too: its job does not read them,
+    but a wrong value is a 400 wherever it comes (the API document describes them for every upload)."""
+    _video_fields(form, VIDEO_ONLY_FIELDS)
+
+
+def _video_fields(form, names, video: bool = False) -> tuple[VideoOptions, list[str]]:
+    """(VideoOptions, output kinds) from the form's fields among ``names`` (the others: their defaults). ``video``:
+    for a video's job (the page's boxes all unticked are then an error; for an image they mean nothing)."""
+    check_single_values(form, names)
     values: dict = {}
     for name, option, whole in _VIDEO_NUMBERS:
-        value = _number(form, name, whole=whole)
+        value = _number(form, name, whole=whole) if name in names else None
         if value is not None:
             values[option] = value
     if form.get("stabilise") is not None or form.get("checkboxes_submitted"):  # the page's box, unticked: nothing
@@ -198,9 +215,9 @@ def parse_video_request(form, models: list[str], default_model: str) -> JobReque
         raise OptionError("Give the video formats once: either 'video_formats' or the 'video_format' boxes.")
     if ticked:  # the upload page's boxes, one kind each
         formats = ",".join(ticked)
-    elif form.get("checkboxes_submitted") and not formats:
+    elif video and form.get("checkboxes_submitted") and not formats:
         raise OptionError("Tick at least one video output (side by side, anaglyph, depth, 4D point cloud, ...).")
     outputs = parse_video_kinds(formats) if formats else list(DEFAULT_VIDEO_OUTPUTS)
     if "json" not in outputs:
         outputs.append("json")  # the sidecar: the result page reads the job's camera and frames from it
-    return JobRequest(model=model, mesh=False, video={"options": options.to_dict(), "outputs": outputs})
+    return options, outputs

@@ -50,19 +50,19 @@ def receive_video(part, folder, limits, options: dict) -> Upload:
     return Upload(image=None, video=path, video_size=(info.width, info.height))
 
 
-
-
 def check_upload_size(files, limit_mb: float) -> None:
-    """A request over MAX_UPLOAD_MB is a 413 unless it holds a video (the request's own cap, MAX_CONTENT_LENGTH, is
-    the larger video limit): the images of an upload keep their own limit, counted before any is read."""
-    parts = [part for name in files for part in files.getlist(name)]
+    """The images of an upload keep their own limit: a 413 when its parts that are not videos hold more than
+    MAX_UPLOAD_MB together, counted before any is read. Videos are not counted here (the request's own cap,
+    MAX_CONTENT_LENGTH, is the larger video limit, and each video is received under MAX_VIDEO_MB): so a batch with a
+    video cannot carry images past MAX_UPLOAD_MB either."""
     total = 0
-    for part in parts:
-        if is_video_part(part):
-            return
-        stream = part.stream
-        position = stream.tell()
-        total += stream.seek(0, 2)
-        stream.seek(position)
+    for name in files:
+        for part in files.getlist(name):
+            if is_video_part(part):
+                continue
+            stream = part.stream
+            position = stream.tell()
+            total += stream.seek(0, 2)
+            stream.seek(position)
     if total > limit_mb * 1024 * 1024:
         raise UserError(413, "too_large", f"The upload is too large: the limit is {limit_mb:g} MB.")

@@ -34,11 +34,13 @@ class JobBackend(Protocol):
         later download, ``memory`` (web.memory_budget.JobMemory) admits jobs by their memory (all three used where
         the back-end runs work in this process)."""
 
-    def submit_batch(self, request: dict, uploads: list[Upload | None], client: str = "",
+    def submit_batch(self, request: dict | list[dict], uploads: list[Upload | None], client: str = "",
                      delete_token_sha256: str = "") -> list[Job]:
-        """Queue one job per upload as one unit of admission; QueueFullError when there is no room. The jobs count
-        one by one against ``client``'s share of the queue (web.intake.client): clients are served in turn. Each job
-        records its upload's hash and who may delete it (web.deletion)."""
+        """Queue one job per upload as one unit of admission; QueueFullError when there is no room. ``request``:
+        one JobRequest dict for every job, or a list of them, one per upload (a batch of images and videos: see
+        :func:`job_requests`). The jobs count one by one against ``client``'s share of the queue
+        (web.intake.client): clients are served in turn. Each job records its upload's hash and who may delete it
+        (web.deletion)."""
 
     def submit_export(self, target) -> None:
         """Queue a later download (web.jobs.exports.Target); QueueFullError when it cannot be queued."""
@@ -62,6 +64,15 @@ class JobBackend(Protocol):
 
     def shutdown(self, wait: bool = False) -> None:
         """Stop taking work; with ``wait``, return once what runs in this process has ended."""
+
+
+def job_requests(request: dict | list[dict], uploads: list) -> list[dict]:
+    """Each job's request of a batch: ``request`` given for all of them, or already one per upload."""
+    if isinstance(request, dict):
+        return [request] * len(uploads)
+    if len(request) != len(uploads):
+        raise ValueError(f"{len(request)} requests for {len(uploads)} uploads")
+    return list(request)
 
 
 def backend_class(name: str) -> type[JobBackend]:

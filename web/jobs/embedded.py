@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from ..model_status import ModelStatus
 from ..settings import conversion_workers, uses_cuda
-from .backend import QueueFullError
+from .backend import QueueFullError, job_requests
 from .execution import WORKER_DIED, Attempt, job_timeout, keep_video
 from .record import Job
 from .store import JobStore, Upload, process_alive
@@ -78,21 +78,23 @@ class JobRunner:
         if watch:
             self._watch.start()
 
-    def submit_batch(self, request: dict, uploads: list[Upload | None], client: str = "",
+    def submit_batch(self, request: dict | list[dict], uploads: list[Upload | None], client: str = "",
                      delete_token_sha256: str = "") -> list[Job]:
         """Queue a batch's jobs (one job: a batch of one) as one unit of admission: accepted whole when there is
         room for one more job (the batch may take the queue past ``capacity``; nothing else is accepted until it
         is back under), or QueueFullError. So a batch of any size up to the batch limit fits an idle server.
         Each job waits for its ``client``'s turn (FairQueue). JobTooLargeError (web.memory_budget) for a batch
-        with a job whose memory could never fit."""
-        estimates = self.memory.estimates(request, uploads) if self.memory is not None else [0.0] * len(uploads)
+        with a job whose memory could never fit. ``request``: one for all, or one per upload (an image's or a
+        video's: web.jobs.backend.job_requests)."""
+        requests = job_requests(request, uploads)
+        estimates = self.memory.estimates(requests, uploads) if self.memory is not None else [0.0] * len(uploads)
         with self._lock:
             if len(self._running) + len(self._waiting) >= self.capacity:
                 raise QueueFullError()
-            jobs = [self.store.create(request, memory_mb=memory_mb, client=client,
+            jobs = [self.store.create(one, memory_mb=memory_mb, client=client,
                                       upload_sha256=getattr(upload, "sha256", "") or "",
                                       delete_token_sha256=delete_token_sha256)
-                    for memory_mb, upload in zip(estimates, uploads)]
+                    for one, memory_mb, upload in zip(requests, estimates, uploads)]
             for job, upload in zip(jobs, uploads):
                 self._waiting.add(job.id, client, keep_video(self.store.folder(job.id), upload))
         for _ in jobs:  # a thread for each job; which job it runs is decided when the thread is free

@@ -185,7 +185,9 @@ class Exports:
 
     def _zip(self, target: Target) -> None:
         """One zip of every finished job's files of a batch, numbered in upload order; a failed job contributes
-        its error as ``NN/error.txt``."""
+        its error as ``NN/error.txt``. ``formats`` name an image job's kinds; a video job contributes every file it
+        was asked for (``NN/video_LRF_Full_SBS.mp4``, ``NN/video.json``, …), stored as they are (already
+        compressed)."""
         batch = self.batches.get(target.owner)
         if batch is None:
             raise ConversionError("This batch has expired and was deleted. Convert the images again.")
@@ -201,7 +203,19 @@ class Exports:
             reason = job.error if job is not None and job.error else "This result has expired and was deleted."
             bundle.writestr(f"{prefix}/error.txt", reason + "\n")
             return
-        offered = offered_kinds(JobRequest.from_dict(job.request))
+        request = JobRequest.from_dict(job.request)
+        offered = offered_kinds(request)
+        if request.is_video:  # written by the job itself, every one: nothing to prepare
+            for kind in offered:
+                try:
+                    path = ensure_output(self.store, job, kind, self.max_pixels)
+                except KeyError:
+                    bundle.writestr(f"{prefix}/error-{kind}.txt", "This file of the video's result is missing.\n")
+                    continue
+                stored = path.suffix in (".mp4", ".zip")  # compressed already: deflating again only costs time
+                bundle.write(path, arcname=f"{prefix}/{path.name}",
+                             compress_type=zipfile.ZIP_STORED if stored else zipfile.ZIP_DEFLATED)
+            return
         for kind in formats:
             if kind not in offered:
                 continue

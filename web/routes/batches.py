@@ -1,13 +1,18 @@
-"""Batches: several images (or a zip of images) in one upload, one job each, followed on one page and downloaded
-as one zip.
+"""Batches: several images or videos (or a zip of images) in one upload, one job each, followed on one page and
+downloaded as one zip.
 
 Limits, checked before any job is queued (a batch is accepted whole or not at all, as one unit of admission): room
-in the queue for one more job (``503`` with ``Retry-After``), at most ``MAX_BATCH_IMAGES`` images (``413``), a zip
-unpacking to at most ``MAX_BATCH_UNPACKED_MB`` and each file to at most ``MAX_UPLOAD_MB``, counted as unpacked
-(``413``: web.intake.unzip), every file an image by its headers (``415``/``422`` naming it). A damaged or unsafe zip is
-``422`` naming the entry. Pixels are decoded by each job, not by the request.
-Names are never used: images are numbered in upload order (zip entries in the zip's order), and the zip
-download holds ``01/cloud.ply``, ``02/cloud.ply``, …; an error about a zip's entry shows the sender its own name for it.
+in the queue for one more job (``503`` with ``Retry-After``), at most ``MAX_BATCH_IMAGES`` files, videos included
+(``413``), a zip unpacking to at most ``MAX_BATCH_UNPACKED_MB`` and each file to at most ``MAX_UPLOAD_MB``, counted
+as unpacked (``413``: web.intake.unzip), every file an image by its headers (``415``/``422`` naming it). A damaged
+or unsafe zip is ``422`` naming the entry. Pixels are decoded by each job, not by the request.
+A video among the parts is told by its content (web.intake.video_upload) and received and probed as a single video
+upload is (``MAX_VIDEO_MB``, its declared size, length and frames: ``413``/``415``/``422`` naming the part); its job
+takes the form's video fields (web.intake.forms.parse_video_request), the images' jobs the image fields. A zip holds
+images only: a video inside one is refused (``415`` naming the entry), as a video must be its own part.
+Names are never used: files are numbered in upload order (zip entries in the zip's order), and the zip
+download holds ``01/cloud.ply``, ``02/video_LRF_Full_SBS.mp4``, …; an error about a zip's entry shows the sender its
+own name for it.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import hashlib
 from flask import Blueprint, current_app, jsonify, redirect, render_template, request, send_file, url_for
 
 from converter import InputError, OptionError
-from converter.service_api import check_convertible_size, probe_header
+from converter.service_api import VIDEO_SNIFF_BYTES, check_convertible_size, probe_header, sniff_video
 
 from ..intake import unzip
 from ..intake.client import current_client
@@ -25,7 +30,8 @@ from ..intake.rate_limits import creates
 from ..jobs.conversion import offered_kinds
 from .errors import UserError, wants_json
 from ..deletion import new_token, set_token_cookie
-from ..intake.forms import parse_request
+from ..intake.forms import parse_request, parse_video_request
+from ..intake.video_upload import is_video_part, receive_video
 from ..intake.job_request import JobRequest
 from ..jobs.backend import QueueFullError
 from ..jobs.record import CANCELLED, DONE, FAILED
@@ -33,6 +39,7 @@ from ..jobs.store import Upload
 from ..jobs.exports import Target
 from .pages import preparing
 from ..service import get_service
+from ..settings import video_limits
 
 DEFAULT_FORMATS = ("ply", "glb", "json")
 ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")  # a zip's first entry, or the end record of an empty zip
@@ -47,64 +54,116 @@ def is_zip(part) -> bool:
     return head in ZIP_MAGICS
 
 
-def read_images(files, config) -> list[tuple[str, bytes]]:
-    """The uploaded images as (label, bytes), in order: every ``image``/``images`` part, a zip's files in the zip's
-    order. Each is checked from its headers alone (format, pixels of every frame) as soon as it is read: nothing is
-    decoded here, and a zip is unpacked under web.intake.unzip's budget."""
+def read_uploads(files, config, video_request) -> list[Upload]:
+    """The batch's files as Uploads, in order: every ``image``/``images`` part, a zip's files in the zip's order.
+    An image is checked from its headers alone (format, pixels of every frame) as soon as it is read: nothing is
+    decoded here, and a zip is unpacked under web.intake.unzip's budget. A video part is received into
+    UPLOAD_FOLDER and probed (web.intake.video_upload) with the options of ``video_request()`` (a JobRequest,
+    asked for at the first video). On any refusal the videos received so far are removed."""
     limit = config["MAX_BATCH_IMAGES"]
-    images: list[tuple[str, bytes]] = []
+    uploads: list[Upload] = []
     unpacked = 0  # bytes from every zip of this request: one budget for all of them
     parts = files.getlist("image") + files.getlist("images") + files.getlist("zip")
-    for part in parts:
-        data = part.read()
-        if not data:
-            continue
-        if data.startswith(ZIP_MAGICS):
-            entries = unzip.unpack(data, max_files=limit,
-                                   max_total_bytes=config["MAX_BATCH_UNPACKED_MB"] * 1024 * 1024,
-                                   max_entry_bytes=config["MAX_UPLOAD_MB"] * 1024 * 1024, already_unpacked=unpacked)
-            for entry in entries:
-                unpacked += len(entry.data)
-                images.append(_checked(f"Image {len(images) + 1} of the batch (the zip's {entry.label})", entry.data,
-                                       config))
-        else:
-            images.append(_checked(f"Image {len(images) + 1} of the batch", data, config))
-        if len(images) > limit:
-            raise UserError(413, "too_many_images", f"Too many images: a batch holds at most {limit}.")
-    if not images:
+    try:
+        for part in parts:
+            if is_video_part(part):
+                _check_count(len(uploads) + 1, limit)  # before a large file is copied
+                uploads.append(_received_video(f"Video {len(uploads) + 1} of the batch", part, config,
+                                               video_request()))
+                continue
+            data = part.read()
+            if not data:
+                continue
+            if data.startswith(ZIP_MAGICS):
+                entries = unzip.unpack(data, max_files=limit,
+                                       max_total_bytes=config["MAX_BATCH_UNPACKED_MB"] * 1024 * 1024,
+                                       max_entry_bytes=config["MAX_UPLOAD_MB"] * 1024 * 1024,
+                                       already_unpacked=unpacked)
+                for entry in entries:
+                    unpacked += len(entry.data)
+                    uploads.append(_image(f"Image {len(uploads) + 1} of the batch (the zip's {entry.label})",
+                                          entry.data, config, zipped=True))
+                    _check_count(len(uploads), limit)
+            else:
+                uploads.append(_image(f"Image {len(uploads) + 1} of the batch", data, config))
+            _check_count(len(uploads), limit)
+    except BaseException:
+        discard_videos(uploads)
+        raise
+    if not uploads:
         raise UserError(400, "no_image", "No image was uploaded. Choose one or more image files and try again.")
-    return images
+    return uploads
 
 
-def _checked(label: str, data: bytes, config) -> tuple[str, bytes]:
-    """(label, data) once the image's headers pass: format by content, declared pixels of every frame."""
+def _check_count(count: int, limit: int) -> None:
+    if count > limit:
+        raise UserError(413, "too_many_images", f"Too many images: a batch holds at most {limit} (videos "
+                                                "included).")
+
+
+def _image(label: str, data: bytes, config, zipped: bool = False) -> Upload:
+    """An image's Upload once its headers pass: format by content, declared pixels of every frame."""
+    if zipped and sniff_video(data[:VIDEO_SNIFF_BYTES]) is not None:
+        raise UserError(415, "video_in_zip", f"{label} is a video: a zip holds images only. Send a video as a "
+                                             "part of its own in the batch, beside the zip.")
     try:
         _, width, height = probe_header(data, config["MAX_PIXELS"])
         check_convertible_size(width, height)
     except InputError as error:
         error.message = f"{label}: {error.message}"
         raise
-    return label, data
+    return Upload(image=data, sha256=hashlib.sha256(data).hexdigest())
+
+
+def _received_video(label: str, part, config, job_request: JobRequest) -> Upload:
+    """A video part received and probed as a single video upload is (web.intake.video_upload); a refusal names
+    the part."""
+    try:
+        return receive_video(part, config["UPLOAD_FOLDER"], video_limits(config), job_request.video["options"])
+    except (InputError, UserError) as error:
+        error.message = f"{label}: {error.message}"
+        raise
+
+
+def discard_videos(uploads) -> None:
+    """Remove the received video files still waiting in UPLOAD_FOLDER (a queued job's has moved to its folder)."""
+    for upload in uploads:
+        if upload is not None and upload.video is not None:
+            upload.video.unlink(missing_ok=True)
 
 
 def create_batch(form, files, delete_token_sha256: str = "") -> dict:
-    """Admission before work: the options, the queue's room, then every image's headers; the jobs decode.
+    """Admission before work: the options, the queue's room, then every file's headers (a video's probe); the jobs
+    decode.
 
     A batch is one unit of admission (see JobRunner.submit_batch): accepted whole while the queue has room for one
-    more job. The request itself holds only the uploaded bytes (at most ``MAX_UPLOAD_MB``, a zip's files at most
-    ``MAX_BATCH_UNPACKED_MB``) and decodes no pixels, whatever their number; each job decodes its image when it
-    starts, at its working scale.
+    more job. The request itself holds only the uploaded bytes (images: at most ``MAX_UPLOAD_MB`` together, a zip's
+    files at most ``MAX_BATCH_UNPACKED_MB``; videos wait in UPLOAD_FOLDER, not in memory) and decodes no pixels,
+    whatever their number; each job decodes its image or video when it starts, at its working scale. Each job gets
+    its own request: the image fields for an image, the video fields for a video.
     """
     service = get_service()
-    job_request = parse_request(form, service.config["MODELS"], service.config["DEPTH_MODEL"])
+    config = service.config
+    job_request = parse_request(form, config["MODELS"], config["DEPTH_MODEL"])
     service.check_model(job_request.model)
     if service.runner.room() < 1:  # the cheapest refusal first: nothing read yet (a 503, web.routes.errors)
         raise QueueFullError()
-    images = read_images(files, service.config)
-    uploads = [Upload(image=data, sha256=hashlib.sha256(data).hexdigest()) for _, data in images]
-    # Each job takes its own turn among its client's (fair share); QueueFullError if another took the place.
-    jobs = service.runner.submit_batch(job_request.to_dict(), uploads, client=current_client(),
-                                       delete_token_sha256=delete_token_sha256)
+    videos: list[JobRequest] = []
+
+    def video_request() -> JobRequest:  # parsed once, at the first video: an image batch never reads these fields
+        if not videos:
+            videos.append(parse_video_request(form, config["MODELS"], config["DEPTH_MODEL"]))
+        return videos[0]
+
+    uploads = read_uploads(files, config, video_request)
+    requests = [video_request().to_dict() if upload.video is not None else job_request.to_dict()
+                for upload in uploads]
+    try:
+        # Each job takes its own turn among its client's (fair share); QueueFullError if another took the place.
+        jobs = service.runner.submit_batch(requests, uploads, client=current_client(),
+                                           delete_token_sha256=delete_token_sha256)
+    finally:
+        discard_videos(uploads)  # moved into their jobs' folders when they were queued; removed on a refusal
     return service.batches.create(job_ids=[job.id for job in jobs], delete_token_sha256=delete_token_sha256)
 
 

@@ -143,7 +143,7 @@ def init_app(app: Flask) -> None:
         length, limit = request.content_length, app.config["MAX_UPLOAD_MB"]
         video_limit = app.config["MAX_VIDEO_MB"]
         if length is None or length > app.config["MAX_CONTENT_LENGTH"]:
-            return error_response(413, "too_large", f"The upload is too large: the limit is {limit} MB for an "
+            return error_response(413, "too_large", f"The upload is too large: the limit is {limit:g} MB for an "
                                                     f"image and {video_limit:g} MB for a video.")
         return error_response(413, "form_too_large", f"The form has too many parts or too long a field: the limits "
                                                      f"are {app.config['MAX_FORM_PARTS']} parts and "

@@ -10,8 +10,9 @@ from __future__ import annotations
 import re
 import struct
 
-from converter import KNOWN_MODELS, OUTPUTS, VIDEO_OUTPUTS
+from converter import KNOWN_MODELS, OUTPUTS, VIDEO_OUTPUTS, VideoOptions
 from converter.service_api import (
+    ANAGLYPH_METHODS,
     DECIMAL_GRAMMAR,
     DEPTH_KIND_CHOICES,
     DETAIL_LEVELS,
@@ -25,6 +26,7 @@ from ..deletion import TOKEN_HEADER
 from ..jobs.conversion import offered_kinds
 from ..intake.forms import FLAG_WORDS
 from ..intake.job_request import JobRequest
+from ..jobs.video import VIDEO_MEDIA_TYPES
 
 
 
@@ -47,12 +49,15 @@ ERRORS = {
     410: "It existed but has expired and was deleted.",
     409: "The job (or a job of the batch) is still converting: ask again when it is done (Retry-After says when "
          "to look again); or it failed, so it has no result (code 'failed', with the reason).",
-    413: "A limit was hit (upload size, form parts or a text field, images in a batch, a zip's unpacked size, "
-         "its number of entries); the sentence names the limit.",
-    415: "A file is not an image in a supported format (by content, never by name).",
-    422: "An image is damaged, has too many pixels or too few (under 2 a side), needs more memory than the server has "
-         "for conversions (JOB_MEMORY_MB), or a zip is damaged, empty or unsafe (a path out of the "
-         "zip, a link, an encrypted entry); the sentence names the image or the zip's entry.",
+    413: "A limit was hit (upload size, form parts or a text field, files in a batch, a zip's unpacked size, "
+         "its number of entries; a video's size, pixels a frame, declared length or frames); the sentence names the "
+         "limit (and, in a batch, the part).",
+    415: "A file is not an image in a supported format nor a video this server reads (by content, never by name), "
+         "a video holds no pictures (sound only), or a zip holds a video.",
+    422: "An image or a video is damaged or incomplete, an image has too many pixels or too few (under 2 a side), "
+         "a job needs more memory than the server has for conversions (JOB_MEMORY_MB), or a zip is damaged, empty "
+         "or unsafe (a path out of the zip, a link, an encrypted entry); the sentence names the image, the video or "
+         "the zip's entry.",
     503: "The model is unavailable, the queue is full, or preparing a download failed (then ask again); "
          "Retry-After says when.",
     507: "The server could not write the result (its disk is full).",
@@ -74,26 +79,42 @@ def document(config) -> dict:
         "MAX_BATCH_IMAGES": config["MAX_BATCH_IMAGES"], "MAX_BATCH_UNPACKED_MB": config["MAX_BATCH_UNPACKED_MB"],
         "MAX_FORM_PARTS": config["MAX_FORM_PARTS"], "MAX_FIELD_KB": config["MAX_FIELD_KB"],
         "RATE_LIMIT": config.get("RATE_LIMIT") or "none",
+        "MAX_VIDEO_MB": config["MAX_VIDEO_MB"], "MAX_VIDEO_SECONDS": config["MAX_VIDEO_SECONDS"],
+        "MAX_VIDEO_FRAMES": config["MAX_VIDEO_FRAMES"], "MAX_VIDEO_PIXELS": config["MAX_VIDEO_PIXELS"],
     }
     options = _option_fields(config)
+    video = _video_fields(config)
     limited = _rate_limited(config)  # every operation that creates something
     return {
         "openapi": "3.1.0",
         "info": {
             "title": "Image-to-3D API", "version": "1",
-            "description": "Turn one image into a 3D point cloud and mesh. Jobs run in the background: create one, "
+            "description": "Turn one image into a 3D point cloud and mesh, or a video into 3D videos, depth and a "
+                           "4D point cloud. Jobs run in the background: create one, "
                            "then poll its status until it is done and fetch its files. Limits of this server: "
                            + ", ".join(f"{name} = {value}" for name, value in limits.items()) + ".",
             "x-limits": limits,
         },
         "paths": {
             "/api/v1/conversions": {"post": {
-                "operationId": "createConversion", "summary": "Convert one image (several images or a zip: a batch)",
-                "requestBody": _form({"image": _file("The image (or, several times, or as a zip: a batch).",
-                                                     EXAMPLE_PICTURE),
+                "operationId": "createConversion",
+                "summary": "Convert one image or one video (several files or a zip: a batch)",
+                "description": "The image field takes an image or a video, told apart by content (never by name). "
+                               "A video's job reads the video fields (max_fps, start, end, max_frames, stabilise, "
+                               "strength, convergence, anaglyph, ply_points, video_formats, with model, fov, "
+                               "focal_px and relief) and ignores the image-only ones (an image's job ignores the "
+                               "video fields, though a wrong value is a 400 wherever it is sent); a video is checked "
+                               "before any job "
+                               f"exists: at most {config['MAX_VIDEO_MB']:g} MB (MAX_VIDEO_MB), "
+                               f"{config['MAX_VIDEO_PIXELS']:,} pixels a frame, a declared length of at most "
+                               f"{config['MAX_VIDEO_SECONDS']:g} s and {config['MAX_VIDEO_FRAMES']:,} frames to "
+                               "convert (413), a video container with a picture track (415), readable (422). A video "
+                               "damaged further on fails its job with a sentence (status failed, error).",
+                "requestBody": _form({"image": _file("The image or video (or, several times, or as a zip of "
+                                                     "images: a batch).", EXAMPLE_PICTURE),
                                       "depth": _file("Optional depth map (PNG/TIFF/.npy) to use instead of the "
-                                                     "model."),
-                                      **options}, required=["image"]),
+                                                     "model (images only)."),
+                                      **options, **video}, required=["image"]),
                 "responses": {"202": _accepted({"anyOf": [_ref("JobCreated"), _ref("Batch")]},
                                                {**JOB_LINKS, **DELETE_LINKS["conversion"],
                                                 **{name: BATCH_LINKS[name] for name in ("getBatch", "downloadBatch")}}),
@@ -129,23 +150,33 @@ def document(config) -> dict:
                 "summary": "One of a finished job's files (the same as its files' addresses under /jobs, with JSON "
                            "answers); one not written yet is prepared first: 202 with Retry-After, then the file",
                 "parameters": [_path("job_id"), {"name": "kind", "in": "path", "required": True,
-                                                 "schema": {"type": "string", "enum": list(OUTPUTS)},
+                                                 "schema": {"type": "string", "enum": list(dict.fromkeys(
+                                                     list(OUTPUTS) + list(VIDEO_OUTPUTS)))},
                                                  "description": "A download kind (the job's files list those it "
                                                                 "offers)."}],
                 "responses": {"200": _download_body(), "202": _preparing(), **_errors(404, 409, 410, 503)},
             }},
             "/api/v1/batches": {"post": {
                 "operationId": "createBatch",
-                "summary": "Several images, or a zip of images: one job each, accepted whole or not at all",
+                "summary": "Several images or videos, or a zip of images: one job each, accepted whole or not at "
+                           "all",
+                "description": "Each part is told by its content: an image's job takes the image fields, a video's "
+                               "job the video fields (as createConversion's). Every video is received and checked "
+                               "as a single video upload is before any job exists; a refused part refuses the whole "
+                               "batch, its sentence naming the part ('Video 2 of the batch: ...'). Videos count "
+                               "against the batch's files; a zip holds images only (a video inside one is a 415 "
+                               f"naming the entry). The images together take at most {config['MAX_UPLOAD_MB']} MB, "
+                               f"the whole request at most {max(config['MAX_UPLOAD_MB'], config['MAX_VIDEO_MB']):g} "
+                               "MB.",
                 "requestBody": _form({
-                    "images": {"anyOf": [{"type": "array", "items": _file("An image.", EXAMPLE_PICTURE)},
-                                         _file("One image.", EXAMPLE_PICTURE)],
-                               "description": f"Repeated: at most {config['MAX_BATCH_IMAGES']} images (413 beyond: a "
-                                              "limit of this server, like the upload size)."},
+                    "images": {"anyOf": [{"type": "array", "items": _file("An image or a video.", EXAMPLE_PICTURE)},
+                                         _file("One image or video.", EXAMPLE_PICTURE)],
+                               "description": f"Repeated: at most {config['MAX_BATCH_IMAGES']} files, videos included "
+                                              "(413 beyond: a limit of this server, like the upload size)."},
                     "zip": _file(f"A zip of images (stored, deflate, bzip2 or lzma), at most "
                                  f"{config['MAX_BATCH_IMAGES']} files and {config['MAX_BATCH_UNPACKED_MB']} MB "
-                                 "unpacked; folders, hidden files and __MACOSX are skipped."),
-                    **options}),
+                                 "unpacked; folders, hidden files and __MACOSX are skipped; no videos."),
+                    **options, **video}),
                 "responses": {"202": _accepted(_ref("Batch"), {**BATCH_LINKS, **DELETE_LINKS["batch"]}),
                               **_errors(400, 413, 415, 422, 503, 507), **limited},
             }},
@@ -159,12 +190,14 @@ def document(config) -> dict:
             "/api/v1/batches/{batch_id}/download": {"get": {
                 "operationId": "downloadBatch",
                 "summary": "One zip of every job's files once every job has finished (a failed job gives its "
-                           "error.txt); prepared first: 202 with Retry-After, then the zip",
+                           "error.txt; a video's job every file it made: NN/video_LRF_Full_SBS.mp4, NN/video.json, "
+                           "...); prepared first: 202 with Retry-After, then the zip",
                 "parameters": [_path("batch_id"), {
                     "name": "formats", "in": "query", "required": False,
                     "schema": {"type": "string"},
-                    "description": "Comma-separated kinds, a set (default ply,glb,json): "
-                                   + ", ".join(offered_kinds(JobRequest(mesh=True)))}],
+                    "description": "Comma-separated kinds of the image jobs, a set (default ply,glb,json): "
+                                   + ", ".join(offered_kinds(JobRequest(mesh=True)))
+                                   + ". A video's job always gives every file it made."}],
                 "responses": {"200": {"description": "The zip.",
                                       "content": {"application/zip": {"schema": {"type": "string",
                                                                                  "format": "binary"}}}},
@@ -229,6 +262,37 @@ def _option_fields(config) -> dict:
         "depth_kind": _choice(list(DEPTH_KIND_CHOICES), "What a depth file holds.", any_case=True),
         "align_to": _choice(metric_models, "A metric model to fit the depth model's relative depth to: metres with "
                                            "the relative model's detail (the depth model must differ)."),
+    }
+
+
+def _video_fields(config) -> dict:
+    """A video's own fields (web.intake.forms.parse_video_request; converter.video.VideoOptions checks them): blank
+    means the default; an image's job ignores them."""
+    defaults = VideoOptions()
+    flag = _choice([word for word in FLAG_WORDS if word], "", any_case=True)
+    kinds = "|".join(_any_case(name) for name in VIDEO_OUTPUTS)
+    return {
+        "max_fps": _number(f"A video: keep frames at most this often, per second (default {defaults.max_fps:g}; 0: "
+                           "every frame).", minimum=0, maximum=240),
+        "start": _number("A video: the second to start at (default 0).", minimum=0),
+        "end": _number("A video: the second to end at, after start (default: its end).", exclusiveMinimum=0),
+        "max_frames": _number(f"A video: at most this many frames (default and at most "
+                              f"{config['MAX_VIDEO_FRAMES']:,}, MAX_VIDEO_FRAMES).", type="integer", minimum=1),
+        "stabilise": {**flag, "description": "A video: steady the depth from frame to frame (default: on)."},
+        "strength": _number(f"A video: the stereo disparity, a fraction of the width (default "
+                            f"{defaults.strength:g}).", minimum=0, maximum=0.2),
+        "convergence": _number(f"A video: what lands on the screen plane, 0 the far plane to 1 the near plane "
+                               f"(default {defaults.convergence:g}).",
+                               minimum=0, maximum=1),
+        "anaglyph": _choice(list(ANAGLYPH_METHODS), f"A video: the anaglyph's colour method (default "
+                                                    f"{defaults.anaglyph}).", any_case=True),
+        "ply_points": _number(f"A video: points per frame of the 4D point cloud (default {defaults.ply_points:,}).",
+                              type="integer", minimum=16, maximum=5_000_000),
+        "video_formats": {"type": "string", "pattern": rf"^\s*$|^[\s,]*({kinds})(\s*,[\s,]*({kinds}))*[\s,]*$",
+                          "examples": ["sbs_full,json"],
+                          "description": "A video: the outputs, comma-separated (default: all; json is always "
+                                         "made): " + "; ".join(f"{kind.name}: {kind.label}"
+                                                               for kind in VIDEO_OUTPUTS.values()) + "."},
     }
 
 
@@ -340,17 +404,17 @@ def _file(description: str, example: str | None = None) -> dict:
 def _choice(choices, description: str, any_case: bool = False, blank: bool = True) -> dict:
     """One of ``choices`` (``any_case``: in any letter case), blanks around it ignored, or blank: exactly what the
     server takes, as a pattern (an enum would call " relief" invalid, which the server reads as relief)."""
-    def spelled(choice: str) -> str:
-        if not any_case:
-            return re.escape(choice)
-        return "".join(f"[{c.upper()}{c.lower()}]" if c.upper() != c.lower() else re.escape(c) for c in choice)
-
-    alternatives = "|".join(spelled(choice) for choice in choices)
+    alternatives = "|".join(_any_case(choice) if any_case else re.escape(choice) for choice in choices)
     optional = "?" if blank else ""
     field = {"type": "string", "pattern": rf"^\s*({alternatives}){optional}\s*$", "examples": list(choices)}
     if description:
         field["description"] = description
     return field
+
+
+def _any_case(choice: str) -> str:
+    """A pattern for ``choice`` in any letter case."""
+    return "".join(f"[{c.upper()}{c.lower()}]" if c.upper() != c.lower() else re.escape(c) for c in choice)
 
 
 def _number(description: str, type: str = "number", **bounds) -> dict:
@@ -391,7 +455,7 @@ def _preparing() -> dict:
 
 def _download_body() -> dict:
     """A file, in its kind's media type (converter.OUTPUTS)."""
-    types = sorted({kind.media_type for kind in OUTPUTS.values()})
+    types = sorted({kind.media_type for kind in OUTPUTS.values()} | set(VIDEO_MEDIA_TYPES.values()))
     binary = {"type": "string", "format": "binary"}
     return {"description": "The file, as an attachment (previews inline).",
             "content": {media_type: {"schema": {"type": "object"} if media_type == "application/json" else binary}

@@ -18,7 +18,7 @@ from converter import Converter, OutputError
 from converter.service_api import QUEUED, atomic_output
 
 from ...model_status import LOADING, READY, UNAVAILABLE
-from ..backend import QueueFullError
+from ..backend import QueueFullError, job_requests
 from ..execution import UPLOAD_DEPTH, UPLOAD_IMAGE, UPLOAD_VIDEO, WORKER_DIED, drop_uploads, keep_video, remove_outputs
 from ..record import Job
 from ..store import JobStore, Upload
@@ -79,17 +79,19 @@ class CeleryJobRunner:
         if watch:
             self._watch.start()
 
-    def submit_batch(self, request: dict, uploads: list[Upload | None], client: str = "",
+    def submit_batch(self, request: dict | list[dict], uploads: list[Upload | None], client: str = "",
                      delete_token_sha256: str = "") -> list[Job]:
         """Queue jobs (one job: a batch of one) as one unit of admission (as the embedded JobRunner's): admitted whole, in one Redis step, when
         fewer than ``max_queued`` jobs wait, or QueueFullError; QueueUnavailableError without Redis;
         JobTooLargeError (web.memory_budget) for a job that could never fit the web tier's JOB_MEMORY_MB. Each
-        job's task carries its ``client``'s turn as its priority (web.jobs.celery.board)."""
-        estimates = self.memory.estimates(request, uploads) if self.memory is not None else [0.0] * len(uploads)
-        jobs = [self.store.create(request, memory_mb=memory_mb, client=client,
+        job's task carries its ``client``'s turn as its priority (web.jobs.celery.board). ``request``: one for
+        all, or one per upload (an image's or a video's: web.jobs.backend.job_requests)."""
+        requests = job_requests(request, uploads)
+        estimates = self.memory.estimates(requests, uploads) if self.memory is not None else [0.0] * len(uploads)
+        jobs = [self.store.create(one, memory_mb=memory_mb, client=client,
                                   upload_sha256=getattr(upload, "sha256", "") or "",
                                   delete_token_sha256=delete_token_sha256)
-                for memory_mb, upload in zip(estimates, uploads)]
+                for one, memory_mb, upload in zip(requests, estimates, uploads)]
         try:
             priorities = self.board.admit([job.id for job in jobs], time.time(), self.max_queued, client)
             refused = QueueFullError() if priorities is None else None

@@ -48,6 +48,8 @@ def test_a_batch_of_an_image_and_a_video_converts_both_and_zips_both(app, client
     assert second["info"]["job"]["options"]["max_fps"] == 12  # ... the video fields for the video
     page = client.get(f"/batches/{body['id']}").get_data(as_text=True)
     assert page.count('class="batch-job"') == 2 and all(job_id in page for job_id in body["job_ids"])
+    assert "1 image" in page and "1 video</h1>" in page.replace("\n", "") and 'src=""' not in page
+    assert "video: 6 frames" in page
     archive = download(client, view["download_url"])
     assert archive.status_code == 200 and archive.mimetype == "application/zip"
     with zipfile.ZipFile(io.BytesIO(archive.data)) as bundle:

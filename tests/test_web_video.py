@@ -288,3 +288,12 @@ def test_page_scripts_import_only_files_of_this_site():
             resolved = (script.parent / target).resolve()
             assert resolved.is_file() and static in resolved.parents, f"{script.name}: {target} is not here"
     assert 'import("./player4d.js")' in (static / "js" / "app.js").read_text()
+
+
+def test_an_image_sent_from_the_page_with_every_video_box_unticked_converts(client):
+    """The page always sends its video boxes: for an image they mean nothing, even all unticked."""
+    from test_deletion import picture
+
+    response = client.post("/api/v1/conversions", content_type="multipart/form-data", data={
+        "image": (io.BytesIO(picture()), "photo.png"), "detail": "low", "checkboxes_submitted": "1"})
+    assert response.status_code == 202, response.get_json()

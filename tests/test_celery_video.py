@@ -1,6 +1,7 @@
 """A long clip in Celery mode (issue 22 point 5), against a real redis-server and two real Celery workers: its chunks
 are sent as a Celery group, predicted by both workers, joined and written by the job's own task; a worker killed
-mid-chunk has its chunk redone; cancel and delete stop every worker and leave no file and no Redis key.
+mid-chunk has its chunk redone; cancel and delete stop every worker and leave no file and no Redis key; a job whose
+own worker (the coordinator) dies is retried as a new attempt that starts its chunks afresh.
 
 Deterministic: the workers' holds (tests/celery_gate.py) decide who predicts what and when, never a sleep. The clip:
 16 frames of 48 x 32 at 12 fps, chunks of 4 frames with 2 of overlap: 4 chunks, the job's coordinator starting at the
@@ -205,3 +206,35 @@ def test_cancelling_or_deleting_a_chunked_job_stops_every_worker_and_leaves_noth
     assert_nothing_left_in_redis(setting, job_id)
     again = post_video(setting.client, clip_bytes(tmp_path, count=4), video_formats="depth_video").get_json()
     assert wait_for_job(setting.client, f"/jobs/{again['id']}", timeout=120)["status"] == "done"
+
+
+def test_a_chunked_job_whose_own_worker_dies_is_retried_as_a_new_attempt_that_starts_its_chunks_afresh(setting,
+                                                                                                     tmp_path):
+    """The coordinator (the job's own task, holding its heartbeat) is killed while the other worker is mid-chunk: the
+    web tier's watch queues attempt 2, which the surviving worker coordinates alone; attempt 1's chunk tasks and
+    files count for nothing."""
+    setting.hold_coordinator.touch()
+    setting.hold_chunks.touch()
+    body = setting.post(tmp_path)
+    job_id, folder = body["id"], setting.folder(body["id"])
+    try:
+        wait_until(lambda: setting.part(job_id, 1)["frames"] >= 1, 120)
+        coordinator = setting.record(job_id)["owner"]
+        helper = setting.claims(job_id)[1]
+        victim = setting.workers.owning(pid_of(coordinator))
+        assert victim is not None and helper != coordinator
+        setting.workers.kill(victim)
+    finally:
+        setting.hold_chunks.unlink()
+        setting.hold_coordinator.unlink()
+    view = wait_for_job(setting.client, f"/jobs/{job_id}", timeout=180)
+    assert view["status"] == "done", (view, setting.workers.logs())
+    assert setting.record(job_id)["attempt"] == 2
+    assert view["info"]["chunks"]["predicted_by"] == [helper] * CHUNKS
+    assert view["info"]["frames"] == FRAMES and depth_video_frames(setting, view, tmp_path) == FRAMES
+    assert not (folder / "chunks").exists()
+    # No chunk claim of either attempt is left, nor the dead attempt's claim; the watch's once-only guard for its
+    # recovery expires by itself (an hour), as for any retried job.
+    with setting.redis.client() as client:
+        wait_until(lambda: [key for key in client.scan_iter("*") if job_id in key and ":once:recover:" not in key]
+                   == [], 60)

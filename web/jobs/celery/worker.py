@@ -114,7 +114,8 @@ class Worker:
                 self.board.release(job_id)
                 current = self.store.get(job_id)
                 if current is None or current.finished or current.attempt != attempt:
-                    self.board.forget_claim(job_id, attempt)
+                    for earlier in range(1, attempt + 1):  # a dead attempt's claim too: the record rules it out
+                        self.board.forget_claim(job_id, earlier)
             except redis.RedisError:
                 pass  # the heartbeat expires by itself, the claim after CLAIM_TTL
             log.info("job %s attempt %s: let go", job_id, attempt)

@@ -7,6 +7,7 @@ this machine (the CPU model is printed with them).
     .venv/bin/python bench/video.py --speed --frames 24 --engines torch,openvino --model dpt-swinv2-tiny
     .venv/bin/python bench/video.py --memory              # peak RSS, 10 s vs 60 s clip, each in a fresh process
     .venv/bin/python bench/video.py --speed --web         # and the same clip through the web app (real gunicorn)
+    .venv/bin/python bench/video.py --celery              # one Celery worker against two on a chunked clip
 
 Stability: a synthetic truck shot (tests/video_scenes.py: a textured scene, depth known) whose per-frame disparity
 carries a random scale (±30 %), shift, 3 % noise and a wrong block in a few frames, fed to the library's stabiliser
@@ -22,11 +23,23 @@ encoding) for the same frames. Models have the published configurations and rand
 Memory: peak resident memory (VmHWM) of a fresh process converting a 10 s and a 60 s clip (640 x 360 by default,
 --memory-size; tiny random model of tests/model_factory.py, depth video output), so the figure is the pipeline's, not
 a large model's, and the run takes minutes, not an hour, on 2 cores.
+
+Celery (issue 22 point 5): the same clip as a web job through a real redis-server and real Celery workers (``celery
+-A web.jobs.celery.worker worker --concurrency 1``, TORCH_THREADS=1 each, torch engine), from the POST to "done":
+one worker streaming the clip (VIDEO_CHUNK_WORKERS=1: the best one worker does, no overlap predicted twice) against
+two workers sharing its chunks (VIDEO_CHUNK_FRAMES/--chunk-frames, overlap 4; the job's worker joins and writes the
+outputs). Default model: DPT-Hybrid's published configuration with random weights (a forward costs what the real
+one does); the clip is --celery-frames frames of the 640 x 360 truck shot, depth video output. Goal: two workers
+>= 1.7 x one. Each worker needs a core: on a 2-core machine anything else running costs the two-worker run most, so
+each run also reports its workers' CPU seconds during the job (/proc, the pool children the workers publish): the
+busiest worker's bound the wall time where each has a free core, and one worker's over it is the speed-up a quiet
+machine approaches.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -188,6 +201,149 @@ def web_speed(clip: Path, engine: str, model_folder: Path, frames: int, outputs:
             "engine": view["info"]["engine"]}
 
 
+# ------------------------------------------------------------------------------------------------------ celery
+
+def celery_speed(args) -> dict:
+    """Seconds from POST to done of one clip: one Celery worker (streaming) against two (chunks shared)."""
+    import shutil
+    import socket
+    import tempfile
+
+    import redis as redis_client
+
+    import models
+
+    model = args.celery_model
+    folder = models.build(model, OUT / "models")[0] if model in models.BUILDERS else Path(model)
+    fps = 24
+    clip = make_clip(args.celery_frames / fps, 640, 360, fps)
+    root = Path(tempfile.mkdtemp(prefix="bench-celery-"))
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"redis://127.0.0.1:{port}/0"
+    server = subprocess.Popen([shutil.which("redis-server"), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                               "--appendonly", "no", "--dir", str(root)], stdout=subprocess.DEVNULL)
+    rows = {}
+    try:
+        client = redis_client.Redis.from_url(url, decode_responses=True)
+        _wait(lambda: _pings(client), 20, "redis-server did not start")
+        runs = [("one worker, streaming (VIDEO_CHUNK_WORKERS=1)", 1, "1"),
+                ("two workers, chunks shared", 2, "0")]
+        if args.celery_one_chunked:
+            runs.insert(1, ("one worker, chunked (VIDEO_CHUNK_WORKERS=0)", 1, "0"))
+        for name, count, chunk_workers in runs:
+            client.flushall()
+            rows[name] = _celery_run(root / f"run{len(rows)}", url, client, folder, clip, count, chunk_workers, args)
+            row = rows[name]
+            print(f"  {name:48s} {row['seconds']:7.1f} s  ({row['frames']} frames, {row['frames'] / row['seconds']:.3f}"
+                  f" fps, {row['chunks']} chunk(s) predicted by {row['workers'] or 1} worker(s); CPU s per worker "
+                  f"{', '.join(f'{value:.1f}' for value in row['cpu_seconds'])})", flush=True)
+    finally:
+        server.kill()
+        server.wait()
+        shutil.rmtree(root, ignore_errors=True)
+    one, two = rows["one worker, streaming (VIDEO_CHUNK_WORKERS=1)"], rows["two workers, chunks shared"]
+    # The busiest worker's CPU seconds bound the wall time on a machine with a free core per worker: the speed-up a
+    # quiet machine approaches, whatever else shared this one.
+    return {"model": model, "frames": args.celery_frames, "chunk_frames": args.chunk_frames, "runs": rows,
+            "two_over_one": one["seconds"] / two["seconds"],
+            "two_over_one_cpu": one["cpu_seconds"][0] / two["cpu_seconds"][0]}
+
+
+def _celery_run(root: Path, url: str, client, model_folder: Path, clip: Path, count: int, chunk_workers: str,
+                args) -> dict:
+    """Start ``count`` workers, post the clip through a Celery-mode app, time it to done, stop the workers."""
+    import io
+
+    outputs = root / "outputs"
+    outputs.mkdir(parents=True)
+    env = dict(os.environ, REDIS_URL=url, OUTPUT_FOLDER=str(outputs), UPLOAD_FOLDER=str(root / "uploads"),
+               DEPTH_MODEL=str(model_folder), HF_HUB_OFFLINE="1", ENGINE="torch", TORCH_THREADS="1",
+               VIDEO_CHUNK_FRAMES=str(args.chunk_frames), VIDEO_CHUNK_OVERLAP="4", VIDEO_CHUNK_WORKERS=chunk_workers,
+               PYTHONPATH=str(ROOT))
+    workers = []
+    try:
+        for index in range(count):
+            with open(root / f"worker{index}.log", "wb") as log:
+                workers.append(subprocess.Popen(
+                    [sys.executable, "-m", "celery", "-A", "web.jobs.celery.worker", "worker", "--concurrency", "1",
+                     "--pool", "prefork", "--prefetch-multiplier", "1", "--without-gossip", "--without-mingle",
+                     "--without-heartbeat", "-Q", "image-to-3d", "-n", f"bench{index}@%h", "--loglevel", "WARNING"],
+                    cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+        _wait(lambda: _ready(client) >= count, 300, "the workers did not report ready")
+        from app import create_app
+
+        app = create_app({"TESTING": True, "JOB_BACKEND": "celery", "REDIS_URL": url, "OUTPUT_FOLDER": str(outputs),
+                          "UPLOAD_FOLDER": str(root / "uploads"), "DEPTH_MODEL": str(model_folder),
+                          "RATE_LIMIT": "", "MAX_QUEUED_JOBS": 4})
+        web = app.test_client()
+        pids = _worker_pids(client)
+        cpu_before = {pid: _cpu_seconds(pid) for pid in pids}
+        started = time.perf_counter()
+        created = web.post("/api/v1/conversions", content_type="multipart/form-data",
+                           data={"image": (io.BytesIO(clip.read_bytes()), clip.name), "video_formats": "depth_video",
+                                 "max_frames": str(args.celery_frames)})
+        assert created.status_code == 202, created.get_json()
+        status_url = created.get_json()["status_url"]
+        view = _wait(lambda: (lambda v: v if v["status"] in ("done", "failed", "cancelled") else None)(
+            web.get(status_url).get_json()), 3600, "the job did not end", every=0.2)
+        seconds = time.perf_counter() - started
+        cpu = sorted((_cpu_seconds(pid) - before for pid, before in cpu_before.items()), reverse=True)
+        app.extensions["image_to_3d"].stop()
+        assert view["status"] == "done", view
+        info = web.get(status_url).get_json()["info"]
+        chunks = info.get("chunks") or {}
+        return {"seconds": seconds, "frames": info["frames"], "chunks": chunks.get("count", 1),
+                "workers": len({name for name in chunks.get("predicted_by") or [] if name}), "cpu_seconds": cpu}
+    finally:
+        for process in workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, 15)
+        for process in workers:
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, 9)
+                process.wait()
+
+
+def _worker_pids(client) -> list[int]:
+    """The pool children converting (each worker publishes its process's pid)."""
+    keys = list(client.scan_iter("image-to-3d:worker:*"))
+    return [json.loads(value)["pid"] for value in client.mget(keys) if value]
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (its threads included)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _pings(client) -> bool:
+    try:
+        return bool(client.ping())
+    except Exception:
+        return False
+
+
+def _ready(client) -> int:
+    keys = list(client.scan_iter("image-to-3d:worker:*"))
+    return sum(json.loads(value).get("state") == "ready" for value in client.mget(keys) if value) if keys else 0
+
+
+def _wait(condition, timeout: float, message: str, every: float = 0.5):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise RuntimeError(message)
+        time.sleep(every)
+
+
 # ------------------------------------------------------------------------------------------------------ memory
 
 def memory_worker(args) -> dict:
@@ -227,6 +383,13 @@ def main() -> int:
     parser.add_argument("--speed", action="store_true")
     parser.add_argument("--memory", action="store_true")
     parser.add_argument("--web", action="store_true", help="speed: also through the web app (gunicorn), per engine")
+    parser.add_argument("--celery", action="store_true", help="one Celery worker against two on a chunked clip")
+    parser.add_argument("--celery-model", default="dpt-hybrid",
+                        help="celery: a bench/models.py name (real config, random weights) or a model folder")
+    parser.add_argument("--celery-frames", type=int, default=96, help="celery: the clip's frames")
+    parser.add_argument("--chunk-frames", type=int, default=48, help="celery: VIDEO_CHUNK_FRAMES (the default: 48)")
+    parser.add_argument("--celery-one-chunked", action="store_true",
+                        help="celery: also time one worker predicting the chunks itself (the default setting)")
     parser.add_argument("--engines", default="torch,openvino")
     parser.add_argument("--model", default="dpt-swinv2-tiny", help="a bench/models.py name (real config, random weights)")
     parser.add_argument("--device", default="cpu")
@@ -246,7 +409,7 @@ def main() -> int:
     if args.worker:
         print(json.dumps(speed_worker(args) if args.worker == "speed" else memory_worker(args)))
         return 0
-    everything = not (args.stability or args.speed or args.memory)
+    everything = not (args.stability or args.speed or args.memory or args.celery)
     figures = {"machine": machine()}
     print(f"machine: {figures['machine']}")
     if args.stability or everything:
@@ -288,6 +451,12 @@ def main() -> int:
                   f"({row['seconds']:.0f} s)")
         short, long = figures["memory"]["10s"], figures["memory"][f"{args.long_seconds:g}s"]
         print(f"  long / short peak RSS: {long['peak_rss_mb'] / short['peak_rss_mb']:.3f}")
+    if args.celery:
+        print(f"\ncelery ({args.celery_model}, {args.celery_frames} frames of the 640x360 truck shot, chunks of "
+              f"{args.chunk_frames} + 4 overlap, TORCH_THREADS=1 per worker, POST to done)", flush=True)
+        figures["celery"] = result = celery_speed(args)
+        print(f"  two workers / one: {result['two_over_one']:.2f} x wall time (goal >= 1.7); "
+              f"{result['two_over_one_cpu']:.2f} x by the busiest worker's CPU seconds (a core each, nothing else)")
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2))
     return 0

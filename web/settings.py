@@ -78,7 +78,8 @@ def from_env(environ=os.environ) -> dict:
         "VIDEO_CHUNK_FRAMES": number("VIDEO_CHUNK_FRAMES", 48),
         "VIDEO_CHUNK_OVERLAP": number("VIDEO_CHUNK_OVERLAP", 4),
         # Chunks predicted at once by the embedded back-end (0: its CONVERSION_WORKERS); 1: the clip streams
-        # through one pass, which a CPU running one forward at a time does best.
+        # through one pass, which a CPU running one forward at a time does best. Celery: anything but 1 (0 included)
+        # sends a long clip's chunks to every worker as tasks (web.jobs.celery.chunks); 1 streams it on one worker.
         "VIDEO_CHUNK_WORKERS": number("VIDEO_CHUNK_WORKERS", 0),
     }
 

@@ -121,13 +121,14 @@ def predict_chunk(path, chunk: Chunk, backend, options: VideoOptions, limits: Vi
 class ChunkedPredictions:
     """The predictions of every chunk as one, for :func:`converter.video.convert_video` (``predictions=``): call
     ``for_frame(frame)`` with the clip's frames in time order. Holds two chunks at a time. ``model_name`` and
-    ``engine``: what predicted them (for the sidecar)."""
+    ``engine``: what predicted them; ``predicted_by``: who predicted each chunk, where known (for the sidecar)."""
 
-    def __init__(self, paths: list[Path], model_name: str | None = None, engine: dict | None = None):
+    def __init__(self, paths: list[Path], model_name: str | None = None, engine: dict | None = None,
+                 predicted_by: list[str | None] | None = None):
         if not paths:
             raise OptionError("No chunks to join.")
         self.paths = [Path(path) for path in paths]
-        self.model_name, self.engine = model_name, engine
+        self.model_name, self.engine, self.predicted_by = model_name, engine, predicted_by
         first = self._load(0)
         self.kind = str(first["kind"])
         self.metric = self.kind == METRIC
@@ -138,9 +139,12 @@ class ChunkedPredictions:
 
     def describe(self) -> dict:
         """How the chunks were joined (the sidecar's "chunks")."""
-        return {"count": len(self.paths), "method": "robust scale" + ("" if self.metric else " and shift") +
-                " in inverse depth to the chunk before on the frames both predicted, cross-faded over them "
-                "(converter.video.chunks)", "joins": self.fits}
+        described = {"count": len(self.paths), "method": "robust scale" + ("" if self.metric else " and shift") +
+                     " in inverse depth to the chunk before on the frames both predicted, cross-faded over them "
+                     "(converter.video.chunks)", "joins": self.fits}
+        if self.predicted_by and any(self.predicted_by):
+            described["predicted_by"] = list(self.predicted_by)
+        return described
 
     def for_frame(self, frame) -> DepthMap:
         """The joined prediction for the frame at ``frame.time`` (at the model's grid; resize it to the frame)."""

@@ -11,6 +11,11 @@ Liveness: a worker running a job refreshes a heartbeat key (``HEARTBEAT_TTL``) f
 is gone is run once more (attempt 2; a SET NX guard lets one reader re-enqueue it) and is failed with
 ``WORKER_DIED`` when that run dies too. A second delivery of an attempt, or a late one of an old attempt, is
 ignored. Heartbeats vanish when Redis restarts, so nothing is judged dead until Redis has been up for a TTL.
+
+Chunks of a long clip (web.jobs.celery.chunks): each is claimed once per attempt by a key naming the job, the
+attempt and the chunk, kept alive like a heartbeat while it is predicted (CHUNK_CLAIM_TTL) and deleted when done; a
+claim whose worker died expires and the chunk is predicted again. Every such key names the job: ``forget_job`` takes
+them with the rest.
 """
 
 from __future__ import annotations
@@ -27,11 +32,14 @@ from redis.retry import Retry
 QUEUE = "image-to-3d"  # the Celery queue: a Redis list of that name, its length the real backlog
 TASK_NAME = "image_to_3d.convert"
 EXPORT_TASK = "image_to_3d.export"  # a later download (web.jobs.exports), on the same queue
+CHUNK_TASK = "image_to_3d.video_chunk"  # one chunk of a long clip's depth (web.jobs.celery.chunks), on the same queue
 MAX_ATTEMPTS = 2  # a job whose worker died runs once more, then fails
 HEARTBEAT_TTL, HEARTBEAT_EVERY = 10, 2.0  # seconds
 HEARTBEAT_GRACE = HEARTBEAT_TTL * 1.5  # after a Redis restart, nothing is judged before every live worker beat again
 PRESENCE_TTL, PRESENCE_EVERY = 15, 3.0  # a worker's published model state, seconds
 CLAIM_TTL = 2 * 24 * 3600  # remembers that an attempt started, well past the broker's redelivery of it
+
+CHUNK_CLAIM_TTL = HEARTBEAT_TTL  # a chunk's claim lapses this long (seconds) after its worker's last refresh
 
 BROKER_ERRORS = (redis.RedisError, OperationalError)  # Redis away, as our client and as kombu's publisher say it
 _PREFIX = "image-to-3d:"
@@ -79,6 +87,18 @@ return 1
 """
 
 
+# A claim refreshed, or let go, only by its owner: a key that lapsed and was taken by another worker stays theirs,
+# and one deleted (the job ended, or was deleted) never comes back. KEYS: the claim; ARGV: owner, TTL (ms).
+_KEEP_CHUNK = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+_LET_GO_CHUNK = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
 def make_celery(redis_url: str) -> Celery:
     """A Celery app on ``redis_url``: JSON only, one unacknowledged job per worker process, reconnecting forever."""
     app = Celery("image_to_3d", broker=redis_url, set_as_current=False)
@@ -112,6 +132,8 @@ class Board:
         self.redis = redis_client(redis_url)
         self._admit = self.redis.register_script(_ADMIT)
         self._leave = self.redis.register_script(_LEAVE)
+        self._keep_chunk = self.redis.register_script(_KEEP_CHUNK)
+        self._let_go_chunk = self.redis.register_script(_LET_GO_CHUNK)
 
     def admit(self, job_ids: list[str], since: float, cap: int, client: str = "") -> list[int] | None:
         """Reserve places for ``client``'s ``job_ids`` in the pending set while it holds fewer than ``cap``
@@ -173,6 +195,29 @@ class Board:
         if named:
             self.redis.delete(*named)
 
+    # ------------------------------------------------------------------------------- a long clip's chunks
+
+    def claim_chunk(self, job_id: str, attempt: int, index: int, owner: str) -> bool:
+        """Take chunk ``index`` of ``attempt`` for ``owner`` unless someone holds it (it lapses after
+        CHUNK_CLAIM_TTL without ``keep_chunk``)."""
+        return bool(self.redis.set(_chunk(job_id, attempt, index), owner, nx=True, ex=CHUNK_CLAIM_TTL))
+
+    def keep_chunk(self, job_id: str, attempt: int, index: int, owner: str) -> bool:
+        """Refresh ``owner``'s claim; False when it is no longer theirs (lapsed, taken, or deleted)."""
+        return bool(self._keep_chunk(keys=[_chunk(job_id, attempt, index)], args=[owner, CHUNK_CLAIM_TTL * 1000]))
+
+    def let_go_chunk(self, job_id: str, attempt: int, index: int, owner: str) -> None:
+        self._let_go_chunk(keys=[_chunk(job_id, attempt, index)], args=[owner])
+
+    def chunk_owner(self, job_id: str, attempt: int, index: int) -> str | None:
+        return self.redis.get(_chunk(job_id, attempt, index))
+
+    def forget_chunks(self, job_id: str, attempt: int) -> None:
+        """Every chunk claim of ``attempt`` goes (its chunks are done, or the attempt ended)."""
+        named = list(self.redis.scan_iter(_chunk(job_id, attempt, "*"), count=500))
+        if named:
+            self.redis.delete(*named)
+
     def presence(self, job_id: str) -> tuple[bool, bool]:
         """(waiting in the pending set, a worker's heartbeat present)."""
         with self.redis.pipeline() as pipe:
@@ -202,5 +247,9 @@ class Board:
 
 def _heartbeat(job_id: str) -> str:
     return f"{_PREFIX}heartbeat:{job_id}"
+
+
+def _chunk(job_id: str, attempt: int, index) -> str:
+    return f"{_PREFIX}chunk:{job_id}:{attempt}:{index}"
 
 

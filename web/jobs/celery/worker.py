@@ -1,6 +1,7 @@
 """The Celery worker (``JOB_BACKEND=celery``): claims one attempt of a job, decodes the stored upload once and runs
 it as a web.jobs.execution.Attempt, as the embedded runner does. Its settings come from web.settings, the same
-object the web app reads.
+object the web app reads. A long clip's chunks are spread over the workers as tasks of their own
+(web.jobs.celery.chunks) unless VIDEO_CHUNK_WORKERS=1 (the clip streams through its job's worker).
 
 Run a worker with ``celery -A web.jobs.celery.worker worker --concurrency 1 --prefetch-multiplier 1`` (``make worker``).
 """
@@ -21,7 +22,8 @@ from converter import ConversionError
 from converter.service_api import QUEUED
 
 from ... import settings as service_settings
-from .board import EXPORT_TASK, HEARTBEAT_EVERY, PRESENCE_EVERY, TASK_NAME, Board, make_celery
+from .board import CHUNK_TASK, EXPORT_TASK, HEARTBEAT_EVERY, PRESENCE_EVERY, TASK_NAME, Board, make_celery
+from .chunks import CeleryChunkPool
 from ..conversion import run_job
 from ..depth_cache import DepthCache
 from ..execution import UPLOAD_DEPTH, UPLOAD_IMAGE, Attempt, job_timeout
@@ -59,8 +61,10 @@ class Worker:
         # jobs at once with ``--pool threads``), and one that never could fails with the sentence.
         self.memory = MemoryBudget(settings["JOB_MEMORY_MB"] or default_job_memory_mb(self.converter))
         self._stop = threading.Event()
-        # A long clip's chunks: predicted by this process one after another (a CPU runs one forward at a time).
-        self.chunks = ChunkPool(1)
+        # A long clip's chunks: chunk tasks any worker takes (this one included), coordinated by the job's own task;
+        # VIDEO_CHUNK_WORKERS=1: the clip streams through this process in one pass.
+        self.chunk_tasks = CeleryChunkPool(self, app)
+        self.chunks = ChunkPool(1) if settings["VIDEO_CHUNK_WORKERS"] == 1 else self.chunk_tasks
 
     def start(self) -> Worker:
         """Load the model in the background (the pool's start-up must stay quick) and publish its state."""
@@ -87,8 +91,9 @@ class Worker:
         stats = self.converter.depth_model.batcher.stats
         return {"forwards": stats.forwards, "predictions": stats.requests}
 
-    def run(self, job_id: str, attempt: int) -> None:
-        """Run ``attempt`` of the job unless it is stale (the job moved on) or was started before."""
+    def run(self, job_id: str, attempt: int, priority: int = 0) -> None:
+        """Run ``attempt`` of the job unless it is stale (the job moved on) or was started before. ``priority``: its
+        task's broker priority (its fair share), which its chunk tasks get too."""
         job = self.store.get(job_id)
         if job is None or job.status != QUEUED or job.attempt != attempt:
             log.info("job %s attempt %s: nothing to do (started, finished, gone or superseded)", job_id, attempt)
@@ -101,7 +106,7 @@ class Worker:
         beating.start()
         try:
             self.model_status.wait(self.timeout_seconds)
-            self._execute(job, attempt)
+            self._execute(job, attempt, priority)
         finally:
             stop.set()
             beating.join()  # no beat after the release: a deleted job's heartbeat must not come back
@@ -109,7 +114,8 @@ class Worker:
                 self.board.release(job_id)
                 current = self.store.get(job_id)
                 if current is None or current.finished or current.attempt != attempt:
-                    self.board.forget_claim(job_id, attempt)
+                    for earlier in range(1, attempt + 1):  # a dead attempt's claim too: the record rules it out
+                        self.board.forget_claim(job_id, earlier)
             except redis.RedisError:
                 pass  # the heartbeat expires by itself, the claim after CLAIM_TTL
             log.info("job %s attempt %s: let go", job_id, attempt)
@@ -121,7 +127,7 @@ class Worker:
             except redis.RedisError:
                 pass  # Redis blinked: the next beat puts the key back
 
-    def _execute(self, job: Job, attempt: int) -> None:
+    def _execute(self, job: Job, attempt: int, priority: int = 0) -> None:
         """One claimed attempt, run as every attempt is (web.jobs.execution). A write is made only while the record
         still names this attempt (a recovered job belongs to its new attempt)."""
         folder = self.store.folder(job.id)
@@ -132,7 +138,10 @@ class Worker:
 
         def work(job: Job, report) -> dict:
             upload = None if job.request.get("video") else self._upload(folder, job)
-            return run_job(self.converter, self.store, job, upload, report, self.cache, self.settings, self.chunks)
+            chunks = self.chunks
+            if isinstance(chunks, CeleryChunkPool):
+                chunks = chunks.bind(job.id, attempt, priority)
+            return run_job(self.converter, self.store, job, upload, report, self.cache, self.settings, chunks)
 
         def never_fits(job: Job, report) -> dict:
             raise JobNeverFitsError(job.memory_mb, self.memory.total_mb)
@@ -199,10 +208,18 @@ def _load_in_a_pool_without_children(sender=None, **_) -> None:
         worker()
 
 
-@app.task(name=TASK_NAME, ignore_result=True)
-def convert(job_id: str, attempt: int) -> None:
+@app.task(name=TASK_NAME, ignore_result=True, bind=True)
+def convert(self, job_id: str, attempt: int) -> None:
     """Run one attempt of one job (its state and files are in its folder on the shared volume)."""
-    worker().run(job_id, int(attempt))
+    priority = (self.request.delivery_info or {}).get("priority") or 0
+    worker().run(job_id, int(attempt), int(priority))
+
+
+@app.task(name=CHUNK_TASK, ignore_result=True)
+def video_chunk(job_id: str, attempt: int, index: int) -> None:
+    """Predict one chunk of a long clip's depth for its job's coordinator (web.jobs.celery.chunks); a no-op once the
+    chunk is claimed or done, or the job moved on."""
+    worker().chunk_tasks.run_chunk(job_id, int(attempt), int(index))
 
 
 @app.task(name=EXPORT_TASK, ignore_result=True)

@@ -2,8 +2,8 @@
 its progress where any web instance can read it, and a long clip's depth predicted in chunks across workers.
 
     run_video_job ─ one chunk, or one worker: convert_video streams the clip (decode, depth, stabilise, encode)
-                  └ several chunks and workers: ChunkPool.predict (chunks at once, anywhere) → convert_video on the
-                    joined predictions (converter.video.chunks)
+                  └ several chunks and workers: ChunkPool.predict (chunks at once, anywhere: threads here, or Celery
+                    tasks, web.jobs.celery.chunks) → convert_video on the joined predictions (converter.video.chunks)
 
 Progress is kept in files of the job folder (``progress/<part>.json``): each chunk, wherever it runs, writes its own,
 and :func:`progress_view` adds them up (frames done and expected, frames per second, seconds left). A job stops at its
@@ -12,6 +12,7 @@ next frame once its folder is gone (deleted) or holds ``cancel.requested`` (web.
 
 from __future__ import annotations
 
+import json
 import shutil
 import threading
 import time
@@ -59,7 +60,8 @@ def run_video_job(base, store, job, report, settings: dict, chunks=None) -> dict
         report(PREDICTING)
         paths = chunks.predict(folder, plan, expected, lambda chunk, target, progress: predict_chunk(
             source, chunk, converter.depth_model, options, limits, target, progress, deadline))
-        predictions = ChunkedPredictions(paths, model_name=request.model, engine=converter.depth_model.describe())
+        predictions = ChunkedPredictions(paths, model_name=request.model, engine=converter.depth_model.describe(),
+                                         predicted_by=[predicted_by(path) for path in paths])
     report(WRITING_VIDEO)
     writing = ProgressPart(folder, "video", expected, lambda: report(WRITING_VIDEO))
     depth_model = None if parallel else (lambda: converter.depth_model)
@@ -108,3 +110,12 @@ class ChunkPool:
 
 def chunk_path(folder: Path, index: int) -> Path:
     return folder / CHUNKS / f"{index:04d}.npz"
+
+
+def predicted_by(path: Path) -> str | None:
+    """The worker named by a chunk file's record (``<index>.json`` beside it, written by web.jobs.celery.chunks), or
+    None where none was kept."""
+    try:
+        return json.loads(Path(path).with_suffix(".json").read_text()).get("worker")
+    except (OSError, ValueError, AttributeError):
+        return None

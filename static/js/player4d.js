@@ -33,6 +33,7 @@
 import * as THREE from '../vendor/three/build/three.module.min.js';
 import { OrbitControls } from '../vendor/three/addons/controls/OrbitControls.js';
 import { PLYLoader } from '../vendor/three/addons/loaders/PLYLoader.js';
+import { mounter } from './mount.js';
 
 const FOV_DEGREES = 50; // vertical field of view of the player's camera
 const FRAME_MARGIN = 1.06; // a little room around the first frame in the first view
@@ -41,7 +42,6 @@ export const PREFETCH_FRAMES = 6; // fetched ahead of the frame shown
 export const CACHE_FRAMES = 16; // frames kept at most (each a few hundred kB at 20,000 points)
 const MAX_IN_FLIGHT = 3; // frame requests at once
 
-const players = new Map(); // element -> player (for clean-up when the element leaves the page)
 let serial = 0;
 
 // ---------------------------------------------------------------------------------------------- helpers
@@ -567,33 +567,6 @@ class Player4D {
 	}
 }
 
-/** Set up one element (idempotent). Returns the player, or undefined when it was already set up. */
-export function initPlayer(element) {
-	if (players.has(element) || element.dataset.playerState) return undefined;
-	const player = new Player4D(element);
-	players.set(element, player);
-	player.start().catch((error) => {
-		console.error('player4d:', error);
-		player.fail('The 3D player stopped because of an unexpected problem. Reload the page to try again.');
-	});
-	return player;
-}
-
-export function initAll(root = document) {
-	for (const element of root.querySelectorAll('[data-player4d]')) initPlayer(element);
-}
-
-function sweep() {
-	for (const [element, player] of players) {
-		if (!element.isConnected) {
-			player.dispose();
-			players.delete(element);
-		}
-	}
-}
-
-initAll();
-new MutationObserver((records) => {
-	if (records.some((record) => record.addedNodes.length)) initAll();
-	sweep();
-}).observe(document.documentElement, { childList: true, subtree: true });
+export const { mount: initPlayer, mountAll: initAll } = mounter({
+	selector: '[data-player4d]', state: 'playerState', create: (element) => new Player4D(element), what: '3D player',
+});

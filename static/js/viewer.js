@@ -41,6 +41,7 @@
 import * as THREE from '../vendor/three/build/three.module.min.js';
 import { OrbitControls } from '../vendor/three/addons/controls/OrbitControls.js';
 import { PLYLoader } from '../vendor/three/addons/loaders/PLYLoader.js';
+import { mounter } from './mount.js';
 
 const FOV_DEGREES = 50; // vertical field of view of the viewer's camera
 const FRAME_MARGIN = 1.06; // leave a little room around the cloud in the first view
@@ -50,7 +51,6 @@ const CLICK_SLOP = 4; // CSS px a press may move and still be a click (more is a
 const PICK_SLACK = { mouse: 6, pen: 8, touch: 14 }; // CSS px around a drawn point that still picks it
 const MEASURE_COLOURS = { a: 0xffd400, b: 0x29e0ff, line: 0xffffff, outline: 0x000000 };
 
-const viewers = new Map(); // element -> viewer (for clean-up when the element leaves the page)
 let serial = 0;
 
 // ---------------------------------------------------------------------------------------------- helpers
@@ -836,38 +836,6 @@ class Viewer {
 
 // ---------------------------------------------------------------------------------------------- set-up
 
-/** Set up one element (idempotent). Returns the viewer, or undefined when it was already set up. */
-export function initViewer(element) {
-	if (viewers.has(element) || element.dataset.viewerState) return undefined;
-	const viewer = new Viewer(element);
-	viewers.set(element, viewer);
-	viewer.start().catch((error) => {
-		// Should not happen; keep the page honest rather than silently blank.
-		console.error('viewer:', error);
-		viewer.fail('The 3D view stopped because of an unexpected problem. Reload the page to try again.');
-	});
-	return viewer;
-}
-
-export function initAll(root = document) {
-	for (const element of root.querySelectorAll('[data-viewer]')) initViewer(element);
-}
-
-function sweep() {
-	for (const [element, viewer] of viewers) {
-		if (!element.isConnected) {
-			viewer.dispose();
-			viewers.delete(element);
-		}
-	}
-}
-
-initAll();
-new MutationObserver((records) => {
-	let added = false;
-	for (const record of records) {
-		if (record.addedNodes.length) added = true;
-	}
-	if (added) initAll();
-	sweep();
-}).observe(document.documentElement, { childList: true, subtree: true });
+export const { mount: initViewer, mountAll: initAll } = mounter({
+	selector: '[data-viewer]', state: 'viewerState', create: (element) => new Viewer(element), what: '3D view',
+});

@@ -33,6 +33,7 @@
 import * as THREE from '../vendor/three/build/three.module.min.js';
 import { OrbitControls } from '../vendor/three/addons/controls/OrbitControls.js';
 import { PLYLoader } from '../vendor/three/addons/loaders/PLYLoader.js';
+import { finiteBounds } from './bounds.js';
 import { mounter } from './mount.js';
 
 const FOV_DEGREES = 50; // vertical field of view of the player's camera
@@ -185,7 +186,7 @@ class Player4D {
 			return;
 		}
 		if (this.disposed) return;
-		const framing = this.measure(geometry);
+		const framing = finiteBounds(geometry);
 		if (!framing) {
 			this.fail('The first frame has no points to show.');
 			return;
@@ -492,21 +493,6 @@ class Player4D {
 	}
 
 	// ------------------------------------------------------------------------------------------ view
-
-	measure(geometry) {
-		const position = geometry.getAttribute('position');
-		const box = new THREE.Box3();
-		const point = new THREE.Vector3();
-		let count = 0;
-		for (let i = 0; i < position.count; i++) {
-			point.fromBufferAttribute(position, i);
-			if (!Number.isFinite(point.x) || !Number.isFinite(point.y) || !Number.isFinite(point.z)) continue;
-			box.expandByPoint(point);
-			count++;
-		}
-		if (count === 0) return null;
-		return { box, center: box.getCenter(new THREE.Vector3()), size: box.getSize(new THREE.Vector3()), count };
-	}
 
 	/** The first view: down -z at the first frame's centre, from just far enough back that it all shows (for a
 	 * clip, near where the camera stood; every later frame is seen from the same place, so motion shows). */

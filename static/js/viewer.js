@@ -41,6 +41,7 @@
 import * as THREE from '../vendor/three/build/three.module.min.js';
 import { OrbitControls } from '../vendor/three/addons/controls/OrbitControls.js';
 import { PLYLoader } from '../vendor/three/addons/loaders/PLYLoader.js';
+import { finiteBounds } from './bounds.js';
 import { mounter } from './mount.js';
 
 const FOV_DEGREES = 50; // vertical field of view of the viewer's camera
@@ -263,7 +264,7 @@ class Viewer {
 			return;
 		}
 
-		const framing = this.measure(geometry);
+		const framing = finiteBounds(geometry);
 		if (!framing) {
 			geometry.dispose();
 			this.fail('The point cloud is empty: there are no points to show.');
@@ -340,22 +341,6 @@ class Viewer {
 		}
 		geometry.deleteAttribute('normal'); // points are unlit; save the memory
 		return geometry;
-	}
-
-	/** Bounds of the finite points, or null when there are none. */
-	measure(geometry) {
-		const position = geometry.getAttribute('position');
-		const box = new THREE.Box3();
-		const point = new THREE.Vector3();
-		let count = 0;
-		for (let i = 0; i < position.count; i++) {
-			point.fromBufferAttribute(position, i);
-			if (!Number.isFinite(point.x) || !Number.isFinite(point.y) || !Number.isFinite(point.z)) continue;
-			box.expandByPoint(point);
-			count++;
-		}
-		if (count === 0) return null;
-		return { box, center: box.getCenter(new THREE.Vector3()), size: box.getSize(new THREE.Vector3()), count };
 	}
 
 	/**

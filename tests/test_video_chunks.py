@@ -33,6 +33,8 @@ def test_the_plan_covers_the_clip_once_with_leads(tmp_path):
     assert expected == 30 and len(chunks) == 4
     assert chunks[0].start == 0 and chunks[0].lead == 0
     assert all(abs(a.end - b.start) < 1e-9 for a, b in zip(chunks, chunks[1:]))  # no gap, no double
+    # Each chunk predicts (30 + 3 · 2) / 4 = 9 frames: the first owns 9, the others 7 and a lead of 2.
+    assert [round(chunk.start * 10) for chunk in chunks] == [0, 9, 16, 23]
     assert all(abs(chunk.lead - 0.2) < 1e-9 for chunk in chunks[1:])
     assert chunks[-1].end is None
     single, _ = plan_chunks(source, VideoOptions(), VideoLimits(), chunk_frames=30, overlap=2)
@@ -88,7 +90,7 @@ def test_a_clip_predicted_in_chunks_converts_every_frame(tmp_path, dpt_model):
     for chunk in reversed(chunks):  # any order: each chunk is on its own
         paths.insert(0, tmp_path / f"chunk{chunk.index}.npz")
         own = predict_chunk(source, chunk, converter.depth_model, options, limits, paths[0], progress=counted.append)
-        assert own == (5 if chunk.index < 2 else 4)
+        assert own == (6 if chunk.index == 0 else 4)  # (14 + 2 · 2) / 3 = 6 predicted each
     joined = ChunkedPredictions(paths, model_name=dpt_model, engine=converter.depth_model.describe())
     result = convert_video(source, [tmp_path / "out.depth.mp4", tmp_path / "out.json"], predictions=joined,
                            model_name=dpt_model, options=options, limits=limits)
@@ -97,3 +99,60 @@ def test_a_clip_predicted_in_chunks_converts_every_frame(tmp_path, dpt_model):
     assert sidecar["model"] == dpt_model and sidecar["chunks"]["count"] == 3
     assert [join["frames"] for join in sidecar["chunks"]["joins"]] == [0, 2, 2]
     assert sidecar["engine"]["engine"] == "torch"
+
+
+def test_the_writing_pass_reads_a_chunk_only_once_it_needs_it(tmp_path):
+    """With the plan and ``ready``, the frames of chunk 0 are given before chunk 1 is asked for (it is written only
+    then: a chunk still being predicted elsewhere), and chunk 1 is asked for at its lead, for the cross-fade."""
+    rate, overlap = 10.0, 2
+    plan = [Chunk(0, 0.0, 0.6, 0.0), Chunk(1, 0.6, None, overlap / rate)]
+    truth = [np.full((4, 6), 1.0 + 0.1 * i) for i in range(10)]
+    _write_chunk(tmp_path / "0.npz", [i / rate for i in range(6)], truth[:6], 0.0, 0.0)
+    asked = []
+
+    def ready(index):
+        asked.append((index, len(given)))
+        if index == 1 and not (tmp_path / "1.npz").exists():
+            _write_chunk(tmp_path / "1.npz", [i / rate for i in range(4, 10)], truth[4:], 0.6, overlap / rate)
+
+    given = []
+    joined = ChunkedPredictions([tmp_path / "0.npz", tmp_path / "1.npz"], chunks=plan, ready=ready,
+                                predicted_by=lambda: ["here", "there"])
+    for i in range(10):
+        given.append(joined.for_frame(Frame(i, i / rate, np.zeros((4, 6, 3), np.uint8))).values)
+    assert asked[0] == (0, 0) and asked[1] == (1, 4)  # chunk 1 first asked for at frame 4, its lead's first
+    for i in range(10):
+        np.testing.assert_allclose(given[i], truth[i], rtol=2e-3)
+    assert joined.describe()["predicted_by"] == ["here", "there"]
+
+
+def test_a_failed_chunk_stops_the_others_and_is_what_every_wait_raises(tmp_path):
+    """Embedded chunk threads: chunk 1 fails at once; chunk 0, stopped by it at its next frame, is not what is
+    reported: waiting for either gives chunk 1's sentence, and nothing is left running."""
+    import threading
+
+    from web.jobs.video.run import ChunkPool
+
+    started = threading.Event()
+    frames_of_zero = []
+
+    def predict_one(chunk, target, progress):
+        if chunk.index == 1:
+            started.wait(10)
+            raise ConversionError("The depth model failed on frame 7.")
+        started.set()
+        for frame in range(1, 12_000):  # a minute at most: it stops at the frame after chunk 1 failed
+            frames_of_zero.append(frame)
+            progress(frame)
+            threading.Event().wait(0.005)
+        target.write_bytes(b"never")
+
+    plan = [Chunk(0, 0.0, 1.0, 0.0), Chunk(1, 1.0, None, 0.1)]
+    files = ChunkPool(2).start(tmp_path, plan, 20, predict_one)
+    try:
+        for index in (0, 1):
+            with pytest.raises(ConversionError, match="frame 7"):
+                files.ready(index)
+    finally:
+        files.close()
+    assert frames_of_zero[-1] < 11_999 and not files.paths[0].exists()

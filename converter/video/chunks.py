@@ -55,7 +55,9 @@ class Chunk:
 def plan_chunks(path, options: VideoOptions, limits: VideoLimits, chunk_frames: int = CHUNK_FRAMES,
                 overlap: int = OVERLAP_FRAMES) -> tuple[list[Chunk], int | None]:
     """(the chunks, the frames expected) of a video: one chunk when it is no longer than ``chunk_frames`` or its
-    length is not declared. Checks the video against the limits first (decoding.probe)."""
+    length is not declared, else ceil(frames / chunk_frames) chunks that each predict the same number of frames
+    (the first owns ``overlap`` frames more than the others, which predict ``overlap`` frames of lead): the busiest
+    worker bounds the clip's time. Checks the video against the limits first (decoding.probe)."""
     if chunk_frames < 2 or overlap < 1 or overlap >= chunk_frames:
         raise OptionError("A chunk needs at least 2 frames and an overlap from 1 to one frame less than a chunk.")
     info = decoding.probe(path, limits, options)
@@ -63,13 +65,17 @@ def plan_chunks(path, options: VideoOptions, limits: VideoLimits, chunk_frames: 
     if not expected or expected <= chunk_frames:
         return [Chunk(0, options.start, options.end, 0.0)], expected
     rate = min(info.fps, options.max_fps or math.inf)
-    span, lead = chunk_frames / rate, overlap / rate
     count = math.ceil(expected / chunk_frames)
+    # Every chunk predicts as many frames, its lead included: the first, which has no lead, owns `overlap` more.
+    predicted = (expected + (count - 1) * overlap) / count
+    bounds = [round(predicted + k * (predicted - overlap)) for k in range(count - 1)]
     last_end = options.end
     if options.max_frames is not None and expected >= options.max_frames:  # no chunk past the frames kept
         last_end = options.start + (expected + 0.5) / rate
-    chunks = [Chunk(k, options.start + k * span, options.start + (k + 1) * span if k < count - 1 else last_end,
-                    lead if k else 0.0) for k in range(count)]
+    starts = [0, *bounds]
+    chunks = [Chunk(k, options.start + starts[k] / rate,
+                    options.start + bounds[k] / rate if k < count - 1 else last_end,
+                    overlap / rate if k else 0.0) for k in range(count)]
     return chunks, expected
 
 
@@ -121,29 +127,41 @@ def predict_chunk(path, chunk: Chunk, backend, options: VideoOptions, limits: Vi
 class ChunkedPredictions:
     """The predictions of every chunk as one, for :func:`converter.video.convert_video` (``predictions=``): call
     ``for_frame(frame)`` with the clip's frames in time order. Holds two chunks at a time. ``model_name`` and
-    ``engine``: what predicted them; ``predicted_by``: who predicted each chunk, where known (for the sidecar)."""
+    ``engine``: what predicted them; ``predicted_by``: who predicted each chunk, where known (for the sidecar; or a
+    callable giving that list, asked when the sidecar is written).
+
+    The chunks may still be on their way: ``ready(index)`` is called before chunk ``index``'s file is read and
+    returns once it is written (it may raise to stop), and ``chunks`` (the plan) gives their spans without opening
+    their files. So the writing pass starts on the first chunk while the others are still predicted."""
 
     def __init__(self, paths: list[Path], model_name: str | None = None, engine: dict | None = None,
-                 predicted_by: list[str | None] | None = None):
+                 predicted_by=None, chunks: list[Chunk] | None = None, ready=None):
         if not paths:
             raise OptionError("No chunks to join.")
         self.paths = [Path(path) for path in paths]
-        self.model_name, self.engine, self.predicted_by = model_name, engine, predicted_by
+        self.model_name, self.engine, self._predicted_by = model_name, engine, predicted_by
+        self._ready = ready or (lambda index: None)
+        self._spans: dict[int, dict] = {} if chunks is None else \
+            {chunk.index: {"start": chunk.start, "lead": chunk.lead} for chunk in chunks}
         first = self._load(0)
         self.kind = str(first["kind"])
         self.metric = self.kind == METRIC
         self.fits: list[dict] = [{"chunk": 0, "scale": 1.0, "shift": 0.0, "inlier_share": None, "frames": 0}]
         self._loaded = {0: first}
-        self._spans: dict[int, dict] = {}  # the start and lead of chunks not loaded yet
         self._current = 0
+
+    @property
+    def predicted_by(self) -> list[str | None] | None:
+        return self._predicted_by() if callable(self._predicted_by) else self._predicted_by
 
     def describe(self) -> dict:
         """How the chunks were joined (the sidecar's "chunks")."""
         described = {"count": len(self.paths), "method": "robust scale" + ("" if self.metric else " and shift") +
                      " in inverse depth to the chunk before on the frames both predicted, cross-faded over them "
                      "(converter.video.chunks)", "joins": self.fits}
-        if self.predicted_by and any(self.predicted_by):
-            described["predicted_by"] = list(self.predicted_by)
+        predicted_by = self.predicted_by
+        if predicted_by and any(predicted_by):
+            described["predicted_by"] = list(predicted_by)
         return described
 
     def for_frame(self, frame) -> DepthMap:
@@ -206,6 +224,7 @@ class ChunkedPredictions:
                           "inlier_share": None if fit is None else float(fit.inlier_share), "frames": len(xs)})
 
     def _load(self, index: int) -> dict:
+        self._ready(index)
         try:
             with np.load(self.paths[index], allow_pickle=False) as stored:
                 data = {name: stored[name] for name in ("times", "natives", "focals", "kind", "start", "lead")}
@@ -228,6 +247,7 @@ class ChunkedPredictions:
 
     def _peek(self, index: int, name: str) -> float:
         if index not in self._spans:
+            self._ready(index)
             try:
                 with np.load(self.paths[index], allow_pickle=False) as stored:
                     self._spans[index] = {"start": float(stored["start"]), "lead": float(stored["lead"])}

@@ -4,9 +4,10 @@ pool. There is no result backend (so no chord): the job's own task coordinates.
     convert task (the coordinator: holds the job's Attempt and heartbeat)
       ├ writes the plan (chunks/attempt<N>/plan.json), publishes one CHUNK_TASK per chunk but the first as a Celery
       │ group, at the job's own broker priority (its fair share)
-      ├ works through the chunks itself: claims each one nobody holds, predicts it
-      ├ then waits for the others' files, and claims and predicts any chunk whose claim lapsed (its worker died)
-      └ joins them and writes every output (web.jobs.video.run_video_job): "the last task"
+      └ joins them and writes every output (web.jobs.video.run_video_job), in order, as they come: "the last task".
+        Whenever the writing pass needs a chunk that is not in, the coordinator claims and predicts the first chunk
+        nobody holds (at first the first chunk), or waits for the others' files, taking over any chunk whose claim
+        lapsed (its worker died); so it writes the first chunk's frames while the others are still predicted
     chunk task (any worker): claims its chunk once (Redis SET NX, refreshed like a heartbeat while it predicts),
       predicts it into chunks/attempt<N>/<index>.npz (atomically) and lets go; it returns at once when the chunk is
       claimed or done, or the job is gone, finished, cancelled, past its prediction or on another attempt
@@ -29,7 +30,7 @@ import json
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import redis
@@ -217,34 +218,47 @@ class CeleryChunkPool:
 
 @dataclass
 class JobChunks:
-    """The coordinator's chunk pool for one attempt: web.jobs.video.ChunkPool's interface (``workers``,
-    ``predict``)."""
+    """The coordinator's chunk pool for one attempt: web.jobs.video.ChunkPool's interface (``workers``, ``start``)
+    and the chunks' (``paths``, ``ready``, ``all_ready``, ``close``)."""
 
     pool: CeleryChunkPool
     job_id: str
     attempt: int
     priority: int = 0
     workers: int = CeleryChunkPool.workers
+    folder: Path | None = None
+    plan: list[Chunk] = field(default_factory=list)
 
-    def predict(self, folder: Path, plan: list[Chunk], expected: int | None, predict_one=None) -> list[Path]:
-        """The chunks' files in order, once every chunk is predicted here or by another worker (``predict_one`` is
-        unused: each chunk is predicted by CeleryChunkPool.predict, in whichever process claims it)."""
-        worker = self.pool.worker
+    @property
+    def paths(self) -> list[Path]:
+        return [chunk_file(self.folder, self.attempt, chunk.index) for chunk in self.plan]
+
+    def start(self, folder: Path, plan: list[Chunk], expected: int | None, predict_one=None) -> "JobChunks":
+        """Write the plan and send the chunks to the workers; each is predicted by whichever process claims it (by
+        CeleryChunkPool.predict: ``predict_one`` is unused), this one included, as ``ready`` waits for it."""
+        self.folder, self.plan = folder, list(plan)
         attempt_folder(folder, self.attempt).mkdir(parents=True, exist_ok=True)
         ProgressPart(folder, "plan", expected)
-        deadline = time.time() + worker.settings["VIDEO_TIMEOUT_SECONDS"]
+        deadline = time.time() + self.pool.worker.settings["VIDEO_TIMEOUT_SECONDS"]
         with atomic_output(attempt_folder(folder, self.attempt) / PLAN) as temporary:
             temporary.write_text(json.dumps({"chunks": [chunk.to_dict() for chunk in plan], "expected": expected,
                                              "deadline": deadline}))
+        self._publish(plan)
+        return self
+
+    def ready(self, index: int) -> Path:
+        """Chunk ``index``'s file, once it is predicted here or by another worker."""
+        self.work_through(self.folder, self.plan, index)
+        return chunk_file(self.folder, self.attempt, index)
+
+    def all_ready(self) -> bool:
+        return all(chunk_done(self.folder, self.attempt, chunk.index) for chunk in self.plan)
+
+    def close(self) -> None:
         try:
-            self._publish(plan)
-            self.work_through(folder, plan)
-            return [chunk_file(folder, self.attempt, chunk.index) for chunk in plan]
-        finally:
-            try:
-                worker.board.forget_chunks(self.job_id, self.attempt)
-            except redis.RedisError:
-                pass  # the claims lapse by themselves
+            self.pool.worker.board.forget_chunks(self.job_id, self.attempt)
+        except redis.RedisError:
+            pass  # the claims lapse by themselves
 
     def _publish(self, plan: list[Chunk]) -> None:
         """One chunk task per chunk but the first (the coordinator starts there), as a Celery group at the job's
@@ -257,15 +271,15 @@ class JobChunks:
             log.warning("job %s: could not send its chunks to other workers (%s); predicting them here", self.job_id,
                         error)
 
-    def work_through(self, folder: Path, plan: list[Chunk]) -> None:
-        """Predict every chunk nobody holds, then wait for the others' files, taking over any chunk whose claim
-        lapsed (tests hold the coordinator here: tests/celery_gate.py)."""
+    def work_through(self, folder: Path, plan: list[Chunk], until: int) -> None:
+        """Until chunk ``until`` is done: predict the first chunk nobody holds, else wait, taking over any chunk
+        whose claim lapsed (tests hold the coordinator here: tests/celery_gate.py)."""
         store, checks = self.pool.worker.store, _Checks(self.pool.worker.store, self.job_id, self.attempt)
         while True:
             checks.check(force=True)
-            missing = [chunk for chunk in plan if not chunk_done(folder, self.attempt, chunk.index)]
-            if not missing:
+            if chunk_done(folder, self.attempt, until):
                 return
+            missing = [chunk for chunk in plan if not chunk_done(folder, self.attempt, chunk.index)]
             job = store.get(self.job_id)
             if job is None:
                 raise JobCancelled()
@@ -274,7 +288,7 @@ class JobChunks:
                 outcome = self.pool._claim_and_predict(job, self.attempt, chunk.index, for_task=False)
                 if outcome == "predicted":
                     took = True
-                    break  # look again from the first: a chunk may have lapsed meanwhile
+                    break  # look again: the chunk waited for may be done, or one may have lapsed meanwhile
             if not took:
                 time.sleep(WAIT_EVERY)
 

@@ -2,8 +2,9 @@
 its progress where any web instance can read it, and a long clip's depth predicted in chunks across workers.
 
     run_video_job ─ one chunk, or one worker: convert_video streams the clip (decode, depth, stabilise, encode)
-                  └ several chunks and workers: ChunkPool.predict (chunks at once, anywhere: threads here, or Celery
-                    tasks, web.jobs.celery.chunks) → convert_video on the joined predictions (converter.video.chunks)
+                  └ several chunks and workers: ChunkPool.start (chunks at once, anywhere: threads here, or Celery
+                    tasks, web.jobs.celery.chunks) → convert_video on the joined predictions (converter.video.chunks),
+                    started at once: it writes each chunk's frames as soon as that chunk (and the next one's lead) is in
 
 Progress is kept in files of the job folder (``progress/<part>.json``): each chunk, wherever it runs, writes its own,
 and :func:`progress_view` adds them up (frames done and expected, frames per second, seconds left). A job stops at its
@@ -32,7 +33,7 @@ from converter.service_api import (
 
 from ...intake.job_request import JobRequest
 from ...settings import converter_like, video_limits
-from ..execution import UPLOAD_VIDEO, JobCancelled
+from ..execution import UPLOAD_VIDEO, JobCancelled, cancel_requested
 from .outputs import output_name
 from .progress import ProgressPart
 
@@ -55,35 +56,72 @@ def run_video_job(base, store, job, report, settings: dict, chunks=None) -> dict
     plan, expected = plan_chunks(source, options, limits, settings["VIDEO_CHUNK_FRAMES"],
                                  settings["VIDEO_CHUNK_OVERLAP"])
     parallel = chunks is not None and chunks.workers > 1 and len(plan) > 1
-    predictions = None
-    if parallel:
+    if not parallel:
+        report(WRITING_VIDEO)
+        writing = ProgressPart(folder, "video", expected, lambda: report(WRITING_VIDEO))
+        result = convert_video(source, targets, depth_model=lambda: converter.depth_model, model_name=request.model,
+                               options=options, limits=limits, progress=lambda p: writing.update(p.frames))
+    else:
         report(PREDICTING)
-        paths = chunks.predict(folder, plan, expected, lambda chunk, target, progress: predict_chunk(
+        files = chunks.start(folder, plan, expected, lambda chunk, target, progress: predict_chunk(
             source, chunk, converter.depth_model, options, limits, target, progress, deadline))
-        predictions = ChunkedPredictions(paths, model_name=request.model, engine=converter.depth_model.describe(),
-                                         predicted_by=[predicted_by(path) for path in paths])
-    report(WRITING_VIDEO)
-    writing = ProgressPart(folder, "video", expected, lambda: report(WRITING_VIDEO))
-    depth_model = None if parallel else (lambda: converter.depth_model)
-    result = convert_video(source, targets, depth_model=depth_model, model_name=request.model, options=options,
-                           limits=limits, progress=lambda p: writing.update(p.frames), predictions=predictions)
+        try:
+            predictions = ChunkedPredictions(
+                files.paths, model_name=request.model, engine=converter.depth_model.describe(),
+                predicted_by=lambda: [predicted_by(path) for path in files.paths], chunks=plan, ready=files.ready)
+            writing = _WritingPass(folder, expected, report, files)
+            result = convert_video(source, targets, model_name=request.model, options=options, limits=limits,
+                                   progress=lambda p: writing.update(p.frames), predictions=predictions)
+        finally:
+            files.close()
     shutil.rmtree(folder / CHUNKS, ignore_errors=True)
     job.files += [path.name for path in result.outputs.values()]
     return {**result.info, "job": {"id": job.id, "options": request.public()}}
 
 
+class _WritingPass:
+    """The writing pass's progress while chunks are still predicted: it starts on the first chunk's frames, but the
+    job stays in its predicting stage (its chunk tasks run only then, and the prediction is what the clip waits for)
+    until every chunk is in; from then on it is the writing pass, as when it streams."""
+
+    def __init__(self, folder: Path, expected: int | None, report, files):
+        self.folder, self.expected, self.report, self.files = folder, expected, report, files
+        self.part: ProgressPart | None = None
+
+    def update(self, frames: int) -> None:
+        if self.part is None:
+            if not self.files.all_ready():
+                if cancel_requested(self.folder) or not self.folder.is_dir():
+                    raise JobCancelled()
+                return
+            self.report(WRITING_VIDEO)
+            self.part = ProgressPart(self.folder, "video", self.expected, lambda: self.report(WRITING_VIDEO))
+        self.part.update(frames)
+
+
 class ChunkPool:
-    """Chunks predicted at once by ``workers`` threads of this process (the embedded back-end). ``predict(folder,
-    plan, expected, predict_one)`` returns the chunks' files in order, once all are written; ``predict_one(chunk,
-    target, progress)`` predicts one. A failure in any chunk stops the others at their next frame and is raised."""
+    """Chunks predicted at once by ``workers`` threads of this process (the embedded back-end). ``start(folder,
+    plan, expected, predict_one)`` starts them and gives their :class:`ChunkThreads`; ``predict_one(chunk, target,
+    progress)`` predicts one. A failure in any chunk stops the others at their next frame and is raised by
+    ``ready``. (Celery's pool, web.jobs.celery.chunks.JobChunks, has the same interface.)"""
 
     def __init__(self, workers: int):
         self.workers = max(1, int(workers))
 
-    def predict(self, folder: Path, plan: list[Chunk], expected: int | None, predict_one) -> list[Path]:
+    def start(self, folder: Path, plan: list[Chunk], expected: int | None, predict_one) -> "ChunkThreads":
         (folder / CHUNKS).mkdir(exist_ok=True)
         ProgressPart(folder, "plan", expected)  # the frames to predict, all chunks together
-        failed = threading.Event()
+        return ChunkThreads(folder, plan, predict_one, self.workers)
+
+
+class ChunkThreads:
+    """One clip's chunks on their way: ``paths`` (in order), ``ready(index)`` (waits for chunk ``index``'s file;
+    raises what its thread raised), ``all_ready()``, ``close()`` (stops what still runs and waits for it)."""
+
+    def __init__(self, folder: Path, plan: list[Chunk], predict_one, workers: int):
+        self.paths = [chunk_path(folder, chunk.index) for chunk in plan]
+        self.failed = threading.Event()
+        self.error: BaseException | None = None  # the first chunk's failure (not a chunk it stopped)
 
         def one(chunk: Chunk) -> Path:
             target = chunk_path(folder, chunk.index)
@@ -92,20 +130,43 @@ class ChunkPool:
             part = ProgressPart(folder, f"chunk{chunk.index:04d}", None)
 
             def progress(frames):
-                if failed.is_set():
-                    raise JobCancelled()
+                if self.failed.is_set():
+                    raise _Stopped()
                 part.update(frames)
 
-            predict_one(chunk, target, progress)
+            try:
+                predict_one(chunk, target, progress)
+            except _Stopped:
+                raise
+            except BaseException as error:
+                self.error = self.error or error
+                self.failed.set()
+                raise
             return target
 
-        with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="video-chunk") as pool:
-            futures = [pool.submit(one, chunk) for chunk in plan]
-            try:
-                return [future.result() for future in futures]
-            except BaseException:
-                failed.set()
-                raise
+        self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="video-chunk")
+        self.futures = [self.executor.submit(one, chunk) for chunk in plan]
+
+    def ready(self, index: int) -> Path:
+        try:
+            return self.futures[index].result()
+        except BaseException:
+            self.failed.set()
+            if self.error is not None:
+                raise self.error from None
+            raise
+
+    def all_ready(self) -> bool:
+        return all(future.done() for future in self.futures)
+
+    def close(self) -> None:
+        if not self.all_ready():
+            self.failed.set()
+        self.executor.shutdown(wait=True, cancel_futures=True)
+
+
+class _Stopped(JobCancelled):
+    """A chunk stopped because another one failed, or the writing pass did."""
 
 
 def chunk_path(folder: Path, index: int) -> Path:

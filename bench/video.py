@@ -287,7 +287,8 @@ def _celery_run(root: Path, url: str, client, model_folder: Path, clip: Path, co
         assert created.status_code == 202, created.get_json()
         status_url = created.get_json()["status_url"]
         view = _wait(lambda: (lambda v: v if v["status"] in ("done", "failed", "cancelled") else None)(
-            web.get(status_url).get_json()), 3600, "the job did not end", every=0.2)
+            web.get(status_url).get_json()), 3600, "the job did not end", every=1.0)  # a look a second: the
+        # web app runs in this process, on the cores the workers share
         seconds = time.perf_counter() - started
         cpu = sorted((_cpu_seconds(pid) - before for pid, before in cpu_before.items()), reverse=True)
         app.extensions["image_to_3d"].stop()

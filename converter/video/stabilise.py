@@ -175,9 +175,12 @@ class Stabiliser:
         return max(BLOCK, int(np.ceil(np.sqrt(array.shape[0] * array.shape[1] / FIT_PIXELS))))
 
 
+_LUMA = np.array([0.2126, 0.7152, 0.0722], np.float32) / np.float32(255.0)
+
+
 def grey(rgb: np.ndarray) -> np.ndarray:
     """[H, W, 3] uint8 → [H, W] float32 luma in [0, 1] (BT.709 weights on the coded values)."""
-    return (rgb[..., 0] * 0.2126 + rgb[..., 1] * 0.7152 + rgb[..., 2] * 0.0722).astype(np.float32) / 255.0
+    return np.asarray(rgb, np.float32) @ _LUMA
 
 
 def _block_means(values: np.ndarray, block: int) -> np.ndarray:
@@ -185,10 +188,12 @@ def _block_means(values: np.ndarray, block: int) -> np.ndarray:
     height, width = (values.shape[0] // block) * block, (values.shape[1] // block) * block
     blocks = values[:height, :width].reshape(height // block, block, width // block, block)
     finite = np.isfinite(blocks)
-    counts = finite.sum(axis=(1, 3))
-    sums = np.where(finite, blocks, 0).sum(axis=(1, 3), dtype=np.float64)
+    if finite.all():  # a picture's grey, or depth everywhere: no NaN to leave out
+        return blocks.sum(axis=(1, 3), dtype=np.float32) / np.float32(block * block)
+    counts = finite.sum(axis=(1, 3), dtype=np.int32)
+    sums = np.where(finite, blocks, np.float32(0)).sum(axis=(1, 3), dtype=np.float32)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(counts > 0, sums / counts, np.nan).astype(np.float32)
+        return np.where(counts > 0, sums / counts, np.float32(np.nan)).astype(np.float32)
 
 
 def _affine(disparity: np.ndarray, scale: float, shift: float) -> np.ndarray:

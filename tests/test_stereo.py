@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 
 from converter.errors import InputError, OptionError, OutputError
+from converter.exports import stereo
 from converter.exports.stereo import anaglyph, normalised_nearness, side_by_side, stereo_pair, write_png
 
 HEIGHT, WIDTH = 60, 100
@@ -204,3 +205,18 @@ def test_write_png_is_atomic(tmp_path):
     with pytest.raises(OutputError):
         write_png(tmp_path / "missing" / "photo.anaglyph.png", pair)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["photo.sbs.png"]
+
+
+def test_dubois_tables_stay_within_one_level_of_the_srgb_formulas():
+    every_value = np.arange(256, dtype=np.uint8)
+    np.testing.assert_array_equal(stereo._LINEAR, stereo._to_linear(every_value))
+    rng = np.random.default_rng(2)
+    linear = np.concatenate([np.linspace(0, 1, 1 << 18, dtype=np.float32), rng.random(1 << 16, dtype=np.float32),
+                             np.float32([0.0031308, 0.0031309, 1.0])])
+    difference = np.abs(stereo._encode_srgb(linear).astype(int) - stereo._to_srgb(linear))
+    assert difference.max() <= 1 and np.count_nonzero(difference) < 0.01 * linear.size
+    left = rng.integers(0, 256, size=(50, 70, 3), dtype=np.uint8)
+    right = rng.integers(0, 256, size=(50, 70, 3), dtype=np.uint8)
+    mixed = stereo._to_linear(left) @ stereo._DUBOIS_LEFT.T + stereo._to_linear(right) @ stereo._DUBOIS_RIGHT.T
+    formula = stereo._to_srgb(np.clip(mixed, 0.0, 1.0))
+    assert np.abs(anaglyph(left, right, method="dubois").astype(int) - formula).max() <= 1

@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 
 from converter.errors import InputError, OptionError, OutputError
+from converter.exports import stereo
 from converter.exports.stereo import anaglyph, normalised_nearness, side_by_side, stereo_pair, write_png
 
 HEIGHT, WIDTH = 60, 100
@@ -204,3 +205,78 @@ def test_write_png_is_atomic(tmp_path):
     with pytest.raises(OutputError):
         write_png(tmp_path / "missing" / "photo.anaglyph.png", pair)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["photo.sbs.png"]
+
+
+# The fast paths against the plain formulas they replace.
+
+def nearest_filled_by_scanning(hole: np.ndarray) -> list[np.ndarray]:
+    """[H, W] per direction (left, right, up, down): the position of the nearest non-hole pixel along the row or
+    column, −1 or the length where there is none, found by a running maximum / minimum over the whole image."""
+    height, width = hole.shape
+    columns, rows = np.arange(width)[None, :], np.arange(height)[:, None]
+    return [np.maximum.accumulate(np.where(hole, -1, columns), axis=1),
+            np.minimum.accumulate(np.where(hole, width, columns)[:, ::-1], axis=1)[:, ::-1],
+            np.maximum.accumulate(np.where(hole, -1, rows), axis=0),
+            np.minimum.accumulate(np.where(hole, height, rows)[::-1], axis=0)[::-1]]
+
+
+@pytest.mark.parametrize("height, width", [(1, 1), (1, 9), (9, 1), (2, 2), (3, 5), (17, 31), (40, 300), (300, 7)])
+def test_nearest_filled_pixels_come_from_the_runs_of_holes(height, width):
+    rng = np.random.default_rng(height * 1000 + width)
+    for density in (0.05, 0.3, 0.7, 0.97, 1.0):
+        hole = rng.random((height, width)) < density
+        hole[rng.integers(0, height)] = True  # a whole row of holes, and a whole column
+        hole[:, rng.integers(0, width)] = True
+        holes = np.flatnonzero(hole)
+        rows, columns = np.divmod(holes, width)
+        found = stereo._nearest_filled(holes, rows, columns, (height, width))
+        for direction, scanned in zip(found, nearest_filled_by_scanning(hole)):
+            np.testing.assert_array_equal(direction, scanned[rows, columns])
+
+
+def test_horizontal_resampling_is_the_bilinear_step_towards_the_side_on_the_same_layer():
+    rng = np.random.default_rng(5)
+    height, width = 23, 37
+    rgb = rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8)
+    depth = np.where(rng.random((height, width)) < 0.3, 2.0, rng.uniform(8, 10, (height, width))).astype(np.float32)
+    alpha = (rng.random((height, width)) < 0.9).astype(np.uint8)
+    scene = stereo.prepare_scene(rgb, depth, alpha, background=(9, 99, 199))
+    offset = rng.uniform(-0.5, 0.5, (height, width)).astype(np.float32)
+    offset[:, ::5] = 0.0
+    got = stereo._resample_along_row(scene, slice(0, height), offset)
+
+    colour, order = np.moveaxis(scene.colour, 0, -1), scene.order
+    columns = np.arange(width)
+    side = np.clip(np.where(offset >= 0, columns + 1, columns - 1), 0, width - 1)
+    side_colour = np.take_along_axis(colour, side[..., None], axis=1)
+    same = np.abs(np.take_along_axis(order, side, axis=1) - order) <= stereo.LAYER_TOLERANCE
+    weight = np.where(same, np.abs(offset), np.float32(0))
+    expected = colour + (side_colour - colour) * weight[..., None]  # (1 − w)·own + w·side
+    np.testing.assert_array_equal(np.moveaxis(got, 0, -1), expected)
+
+
+def test_block_by_block_warping_does_not_depend_on_the_block_size(monkeypatch):
+    rng = np.random.default_rng(11)
+    rgb = rng.integers(0, 256, size=(31, 45, 3), dtype=np.uint8)
+    depth = rng.uniform(1, 10, size=(31, 45)).astype(np.float32)
+    scene = stereo.prepare_scene(rgb, depth)
+    shifts = [(4.0, 0.0), (-7.5, 0.0), (3.0, -2.5)]
+    whole = [stereo.render_view(scene, *shift) for shift in shifts]
+    monkeypatch.setattr(stereo, "_BLOCK_PIXELS", 100)  # two rows per block, the last block short
+    for shift, expected in zip(shifts, whole):
+        np.testing.assert_array_equal(stereo.render_view(scene, *shift), expected)
+
+
+def test_dubois_tables_stay_within_one_level_of_the_srgb_formulas():
+    every_value = np.arange(256, dtype=np.uint8)
+    np.testing.assert_array_equal(stereo._LINEAR, stereo._to_linear(every_value))
+    rng = np.random.default_rng(2)
+    linear = np.concatenate([np.linspace(0, 1, 1 << 18, dtype=np.float32), rng.random(1 << 16, dtype=np.float32),
+                             np.float32([0.0031308, 0.0031309, 1.0])])
+    difference = np.abs(stereo._encode_srgb(linear).astype(int) - stereo._to_srgb(linear))
+    assert difference.max() <= 1 and np.count_nonzero(difference) < 0.01 * linear.size
+    left = rng.integers(0, 256, size=(50, 70, 3), dtype=np.uint8)
+    right = rng.integers(0, 256, size=(50, 70, 3), dtype=np.uint8)
+    mixed = stereo._to_linear(left) @ stereo._DUBOIS_LEFT.T + stereo._to_linear(right) @ stereo._DUBOIS_RIGHT.T
+    formula = stereo._to_srgb(np.clip(mixed, 0.0, 1.0))
+    assert np.abs(anaglyph(left, right, method="dubois").astype(int) - formula).max() <= 1

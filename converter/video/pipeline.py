@@ -41,6 +41,7 @@ from .options import VideoOptions
 from .stabilise import THRESHOLD, Stabiliser
 
 QUEUE_FRAMES = 8
+WRITER_NICENESS = 10  # the decoder's and writer's nice value (see yield_to_the_forward)
 CAMERA_FRAMES = 8
 _END = object()
 
@@ -165,6 +166,7 @@ class _Run:
         return self._finish(backend, model_name)
 
     def _guard(self, work, *args) -> None:
+        yield_to_the_forward()
         try:
             work(*args)
         except BaseException as error:  # noqa: BLE001 - handed to the caller's thread
@@ -390,6 +392,17 @@ class _Run:
             "timings_s": {"total": round(time.monotonic() - self.started, 3),
                           **{name: round(value, 3) for name, value in self.timings.items()}},
         }
+
+
+def yield_to_the_forward() -> None:
+    """Lower this thread's scheduling priority (Linux: each thread has its own nice value; elsewhere nothing).
+
+    The decoder and the writer share the cores with the forward's threads, which wait for one another at every
+    operation: a writer holding a core stalls the whole forward. Niced, they take the cores the forward leaves (its
+    pauses, its single-threaded parts) and get their full share only when the queue to them is full."""
+    if hasattr(os, "setpriority") and hasattr(threading, "get_native_id") and os.uname().sysname == "Linux":
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WRITER_NICENESS)
 
 
 def predict_frames(backend, images: list[np.ndarray]) -> list[DepthMap]:

@@ -145,6 +145,7 @@ def test_the_back_end_is_a_registered_job_backend(harness):
     assert harness.runner.workers_ready() >= 1 and harness.runner.model_status.ready
 
 
+@pytest.mark.slow  # 0.4 s or more of the fast tier's budget (issue 20)
 def test_a_batch_converts_and_a_later_download_is_exported(harness):
     jobs = harness.runner.submit_batch(harness.request(), [harness.upload(128), harness.upload(136)])
     assert harness.wait_final([job.id for job in jobs]) == ["done", "done"]
@@ -154,6 +155,7 @@ def test_a_batch_converts_and_a_later_download_is_exported(harness):
     assert response.status_code == 200 and len(response.data) > 84
 
 
+@pytest.mark.slow  # 0.4 s or more of the fast tier's budget (issue 20)
 def test_a_full_queue_refuses_until_there_is_room_again(harness):
     accepted = []
     with harness.holding():
@@ -186,6 +188,7 @@ def test_reads_leave_no_trace_and_the_watch_settles_a_job_nobody_is_on(harness):
         assert harness.wait_final([job_id]) == ["done"]
 
 
+@pytest.mark.slow  # 0.4 s or more of the fast tier's budget (issue 20)
 def test_a_batch_gives_each_job_its_own_request_an_image_and_a_video(harness, tmp_path):
     """submit_batch with one request per upload (a batch of images and videos, web.routes.batches): each job records
     and runs its own; the video's file goes from UPLOAD_FOLDER into its job's folder (on the shared volume)."""

@@ -415,6 +415,7 @@ def test_a_time_base_of_one_tick_a_second_ends(video_app, corpus):
     assert view["info"]["frames"] == 1
 
 
+@pytest.mark.slow  # 0.4 s or more of the fast tier's budget (issue 20)
 def test_a_resolution_jump_mid_stream_keeps_the_first_size(video_app, corpus):
     """6 frames of 48 x 32, then 6 of 96 x 64 whose timestamps start again (kept in order, a microsecond apart):
     the 11 frames the decoder gives are converted at the first size, the 6 larger ones resized."""
@@ -436,6 +437,7 @@ def test_a_resolution_jump_past_max_video_pixels_fails_the_job_with_a_sentence(v
 # --------------------------------------------------------------------------------------------- limits ± 1
 
 
+@pytest.mark.slow  # 0.4 s or more of the fast tier's budget (issue 20)
 def test_each_video_limit_takes_its_value_and_refuses_one_past_it(make_app, corpus, monkeypatch):
     """One app whose limits are exactly the plain clip's: its bytes, seconds, frames and pixels. The clip is
     accepted and converts; one byte, a millisecond, a frame or a pixel less of a limit refuses it at once. And an

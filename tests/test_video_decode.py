@@ -61,6 +61,7 @@ def test_variable_frame_rate_keeps_each_frame_time(tmp_path):
     assert [frame.time for frame in capped] == pytest.approx([0.0, 0.05, 0.2, 0.5, 0.9], abs=1e-3)
 
 
+@pytest.mark.slow  # 0.4 s or more of the fast tier's budget (issue 20)
 def test_max_fps_start_end_and_max_frames(tmp_path):
     path = tmp_path / "sixty.mp4"
     scenes.write_clip(path, _frames(count=24), fps=60)

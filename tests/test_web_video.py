@@ -122,6 +122,7 @@ def test_a_running_video_shows_frames_fps_and_time_left_then_cancels(make_app, t
 
 
 @pytest.mark.parametrize("workers", [2])
+@pytest.mark.slow  # 0.4 s or more of the fast tier's budget (issue 20)
 def test_embedded_chunks_join_into_the_same_frames(make_app, tmp_path, workers):
     """VIDEO_CHUNK_WORKERS > 1: the clip's depth is predicted in chunks at once, then joined and written."""
     app = make_app(VIDEO_CHUNK_FRAMES=4, VIDEO_CHUNK_OVERLAP=2, VIDEO_CHUNK_WORKERS=workers)
@@ -240,6 +241,7 @@ def test_the_running_video_page_has_what_its_script_reads_and_a_cancel_for_its_c
     assert "The conversion was cancelled" in page and "stopped on request" in page and "<video" not in page
 
 
+@pytest.mark.slow  # 0.4 s or more of the fast tier's budget (issue 20)
 def test_the_finished_video_page_has_the_players_downloads_facts_and_the_4d_player(client, tmp_path):
     from web.jobs.video import VIDEO_DOWNLOAD_GROUPS
 

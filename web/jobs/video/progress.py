@@ -36,8 +36,7 @@ class ProgressPart:
         self.update(0, force=True)
 
     def update(self, frames: int, force: bool = False) -> None:
-        if cancel_requested(self.folder) or not self.folder.is_dir():
-            raise JobCancelled()
+        stop_if_cancelled(self.folder)
         now = time.monotonic()
         with self._lock:
             due, self._checked = now - self._checked >= CHECK_EVERY, now if now - self._checked >= CHECK_EVERY \
@@ -51,6 +50,12 @@ class ProgressPart:
                 temporary.write_text(json.dumps(record))
         except Exception:  # progress is shown, never needed: a full disk fails the outputs, not this
             log.debug("could not record the progress of %s", self.folder, exc_info=True)
+
+
+def stop_if_cancelled(folder: Path) -> None:
+    """Raise JobCancelled once the job's folder holds ``cancel.requested`` or is gone (deleted)."""
+    if cancel_requested(folder) or not folder.is_dir():
+        raise JobCancelled()
 
 
 def progress_view(folder: Path) -> dict | None:

@@ -33,9 +33,9 @@ from converter.service_api import (
 
 from ...intake.job_request import JobRequest
 from ...settings import converter_like, video_limits
-from ..execution import UPLOAD_VIDEO, JobCancelled, cancel_requested
+from ..execution import UPLOAD_VIDEO, JobCancelled
 from .outputs import output_name
-from .progress import ProgressPart
+from .progress import ProgressPart, stop_if_cancelled
 
 CHUNKS = "chunks"  # the folder of a video job's predicted chunks
 GONE = "The uploaded video is gone. Please upload it again."
@@ -91,8 +91,7 @@ class _WritingPass:
     def update(self, frames: int) -> None:
         if self.part is None:
             if not self.files.all_ready():
-                if cancel_requested(self.folder) or not self.folder.is_dir():
-                    raise JobCancelled()
+                stop_if_cancelled(self.folder)
                 return
             self.report(WRITING_VIDEO)
             self.part = ProgressPart(self.folder, "video", self.expected, lambda: self.report(WRITING_VIDEO))

@@ -31,6 +31,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.append(str(ROOT / "bench"))  # ports.py (the ports tests and benches start servers on), soak.py
 
 
+def pytest_configure(config):
+    import url_builders
+
+    url_builders.share()
+
+
 def pytest_sessionstart(session):
     """No cycle collection while the test modules import torch, transformers and open3d: each full collection walks
     every object made so far (11 of them, 1.6 s, in one fast-tier process here) to find almost no garbage."""

@@ -54,6 +54,19 @@ def pytest_collection_finish(session):
     gc.collect()
     gc.freeze()
     gc.enable()
+    _share_the_cores()
+
+
+def _share_the_cores() -> None:
+    """Under pytest-xdist each process takes its share of the cores for torch's threads, as TORCH_THREADS does for
+    gunicorn and Celery processes: two processes of two OpenMP threads each on two cores spin while they wait for a
+    core the other process holds (1.5 CPU s per process in a fast-tier run here)."""
+    processes = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if processes > 1:
+        from converter.depth import set_torch_threads
+
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        set_torch_threads(max(1, cores // processes))
 
 
 def pytest_collection_modifyitems(items):

@@ -120,13 +120,13 @@ def png_bytes(array: np.ndarray, **save_options) -> bytes:
     return buffer.getvalue()
 
 
-def pauses(longest: float = 0.05):
-    """Pauses between polls: 1 ms, doubling up to ``longest``. A poll that sleeps a fixed 50 ms wastes half of that on
-    average for every job a test waits for; the doubling keeps busy-waiting off the CPU the job needs."""
+def pauses(longest: float = 0.02):
+    """Pauses between polls: 1 ms, growing by half up to ``longest``. A poll that sleeps a fixed 50 ms wastes half of
+    that on average for every job a test waits for; the growth keeps busy-waiting off the CPU the job needs."""
     pause = 0.001
     while True:
         yield pause
-        pause = min(2 * pause, longest)
+        pause = min(1.5 * pause, longest)
 
 
 def wait_for_job(client, location: str, timeout: float = 60.0) -> dict:

@@ -346,17 +346,37 @@ def chrome(tmp_path):
 
 def wait_until(condition, timeout: float = 60, interval: float = 0.1):
     """Call ``condition`` until it returns something truthy (returned), or fail after ``timeout`` seconds (polls at
-    most every ``interval`` seconds)."""
+    most every ``interval`` seconds).
+
+    In a browser a condition may read the page while it is being replaced (a form's answer, a reload): the element it
+    found a moment ago is stale, or the new page has not got it yet. That is "not yet", asked again, never a failure
+    decided by when the browser happened to swap the page; a failure at the deadline names the last such error."""
     import time
 
     deadline = time.monotonic() + timeout
+    last_error = None
     for pause in pauses(interval):
-        value = condition()
+        try:
+            value = condition()
+        except _PAGE_CHANGING as error:
+            value, last_error = None, error
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting")
+            raise AssertionError("timed out waiting" + (f" (last: {type(last_error).__name__}: {last_error})"
+                                                         if last_error else ""))
         time.sleep(pause)
+
+
+def _page_changing_errors() -> tuple[type[BaseException], ...]:
+    try:
+        from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+    except ImportError:  # no browser tests here
+        return ()
+    return StaleElementReferenceException, NoSuchElementException
+
+
+_PAGE_CHANGING = _page_changing_errors()
 
 
 def canvas_pixels(driver, canvas) -> np.ndarray:

@@ -318,34 +318,3 @@ def test_the_model_banner_follows_the_model_the_jobs_use(tiny_models, tmp_path, 
     finally:
         application.extensions["image_to_3d"].stop()
 
-
-def test_every_route_builds_the_urls_werkzeug_would_build_and_the_apps_share_its_builders(tmp_path):
-    """The tests' apps share URL builders (tests/url_builders.py): every route's, with and without unknown arguments,
-    must build what a builder werkzeug compiles afresh for that rule builds, and two apps must hold the same ones."""
-    from url_builders import COMPILE_BUILDER
-    from werkzeug.routing.converters import IntegerConverter, PathConverter
-
-    from app import create_app
-
-    def built(tag: str):
-        return create_app({"TESTING": True, "OUTPUT_FOLDER": str(tmp_path / tag / "outputs"),
-                           "UPLOAD_FOLDER": str(tmp_path / tag / "uploads"), "DEPTH_MODEL": str(tmp_path / "none")})
-
-    first, second = built("a"), built("b")
-    try:
-        rules = {rule.endpoint: rule for rule in first.url_map.iter_rules()}
-        assert len(rules) >= 30
-        for rule in second.url_map.iter_rules():
-            assert rule._build.__func__ is rules[rule.endpoint]._build.__func__, rule.rule
-        for rule in rules.values():
-            values = {}
-            for name, converter in rule._converters.items():
-                values[name] = (7 if isinstance(converter, IntegerConverter) else "a b/c ü"
-                                if isinstance(converter, PathConverter) else "0123456789abcdef0123456789abcdef"
-                                if name.endswith("id") else "x y+ü")
-            own = COMPILE_BUILDER(rule, False).__get__(rule, None), COMPILE_BUILDER(rule, True).__get__(rule, None)
-            assert rule._build(**values) == own[0](**values), rule.rule
-            assert rule._build_unknown(**values, page="2 3") == own[1](**values, page="2 3"), rule.rule
-    finally:
-        for application in (first, second):
-            application.extensions["image_to_3d"].stop(wait=True)

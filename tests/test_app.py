@@ -317,4 +317,3 @@ def test_the_model_banner_follows_the_model_the_jobs_use(tiny_models, tmp_path, 
         assert ready.status_code == 200 and ready.get_json()["status"] == "ready"
     finally:
         application.extensions["image_to_3d"].stop()
-

@@ -4,7 +4,7 @@ The suite builds about 200 apps in its fast tier. For each of an app's 38 routes
 Python syntax trees and compiles them: 30 of ``create_app``'s 37 ms here. A builder is a function of the route's
 parsed parts and ``append_unknown`` alone (the rule is its first argument, bound per rule), so a route met again gets
 the function werkzeug compiled the first time: the same code, not a stand-in. A rule with defaults (ours have none)
-is compiled as usual. tests/test_app.py checks every route's URLs against builders compiled afresh.
+is compiled as usual. tests/test_harness.py checks every route's URLs against builders compiled afresh.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 from werkzeug.routing.rules import Rule
 
 COMPILE_BUILDER = Rule._compile_builder  # werkzeug's own
+_BUILDERS: dict[tuple, object] = {}  # (rule text, parsed parts, append_unknown) → the function compiled first
 
 
 def _shared_builder(rule: Rule, append_unknown: bool = True):
@@ -23,9 +24,6 @@ def _shared_builder(rule: Rule, append_unknown: bool = True):
     if builder is None:
         builder = _BUILDERS[key] = COMPILE_BUILDER(rule, append_unknown)
     return builder
-
-
-_BUILDERS: dict[tuple, object] = {}
 
 
 def share() -> None:

@@ -24,6 +24,7 @@ from .errors import OptionError
 DEFAULT_THRESHOLD = 0.05  # an inlier's inverse depth is within 5 % of the metric model's
 DEFAULT_ITERATIONS = 256
 SAMPLE_PIXELS = 20_000  # RANSAC scores hypotheses on this many random pixels; the refit uses all inliers
+_HYPOTHESES_AT_ONCE = 4  # hypotheses scored together (see _inlier_counts)
 ALIGNED_TO = " aligned to "  # an aligned DepthMap's source: "<relative model> aligned to <metric model>"
 DISAGREEMENT_RANGE = 0.25  # the disagreement picture's colour scale spans ±25 %
 
@@ -105,14 +106,7 @@ def fit_inverse_depth(disparity: np.ndarray, metric_depth: np.ndarray, mask: np.
     if not good.any():
         raise OptionError("The relative depth map does not follow the metric one anywhere: it cannot be aligned.")
     scales, shifts = scales[good], shifts[good]
-    # [hypotheses, pixels] relative error of inverse depth; scored in chunks to bound memory
-    best, best_count = 0, -1
-    for start in range(0, len(scales), 64):
-        predicted = scales[start:start + 64, None] * xs[None, :] + shifts[start:start + 64, None]
-        counts = (np.abs(predicted - ys[None, :]) <= threshold * ys[None, :]).sum(axis=1)
-        index = int(np.argmax(counts))
-        if counts[index] > best_count:
-            best, best_count = start + index, int(counts[index])
+    best = int(np.argmax(_inlier_counts(scales, shifts, xs, ys, threshold)))
     scale, offset = float(scales[best]), float(shifts[best])
     inliers = np.abs(scale * x + offset - y) <= threshold * y
     for _ in range(10):  # refit on the inliers until they settle
@@ -132,6 +126,25 @@ def fit_inverse_depth(disparity: np.ndarray, metric_depth: np.ndarray, mask: np.
     residual = float(np.median(depth_error)) * 100.0 if inliers.any() else float("nan")
     return AlignmentFit(scale=float(scale), shift=float(offset), inlier_share=float(inliers.mean()),
                         residual_percent=residual, pixels=int(len(x)), threshold=threshold)
+
+
+
+def _inlier_counts(scales, shifts, xs, ys, threshold: float) -> np.ndarray:
+    """[hypotheses] int: how many pixels each (scale, shift) fits within ``threshold`` · y, |s · x + t − y| ≤
+    threshold · y. Scored a few hypotheses at a time in one reused buffer, which stays in the cache (three times
+    faster than 64 at a time)."""
+    tolerance = threshold * ys
+    counts = np.empty(len(scales), np.int64)
+    errors = np.empty((_HYPOTHESES_AT_ONCE, len(xs)), xs.dtype)
+    for start in range(0, len(scales), _HYPOTHESES_AT_ONCE):
+        chunk = slice(start, start + _HYPOTHESES_AT_ONCE)
+        error = errors[:len(scales[chunk])]
+        np.multiply(scales[chunk, None], xs, out=error)
+        error += shifts[chunk, None]
+        error -= ys
+        np.abs(error, out=error)
+        counts[chunk] = np.count_nonzero(error <= tolerance, axis=1)
+    return counts
 
 
 def camera_model(source: str) -> str:

@@ -12,6 +12,7 @@ from conftest import png_bytes, wait_for_job
 
 from converter.align import (
     Alignment,
+    _inlier_counts,
     align,
     apply_fit,
     disagreement_layer,
@@ -209,3 +210,15 @@ def test_aligning_does_not_go_with_a_depth_file():
     np.save(depth, np.ones((8, 8), np.float32))
     with pytest.raises(OptionError, match="own depth map"):
         Converter(align_to="depth-pro").convert(np.zeros((8, 8, 3), np.uint8), depth=depth.getvalue())
+
+
+def test_ransac_counts_each_hypothesis_inliers_as_the_plain_formula_does():
+    """The scoring goes a few hypotheses at a time in a reused buffer: every count must be the plain formula's,
+    hypotheses past a multiple of the chunk included."""
+    rng = np.random.default_rng(4)
+    xs = rng.random(1001) + 0.5
+    ys = 0.8 * xs + 0.1 + rng.normal(0, 0.02, xs.size)
+    scales, shifts = 0.8 + rng.normal(0, 0.05, 11), 0.1 + rng.normal(0, 0.05, 11)
+    counts = _inlier_counts(scales, shifts, xs, ys, 0.05)
+    plain = [int(np.sum(np.abs(s * xs + t - ys) <= 0.05 * ys)) for s, t in zip(scales, shifts)]
+    assert counts.tolist() == plain and len(set(plain)) > 5

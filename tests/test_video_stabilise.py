@@ -4,11 +4,13 @@ frames, as an unsteady model's would."""
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import numpy as np
 import pytest
 import video_scenes as scenes
 
-from converter.video.stabilise import CutDetector, Stabiliser
+from converter.video.stabilise import CutDetector, Stabiliser, _block_means
 
 
 @pytest.fixture(scope="module")
@@ -79,3 +81,22 @@ def test_the_cut_detector_ignores_motion_and_sees_a_new_scene():
     detector = CutDetector()
     frames, _, _ = scenes.clip(64, 48, 8, cut_at=5)
     assert [detector(rgb) for rgb in frames] == [False] * 5 + [True, False, False]
+
+
+@pytest.mark.parametrize("shape, block", [((48, 64), 4), ((50, 67), 5), ((721, 1283), 5), ((30, 31), 7)])
+def test_block_means_are_the_plain_means_of_each_block_nan_left_out(shape, block):
+    rng = np.random.default_rng(block)
+    values = rng.random(shape, dtype=np.float32) * 4 + 1
+    holey = values.copy()
+    holey[rng.random(shape) < 0.3] = np.nan
+    holey[:block, :block] = np.nan  # one block with no value at all
+    rows, columns = shape[0] // block, shape[1] // block
+    for array in (values, holey):
+        blocks = array[:rows * block, :columns * block].reshape(rows, block, columns, block).astype(np.float64)
+        with np.errstate(invalid="ignore"), pytest.warns(RuntimeWarning) if array is holey else nullcontext():
+            expected = np.nanmean(blocks, axis=(1, 3))
+        means = _block_means(array, block)
+        assert means.shape == (rows, columns) and means.dtype == np.float32
+        np.testing.assert_array_equal(np.isnan(means), np.isnan(expected))
+        np.testing.assert_allclose(means, expected, rtol=1e-6)
+    assert np.isnan(_block_means(holey, block)[0, 0])

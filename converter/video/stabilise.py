@@ -43,6 +43,7 @@ MIN_INLIER_SHARE = 0.2  # a fit with fewer inliers than this starts a new shot
 CUT_HISTOGRAM = 0.2  # half the L1 distance of two thumbnails' 32-bin grey histograms, above which ...
 CUT_DIFFERENCE = 0.1  # ... together with a mean absolute thumbnail change above this, a frame is a cut
 PERCENTILES = (2.0, 98.0)
+_BLOCK_PIXELS = 1 << 15  # per-pixel work goes this many pixels at a time (its temporaries stay in the cache)
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,8 @@ class Stabiliser:
     def __call__(self, index: int, time: float, disparity: np.ndarray, rgb: np.ndarray) -> tuple[np.ndarray, FrameFit]:
         disparity = np.asarray(disparity, dtype=np.float32)
         valid = np.isfinite(disparity)
+        if not valid.all():
+            disparity = np.where(valid, disparity, np.float32(np.nan))  # inf and −inf are no depth either
         cut = self.cuts(rgb)
         if not self.enabled:
             scale, shift = self._normaliser(disparity, valid)
@@ -108,24 +111,16 @@ class Stabiliser:
         reason = "start" if self._reference is None else "cut" if cut else None
         fit = None
         if reason is None:
-            fit = self._fit(disparity, valid, shade)
+            fit = self._fit(disparity, shade)
             if fit is None or fit.inlier_share < MIN_INLIER_SHARE:
                 reason, fit = "fit failed", None
         self._grey = shade
         if reason is not None:
             return self._start_shot(index, time, disparity, valid, reason)
-        aligned = _affine(disparity, fit.scale, fit.shift)
-        reference, previous = self._reference, self._output
-        with np.errstate(invalid="ignore"):
-            difference = np.abs(aligned - reference)
-            agree = difference <= THRESHOLD * reference
-            smooth = (difference <= SMOOTHING_GATE * reference) & np.isfinite(previous)
-        output = np.where(smooth, (1 - SMOOTHING) * aligned + SMOOTHING * previous, aligned).astype(np.float32)
-        self._reference = np.where(agree, (1 - REFERENCE_WEIGHT) * reference + REFERENCE_WEIGHT * aligned,
-                                   np.where(valid, aligned, reference)).astype(np.float32)
-        self._output = output
-        return output, FrameFit(index, time, float(fit.scale), float(fit.shift), float(fit.inlier_share), self._shot,
-                                self._shot_start)
+        self._output, self._reference = _follow(_affine(disparity, fit.scale, fit.shift), valid, self._reference,
+                                                self._output)
+        return self._output, FrameFit(index, time, float(fit.scale), float(fit.shift), float(fit.inlier_share),
+                                      self._shot, self._shot_start)
 
     def _start_shot(self, index, time, disparity, valid, reason) -> tuple[np.ndarray, FrameFit]:
         scale, shift = self._normaliser(disparity, valid)
@@ -150,9 +145,9 @@ class Stabiliser:
         scale = 1.0 / float(high - low)
         return scale, float(1.0 - low * scale)
 
-    def _fit(self, disparity, valid, shade):
+    def _fit(self, disparity, shade):
         block = self._block(disparity)
-        x = _block_means(np.where(valid, disparity, np.nan), block)
+        x = _block_means(disparity, block)
         reference = _block_means(self._reference, block)
         mask = np.isfinite(x) & np.isfinite(reference) & (reference > 0)
         if self._grey is not None and self._grey.shape == shade.shape:
@@ -185,15 +180,46 @@ def grey(rgb: np.ndarray) -> np.ndarray:
 
 def _block_means(values: np.ndarray, block: int) -> np.ndarray:
     """[H, W] → [H // block, W // block] means of block × block squares (NaN: a block with no finite value)."""
-    height, width = (values.shape[0] // block) * block, (values.shape[1] // block) * block
-    blocks = values[:height, :width].reshape(height // block, block, width // block, block)
-    finite = np.isfinite(blocks)
+    finite = np.isfinite(values)
     if finite.all():  # a picture's grey, or depth everywhere: no NaN to leave out
-        return blocks.sum(axis=(1, 3), dtype=np.float32) / np.float32(block * block)
-    counts = finite.sum(axis=(1, 3), dtype=np.int32)
-    sums = np.where(finite, blocks, np.float32(0)).sum(axis=(1, 3), dtype=np.float32)
+        return _block_sums(values, block) * np.float32(1.0 / (block * block))
+    counts = _block_sums(finite.astype(np.float32), block)
+    sums = _block_sums(np.where(finite, values, np.float32(0)), block)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(counts > 0, sums / counts, np.float32(np.nan)).astype(np.float32)
+
+
+def _block_sums(values: np.ndarray, block: int) -> np.ndarray:
+    """[H, W] float32 → [H // block, W // block] float32 sums, as ``block`` strided adds of columns and then of
+    rows (a reduction over the small axes of a [h, block, w, block] view is three times slower)."""
+    height, width = (values.shape[0] // block) * block, (values.shape[1] // block) * block
+    values = values[:height, :width]
+    columns = values[:, 0::block].copy()
+    for offset in range(1, block):
+        columns += values[:, offset::block]
+    sums = columns[0::block].copy()
+    for offset in range(1, block):
+        sums += columns[offset::block]
+    return sums
+
+
+def _follow(aligned: np.ndarray, valid: np.ndarray, reference: np.ndarray,
+            previous: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(output, new reference) of a fitted frame ``aligned`` (see the module docstring), [H, W] float32 each,
+    computed a block of rows at a time so that the temporaries stay in the cache."""
+    output, updated = np.empty_like(aligned), np.empty_like(aligned)
+    rows_per_block = max(1, _BLOCK_PIXELS // max(1, aligned.shape[1]))
+    for start in range(0, len(aligned), rows_per_block):
+        rows = slice(start, start + rows_per_block)
+        new, old, last = aligned[rows], reference[rows], previous[rows]
+        with np.errstate(invalid="ignore"):
+            difference = np.abs(new - old)
+            agree = difference <= THRESHOLD * old
+            smooth = (difference <= SMOOTHING_GATE * old) & np.isfinite(last)
+        output[rows] = np.where(smooth, (1 - SMOOTHING) * new + SMOOTHING * last, new)
+        updated[rows] = np.where(agree, (1 - REFERENCE_WEIGHT) * old + REFERENCE_WEIGHT * new,
+                                 np.where(valid[rows], new, old))
+    return output, updated
 
 
 def _affine(disparity: np.ndarray, scale: float, shift: float) -> np.ndarray:

@@ -113,8 +113,10 @@ def fit_inverse_depth(disparity: np.ndarray, metric_depth: np.ndarray, mask: np.
         if inliers.sum() < 2:
             break
         if shift:
-            design = np.stack([x[inliers], np.ones(int(inliers.sum()))], axis=1)
-            (scale, offset), *_ = np.linalg.lstsq(design, y[inliers], rcond=None)
+            line = _line(x[inliers], y[inliers])
+            if line is None:  # every inlier at one x: the hypothesis stands
+                break
+            scale, offset = line
         else:
             scale, offset = float(x[inliers] @ y[inliers] / (x[inliers] @ x[inliers])), 0.0
         updated = np.abs(scale * x + offset - y) <= threshold * y
@@ -127,6 +129,19 @@ def fit_inverse_depth(disparity: np.ndarray, metric_depth: np.ndarray, mask: np.
     return AlignmentFit(scale=float(scale), shift=float(offset), inlier_share=float(inliers.mean()),
                         residual_percent=residual, pixels=int(len(x)), threshold=threshold)
 
+
+
+def _line(x: np.ndarray, y: np.ndarray) -> tuple[float, float] | None:
+    """Least-squares (s, t) of y ≈ s · x + t from the centred sums; None when every x is the same. (numpy's lstsq, a
+    LAPACK call for two unknowns, held the interpreter's lock for about 0.4 ms each time: in a video, the writer
+    thread's fits then kept the forward's thread waiting.)"""
+    mean_x, mean_y = float(x.mean()), float(y.mean())
+    centred = x - mean_x
+    spread = float(centred @ centred)
+    if not spread > 0:
+        return None
+    scale = float(centred @ (y - mean_y)) / spread
+    return scale, mean_y - scale * mean_x
 
 
 def _inlier_counts(scales, shifts, xs, ys, threshold: float) -> np.ndarray:

@@ -13,6 +13,7 @@ from conftest import png_bytes, wait_for_job
 from converter.align import (
     Alignment,
     _inlier_counts,
+    _line,
     align,
     apply_fit,
     disagreement_layer,
@@ -222,3 +223,13 @@ def test_ransac_counts_each_hypothesis_inliers_as_the_plain_formula_does():
     counts = _inlier_counts(scales, shifts, xs, ys, 0.05)
     plain = [int(np.sum(np.abs(s * xs + t - ys) <= 0.05 * ys)) for s, t in zip(scales, shifts)]
     assert counts.tolist() == plain and len(set(plain)) > 5
+
+
+def test_the_refit_line_is_least_squares_and_none_without_spread():
+    rng = np.random.default_rng(5)
+    x = rng.random(500) * 3
+    y = 0.7 * x - 0.2 + rng.normal(0, 0.05, x.size)
+    scale, offset = _line(x, y)
+    expected, *_ = np.linalg.lstsq(np.stack([x, np.ones_like(x)], axis=1), y, rcond=None)
+    np.testing.assert_allclose([scale, offset], expected, rtol=1e-10)
+    assert _line(np.full(5, 2.0), np.arange(5.0)) is None

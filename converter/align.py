@@ -118,7 +118,8 @@ def fit_inverse_depth(disparity: np.ndarray, metric_depth: np.ndarray, mask: np.
                 break
             scale, offset = line
         else:
-            scale, offset = float(x[inliers] @ y[inliers] / (x[inliers] @ x[inliers])), 0.0
+            kept = x[inliers]
+            scale, offset = float(np.sum(kept * y[inliers]) / np.sum(kept * kept)), 0.0
         updated = np.abs(scale * x + offset - y) <= threshold * y
         if np.array_equal(updated, inliers):
             break
@@ -132,15 +133,17 @@ def fit_inverse_depth(disparity: np.ndarray, metric_depth: np.ndarray, mask: np.
 
 
 def _line(x: np.ndarray, y: np.ndarray) -> tuple[float, float] | None:
-    """Least-squares (s, t) of y ≈ s · x + t from the centred sums; None when every x is the same. (numpy's lstsq, a
-    LAPACK call for two unknowns, held the interpreter's lock for about 0.4 ms each time: in a video, the writer
-    thread's fits then kept the forward's thread waiting.)"""
+    """Least-squares (s, t) of y ≈ s · x + t from the centred sums; None when every x is the same.
+
+    No BLAS call (``@``, lstsq) here: OpenBLAS splits a long dot product over its own threads, which then spin at
+    full priority for a while afterwards, and lstsq held the interpreter's lock; in a video, the writer thread's fits
+    took cores and the lock from the forward (90 ms of a core a frame)."""
     mean_x, mean_y = float(x.mean()), float(y.mean())
     centred = x - mean_x
-    spread = float(centred @ centred)
+    spread = float(np.sum(centred * centred))
     if not spread > 0:
         return None
-    scale = float(centred @ (y - mean_y)) / spread
+    scale = float(np.sum(centred * (y - mean_y))) / spread
     return scale, mean_y - scale * mean_x
 
 

@@ -41,7 +41,7 @@ from .options import VideoOptions
 from .stabilise import THRESHOLD, Stabiliser
 
 QUEUE_FRAMES = 8
-WRITER_NICENESS = 10  # the decoder's and writer's nice value (see yield_to_the_forward)
+WRITER_NICENESS = 19  # the decoder's and writer's nice value, the lowest priority (see yield_to_the_forward)
 CAMERA_FRAMES = 8
 _END = object()
 
@@ -399,7 +399,9 @@ def yield_to_the_forward() -> None:
 
     The decoder and the writer share the cores with the forward's threads, which wait for one another at every
     operation: a writer holding a core stalls the whole forward. Niced, they take the cores the forward leaves (its
-    pauses, its single-threaded parts) and get their full share only when the queue to them is full."""
+    pauses, its single-threaded parts) and get their full share only when the queue to them is full. Nice 19 rather
+    than 10: full SBS of DPT-SwinV2-Tiny at 1280 × 720 ran at a median 0.74 × the bare forward against 0.71 × (five
+    paired runs, 19 ahead in each; the depth video alike; bench/RESULTS.md)."""
     if hasattr(os, "setpriority") and hasattr(threading, "get_native_id") and os.uname().sysname == "Linux":
         with contextlib.suppress(OSError):
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WRITER_NICENESS)

@@ -18,7 +18,9 @@ Figures: std(log s_t) of the per-frame scale against the truth, and Video Depth 
 
 Speed: a 1280 x 720, 24 fps clip (rendered once into bench/out/). "Bare forward" is the back-end's prepare + forward on
 frames already in memory; "library" is Converter.convert_video on the file (decode, depth, stabilisation, rendering,
-encoding) for the same frames. Models have the published configurations and random weights (bench/models.py).
+encoding) for the same frames, each library run timed against the mean of the bare forwards just before and after it
+(--rounds N: N runs of each output set, the median ratio). Models have the published configurations and random
+weights (bench/models.py).
 
 Memory: peak resident memory (VmHWM) of a fresh process converting a 10 s and a 60 s clip (640 x 360 by default,
 --memory-size; tiny random model of tests/model_factory.py, depth video output), so the figure is the pipeline's, not
@@ -43,6 +45,7 @@ import contextlib
 import json
 import math
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -148,22 +151,34 @@ def speed_worker(args) -> dict:
     options = VideoOptions(max_frames=args.frames)
     frames = [frame.rgb for frame in decode(probe(clip, VideoLimits(), options), options, VideoLimits())]
     backend.forward(backend.prepare(frames[0]))  # warm-up
-    started = time.perf_counter()
-    for rgb in frames:
-        backend.forward(backend.prepare(rgb))
-    if str(backend.device).startswith("cuda"):
-        torch.cuda.synchronize()
-    bare = len(frames) / (time.perf_counter() - started)
-    rows = {}
-    for outputs in args.outputs.split(";"):
-        kinds = outputs.split(",")
-        targets = {kind: OUT / "video" / f"speed.{kind}{_suffix(kind)}" for kind in kinds}
-        targets[kinds[0]].parent.mkdir(parents=True, exist_ok=True)
+
+    def bare_fps() -> float:
         started = time.perf_counter()
-        result = converter.convert_video(clip, targets, options=options)
-        seconds = time.perf_counter() - started
-        rows[outputs] = {"fps": result.frames / seconds, "ratio_to_bare": result.frames / seconds / bare}
-    return {"engine": backend.describe(), "frames": len(frames), "bare_forward_fps": bare, "library": rows}
+        for rgb in frames:
+            backend.forward(backend.prepare(rgb))
+        if str(backend.device).startswith("cuda"):
+            torch.cuda.synchronize()
+        return len(frames) / (time.perf_counter() - started)
+
+    # bare, library, bare, library, ...: each library run against the mean of the bare forwards just before and
+    # after it (this host's speed drifts by a fifth within minutes; one bare run before all cannot tell 5 %)
+    bares = [bare_fps()]
+    runs: dict[str, list] = {outputs: [] for outputs in args.outputs.split(";")}
+    for _ in range(args.rounds):
+        for outputs in runs:
+            kinds = outputs.split(",")
+            targets = {kind: OUT / "video" / f"speed.{kind}{_suffix(kind)}" for kind in kinds}
+            targets[kinds[0]].parent.mkdir(parents=True, exist_ok=True)
+            started = time.perf_counter()
+            result = converter.convert_video(clip, targets, options=options)
+            fps = result.frames / (time.perf_counter() - started)
+            bares.append(bare_fps())
+            runs[outputs].append((fps, fps / ((bares[-2] + bares[-1]) / 2)))
+    rows = {outputs: {"fps": statistics.median(fps for fps, _ in done),
+                      "ratio_to_bare": statistics.median(ratio for _, ratio in done),
+                      "ratios": [round(ratio, 3) for _, ratio in done]} for outputs, done in runs.items()}
+    return {"engine": backend.describe(), "frames": len(frames), "bare_forward_fps": statistics.median(bares),
+            "bare_forward_fps_range": [min(bares), max(bares)], "library": rows}
 
 
 def _suffix(kind: str) -> str:
@@ -397,6 +412,8 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=10.0, help="speed: the clip's length")
     parser.add_argument("--frames", type=int, default=48, help="speed: frames timed (of the clip)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="speed: library runs of each output set (each timed against the bare forwards around it)")
     parser.add_argument("--outputs", default="depth_video;sbs_full",
                         help="speed: output sets timed, ';' between sets, ',' within one")
     parser.add_argument("--long-seconds", type=float, default=60.0, help="memory: the long clip")
@@ -430,11 +447,12 @@ def main() -> int:
               f"{args.threads} threads)")
         for engine in args.engines.split(","):
             row = _fresh("speed", clip=clip, engine=engine, model_folder=folder, frames=args.frames,
-                         outputs=args.outputs, device=args.device, threads=args.threads)
+                         outputs=args.outputs, device=args.device, threads=args.threads, rounds=args.rounds)
             figures["speed"][engine] = row
             for outputs, library in row["library"].items():
                 print(f"  {engine:9s} bare forward {row['bare_forward_fps']:.2f} fps; library [{outputs}] "
-                      f"{library['fps']:.2f} fps = {library['ratio_to_bare']:.2f} x bare")
+                      f"{library['fps']:.2f} fps = {library['ratio_to_bare']:.2f} x bare"
+                      + (f" (median of {', '.join(map(str, library['ratios']))})" if len(library["ratios"]) > 1 else ""))
             if args.web:
                 first = args.outputs.split(";")[0]
                 row["web"] = web = web_speed(clip, engine, folder, args.frames, first, args.threads)

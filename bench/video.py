@@ -450,9 +450,9 @@ def main() -> int:
                          outputs=args.outputs, device=args.device, threads=args.threads, rounds=args.rounds)
             figures["speed"][engine] = row
             for outputs, library in row["library"].items():
+                runs = f" (median of {', '.join(map(str, library['ratios']))})" if len(library["ratios"]) > 1 else ""
                 print(f"  {engine:9s} bare forward {row['bare_forward_fps']:.2f} fps; library [{outputs}] "
-                      f"{library['fps']:.2f} fps = {library['ratio_to_bare']:.2f} x bare"
-                      + (f" (median of {', '.join(map(str, library['ratios']))})" if len(library["ratios"]) > 1 else ""))
+                      f"{library['fps']:.2f} fps = {library['ratio_to_bare']:.2f} x the bare forwards around it{runs}")
             if args.web:
                 first = args.outputs.split(";")[0]
                 row["web"] = web = web_speed(clip, engine, folder, args.frames, first, args.threads)

@@ -131,7 +131,6 @@ def fit_inverse_depth(disparity: np.ndarray, metric_depth: np.ndarray, mask: np.
                         residual_percent=residual, pixels=int(len(x)), threshold=threshold)
 
 
-
 def _line(x: np.ndarray, y: np.ndarray) -> tuple[float, float] | None:
     """Least-squares (s, t) of y ≈ s · x + t from the centred sums; None when every x is the same.
 

@@ -72,17 +72,21 @@ def test_two_outputs_quickly(tmp_path):
     assert not list(tmp_path.glob(".*.part"))
 
 
-
 def test_the_writer_runs_at_the_lowest_priority_beside_the_forward(tmp_path):
     """The writer (and the decoder) give way to the forward's threads: progress is reported from the writer."""
     frames, depths, _ = scenes.clip(48, 32, 3)
     source = tmp_path / "small.mp4"
     scenes.write_clip(source, frames, fps=12)
     priorities = []
-    report = lambda _progress: priorities.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))  # noqa: E731
+
+    def report(_progress):
+        priorities.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+
     convert_video(source, tmp_path / "small.depth.mp4", depth=_depth_zip(depths),
                   options=VideoOptions(depth_kind="disparity"), progress=report)
     assert priorities == [WRITER_NICENESS] * 3 and WRITER_NICENESS == 19
+
+
 @pytest.mark.slow
 def test_every_output_opens_with_the_frames_duration_and_sound_expected(tmp_path, clip_with_sound):
     source, depths = clip_with_sound
